@@ -1,0 +1,269 @@
+"""The training loop: one readable function, fit for long runs and for torchrun.
+
+train(cfg) builds (or resumes) a model, runs epochs of SGD/AdamW with warm-up and a cosine or step
+schedule, updates the DNC centroids after every optimiser step, evaluates top-1/top-5 each epoch,
+writes the log, the plot and an atomic checkpoint, and returns the history. Resume replays the same
+batch order and augmentation draws, so it continues the run it interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training import checkpoint as ckpt_io
+from training import distributed
+from training.batches import augment, epoch_batches, iterate, normalise
+from training.data import ImageData, load_dataset
+from training.model import Classifier, ModelConfig
+from training.report import topk_correct, write_log
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "fashion-mnist"
+    out: str = "runs/dnc"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
+    gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    eval_batch_size: int = 512
+    save_every: int = 0  # also checkpoint every N steps (0: end of each epoch only)
+    max_steps: int = 0  # stop after this many steps in total (0: no limit); for smoke runs
+    train_limit: int = 0  # use only the first N training samples (0: all)
+    test_limit: int = 0
+    resume: str = ""
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use sgd or adamw")
+        if self.schedule not in ("cosine", "step"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; use cosine or step")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is available here")
+    return dev
+
+
+def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimiser step `step` (0-based): linear warm-up then cosine or step decay."""
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        t = (step - warmup) / max(1, total - warmup)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    drops = sum(step >= m * total for m in cfg.milestones)
+    return cfg.lr * cfg.gamma**drops
+
+
+def subset(data: ImageData, limit: int) -> ImageData:
+    """The first `limit` samples (ids stay the original indices' positions in the subset)."""
+    if not limit or limit >= len(data):
+        return data
+    from dataclasses import replace
+    return replace(data, labels=data.labels[:limit],
+                   images=None if data.images is None else data.images[:limit], paths=data.paths[:limit])
+
+
+def build_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm and biases (standard for ResNets).
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+@torch.no_grad()
+def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_size: int = 512,
+             workers: int = 0, desc: str = "eval") -> dict:
+    """Top-1/top-5 accuracy (%) and mean loss of `model` on `data`, sharded over ranks."""
+    model.eval()
+    batches = epoch_batches(len(data), batch_size, 0, 0, shuffle=False, rank=distributed.rank(),
+                            world=distributed.world_size(), drop_last=False)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss, n
+    bar = tqdm(iterate(data, batches, workers), total=len(batches), desc=desc, leave=False,
+               disable=not distributed.is_main())
+    for x, y, _ in bar:
+        x, y = normalise(x.to(device), model.cfg.mean, model.cfg.std), y.to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            _, logits = model(x)
+        t1, t5 = topk_correct(logits.float(), y)
+        sums += torch.tensor([t1, t5, F.cross_entropy(logits.float(), y, reduction="sum").item(), len(y)],
+                             dtype=torch.float64, device=device)
+    if distributed.is_active():
+        torch.distributed.all_reduce(sums)
+    n = max(1.0, float(sums[3]))
+    return {"top1": 100 * float(sums[0]) / n, "top5": 100 * float(sums[1]) / n, "loss": float(sums[2]) / n,
+            "n": int(sums[3])}
+
+
+def _rng_state(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    return rng
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
+    """Train (or resume) a classifier. `model_cfg` may be None when resuming, or be checked against
+    the checkpoint's. Returns {"history": per-epoch rows, "step_losses": losses of steps run here,
+    "checkpoint": path}."""
+    device = resolve_device(cfg.device)
+    started_ddp = distributed.setup(device)
+    if started_ddp and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    out = Path(cfg.out)
+    try:
+        resume = ckpt_io.load(cfg.resume) if cfg.resume else None
+        model_cfg = _reconcile(model_cfg, resume)
+        train_set = subset(load_dataset(cfg.data, "train", model_cfg.in_chans, model_cfg.image_size), cfg.train_limit)
+        test_set = subset(load_dataset(cfg.data, "test", model_cfg.in_chans, model_cfg.image_size), cfg.test_limit)
+        if train_set.num_classes != model_cfg.num_classes:
+            raise ValueError(f"{cfg.data} has {train_set.num_classes} classes but the model has "
+                             f"{model_cfg.num_classes}")
+        if not model_cfg.class_names:
+            model_cfg.class_names = list(train_set.class_names)
+
+        torch.manual_seed(cfg.seed)
+        # channels_last: about 25% faster convolutions on CPU (oneDNN) and on tensor cores.
+        model = Classifier(model_cfg, seed=cfg.seed).to(device, memory_format=torch.channels_last)
+        opt = build_optimizer(model, cfg)
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + distributed.rank())
+        epoch, step, skip, history = 0, 0, 0, []
+        if resume is not None:
+            model.load_state_dict(resume.model_state)
+            if resume.optimizer_state is not None:
+                opt.load_state_dict(resume.optimizer_state)
+            torch.set_rng_state(resume.rng["torch"])
+            aug_gen.set_state(resume.rng["aug"])
+            epoch, step, skip, history = resume.epoch, resume.step, resume.step_in_epoch, resume.history
+            log.info("resumed %s at epoch %d, step %d", cfg.resume, epoch, step)
+        encoder = model.encoder
+        if started_ddp:
+            encoder = torch.nn.parallel.DistributedDataParallel(
+                model.encoder, device_ids=[device.index] if device.type == "cuda" else None)
+
+        n_batches = len(epoch_batches(len(train_set), cfg.batch_size, cfg.seed, 0, True,
+                                      distributed.rank(), distributed.world_size()))
+        if n_batches == 0:
+            raise ValueError(f"batch size {cfg.batch_size} x {distributed.world_size()} ranks exceeds the "
+                             f"{len(train_set)} training samples")
+        total = cfg.epochs * n_batches
+        warmup = int(cfg.warmup_epochs * n_batches)
+        ckpt_path = out / "checkpoint.safetensors"
+        step_losses: list[float] = []
+        amp = device.type == "cuda"
+
+        def save(ep: int, st: int, in_epoch: int):
+            if distributed.is_main():
+                ckpt_io.save(ckpt_io.Checkpoint(model_cfg, model.state_dict(), asdict(cfg), ep, st, in_epoch,
+                                                history, opt.state_dict(), _rng_state(aug_gen)), ckpt_path)
+            if distributed.is_active():
+                torch.distributed.barrier()
+
+        log.info("training %s head on %s: %d samples, %d classes, %d steps/epoch, device %s",
+                 model_cfg.head, cfg.data, len(train_set), model_cfg.num_classes, n_batches, device)
+        while epoch < cfg.epochs:
+            model.train()
+            t0 = time.time()
+            batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, True,
+                                    distributed.rank(), distributed.world_size())[skip:]
+            bar = tqdm(iterate(train_set, batches, cfg.workers), total=n_batches, initial=skip,
+                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not distributed.is_main())
+            loss_sum, correct, seen, i = 0.0, 0, 0, skip - 1
+            for i, (x, y, ids) in enumerate(bar, start=skip):
+                lr = lr_at(step, total, warmup, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x = normalise(augment(x.to(device), aug_gen), model_cfg.mean, model_cfg.std)
+                x = x.contiguous(memory_format=torch.channels_last)
+                y, ids = y.to(device), ids.to(device)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    emb = encoder(x)
+                    logits = model.head(emb)
+                loss = F.cross_entropy(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                model.head.update(emb, y, ids, logits)
+                step += 1
+                step_losses.append(loss.item())
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.3g}")
+                if cfg.save_every and step % cfg.save_every == 0 and i + 1 < n_batches:
+                    save(epoch, step, i + 1)
+                if cfg.max_steps and step >= cfg.max_steps:
+                    break
+            bar.close()
+            skip = 0
+            finished_epoch = not (cfg.max_steps and step >= cfg.max_steps) or i + 1 == n_batches
+            ev = evaluate(model, test_set, device, cfg.eval_batch_size, cfg.workers, desc="test")
+            row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": loss_sum / max(1, seen),
+                   "train_top1": 100 * correct / max(1, seen), "test_top1": ev["top1"], "test_top5": ev["top5"],
+                   "test_loss": ev["loss"], "seconds": round(time.time() - t0, 1)}
+            history.append(row)
+            log.info("epoch %d: train loss %.4f top-1 %.2f | test top-1 %.2f top-5 %.2f (%.0fs)", epoch + 1,
+                     row["train_loss"], row["train_top1"], ev["top1"], ev["top5"], row["seconds"])
+            if finished_epoch:
+                epoch += 1
+                save(epoch, step, 0)
+            else:
+                save(epoch, step, i + 1)
+            if distributed.is_main():
+                write_log(history, out)
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        return {"history": history, "step_losses": step_losses, "checkpoint": str(ckpt_path), "model": model}
+    finally:
+        if started_ddp:
+            distributed.teardown()
+
+
+def _reconcile(model_cfg: ModelConfig | None, resume: ckpt_io.Checkpoint | None) -> ModelConfig:
+    """The model config to use: the given one, or the checkpoint's, refusing mismatches on resume."""
+    if resume is None:
+        if model_cfg is None:
+            raise ValueError("a model config is needed when not resuming")
+        return model_cfg
+    if model_cfg is not None:
+        theirs = resume.model_config
+        for name in ("embed_dim", "num_classes", "arch", "width", "head", "k", "in_chans", "image_size"):
+            if getattr(model_cfg, name) != getattr(theirs, name):
+                label = "embedding width" if name == "embed_dim" else name
+                raise ValueError(f"{label} mismatch on resume: checkpoint has {getattr(theirs, name)}, "
+                                 f"requested {getattr(model_cfg, name)}")
+    return resume.model_config

@@ -1,0 +1,74 @@
+"""Bounded per-class FIFO memory of detached embeddings and their dataset sample ids.
+
+A ring buffer per class, held in registered buffers so that checkpoints carry it and resume
+continues with the same memory. Writes are vectorised over classes: one scatter per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ClassMemory(nn.Module):
+    """FIFO queue of at most `size` embeddings per class.
+
+    Buffers:
+        feats: (C, M, D) fp32 embeddings (L2-normalised by the caller).
+        ids: (C, M) int64 dataset sample ids, -1 where empty.
+        ptr: (C,) int64 next slot to write per class.
+        count: (C,) int64 filled slots per class (<= M).
+    """
+
+    def __init__(self, num_classes: int, size: int, dim: int, per_step_cap: int):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"memory size must be >= 1, got {size}")
+        if not 1 <= per_step_cap <= size:
+            raise ValueError(f"per-step cap must be in [1, memory size={size}], got {per_step_cap}")
+        self.size = size
+        self.per_step_cap = per_step_cap
+        self.register_buffer("feats", torch.zeros(num_classes, size, dim))
+        self.register_buffer("ids", torch.full((num_classes, size), -1, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, feats: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Enqueue samples, at most `per_step_cap` per class (the first ones in batch order).
+
+        Args:
+            feats: (N, D) embeddings. labels: (N,) class indices. ids: (N,) sample ids.
+        Returns:
+            (T,) int64 sorted unique classes that received at least one sample.
+        """
+        if labels.numel() == 0:
+            return labels.new_zeros(0)
+        order = torch.sort(labels, stable=True).indices
+        labels, feats, ids = labels[order], feats[order], ids[order]
+        classes, counts = torch.unique_consecutive(labels, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts  # (T,) first position of each class
+        rank = torch.arange(labels.numel(), device=labels.device) - torch.repeat_interleave(starts, counts)
+        keep = rank < self.per_step_cap
+        labels, feats, ids, rank = labels[keep], feats[keep], ids[keep], rank[keep]
+        slot = (self.ptr[labels] + rank) % self.size
+        self.feats[labels, slot] = feats.to(self.feats.dtype)
+        self.ids[labels, slot] = ids.to(self.ids.dtype)
+        n_in = counts.clamp(max=self.per_step_cap)
+        self.ptr[classes] = (self.ptr[classes] + n_in) % self.size
+        self.count[classes] = (self.count[classes] + n_in).clamp(max=self.size)
+        return classes
+
+    def gather(self, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Contents of the given classes, oldest first.
+
+        Returns feats (T, M, D), ids (T, M) and a (T, M) bool mask of filled slots.
+        """
+        m = self.size
+        count = self.count[classes]  # (T,)
+        # Oldest entry sits at ptr when the ring is full, at 0 otherwise.
+        start = torch.where(count == m, self.ptr[classes], torch.zeros_like(count))
+        slot = (start[:, None] + torch.arange(m, device=count.device)[None, :]) % m  # (T, M)
+        mask = torch.arange(m, device=count.device)[None, :] < count[:, None]
+        rows = classes[:, None].expand(-1, m)
+        return self.feats[rows, slot], self.ids[rows, slot], mask

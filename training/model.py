@@ -1,0 +1,93 @@
+"""The classifier: a ResNet encoder producing an embedding, and a DNC or softmax head on it.
+
+`ModelConfig` is the whole description needed to rebuild a model (it travels inside checkpoints),
+including the preprocessing a client must apply (image size, channels, mean/std) and class names.
+Twins for comparison share everything but `head`: "dnc" (K sub-centroids; K=1 gives class means)
+or "softmax" (a learned linear layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from training.backbones import build_backbone
+from training.head import DNCHead, LinearHead, normalise_ks
+
+HEADS = ("dnc", "softmax")
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int
+    arch: str = "resnet10"
+    width: int = 32
+    in_chans: int = 1
+    image_size: int = 28
+    embed_dim: int = 256
+    head: str = "dnc"
+    k: int | list[int] = 4
+    temperature: float = 0.1
+    momentum: float = 0.999
+    epsilon: float = 0.05
+    sinkhorn_iters: int = 3
+    memory_size: int = 256
+    memory_cap: int = 32
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
+        if self.num_classes < 2:
+            raise ValueError(f"need at least 2 classes, got {self.num_classes}")
+        if self.embed_dim < 1:
+            raise ValueError(f"embedding width must be >= 1, got {self.embed_dim}")
+        normalise_ks(self.num_classes, self.k)
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError(f"mean/std need {self.in_chans} values (one per channel), "
+                             f"got {len(self.mean)}/{len(self.std)}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def small_stem(self) -> bool:
+        """The 3x3/1 stem for small images (<= 64 px), the standard 7x7/2 stem above that."""
+        return self.image_size <= 64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Encoder(nn.Module):
+    """Backbone + linear projection: (N, Cin, H, W) -> (N, D) embedding (not normalised)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.backbone = build_backbone(cfg.arch, cfg.width, cfg.in_chans, cfg.small_stem)
+        self.proj = nn.Linear(self.backbone.feature_dim, cfg.embed_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone(x))
+
+
+class Classifier(nn.Module):
+    """encoder -> head. forward returns (embedding (N, D), logits (N, C))."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        if cfg.head == "dnc":
+            gen = torch.Generator().manual_seed(seed + 1)
+            self.head = DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum,
+                                cfg.epsilon, cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen)
+        else:
+            self.head = LinearHead(cfg.num_classes, cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.encoder(x)
+        return emb, self.head(emb)
