@@ -1,0 +1,39 @@
+"""The `dnc` command: one entry point whose subcommands come from each layer of the stack.
+
+Run under torchrun for data-parallel training: `torchrun --nproc_per_node 2 -m clients.cli train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from training import cli as training_cli
+from training.data import DataError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dnc", description="Train, export and serve Deep Nearest Centroids models")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    training_cli.add_commands(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except (ValueError, DataError, FileNotFoundError, FloatingPointError) as e:
+        print(f"dnc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dnc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

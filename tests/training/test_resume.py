@@ -1,0 +1,75 @@
+"""Checkpoints: atomic self-describing files, and resume that continues the same run exactly."""
+
+import json
+
+import pytest
+import torch
+
+from training import checkpoint as ckpt_io
+from training.loop import TrainConfig, train
+from training.model import ModelConfig
+
+
+def _cfgs(tmp_path, name, **kw):
+    t = TrainConfig(data="fashion-mnist", out=str(tmp_path / name), epochs=2, batch_size=32, lr=0.05,
+                    train_limit=192, test_limit=64, workers=0, warmup_epochs=0.5, **kw)
+    m = ModelConfig(num_classes=10, width=8, embed_dim=16, memory_size=16, memory_cap=4)
+    return t, m
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready):
+    # 6 steps per epoch: stop mid-epoch (4) and at an epoch boundary (6), compare continuations.
+    t, m = _cfgs(tmp_path, "full")
+    full = train(t, m)["step_losses"]
+    assert len(full) == 12
+    for stop in (4, 6):
+        t, m = _cfgs(tmp_path, f"part{stop}", max_steps=stop)
+        first = train(t, m)["step_losses"]
+        assert first == pytest.approx(full[:stop], abs=0)
+        t, _ = _cfgs(tmp_path, f"part{stop}", resume=str(tmp_path / f"part{stop}" / "checkpoint.safetensors"))
+        rest = train(t, None)
+        assert rest["step_losses"] == pytest.approx(full[stop:], abs=1e-6), stop
+    # The checkpoint describes itself and carries centroids and memory.
+    ck = ckpt_io.load(tmp_path / "full" / "checkpoint.safetensors")
+    assert ck.epoch == 2 and ck.step == 12 and len(ck.history) == 2
+    assert {"head.centroids", "head.memory.feats", "head.memory.ids"} <= set(ck.model_state)
+    assert int(ck.model_state["head.memory.count"].sum()) > 0
+    side = json.loads((tmp_path / "full" / "checkpoint.json").read_text())
+    assert side["model_config"]["embed_dim"] == 16
+    for f in ("log.csv", "log.json", "curves.png"):
+        assert (tmp_path / "full" / f).stat().st_size > 0
+
+
+def test_resume_refuses_embedding_width_mismatch(tmp_path, fmnist_ready):
+    t, m = _cfgs(tmp_path, "a", max_steps=1)
+    train(t, m)
+    t, m = _cfgs(tmp_path, "a", resume=str(tmp_path / "a" / "checkpoint.safetensors"))
+    m.embed_dim = 32
+    with pytest.raises(ValueError, match="embedding width mismatch on resume: checkpoint has 16, requested 32"):
+        train(t, m)
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path):
+    cfg = ModelConfig(num_classes=3, width=4, embed_dim=8, k=[1, 2, 3])
+    from training.model import Classifier
+
+    model = Classifier(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 1, 28, 28))[1].sum().backward()
+    opt.step()
+    ck = ckpt_io.Checkpoint(cfg, model.state_dict(), {"lr": 0.1}, 1, 5, 0, [{"epoch": 1}], opt.state_dict(),
+                            {"torch": torch.get_rng_state()})
+    path = ckpt_io.save(ck, tmp_path / "c.safetensors")
+    ck = ckpt_io.load(path)
+    assert ck.model_config == cfg and ck.step == 5
+    for k, v in model.state_dict().items():
+        assert torch.equal(ck.model_state[k], v), k
+    opt2 = torch.optim.SGD(Classifier(cfg).parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(ck.optimizer_state)
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.safetensors"):
+        ckpt_io.load(tmp_path / "junk.safetensors")
+    with pytest.raises(ValueError, match="not found"):
+        ckpt_io.load(tmp_path / "missing.safetensors")

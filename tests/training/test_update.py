@@ -1,0 +1,67 @@
+"""The online centroid update: correct-only masking, Sinkhorn assignment, momentum, renormalisation,
+checked against a float64 numpy re-implementation on fresh random inputs."""
+
+import numpy as np
+import torch
+
+from tests.training.reference import normalise, sinkhorn_plan
+from training.head import DNCHead
+
+
+def _reference_update(cent, ks, mem_feats, mu, eps, iters):
+    """cent (C, K, D) float64; mem_feats: {class: (M, D) normalised rows}. Returns new centroids."""
+    new = cent.copy()
+    for c, feats in mem_feats.items():
+        k = ks[c]
+        plan = sinkhorn_plan(feats @ cent[c, :k].T, eps, iters)
+        assign = plan.argmax(1)
+        for j in range(k):
+            sel = feats[assign == j]
+            if len(sel):
+                new[c, j] = normalise(mu * cent[c, j] + (1 - mu) * sel.mean(0))
+    return new
+
+
+def test_update_matches_reference_over_several_steps(rng):
+    ks, d, mu = [3, 1, 4, 2], 6, 0.9
+    head = DNCHead(4, d, ks, momentum=mu, memory_size=12, memory_cap=5)
+    cent = head.centroids.double().numpy().copy()
+    memory = {c: [] for c in range(4)}
+    for _ in range(4):
+        emb = rng.standard_normal((16, d))
+        labels = rng.integers(0, 4, 16)
+        # Logits: correct for a random ~60% of samples, wrong (next class) for the rest.
+        correct = rng.random(16) < 0.6
+        pred = np.where(correct, labels, (labels + 1) % 4)
+        logits = np.eye(4)[pred] * 5.0
+        head.update(torch.from_numpy(emb).float(), torch.from_numpy(labels), torch.arange(16),
+                    torch.from_numpy(logits).float())
+        x = normalise(emb.astype(np.float32).astype(np.float64))
+        touched = {}
+        for c in range(4):
+            rows = x[(labels == c) & correct][:5]
+            if len(rows):
+                memory[c] = (memory[c] + list(rows))[-12:]
+                touched[c] = np.array(memory[c])
+        cent = _reference_update(cent, ks, touched, mu, 0.05, 3)
+        np.testing.assert_allclose(head.centroids.double().numpy(), cent, atol=2e-5)
+    norms = head.centroids.norm(dim=-1)[head.k_mask]
+    np.testing.assert_allclose(norms.numpy(), 1.0, atol=1e-5)
+    assert (head.centroids[~head.k_mask] == 0).all()
+
+
+def test_incorrect_samples_do_not_update():
+    head = DNCHead(3, 4, 2, momentum=0.5)
+    before = head.centroids.clone()
+    emb, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+    wrong = torch.nn.functional.one_hot((labels + 1) % 3, 3).float()
+    head.update(emb, labels, torch.arange(6), wrong)
+    assert torch.equal(head.centroids, before)
+    assert int(head.memory.count.sum()) == 0
+    # One correct sample of class 1 moves only class 1 (one of its sub-centroids).
+    logits = wrong.clone()
+    logits[2] = torch.tensor([0.0, 9.0, 0.0])
+    head.update(emb, labels, torch.arange(6), logits)
+    changed = (head.centroids != before).any(-1)
+    assert changed[1].sum() == 1 and not changed[0].any() and not changed[2].any()
+    assert head.memory.ids[1, 0] == 2

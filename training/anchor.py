@@ -1,0 +1,81 @@
+"""Exemplar anchoring (paper section 4.3): replace each sub-centroid by its nearest real sample.
+
+One pass over the training set without augmentation embeds every sample; for each class and each
+of its sub-centroids the most similar sample of that class is kept (a running max over batches, so
+memory stays C x K x D whatever the set size). The sub-centroids are then replaced by those
+samples' embeddings and their dataset ids recorded, so every prediction can point at a real image.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training.batches import epoch_batches, iterate, normalise
+from training.data import ImageData
+from training.head import DNCHead
+from training.model import Classifier
+
+log = logging.getLogger(__name__)
+
+
+class NearestSamples:
+    """Running nearest same-class sample for every sub-centroid of a (C, K, D) tensor."""
+
+    def __init__(self, centroids: torch.Tensor, k_mask: torch.Tensor):
+        self.centroids, self.k_mask = centroids, k_mask  # (C, K, D), (C, K)
+        c, k, d = centroids.shape
+        self.best = torch.full((c, k), float("-inf"), device=centroids.device)
+        self.ids = torch.full((c, k), -1, dtype=torch.long, device=centroids.device)
+        self.feats = torch.zeros(c, k, d, device=centroids.device)
+
+    @torch.no_grad()
+    def add(self, emb: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> None:
+        """emb (N, D), labels (N,), ids (N,): update the running best per (class, sub-centroid)."""
+        x = F.normalize(emb.float(), dim=-1)
+        sim = torch.einsum("nd,nkd->nk", x, self.centroids[labels])  # each sample vs its class's K
+        # Per (class, k), the best sample of this batch: scatter-max over the label index.
+        c, k = self.best.shape
+        flat = labels[:, None] * k + torch.arange(k, device=x.device)[None]  # (N, K) slot index
+        batch_best = torch.full((c * k,), float("-inf"), device=x.device)
+        batch_best.scatter_reduce_(0, flat.flatten(), sim.flatten(), reduce="amax")
+        hit = sim.flatten() == batch_best[flat.flatten()]  # samples achieving their slot's max
+        slot, row = flat.flatten()[hit], torch.arange(sim.numel(), device=x.device)[hit] // k
+        improve = batch_best[slot] > self.best.view(-1)[slot]
+        slot, row = slot[improve], row[improve]
+        self.best.view(-1)[slot] = batch_best[slot]
+        self.ids.view(-1)[slot] = ids[row]
+        self.feats.view(-1, x.shape[1])[slot] = x[row]
+
+    def found(self) -> torch.Tensor:
+        return (self.ids >= 0) & self.k_mask
+
+
+@torch.no_grad()
+def anchor_model(model: Classifier, data: ImageData, device: torch.device, batch_size: int = 512,
+                 workers: int = 0) -> dict:
+    """Anchor a DNC model's sub-centroids to real samples of `data` in place.
+
+    Returns {"exemplars": (C, K) ids as nested lists (-1: none), "mean_similarity": mean cosine
+    between each sub-centroid and its exemplar, "missing": sub-centroids with no sample}.
+    """
+    head = model.head
+    if not isinstance(head, DNCHead):
+        raise ValueError("exemplar anchoring needs a DNC head (this model has a softmax head)")
+    model.eval()
+    search = NearestSamples(head.centroids.to(device), head.k_mask.to(device))
+    batches = epoch_batches(len(data), batch_size, 0, 0, shuffle=False, drop_last=False)
+    for x, y, ids in tqdm(iterate(data, batches, workers), total=len(batches), desc="anchor", leave=False):
+        x = normalise(x.to(device), model.cfg.mean, model.cfg.std).contiguous(memory_format=torch.channels_last)
+        search.add(model.encoder(x), y.to(device), ids.to(device))
+    found = search.found()
+    head.set_exemplars(search.feats, search.ids, found)
+    missing = int((head.k_mask & ~found).sum())
+    if missing:
+        log.warning("%d sub-centroids had no training sample of their class and keep their value", missing)
+    return {"exemplars": search.ids.cpu().tolist(),
+            "mean_similarity": float(search.best[found].mean()) if found.any() else float("nan"),
+            "missing": missing}

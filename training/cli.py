@@ -1,0 +1,151 @@
+"""`dnc train`, `dnc eval` and `dnc anchor`: thin command-line wrappers over the training library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from training import checkpoint as ckpt_io
+from training.loop import TrainConfig, evaluate, resolve_device, train
+from training.model import ModelConfig
+
+
+def _k_value(text: str) -> int | list[int]:
+    """--K 4 (all classes) or --K 4,4,2,... (one per class)."""
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--K must be an integer or a comma list of integers, got {text!r}") from None
+    if any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"--K must be >= 1, got {text}")
+    return vals[0] if len(vals) == 1 else vals
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    t = TrainConfig()
+    m = ModelConfig(num_classes=2)
+    p = sub.add_parser("train", help="train a DNC (or softmax twin) image classifier",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=t.data,
+                   help="'fashion-mnist', or a path: IDX files, a CIFAR-10/100 python folder, or an image folder")
+    p.add_argument("--out", default=t.out, help="run folder: checkpoint, log.csv/json, curves.png")
+    g = p.add_argument_group("model")
+    g.add_argument("--head", choices=["dnc", "softmax"], default=m.head)
+    g.add_argument("--K", type=_k_value, default=m.k, help="sub-centroids per class (one, or a comma list)")
+    g.add_argument("--arch", default=m.arch, help="resnet10, resnet18, resnet34 or resnet50")
+    g.add_argument("--width", type=int, default=m.width, help="backbone base width (64 is the standard ResNet)")
+    g.add_argument("--embed-dim", type=int, default=m.embed_dim, help="embedding width D")
+    g.add_argument("--temperature", type=float, default=m.temperature, help="logits = cosine / temperature")
+    g.add_argument("--centroid-momentum", type=float, default=m.momentum, help="sub-centroid momentum mu")
+    g.add_argument("--epsilon", type=float, default=m.epsilon, help="Sinkhorn entropic regularisation")
+    g.add_argument("--sinkhorn-iters", type=int, default=m.sinkhorn_iters)
+    g.add_argument("--memory-size", type=int, default=m.memory_size, help="memory slots per class")
+    g.add_argument("--memory-cap", type=int, default=m.memory_cap, help="max samples per class entering per step")
+    g.add_argument("--image-size", type=int, default=32, help="input size for image folders")
+    g.add_argument("--channels", type=int, choices=[1, 3], default=3, help="input channels for image folders")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=t.epochs)
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help="per process")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], default=t.optimizer)
+    g.add_argument("--lr", type=float, default=t.lr)
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    g.add_argument("--warmup-epochs", type=float, default=t.warmup_epochs)
+    g.add_argument("--schedule", choices=["cosine", "step"], default=t.schedule)
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=t.seed)
+    g.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--workers", type=int, default=t.workers, help="image decoding processes (image folders)")
+    g.add_argument("--resume", default="", help="checkpoint to continue from (same run folder is typical)")
+    g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps")
+    g.add_argument("--max-steps", type=int, default=0, help="stop after N steps in total (smoke runs)")
+    g.add_argument("--train-limit", type=int, default=0, help="use only the first N training samples")
+    g.add_argument("--test-limit", type=int, default=0, help="use only the first N test samples")
+    g.add_argument("--anchor", action="store_true", help="after training, anchor sub-centroids to real "
+                   "samples and evaluate the anchored model too")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on a data set")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("anchor", help="replace sub-centroids by their nearest real training samples")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="fashion-mnist", help="the training set the ids refer to")
+    p.add_argument("--out", required=True, help="anchored checkpoint to write (.safetensors)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_anchor)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from training.data import load_dataset
+
+    tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)
+                          if hasattr(a, f.name) and f.name not in ("milestones",)})
+    mcfg = None
+    if not a.resume:
+        probe = load_dataset(a.data, "train", a.channels, a.image_size)
+        mcfg = ModelConfig(num_classes=probe.num_classes, arch=a.arch, width=a.width, in_chans=probe.in_chans,
+                           image_size=probe.image_size, embed_dim=a.embed_dim, head=a.head, k=a.K,
+                           temperature=a.temperature, momentum=a.centroid_momentum, epsilon=a.epsilon,
+                           sinkhorn_iters=a.sinkhorn_iters, memory_size=a.memory_size, memory_cap=a.memory_cap,
+                           mean=probe.mean, std=probe.std, class_names=probe.class_names)
+    result = train(tcfg, mcfg)
+    last = result["history"][-1]
+    print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")
+    if a.anchor:
+        anchored = Path(a.out) / "anchored.safetensors"
+        _anchor(result["checkpoint"], a.data, anchored, 512, a.device)
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from training.data import load_dataset
+
+    ck = ckpt_io.load(a.checkpoint)
+    mc = ck.model_config
+    data = load_dataset(a.data, a.split, mc.in_chans, mc.image_size)
+    if data.num_classes != mc.num_classes:
+        raise ValueError(f"{a.data} has {data.num_classes} classes, the checkpoint {mc.num_classes}")
+    device = resolve_device(a.device)
+    res = evaluate(ck.build_model().to(device), data, device, a.batch_size)
+    res.update(checkpoint=a.checkpoint, data=a.data, split=a.split, head=mc.head)
+    print(json.dumps(res) if a.json else f"{a.checkpoint} on {a.data}/{a.split}: top-1 {res['top1']:.2f}%  "
+          f"top-5 {res['top5']:.2f}%  ({res['n']} images)")
+    return 0
+
+
+def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_name: str) -> dict:
+    from training.anchor import anchor_model
+    from training.data import load_dataset
+
+    ck = ckpt_io.load(checkpoint)
+    mc = ck.model_config
+    device = resolve_device(device_name)
+    train_set = load_dataset(data_spec, "train", mc.in_chans, mc.image_size)
+    test_set = load_dataset(data_spec, "test", mc.in_chans, mc.image_size)
+    model = ck.build_model().to(device)
+    before = evaluate(model, test_set, device, batch_size)
+    info = anchor_model(model, train_set, device, batch_size)
+    after = evaluate(model, test_set, device, batch_size)
+    names = [[train_set.name_of(i) if i >= 0 else None for i in row] for row in info["exemplars"]]
+    extra = dict(ck.extra, anchored=True, exemplar_names=names, anchor_data=data_spec,
+                 unanchored_top1=before["top1"], anchored_top1=after["top1"])
+    ckpt_io.save(ckpt_io.Checkpoint(mc, model.state_dict(), ck.train_config, ck.epoch, ck.step, 0, ck.history,
+                                    None, {}, extra), out)
+    print(f"unanchored top-1 {before['top1']:.2f}%  anchored top-1 {after['top1']:.2f}%  "
+          f"(delta {after['top1'] - before['top1']:+.2f}; mean centroid-exemplar cosine "
+          f"{info['mean_similarity']:.3f})  -> {out}")
+    return {"unanchored": before, "anchored": after, **info}
+
+
+def cmd_anchor(a: argparse.Namespace) -> int:
+    _anchor(a.checkpoint, a.data, Path(a.out), a.batch_size, a.device)
+    return 0
