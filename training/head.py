@@ -65,6 +65,7 @@ class DNCHead(nn.Module):
         self.temperature, self.momentum = float(temperature), float(momentum)
         self.epsilon, self.sinkhorn_iters = float(epsilon), int(sinkhorn_iters)
         kmax = max(self.ks)
+        self.uniform_k = min(self.ks) == kmax  # no padded slots to mask
         k_mask = torch.arange(kmax)[None, :] < torch.tensor(self.ks)[:, None]  # (C, Kmax)
         init = F.normalize(torch.randn(num_classes, kmax, dim, generator=generator), dim=-1)
         self.register_buffer("centroids", init * k_mask[..., None])
@@ -77,7 +78,7 @@ class DNCHead(nn.Module):
         with torch.autocast(device_type=emb.device.type, enabled=False):
             x = F.normalize(emb.float(), dim=-1)
             sim = torch.einsum("nd,ckd->nck", x, self.centroids)
-            return sim.masked_fill(~self.k_mask, float("-inf"))
+            return sim if self.uniform_k else sim.masked_fill(~self.k_mask, float("-inf"))
 
     def scores(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) -> class scores (N, C) = max over K of cosine, and winning index (N, C)."""
@@ -88,27 +89,30 @@ class DNCHead(nn.Module):
         return self.scores(emb)[0] / self.temperature
 
     @torch.no_grad()
-    def update(self, emb: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, logits: torch.Tensor):
+    def update(self, emb: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, correct: torch.Tensor):
         """One online clustering step from a training batch (every rank gets identical results).
 
         Args:
             emb: (N, D) embeddings (detached here). labels: (N,) int64. ids: (N,) sample ids.
-            logits: (N, C) this step's logits; only correctly classified samples update.
+            correct: (N,) bool, samples this step classified correctly; only those update.
         """
         x = F.normalize(emb.detach().float(), dim=-1)
-        correct = logits.detach().argmax(dim=1) == labels
         x, labels, ids, correct = distributed.all_gather_cat(x, labels, ids, correct)
         classes = self.memory.push(x[correct], labels[correct], ids[correct])
         if classes.numel() == 0:
             return
-        feats, _, mask = self.memory.gather(classes)  # (T, M, D), (T, M)
-        old = self.centroids[classes]  # (T, K, D)
+        feats, mask = self.memory.slots(classes)  # (T, M, D), (T, M)
+        old = self.centroids.index_select(0, classes)  # (T, K, D)
         kmask = self.k_mask[classes]  # (T, K)
-        sim = torch.einsum("tmd,tkd->tmk", feats, old)
+        t, m, d = feats.shape
+        kmax = old.shape[1]
+        sim = torch.bmm(feats, old.transpose(1, 2))  # (T, M, K)
         assign = sinkhorn_assign(sim, mask, kmask, self.epsilon, self.sinkhorn_iters)  # (T, M)
-        onehot = F.one_hot(assign, old.shape[1]).float() * mask[..., None]  # (T, M, K)
-        counts = onehot.sum(1)  # (T, K)
-        means = torch.einsum("tmk,tmd->tkd", onehot, feats) / counts.clamp(min=1)[..., None]
+        # Per-(class, sub-centroid) sums by one index_add over flat rows; empty slots go to a dump row.
+        slot = torch.where(mask, torch.arange(t, device=feats.device)[:, None] * kmax + assign, t * kmax)
+        sums = feats.new_zeros(t * kmax + 1, d).index_add_(0, slot.flatten(), feats.reshape(t * m, d))
+        counts = torch.bincount(slot.flatten(), minlength=t * kmax + 1)[:-1].view(t, kmax)  # (T, K)
+        means = sums[:-1].view(t, kmax, d) / counts.clamp(min=1)[..., None]
         moved = F.normalize(self.momentum * old + (1 - self.momentum) * means, dim=-1)
         has = (counts > 0) & kmask
         self.centroids[classes] = torch.where(has[..., None], moved, old)
@@ -142,5 +146,5 @@ class LinearHead(nn.Module):
         """(N, D) -> (N, C) logits."""
         return self.fc(emb)
 
-    def update(self, emb, labels, ids, logits):  # noqa: D401 - same interface as DNCHead
+    def update(self, emb, labels, ids, correct):  # same interface as DNCHead
         """Nothing to estimate: the weights are learned by the optimiser."""

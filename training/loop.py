@@ -127,6 +127,26 @@ def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_siz
             "n": int(sums[3])}
 
 
+def train_step(encoder: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor, ids: torch.Tensor, amp: bool = False,
+               correct: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step and one centroid update. Returns (loss, logits (N, C)).
+
+    x: (N, Cin, H, W) normalised images; y, ids: (N,). `correct` (N,) bool overrides which samples
+    count as correctly classified for the centroid update (benchmarks use it to time the worst
+    case, every sample updating); by default it is argmax(logits) == y.
+    """
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+        emb = encoder(x)  # (N, D)
+        logits = head(emb)  # (N, C)
+    loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    head.update(emb, y, ids, logits.detach().argmax(1) == y if correct is None else correct)
+    return loss.detach(), logits.detach()
+
+
 def _rng_state(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
     rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
     if torch.cuda.is_available():
@@ -207,17 +227,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                     g["lr"] = lr
                 x = normalise(augment(x.to(device), aug_gen), model_cfg.mean, model_cfg.std)
                 x = x.contiguous(memory_format=torch.channels_last)
-                y, ids = y.to(device), ids.to(device)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    emb = encoder(x)
-                    logits = model.head(emb)
-                loss = F.cross_entropy(logits.float(), y)
+                loss, logits = train_step(encoder, model.head, opt, x, y.to(device), ids.to(device), amp)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                model.head.update(emb, y, ids, logits)
+                y = y.to(device)
                 step += 1
                 step_losses.append(loss.item())
                 loss_sum += loss.item() * len(y)

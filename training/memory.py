@@ -32,6 +32,7 @@ class ClassMemory(nn.Module):
         self.register_buffer("ids", torch.full((num_classes, size), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))
+        self._work: torch.Tensor | None = None  # scratch for `slots`, not state
 
     @torch.no_grad()
     def push(self, feats: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -59,8 +60,28 @@ class ClassMemory(nn.Module):
         self.count[classes] = (self.count[classes] + n_in).clamp(max=self.size)
         return classes
 
+    def slots(self, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contents of the given classes in slot order (not age order), for clustering.
+
+        Whole (M, D) rows are copied per class, which is much faster than an element-wise gather;
+        a ring fills slots 0..count-1 before it wraps, so the filled slots are the first `count`.
+        Returns feats (T, m, D), a view of a scratch buffer valid until the next call, and a
+        (T, m) bool mask of filled slots, where m <= M is the largest filled count among them.
+        """
+        t = classes.numel()
+        count = self.count[classes]
+        m = max(1, int(count.max())) if t else 1  # slots past every class's count are all empty
+        work = self._work
+        if work is None or work.shape[0] < t or work.device != self.feats.device:
+            # A reused workspace: a fresh (T, M, D) tensor each step is a large allocation that
+            # glibc maps and unmaps every time, and its page faults cost more than the copy.
+            work = self._work = torch.empty((t, *self.feats.shape[1:]), device=self.feats.device)
+        feats = torch.index_select(self.feats[:, :m], 0, classes, out=work[:t, :m])
+        mask = torch.arange(m, device=classes.device)[None, :] < count[:, None]
+        return feats, mask
+
     def gather(self, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Contents of the given classes, oldest first.
+        """Contents of the given classes, oldest first (for inspection and exemplar look-ups).
 
         Returns feats (T, M, D), ids (T, M) and a (T, M) bool mask of filled slots.
         """

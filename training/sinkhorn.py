@@ -42,16 +42,15 @@ def sinkhorn_log(
         valid = sample_mask[:, :, None] & k_mask[:, None, :]  # (T, N, K)
         n = sample_mask.sum(1).clamp(min=1).float()  # (T,)
         k = k_mask.sum(1).clamp(min=1).float()  # (T,)
-        log_q = torch.where(valid, sim / epsilon, torch.full_like(sim, _NEG))
+        invalid = ~valid
+        log_q = (sim / epsilon).masked_fill_(invalid, _NEG)
         # Start from a normalised plan (total mass 1) so the first iteration is well scaled.
         log_q = log_q - torch.logsumexp(log_q.flatten(1), dim=1)[:, None, None]
         log_row = -torch.log(k)[:, None, None]  # each sub-centroid gets mass 1/K_c
         log_col = -torch.log(n)[:, None, None]  # each sample gets mass 1/N_c
         for _ in range(iters):
-            log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) + log_row
-            log_q = torch.where(valid, log_q, torch.full_like(log_q, _NEG))
-            log_q = log_q - torch.logsumexp(log_q, dim=2, keepdim=True) + log_col
-            log_q = torch.where(valid, log_q, torch.full_like(log_q, _NEG))
+            log_q = (log_q - torch.logsumexp(log_q, dim=1, keepdim=True) + log_row).masked_fill_(invalid, _NEG)
+            log_q = (log_q - torch.logsumexp(log_q, dim=2, keepdim=True) + log_col).masked_fill_(invalid, _NEG)
         # Scale rows to sum to 1 (a distribution over sub-centroids per sample).
         return log_q + torch.log(n)[:, None, None]
 
