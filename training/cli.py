@@ -23,28 +23,57 @@ def _k_value(text: str) -> int | list[int]:
     return vals[0] if len(vals) == 1 else vals
 
 
+_M = ModelConfig(num_classes=2)
+# (flag, type, default, help) of the model flags; the ModelConfig field is the flag's name.
+MODEL_FLAGS = [
+    ("--K", _k_value, _M.k, "sub-centroids per class (one, or a comma list)"),
+    ("--arch", str, _M.arch, "resnet10, resnet18, resnet34 or resnet50"),
+    ("--width", int, _M.width, "backbone base width (64 is the standard ResNet)"),
+    ("--embed-dim", int, _M.embed_dim, "embedding width D"),
+    ("--temperature", float, _M.temperature, "logits = cosine / temperature"),
+    ("--centroid-momentum", float, _M.momentum, "sub-centroid momentum mu"),
+    ("--epsilon", float, _M.epsilon, "Sinkhorn entropic regularisation"),
+    ("--sinkhorn-iters", int, _M.sinkhorn_iters, "Sinkhorn iterations"),
+    ("--memory-size", int, _M.memory_size, "memory slots per class"),
+    ("--memory-cap", int, _M.memory_cap, "max samples per class entering the memory per step"),
+    ("--image-size", int, 32, "input size for image folders"),
+    ("--channels", int, 3, "input channels for image folders (1 or 3)"),
+]
+# Flag destination -> ModelConfig field, where they differ.
+_FIELD = {"K": "k", "centroid_momentum": "momentum", "channels": "in_chans"}
+
+
+def _model_overrides(a: argparse.Namespace) -> dict:
+    """Model flags the user gave, as ModelConfig fields."""
+    given = {f[0].lstrip("-").replace("-", "_"): None for f in MODEL_FLAGS}
+    given["head"] = None
+    out = {}
+    for dest in given:
+        val = getattr(a, dest)
+        if val is not None:
+            out[_FIELD.get(dest, dest)] = val
+    return out
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for flags whose None means "the checkpoint's or the model's own"."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     t = TrainConfig()
-    m = ModelConfig(num_classes=2)
+    m = _M
     p = sub.add_parser("train", help="train a DNC (or softmax twin) image classifier",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--data", default=t.data,
                    help="'fashion-mnist', or a path: IDX files, a CIFAR-10/100 python folder, or an image folder")
     p.add_argument("--out", default=t.out, help="run folder: checkpoint, log.csv/json, curves.png")
-    g = p.add_argument_group("model")
-    g.add_argument("--head", choices=["dnc", "softmax"], default=m.head)
-    g.add_argument("--K", type=_k_value, default=m.k, help="sub-centroids per class (one, or a comma list)")
-    g.add_argument("--arch", default=m.arch, help="resnet10, resnet18, resnet34 or resnet50")
-    g.add_argument("--width", type=int, default=m.width, help="backbone base width (64 is the standard ResNet)")
-    g.add_argument("--embed-dim", type=int, default=m.embed_dim, help="embedding width D")
-    g.add_argument("--temperature", type=float, default=m.temperature, help="logits = cosine / temperature")
-    g.add_argument("--centroid-momentum", type=float, default=m.momentum, help="sub-centroid momentum mu")
-    g.add_argument("--epsilon", type=float, default=m.epsilon, help="Sinkhorn entropic regularisation")
-    g.add_argument("--sinkhorn-iters", type=int, default=m.sinkhorn_iters)
-    g.add_argument("--memory-size", type=int, default=m.memory_size, help="memory slots per class")
-    g.add_argument("--memory-cap", type=int, default=m.memory_cap, help="max samples per class entering per step")
-    g.add_argument("--image-size", type=int, default=32, help="input size for image folders")
-    g.add_argument("--channels", type=int, choices=[1, 3], default=3, help="input channels for image folders")
+    g = p.add_argument_group("model (on --resume, the checkpoint's; a flag given that differs is refused)")
+    for flag, kind, default, text in MODEL_FLAGS:
+        g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
+    g.add_argument("--head", choices=["dnc", "softmax"], default=None, help=f"head type (default {m.head})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=t.epochs)
     g.add_argument("--batch-size", type=int, default=t.batch_size, help="per process")
@@ -89,14 +118,22 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)
                           if hasattr(a, f.name) and f.name not in ("milestones",)})
+    given = _model_overrides(a)
+    if given.get("in_chans", 3) not in (1, 3):
+        raise ValueError(f"--channels must be 1 or 3, got {given['in_chans']}")
     mcfg = None
-    if not a.resume:
-        probe = load_dataset(a.data, "train", a.channels, a.image_size)
-        mcfg = ModelConfig(num_classes=probe.num_classes, arch=a.arch, width=a.width, in_chans=probe.in_chans,
-                           image_size=probe.image_size, embed_dim=a.embed_dim, head=a.head, k=a.K,
-                           temperature=a.temperature, momentum=a.centroid_momentum, epsilon=a.epsilon,
-                           sinkhorn_iters=a.sinkhorn_iters, memory_size=a.memory_size, memory_cap=a.memory_cap,
-                           mean=probe.mean, std=probe.std, class_names=probe.class_names)
+    if a.resume:
+        theirs = ckpt_io.load(a.resume).model_config
+        for name, val in given.items():
+            if name not in ("image_size", "in_chans") and getattr(theirs, name) != val:
+                label = "embedding width" if name == "embed_dim" else name
+                raise ValueError(f"{label} mismatch on resume: checkpoint has {getattr(theirs, name)}, "
+                                 f"requested {val}")
+    else:
+        probe = load_dataset(a.data, "train", given.get("in_chans", 3), given.get("image_size", 32))
+        fixed = {k: v for k, v in given.items() if k not in ("in_chans", "image_size")}
+        mcfg = ModelConfig(num_classes=probe.num_classes, in_chans=probe.in_chans, image_size=probe.image_size,
+                           mean=probe.mean, std=probe.std, class_names=probe.class_names, **fixed)
     result = train(tcfg, mcfg)
     last = result["history"][-1]
     print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")

@@ -1,0 +1,48 @@
+"""The dnc command: one-line errors naming the culprit, exit code 2, and a real (tiny) run."""
+
+import json
+
+import pytest
+
+from clients.cli import main
+
+
+def test_unknown_dataset_path(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "error: data set path does not exist" in err and "nope" in err
+
+
+@pytest.mark.parametrize("k", ["0", "4,-1", "x"])
+def test_bad_k_is_refused(k, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--K", k])
+    assert e.value.code == 2
+    assert "--K" in capsys.readouterr().err
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.safetensors")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_eval_anchor_and_resume_mismatch(tmp_path, capsys, fmnist_ready):
+    out = tmp_path / "run"
+    common = ["--width", "8", "--embed-dim", "16", "--batch-size", "64", "--train-limit", "512",
+              "--test-limit", "256", "--workers", "0"]
+    assert main(["train", "--out", str(out), "--epochs", "1", "--anchor", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "test top-1" in printed and "anchored top-1" in printed
+    assert main(["eval", "--checkpoint", str(out / "anchored.safetensors"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n"] == 10000 and 0 <= res["top1"] <= 100
+    resume = ["train", "--out", str(out), "--resume", str(out / "checkpoint.safetensors"), "--epochs", "2"]
+    assert main([*resume, "--embed-dim", "32"]) == 2
+    assert "embedding width mismatch on resume: checkpoint has 16, requested 32" in capsys.readouterr().err
+    assert main([*resume, "--K", "2"]) == 2
+    assert "k mismatch on resume: checkpoint has 4, requested 2" in capsys.readouterr().err
+    # Same flags as the checkpoint (or none) continue the run: one more epoch.
+    assert main([*resume, "--embed-dim", "16", "--train-limit", "512", "--test-limit", "256", "--workers", "0"]) == 0
+    side = json.loads((out / "checkpoint.json").read_text())
+    assert side["epoch"] == 2 and len(side["history"]) == 2
