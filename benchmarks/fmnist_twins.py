@@ -23,6 +23,27 @@ from training.model import ModelConfig
 TWINS = {"dnc": dict(head="dnc", k=4), "softmax": dict(head="softmax"), "k1": dict(head="dnc", k=1)}
 
 
+def plot_twins(results: dict, path: Path) -> None:
+    """Test top-1 per epoch of every twin trained so far, on one axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in results.items():
+        curve = r["per_epoch_top1"]
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{name} ({curve[-1]:.2f}%)")
+    ax.axhline(93.5, color="grey", linestyle="--", linewidth=1, label="target 93.5%")
+    ax.set(xlabel="epoch", ylabel="Fashion-MNIST test top-1 (%)", title="DNC vs softmax vs K=1 (same backbone)")
+    ax.set_ylim(bottom=max(0, min(min(r["per_epoch_top1"]) for r in results.values()) - 2))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=8)
@@ -56,6 +77,7 @@ def main() -> None:
                          "model": mcfg.to_dict(), "machine": platform.processor() or platform.machine(),
                          "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
         results_path.write_text(json.dumps(results, indent=1))
+        plot_twins(results, out / "twins.png")
         print(f"{name}: top-1 {last['test_top1']:.2f}% in {results[name]['wall_minutes']} min", flush=True)
 
 

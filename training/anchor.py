@@ -43,9 +43,12 @@ class NearestSamples:
         batch_best = torch.full((c * k,), float("-inf"), device=x.device)
         batch_best.scatter_reduce_(0, flat.flatten(), sim.flatten(), reduce="amax")
         hit = sim.flatten() == batch_best[flat.flatten()]  # samples achieving their slot's max
-        slot, row = flat.flatten()[hit], torch.arange(sim.numel(), device=x.device)[hit] // k
-        improve = batch_best[slot] > self.best.view(-1)[slot]
-        slot, row = slot[improve], row[improve]
+        # On ties keep the first sample (lowest row) so id and feature always come from one sample.
+        first = torch.full((c * k,), sim.shape[0], device=x.device)
+        rows = torch.arange(sim.numel(), device=x.device) // k
+        first.scatter_reduce_(0, flat.flatten()[hit], rows[hit], reduce="amin")
+        slot = torch.nonzero((first < sim.shape[0]) & (batch_best > self.best.view(-1))).flatten()
+        row = first[slot]
         self.best.view(-1)[slot] = batch_best[slot]
         self.ids.view(-1)[slot] = ids[row]
         self.feats.view(-1, x.shape[1])[slot] = x[row]
@@ -70,7 +73,10 @@ def anchor_model(model: Classifier, data: ImageData, device: torch.device, batch
     batches = epoch_batches(len(data), batch_size, 0, 0, shuffle=False, drop_last=False)
     for x, y, ids in tqdm(iterate(data, batches, workers), total=len(batches), desc="anchor", leave=False):
         x = normalise(x.to(device), model.cfg.mean, model.cfg.std).contiguous(memory_format=torch.channels_last)
-        search.add(model.encoder(x), y.to(device), ids.to(device))
+        # The same precision as evaluation, so an anchored centroid is exactly what eval embeds.
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            emb = model.encoder(x)
+        search.add(emb, y.to(device), ids.to(device))
     found = search.found()
     head.set_exemplars(search.feats, search.ids, found)
     missing = int((head.k_mask & ~found).sum())

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
+import os
+from dataclasses import fields, replace
 from pathlib import Path
 
 from training import checkpoint as ckpt_io
-from training.loop import TrainConfig, evaluate, resolve_device, train
+from training.loop import TrainConfig, check_data, evaluate, resolve_device, train
 from training.model import ModelConfig
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
 
 
 def _k_value(text: str) -> int | list[int]:
@@ -39,6 +47,22 @@ MODEL_FLAGS = [
     ("--image-size", int, 32, "input size for image folders"),
     ("--channels", int, 3, "input channels for image folders (1 or 3)"),
 ]
+# (flag, type, help) of TrainConfig fields; the field is the flag's name.
+TRAIN_FLAGS = [
+    ("--epochs", int, "epochs in the whole run"),
+    ("--batch-size", int, "per process"),
+    ("--lr", float, "peak learning rate"),
+    ("--weight-decay", float, "on weights, not on BatchNorm or biases"),
+    ("--warmup-epochs", float, "linear warm-up length"),
+    ("--gamma", float, "step schedule: lr factor at each milestone"),
+    ("--seed", int, "model init, batch order and augmentation"),
+    ("--device", str, "auto, cpu, cuda or cuda:N"),
+    ("--workers", int, "image decoding processes (image folders)"),
+    ("--save-every", int, "also checkpoint every N steps (0: end of each epoch)"),
+    ("--max-steps", int, "stop after N steps in total (0: no limit)"),
+    ("--train-limit", int, "use only the first N training samples (0: all)"),
+    ("--test-limit", int, "use only the first N test samples (0: all)"),
+]
 # Flag destination -> ModelConfig field, where they differ.
 _FIELD = {"K": "k", "centroid_momentum": "momentum", "channels": "in_chans"}
 
@@ -67,30 +91,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     m = _M
     p = sub.add_parser("train", help="train a DNC (or softmax twin) image classifier",
                        formatter_class=_Help)
-    p.add_argument("--data", default=t.data,
-                   help="'fashion-mnist', or a path: IDX files, a CIFAR-10/100 python folder, or an image folder")
+    p.add_argument("--data", default=None, help="'fashion-mnist', or a path: IDX files, a CIFAR-10/100 python "
+                   f"folder, or an image folder (default {t.data})")
     p.add_argument("--out", default=t.out, help="run folder: checkpoint, log.csv/json, curves.png")
     g = p.add_argument_group("model (on --resume, the checkpoint's; a flag given that differs is refused)")
     for flag, kind, default, text in MODEL_FLAGS:
         g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
     g.add_argument("--head", choices=["dnc", "softmax"], default=None, help=f"head type (default {m.head})")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=t.epochs)
-    g.add_argument("--batch-size", type=int, default=t.batch_size, help="per process")
-    g.add_argument("--optimizer", choices=["sgd", "adamw"], default=t.optimizer)
-    g.add_argument("--lr", type=float, default=t.lr)
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    g.add_argument("--warmup-epochs", type=float, default=t.warmup_epochs)
-    g.add_argument("--schedule", choices=["cosine", "step"], default=t.schedule)
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=t.seed)
-    g.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--workers", type=int, default=t.workers, help="image decoding processes (image folders)")
+    g = p.add_argument_group("optimisation and run (on --resume, the checkpoint's unless given)")
+    for flag, kind, text in TRAIN_FLAGS:
+        dest = flag.lstrip("-").replace("-", "_")
+        g.add_argument(flag, type=kind, default=None, help=f"{text} (default {getattr(t, dest)})")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help=f"(default {t.optimizer})")
+    g.add_argument("--schedule", choices=["cosine", "step"], default=None, help=f"(default {t.schedule})")
+    g.add_argument("--milestones", type=_floats, default=None,
+                   help="step schedule: comma list of fractions of the run where lr is multiplied by --gamma "
+                        f"(default {','.join(map(str, t.milestones))})")
     g.add_argument("--resume", default="", help="checkpoint to continue from (same run folder is typical)")
-    g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps")
-    g.add_argument("--max-steps", type=int, default=0, help="stop after N steps in total (smoke runs)")
-    g.add_argument("--train-limit", type=int, default=0, help="use only the first N training samples")
-    g.add_argument("--test-limit", type=int, default=0, help="use only the first N test samples")
     g.add_argument("--anchor", action="store_true", help="after training, anchor sub-centroids to real "
                    "samples and evaluate the anchored model too")
     p.set_defaults(func=cmd_train)
@@ -116,30 +133,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_train(a: argparse.Namespace) -> int:
     from training.data import load_dataset
 
-    tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)
-                          if hasattr(a, f.name) and f.name not in ("milestones",)})
     given = _model_overrides(a)
     if given.get("in_chans", 3) not in (1, 3):
         raise ValueError(f"--channels must be 1 or 3, got {given['in_chans']}")
-    mcfg = None
+    train_given = {f.name: getattr(a, f.name) for f in fields(TrainConfig)
+                   if f.name != "resume" and getattr(a, f.name, None) is not None}
     if a.resume:
-        theirs = ckpt_io.load(a.resume).model_config
-        for name, val in given.items():
-            if name not in ("image_size", "in_chans") and getattr(theirs, name) != val:
-                label = "embedding width" if name == "embed_dim" else name
-                raise ValueError(f"{label} mismatch on resume: checkpoint has {getattr(theirs, name)}, "
-                                 f"requested {val}")
+        # The checkpoint's configs, with the flags given on top: train() refuses any that would
+        # change the run (model shape, batch, schedule, data) and names it.
+        ck = ckpt_io.load(a.resume)
+        tcfg = TrainConfig(**{**ck.train_config, **train_given, "resume": a.resume})
+        mcfg = replace(ck.model_config, **given)
     else:
-        probe = load_dataset(a.data, "train", given.get("in_chans", 3), given.get("image_size", 32))
+        tcfg = TrainConfig(**train_given)
+        probe = load_dataset(tcfg.data, "train", given.get("in_chans", 3), given.get("image_size", 32))
         fixed = {k: v for k, v in given.items() if k not in ("in_chans", "image_size")}
         mcfg = ModelConfig(num_classes=probe.num_classes, in_chans=probe.in_chans, image_size=probe.image_size,
                            mean=probe.mean, std=probe.std, class_names=probe.class_names, **fixed)
     result = train(tcfg, mcfg)
     last = result["history"][-1]
     print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")
-    if a.anchor:
-        anchored = Path(a.out) / "anchored.safetensors"
-        _anchor(result["checkpoint"], a.data, anchored, 512, a.device)
+    if a.anchor and int(os.environ.get("RANK", "0")) == 0:  # once, not on every torchrun rank
+        _anchor(result["checkpoint"], tcfg.data, Path(tcfg.out) / "anchored.safetensors", 512, tcfg.device)
     return 0
 
 
@@ -149,8 +164,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     ck = ckpt_io.load(a.checkpoint)
     mc = ck.model_config
     data = load_dataset(a.data, a.split, mc.in_chans, mc.image_size)
-    if data.num_classes != mc.num_classes:
-        raise ValueError(f"{a.data} has {data.num_classes} classes, the checkpoint {mc.num_classes}")
+    check_data(mc, data)
     device = resolve_device(a.device)
     res = evaluate(ck.build_model().to(device), data, device, a.batch_size)
     res.update(checkpoint=a.checkpoint, data=a.data, split=a.split, head=mc.head)
@@ -168,6 +182,8 @@ def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_
     device = resolve_device(device_name)
     train_set = load_dataset(data_spec, "train", mc.in_chans, mc.image_size)
     test_set = load_dataset(data_spec, "test", mc.in_chans, mc.image_size)
+    check_data(mc, train_set)
+    check_data(mc, test_set)
     model = ck.build_model().to(device)
     before = evaluate(model, test_set, device, batch_size)
     info = anchor_model(model, train_set, device, batch_size)

@@ -7,7 +7,8 @@ readable "set/split/index"). Sources:
   holding the four IDX files;
 - CIFAR-10/100 in their published python format (a folder with data_batch_* / train, test);
 - an ImageFolder-style directory: one subfolder per class, images of any size, RGB or gray.
-  A folder with train/ and test/ (or val/) subfolders gives those splits; a plain folder is split
+  A folder with train/ and test/ (else val/) subfolders gives those splits, with the training
+  split's class list; a plain folder is split
   deterministically (every 10th file of each class, sorted by name, is the test split).
 """
 
@@ -153,17 +154,23 @@ def load_cifar(root: Path, split: str) -> ImageData:
 
 # --- ImageFolder ---------------------------------------------------------------------------------
 
-def scan_image_folder(root: Path, on_bad: str = "skip") -> tuple[list[str], list[str], list[int]]:
+def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | None = None
+                      ) -> tuple[list[str], list[str], list[int]]:
     """List (class names, file paths, labels) of a one-subfolder-per-class directory.
 
     Every file is opened to check it decodes. `on_bad="skip"` logs and skips unreadable files,
-    `"error"` refuses the folder naming the first one. Empty class folders are refused.
+    `"error"` refuses the folder naming the first one. Empty class folders are refused. With
+    `classes` given (the training split's), the folder must hold exactly those classes, so labels
+    mean the same in every split.
     """
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
         raise DataError(f"{root} has no class subfolders (expected one subfolder per class)")
+    if classes is not None and found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise DataError(f"{root} classes differ from the training split's: missing {missing}, extra {extra}")
     paths, labels, bad = [], [], []
-    for c, cname in enumerate(classes):
+    for c, cname in enumerate(found):
         n_before = len(paths)
         for f in sorted((root / cname).rglob("*")):
             if not f.is_file() or f.name.startswith("."):
@@ -185,16 +192,17 @@ def scan_image_folder(root: Path, on_bad: str = "skip") -> tuple[list[str], list
             raise DataError(f"class folder {root / cname} has no readable images")
     for f in bad:
         log.warning("skipped unreadable image %s", f)
-    return classes, paths, labels
+    return found, paths, labels
 
 
 def load_image_folder(root: Path, split: str, in_chans: int, image_size: int, on_bad: str) -> ImageData:
-    sub = None
-    for cand in ((split,) if split == "train" else (split, "val")):
-        if (root / cand).is_dir() and (root / "train").is_dir():
-            sub = root / cand
-    if sub is not None:
-        classes, paths, labels = scan_image_folder(sub, on_bad)
+    if (root / "train").is_dir():
+        held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+        if held_out is None:
+            raise DataError(f"{root} has train/ but no test/ or val/ beside it")
+        classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
+        sub = root / "train" if split == "train" else held_out
+        classes, paths, labels = scan_image_folder(sub, on_bad, classes if split != "train" else None)
     else:
         classes, paths, labels = scan_image_folder(root, on_bad)
         # Deterministic hold-out: every 10th file of each class (sorted by name) is "test".

@@ -72,3 +72,17 @@ def all_gather_cat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cat = torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
         out.append(cat.bool() if t.dtype == torch.bool else cat)
     return tuple(out)
+
+
+@torch.no_grad()
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's floating-point buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts them at the start of each forward, so after the last training step each rank
+    holds its own; syncing before evaluation and saving makes every rank's model identical.
+    """
+    if not is_active():
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.broadcast(buf, src=0)

@@ -104,15 +104,14 @@ class DNCHead(nn.Module):
         feats, mask = self.memory.slots(classes)  # (T, M, D), (T, M)
         old = self.centroids.index_select(0, classes)  # (T, K, D)
         kmask = self.k_mask[classes]  # (T, K)
-        t, m, d = feats.shape
         kmax = old.shape[1]
         sim = torch.bmm(feats, old.transpose(1, 2))  # (T, M, K)
         assign = sinkhorn_assign(sim, mask, kmask, self.epsilon, self.sinkhorn_iters)  # (T, M)
-        # Per-(class, sub-centroid) sums by one index_add over flat rows; empty slots go to a dump row.
-        slot = torch.where(mask, torch.arange(t, device=feats.device)[:, None] * kmax + assign, t * kmax)
-        sums = feats.new_zeros(t * kmax + 1, d).index_add_(0, slot.flatten(), feats.reshape(t * m, d))
-        counts = torch.bincount(slot.flatten(), minlength=t * kmax + 1)[:-1].view(t, kmax)  # (T, K)
-        means = sums[:-1].view(t, kmax, d) / counts.clamp(min=1)[..., None]
+        # Per-(class, sub-centroid) sums as a one-hot matmul: deterministic on every device (an
+        # index_add on CUDA adds in no fixed order, and ranks must agree bit for bit).
+        onehot = F.one_hot(assign, kmax).to(feats.dtype) * mask[..., None]  # (T, M, K)
+        counts = onehot.sum(1)  # (T, K)
+        means = torch.bmm(onehot.transpose(1, 2), feats) / counts.clamp(min=1)[..., None]  # (T, K, D)
         moved = F.normalize(self.momentum * old + (1 - self.momentum) * means, dim=-1)
         has = (counts > 0) & kmask
         self.centroids[classes] = torch.where(has[..., None], moved, old)

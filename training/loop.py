@@ -22,6 +22,7 @@ from training import checkpoint as ckpt_io
 from training import distributed
 from training.batches import augment, epoch_batches, iterate, normalise
 from training.data import ImageData, load_dataset
+from training.head import normalise_ks
 from training.model import Classifier, ModelConfig
 from training.report import topk_correct, write_log
 
@@ -61,6 +62,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+# Settings a resumed run must keep (they fix the batch order, schedule and data); epochs may grow.
+RUN_DEFINING = ("data", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "schedule", "milestones",
+                "gamma", "seed", "train_limit")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,13 +134,14 @@ def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_siz
 
 
 def train_step(encoder: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, ids: torch.Tensor, amp: bool = False,
-               correct: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               y: torch.Tensor, ids: torch.Tensor, amp: bool = False, correct: torch.Tensor | None = None,
+               update=None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step and one centroid update. Returns (loss, logits (N, C)).
 
     x: (N, Cin, H, W) normalised images; y, ids: (N,). `correct` (N,) bool overrides which samples
     count as correctly classified for the centroid update (benchmarks use it to time the worst
-    case, every sample updating); by default it is argmax(logits) == y.
+    case, every sample updating); by default it is argmax(logits) == y. `update` is the head's
+    update method when `head` is a DDP wrapper.
     """
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
         emb = encoder(x)  # (N, D)
@@ -143,21 +150,58 @@ def train_step(encoder: torch.nn.Module, head: torch.nn.Module, opt: torch.optim
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    head.update(emb, y, ids, logits.detach().argmax(1) == y if correct is None else correct)
+    (update or head.update)(emb, y, ids, logits.detach().argmax(1) == y if correct is None else correct)
     return loss.detach(), logits.detach()
 
 
 def _rng_state(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
-    rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
+    """RNG states to checkpoint: torch (and CUDA) of rank 0, and every rank's augmentation generator."""
+    rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
+    states = distributed.all_gather_cat(aug_gen.get_state()[None])[0]  # (world, S)
+    for r, state in enumerate(states):
+        rng[f"aug.{r}"] = state
     return rng
+
+
+def _restore_rng(rng: dict[str, torch.Tensor], aug_gen: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    key = f"aug.{distributed.rank()}"
+    if key not in rng:
+        n = sum(k.startswith("aug.") for k in rng)
+        raise ValueError(f"checkpoint was written by {n} process(es); resume with the same number "
+                         f"(this run has {distributed.world_size()})")
+    aug_gen.set_state(rng[key])
+
+
+def check_data(model_cfg: ModelConfig, data: ImageData) -> None:
+    """Refuse a data set whose classes or image format differ from the model's, naming the mismatch."""
+    if data.num_classes != model_cfg.num_classes:
+        raise ValueError(f"{data.name} has {data.num_classes} classes but the model has {model_cfg.num_classes}")
+    if (data.in_chans, data.image_size) != (model_cfg.in_chans, model_cfg.image_size):
+        raise ValueError(f"{data.name} images are {data.in_chans}x{data.image_size}px but the model takes "
+                         f"{model_cfg.in_chans}x{model_cfg.image_size}px")
+    if model_cfg.class_names and data.class_names != model_cfg.class_names:
+        bad = next(i for i, (a, b) in enumerate(zip(data.class_names, model_cfg.class_names, strict=True)) if a != b)
+        raise ValueError(f"class {bad} of {data.name} is {data.class_names[bad]!r} but the model's is "
+                         f"{model_cfg.class_names[bad]!r}")
+
+
+def _ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Wrap a module with learnable parameters in DDP (the DNC head has none: nothing to sync)."""
+    if not distributed.is_active() or not any(p.requires_grad for p in module.parameters()):
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
     """Train (or resume) a classifier. `model_cfg` may be None when resuming, or be checked against
     the checkpoint's. Returns {"history": per-epoch rows, "step_losses": losses of steps run here,
-    "checkpoint": path}."""
+    "checkpoint": path, "model": the trained model}."""
     device = resolve_device(cfg.device)
     started_ddp = distributed.setup(device)
     if started_ddp and device.type == "cuda":
@@ -165,14 +209,21 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
     out = Path(cfg.out)
     try:
         resume = ckpt_io.load(cfg.resume) if cfg.resume else None
+        if resume is not None and (resume.optimizer_state is None or "torch" not in resume.rng):
+            raise ValueError(f"{cfg.resume} is not a resumable training checkpoint (an anchored or exported "
+                             "model keeps no optimiser state); train a new run from it instead")
         model_cfg = _reconcile(model_cfg, resume)
+        if resume is not None:
+            for name in RUN_DEFINING:
+                if name in resume.train_config and getattr(cfg, name) != resume.train_config[name]:
+                    raise ValueError(f"{name} mismatch on resume: checkpoint has {resume.train_config[name]}, "
+                                     f"requested {getattr(cfg, name)}")
         train_set = subset(load_dataset(cfg.data, "train", model_cfg.in_chans, model_cfg.image_size), cfg.train_limit)
         test_set = subset(load_dataset(cfg.data, "test", model_cfg.in_chans, model_cfg.image_size), cfg.test_limit)
-        if train_set.num_classes != model_cfg.num_classes:
-            raise ValueError(f"{cfg.data} has {train_set.num_classes} classes but the model has "
-                             f"{model_cfg.num_classes}")
         if not model_cfg.class_names:
             model_cfg.class_names = list(train_set.class_names)
+        check_data(model_cfg, train_set)
+        check_data(model_cfg, test_set)
 
         torch.manual_seed(cfg.seed)
         # channels_last: about 25% faster convolutions on CPU (oneDNN) and on tensor cores.
@@ -180,70 +231,80 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
         opt = build_optimizer(model, cfg)
         aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + distributed.rank())
         epoch, step, skip, history = 0, 0, 0, []
+        partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}  # of an unfinished epoch
         if resume is not None:
             model.load_state_dict(resume.model_state)
-            if resume.optimizer_state is not None:
-                opt.load_state_dict(resume.optimizer_state)
-            torch.set_rng_state(resume.rng["torch"])
-            aug_gen.set_state(resume.rng["aug"])
+            opt.load_state_dict(resume.optimizer_state)
+            _restore_rng(resume.rng, aug_gen)
             epoch, step, skip, history = resume.epoch, resume.step, resume.step_in_epoch, resume.history
+            partial.update(resume.extra.get("partial_epoch", {}))
             log.info("resumed %s at epoch %d, step %d", cfg.resume, epoch, step)
-        encoder = model.encoder
-        if started_ddp:
-            encoder = torch.nn.parallel.DistributedDataParallel(
-                model.encoder, device_ids=[device.index] if device.type == "cuda" else None)
+        # BN buffers of the encoder are broadcast from rank 0 by DDP; the head's buffers are
+        # identical on every rank by construction (gathered updates), so they are not.
+        encoder, head = _ddp(model.encoder, device), _ddp(model.head, device)
 
         n_batches = len(epoch_batches(len(train_set), cfg.batch_size, cfg.seed, 0, True,
                                       distributed.rank(), distributed.world_size()))
         if n_batches == 0:
             raise ValueError(f"batch size {cfg.batch_size} x {distributed.world_size()} ranks exceeds the "
                              f"{len(train_set)} training samples")
+        if skip >= n_batches:
+            raise ValueError(f"checkpoint is {skip} steps into an epoch of {n_batches}: resume with the "
+                             "checkpoint's batch size and data")
         total = cfg.epochs * n_batches
         warmup = int(cfg.warmup_epochs * n_batches)
         ckpt_path = out / "checkpoint.safetensors"
         step_losses: list[float] = []
         amp = device.type == "cuda"
 
-        def save(ep: int, st: int, in_epoch: int):
+        def save(ep: int, st: int, in_epoch: int, part: dict | None = None):
+            distributed.broadcast_buffers(model.encoder)
+            rng = _rng_state(aug_gen)  # a collective: every rank takes part
             if distributed.is_main():
+                extra = {"partial_epoch": part} if part else {}
                 ckpt_io.save(ckpt_io.Checkpoint(model_cfg, model.state_dict(), asdict(cfg), ep, st, in_epoch,
-                                                history, opt.state_dict(), _rng_state(aug_gen)), ckpt_path)
+                                                history, opt.state_dict(), rng, extra), ckpt_path)
             if distributed.is_active():
                 torch.distributed.barrier()
 
         log.info("training %s head on %s: %d samples, %d classes, %d steps/epoch, device %s",
                  model_cfg.head, cfg.data, len(train_set), model_cfg.num_classes, n_batches, device)
-        while epoch < cfg.epochs:
+        stop = False
+        while epoch < cfg.epochs and not stop:
             model.train()
-            t0 = time.time()
+            t0 = time.time() - partial["seconds"]
             batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, True,
                                     distributed.rank(), distributed.world_size())[skip:]
             bar = tqdm(iterate(train_set, batches, cfg.workers), total=n_batches, initial=skip,
                        desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not distributed.is_main())
-            loss_sum, correct, seen, i = 0.0, 0, 0, skip - 1
+            loss_sum, correct, seen = partial["loss_sum"], partial["correct"], partial["seen"]
             for i, (x, y, ids) in enumerate(bar, start=skip):
                 lr = lr_at(step, total, warmup, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 x = normalise(augment(x.to(device), aug_gen), model_cfg.mean, model_cfg.std)
                 x = x.contiguous(memory_format=torch.channels_last)
-                loss, logits = train_step(encoder, model.head, opt, x, y.to(device), ids.to(device), amp)
+                y, ids = y.to(device), ids.to(device)
+                loss, logits = train_step(encoder, head, opt, x, y, ids, amp, update=model.head.update)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
-                y = y.to(device)
                 step += 1
                 step_losses.append(loss.item())
                 loss_sum += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.3g}")
-                if cfg.save_every and step % cfg.save_every == 0 and i + 1 < n_batches:
-                    save(epoch, step, i + 1)
-                if cfg.max_steps and step >= cfg.max_steps:
+                stop = bool(cfg.max_steps and step >= cfg.max_steps)
+                if i + 1 < n_batches and (stop or (cfg.save_every and step % cfg.save_every == 0)):
+                    part = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "seconds": time.time() - t0}
+                    save(epoch, step, i + 1, part)
+                if stop:
                     break
             bar.close()
-            skip = 0
-            finished_epoch = not (cfg.max_steps and step >= cfg.max_steps) or i + 1 == n_batches
+            if i + 1 < n_batches:  # stopped mid-epoch: saved above, no epoch row yet
+                break
+            skip, partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            distributed.broadcast_buffers(model.encoder)  # every rank evaluates and saves one model
             ev = evaluate(model, test_set, device, cfg.eval_batch_size, cfg.workers, desc="test")
             row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": loss_sum / max(1, seen),
                    "train_top1": 100 * correct / max(1, seen), "test_top1": ev["top1"], "test_top5": ev["top5"],
@@ -251,15 +312,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
             history.append(row)
             log.info("epoch %d: train loss %.4f top-1 %.2f | test top-1 %.2f top-5 %.2f (%.0fs)", epoch + 1,
                      row["train_loss"], row["train_top1"], ev["top1"], ev["top5"], row["seconds"])
-            if finished_epoch:
-                epoch += 1
-                save(epoch, step, 0)
-            else:
-                save(epoch, step, i + 1)
+            epoch += 1
+            save(epoch, step, 0)
             if distributed.is_main():
                 write_log(history, out)
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
         return {"history": history, "step_losses": step_losses, "checkpoint": str(ckpt_path), "model": model}
     finally:
         if started_ddp:
@@ -274,8 +330,13 @@ def _reconcile(model_cfg: ModelConfig | None, resume: ckpt_io.Checkpoint | None)
         return model_cfg
     if model_cfg is not None:
         theirs = resume.model_config
-        for name in ("embed_dim", "num_classes", "arch", "width", "head", "k", "in_chans", "image_size"):
-            if getattr(model_cfg, name) != getattr(theirs, name):
+        for name in theirs.to_dict():
+            if name in ("class_names", "mean", "std"):
+                continue
+            mine, ck = getattr(model_cfg, name), getattr(theirs, name)
+            if name == "k":
+                mine, ck = normalise_ks(theirs.num_classes, mine), normalise_ks(theirs.num_classes, ck)
+            if mine != ck:
                 label = "embedding width" if name == "embed_dim" else name
                 raise ValueError(f"{label} mismatch on resume: checkpoint has {getattr(theirs, name)}, "
                                  f"requested {getattr(model_cfg, name)}")

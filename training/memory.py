@@ -10,6 +10,19 @@ import torch
 from torch import nn
 
 
+def cap_key(ids: torch.Tensor) -> torch.Tensor:
+    """A fixed pseudo-random 32-bit key per sample id (multiplicative hashing)."""
+    return (ids * 2654435761) % 2**32
+
+
+def _rank_in_class(sorted_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For labels sorted by class: (classes (T,), counts (T,), position of each sample in its class (N,))."""
+    classes, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(sorted_labels.numel(), device=sorted_labels.device) - torch.repeat_interleave(starts, counts)
+    return classes, counts, rank
+
+
 class ClassMemory(nn.Module):
     """FIFO queue of at most `size` embeddings per class.
 
@@ -36,7 +49,11 @@ class ClassMemory(nn.Module):
 
     @torch.no_grad()
     def push(self, feats: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Enqueue samples, at most `per_step_cap` per class (the first ones in batch order).
+        """Enqueue samples, at most `per_step_cap` per class.
+
+        When a class has more, the ones kept are those with the smallest `cap_key(id)`: a fixed
+        pseudo-random order of sample ids, so no rank's shard is favoured and every rank keeps the
+        same ones without sharing any random state. Kept samples enter in batch order.
 
         Args:
             feats: (N, D) embeddings. labels: (N,) class indices. ids: (N,) sample ids.
@@ -45,19 +62,18 @@ class ClassMemory(nn.Module):
         """
         if labels.numel() == 0:
             return labels.new_zeros(0)
+        order = torch.sort(labels * 2**32 + cap_key(ids)).indices  # by class, then key
+        keep = torch.empty_like(labels, dtype=torch.bool)
+        keep[order] = _rank_in_class(labels[order])[2] < self.per_step_cap
+        feats, labels, ids = feats[keep], labels[keep], ids[keep]
         order = torch.sort(labels, stable=True).indices
         labels, feats, ids = labels[order], feats[order], ids[order]
-        classes, counts = torch.unique_consecutive(labels, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts  # (T,) first position of each class
-        rank = torch.arange(labels.numel(), device=labels.device) - torch.repeat_interleave(starts, counts)
-        keep = rank < self.per_step_cap
-        labels, feats, ids, rank = labels[keep], feats[keep], ids[keep], rank[keep]
+        classes, counts, rank = _rank_in_class(labels)
         slot = (self.ptr[labels] + rank) % self.size
         self.feats[labels, slot] = feats.to(self.feats.dtype)
         self.ids[labels, slot] = ids.to(self.ids.dtype)
-        n_in = counts.clamp(max=self.per_step_cap)
-        self.ptr[classes] = (self.ptr[classes] + n_in) % self.size
-        self.count[classes] = (self.count[classes] + n_in).clamp(max=self.size)
+        self.ptr[classes] = (self.ptr[classes] + counts) % self.size
+        self.count[classes] = (self.count[classes] + counts).clamp(max=self.size)
         return classes
 
     def slots(self, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,3 +46,6 @@ def test_train_eval_anchor_and_resume_mismatch(tmp_path, capsys, fmnist_ready):
     assert main([*resume, "--embed-dim", "16", "--train-limit", "512", "--test-limit", "256", "--workers", "0"]) == 0
     side = json.loads((out / "checkpoint.json").read_text())
     assert side["epoch"] == 2 and len(side["history"]) == 2
+    assert side["train_config"]["batch_size"] == 64  # the checkpoint's, not the flag default
+    assert main(["train", "--out", str(out), "--resume", str(out / "anchored.safetensors")]) == 2
+    assert "not a resumable training checkpoint" in capsys.readouterr().err

@@ -11,16 +11,13 @@ from training import distributed
 from training.loop import TrainConfig, train
 from training.model import ModelConfig
 
-out = Path(sys.argv[1])
+out, head_kind = Path(sys.argv[1]), sys.argv[2]
 torch.set_num_threads(1)
 rank = int(__import__("os").environ["RANK"])
 cfg = TrainConfig(data="fashion-mnist", out=str(out), epochs=1, batch_size=16, lr=0.05, train_limit=256,
                   test_limit=64, workers=0, max_steps=6)
 model = train(cfg, ModelConfig(num_classes=10, width=8, embed_dim=16, memory_size=16, memory_cap=4,
-                               momentum=0.5))["model"]
+                               momentum=0.5, head=head_kind))["model"]
 assert not distributed.is_active()  # torn down on return
-head = model.head
-save_file({"centroids": head.centroids.contiguous(), "memory_ids": head.memory.ids.contiguous(),
-           "memory_feats": head.memory.feats.contiguous(),
-           "conv": model.encoder.backbone.stem[0].weight.detach().contiguous()},
-          str(out / f"rank{rank}.safetensors"))
+# Everything each rank ends with: weights and buffers (DNC: centroids and memory; softmax: the fc).
+save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))

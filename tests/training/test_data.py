@@ -57,6 +57,22 @@ def test_image_folder_split_sizes_and_modes(tmp_path, fm_test):
     assert torch.equal(gray.load(torch.tensor([i]))[0, 0], fm_test.images[torch.nonzero(fm_test.labels == 0)[0, 0], 0])
 
 
+def test_split_folders_share_the_training_class_list(tmp_path, fm_test):
+    root = tmp_path / "ds"
+    _write_folder(root / "train", fm_test, per_class=4)
+    _write_folder(root / "val", fm_test, per_class=2, classes=(0, 7))  # class_1 missing
+    with pytest.raises(DataError, match=r"missing \['class_1'\]"):
+        load_dataset(str(root), "test", in_chans=1, image_size=28)
+    _write_folder(root / "test", fm_test, per_class=2)  # test/ wins over val/
+    test = load_dataset(str(root), "test", in_chans=1, image_size=28)
+    assert test.class_names == ["class_0", "class_1", "class_7"] and len(test) == 6
+    assert all("/test/" in p for p in test.paths)
+    lonely = tmp_path / "lonely"
+    _write_folder(lonely / "train", fm_test, per_class=2)
+    with pytest.raises(DataError, match="has train/ but no test/ or val/"):
+        load_dataset(str(lonely), "train")
+
+
 def test_unreadable_image_is_skipped_or_refused_by_path(tmp_path, fm_test, caplog):
     root = _write_folder(tmp_path / "imgs", fm_test, per_class=4)
     bad = root / "class_1" / "broken.png"

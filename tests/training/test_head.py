@@ -61,4 +61,6 @@ def test_linear_twin_has_parameters_and_no_update():
     assert sum(p.numel() for p in head.parameters()) == 5 * 8 + 5
     emb = torch.randn(4, 8)
     assert head(emb).shape == (4, 5)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
     head.update(emb, torch.zeros(4, dtype=torch.long), torch.arange(4), torch.ones(4, dtype=torch.bool))
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())

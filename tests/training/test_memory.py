@@ -18,7 +18,10 @@ def test_fifo_order_and_bound():
         feats = torch.stack([ids.float(), -ids.float()], 1)
         mem.push(feats, labels, ids)
         for c in range(3):
-            pushed[c] += ids[labels == c].tolist()[:3]  # only the first `cap` in batch order enter
+            # The cap keeps the 3 ids with the smallest key (a fixed hash), in batch order.
+            mine = ids[labels == c].tolist()
+            chosen = set(sorted(mine, key=lambda i: (i * 2654435761) % 2**32)[:3])
+            pushed[c] += [i for i in mine if i in chosen]
     feats, ids, mask = mem.gather(torch.arange(3))
     for c in range(3):
         want = pushed[c][-5:]  # newest `size`, oldest first

@@ -21,7 +21,8 @@ def _cfgs(tmp_path, name, **kw):
 def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready):
     # 6 steps per epoch: stop mid-epoch (4) and at an epoch boundary (6), compare continuations.
     t, m = _cfgs(tmp_path, "full")
-    full = train(t, m)["step_losses"]
+    full_run = train(t, m)
+    full = full_run["step_losses"]
     assert len(full) == 12
     for stop in (4, 6):
         t, m = _cfgs(tmp_path, f"part{stop}", max_steps=stop)
@@ -30,6 +31,13 @@ def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready):
         t, _ = _cfgs(tmp_path, f"part{stop}", resume=str(tmp_path / f"part{stop}" / "checkpoint.safetensors"))
         rest = train(t, None)
         assert rest["step_losses"] == pytest.approx(full[stop:], abs=1e-6), stop
+        # The per-epoch log of the interrupted run is the uninterrupted run's, row for row.
+        assert len(rest["history"]) == len(full_run["history"]) == 2
+        for got, want in zip(rest["history"], full_run["history"], strict=True):
+            assert got.keys() == want.keys()
+            for key in want:
+                if key != "seconds":
+                    assert got[key] == pytest.approx(want[key], abs=1e-6), (stop, key)
     # The checkpoint describes itself and carries centroids and memory.
     ck = ckpt_io.load(tmp_path / "full" / "checkpoint.safetensors")
     assert ck.epoch == 2 and ck.step == 12 and len(ck.history) == 2
@@ -41,12 +49,16 @@ def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready):
         assert (tmp_path / "full" / f).stat().st_size > 0
 
 
-def test_resume_refuses_embedding_width_mismatch(tmp_path, fmnist_ready):
+def test_resume_refuses_changed_model_or_run(tmp_path, fmnist_ready):
     t, m = _cfgs(tmp_path, "a", max_steps=1)
     train(t, m)
     t, m = _cfgs(tmp_path, "a", resume=str(tmp_path / "a" / "checkpoint.safetensors"))
     m.embed_dim = 32
     with pytest.raises(ValueError, match="embedding width mismatch on resume: checkpoint has 16, requested 32"):
+        train(t, m)
+    t, m = _cfgs(tmp_path, "a", resume=str(tmp_path / "a" / "checkpoint.safetensors"))
+    t.batch_size = 64
+    with pytest.raises(ValueError, match="batch_size mismatch on resume: checkpoint has 32, requested 64"):
         train(t, m)
 
 

@@ -37,7 +37,9 @@ def test_update_matches_reference_over_several_steps(rng):
         x = normalise(emb.astype(np.float32).astype(np.float64))
         touched = {}
         for c in range(4):
-            rows = x[(labels == c) & correct][:5]
+            members = np.nonzero((labels == c) & correct)[0]  # ids are positions here
+            kept = sorted(sorted(members, key=lambda i: (int(i) * 2654435761) % 2**32)[:5])
+            rows = x[kept]
             if len(rows):
                 memory[c] = (memory[c] + list(rows))[-12:]
                 touched[c] = np.array(memory[c])
