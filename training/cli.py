@@ -151,9 +151,14 @@ def cmd_train(a: argparse.Namespace) -> int:
         mcfg = ModelConfig(num_classes=probe.num_classes, in_chans=probe.in_chans, image_size=probe.image_size,
                            mean=probe.mean, std=probe.std, class_names=probe.class_names, **fixed)
     result = train(tcfg, mcfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports and anchors
+        return 0
+    if not result["history"]:
+        print(f"stopped mid-epoch at step {tcfg.max_steps}; resume with --resume {result['checkpoint']}")
+        return 0
     last = result["history"][-1]
     print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")
-    if a.anchor and int(os.environ.get("RANK", "0")) == 0:  # once, not on every torchrun rank
+    if a.anchor:
         _anchor(result["checkpoint"], tcfg.data, Path(tcfg.out) / "anchored.safetensors", 512, tcfg.device)
     return 0
 
