@@ -93,7 +93,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        formatter_class=_Help)
     p.add_argument("--data", default=None, help="'fashion-mnist', or a path: IDX files, a CIFAR-10/100 python "
                    f"folder, or an image folder (default {t.data})")
-    p.add_argument("--out", default=t.out, help="run folder: checkpoint, log.csv/json, curves.png")
+    p.add_argument("--out", default=None, help=f"run folder: checkpoint, log.csv/json, curves.png (default {t.out}; "
+                   "on --resume, the checkpoint's)")
     g = p.add_argument_group("model (on --resume, the checkpoint's; a flag given that differs is refused)")
     for flag, kind, default, text in MODEL_FLAGS:
         g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
@@ -142,7 +143,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         # The checkpoint's configs, with the flags given on top: train() refuses any that would
         # change the run (model shape, batch, schedule, data) and names it.
         ck = ckpt_io.load(a.resume)
-        tcfg = TrainConfig(**{**ck.train_config, **train_given, "resume": a.resume})
+        known = {f.name for f in fields(TrainConfig)}
+        # max_steps and save_every belong to one invocation, not to the run.
+        saved = {k: v for k, v in ck.train_config.items() if k in known and k not in ("max_steps", "save_every")}
+        tcfg = TrainConfig(**{**saved, **train_given, "resume": a.resume})
         mcfg = replace(ck.model_config, **given)
     else:
         tcfg = TrainConfig(**train_given)
@@ -153,8 +157,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     result = train(tcfg, mcfg)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports and anchors
         return 0
-    if not result["history"]:
-        print(f"stopped mid-epoch at step {tcfg.max_steps}; resume with --resume {result['checkpoint']}")
+    if not result["finished"]:
+        print(f"stopped at step {result['step']} (--max-steps); continue with --resume {result['checkpoint']}")
         return 0
     last = result["history"][-1]
     print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")

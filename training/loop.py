@@ -8,6 +8,7 @@ batch order and augmentation draws, so it continues the run it interrupted.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -64,9 +65,10 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
-# Settings a resumed run must keep (they fix the batch order, schedule and data); epochs may grow.
-RUN_DEFINING = ("data", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "schedule", "milestones",
-                "gamma", "seed", "train_limit")
+# Settings a resumed run must keep: they fix the batch order, the learning-rate schedule (epochs set
+# the cosine horizon) and the data, so the resumed run is the run it interrupted.
+RUN_DEFINING = ("data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "schedule",
+                "milestones", "gamma", "seed", "train_limit")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -154,14 +156,16 @@ def train_step(encoder: torch.nn.Module, head: torch.nn.Module, opt: torch.optim
     return loss.detach(), logits.detach()
 
 
-def _rng_state(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """RNG states to checkpoint: torch (and CUDA) of rank 0, and every rank's augmentation generator."""
+def _rng_state(aug_gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """RNG states to checkpoint: torch (and CUDA) of rank 0, and every rank's augmentation generator.
+
+    The generator states are gathered on the training device (NCCL has no CPU transport)."""
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    states = distributed.all_gather_cat(aug_gen.get_state()[None])[0]  # (world, S)
+    states = distributed.all_gather_cat(aug_gen.get_state()[None].to(device))[0]  # (world, S)
     for r, state in enumerate(states):
-        rng[f"aug.{r}"] = state
+        rng[f"aug.{r}"] = state.cpu()
     return rng
 
 
@@ -169,12 +173,11 @@ def _restore_rng(rng: dict[str, torch.Tensor], aug_gen: torch.Generator) -> None
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
-    key = f"aug.{distributed.rank()}"
-    if key not in rng:
-        n = sum(k.startswith("aug.") for k in rng)
+    n = sum(k.startswith("aug.") for k in rng)
+    if n != distributed.world_size():  # another process count would shard the batches differently
         raise ValueError(f"checkpoint was written by {n} process(es); resume with the same number "
                          f"(this run has {distributed.world_size()})")
-    aug_gen.set_state(rng[key])
+    aug_gen.set_state(rng[f"aug.{distributed.rank()}"])
 
 
 def check_data(model_cfg: ModelConfig, data: ImageData) -> None:
@@ -201,7 +204,7 @@ def _ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
     """Train (or resume) a classifier. `model_cfg` may be None when resuming, or be checked against
     the checkpoint's. Returns {"history": per-epoch rows, "step_losses": losses of steps run here,
-    "checkpoint": path, "model": the trained model}."""
+    "checkpoint": path, "model": the trained model, "finished": all epochs done, "step": steps so far}."""
     device = resolve_device(cfg.device)
     started_ddp = distributed.setup(device)
     if started_ddp and device.type == "cuda":
@@ -214,8 +217,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                              "model keeps no optimiser state); train a new run from it instead")
         model_cfg = _reconcile(model_cfg, resume)
         if resume is not None:
-            for name in RUN_DEFINING:
-                if name in resume.train_config and getattr(cfg, name) != resume.train_config[name]:
+            for name in RUN_DEFINING:  # compared as JSON values (a tuple equals its saved list)
+                mine = json.loads(json.dumps(getattr(cfg, name)))
+                if name in resume.train_config and mine != resume.train_config[name]:
                     raise ValueError(f"{name} mismatch on resume: checkpoint has {resume.train_config[name]}, "
                                      f"requested {getattr(cfg, name)}")
         train_set = subset(load_dataset(cfg.data, "train", model_cfg.in_chans, model_cfg.image_size), cfg.train_limit)
@@ -259,7 +263,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
 
         def save(ep: int, st: int, in_epoch: int, part: dict | None = None):
             distributed.broadcast_buffers(model.encoder)
-            rng = _rng_state(aug_gen)  # a collective: every rank takes part
+            rng = _rng_state(aug_gen, device)  # a collective: every rank takes part
             if distributed.is_main():
                 extra = {"partial_epoch": part} if part else {}
                 ckpt_io.save(ckpt_io.Checkpoint(model_cfg, model.state_dict(), asdict(cfg), ep, st, in_epoch,
@@ -303,6 +307,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
             bar.close()
             if i + 1 < n_batches:  # stopped mid-epoch: saved above, no epoch row yet
                 break
+            # Only rank 0 writes the history, from its own running sums (its shard's train metrics).
             skip, partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
             distributed.broadcast_buffers(model.encoder)  # every rank evaluates and saves one model
             ev = evaluate(model, test_set, device, cfg.eval_batch_size, cfg.workers, desc="test")
@@ -316,7 +321,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
             save(epoch, step, 0)
             if distributed.is_main():
                 write_log(history, out)
-        return {"history": history, "step_losses": step_losses, "checkpoint": str(ckpt_path), "model": model}
+        return {"history": history, "step_losses": step_losses, "checkpoint": str(ckpt_path), "model": model,
+                "finished": epoch >= cfg.epochs, "step": step}
     finally:
         if started_ddp:
             distributed.teardown()

@@ -27,25 +27,29 @@ def test_missing_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_train_eval_anchor_and_resume_mismatch(tmp_path, capsys, fmnist_ready):
+def test_train_stop_resume_eval_anchor(tmp_path, capsys, fmnist_ready):
     out = tmp_path / "run"
     common = ["--width", "8", "--embed-dim", "16", "--batch-size", "64", "--train-limit", "512",
-              "--test-limit", "256", "--workers", "0"]
-    assert main(["train", "--out", str(out), "--epochs", "1", "--anchor", *common]) == 0
-    printed = capsys.readouterr().out
-    assert "test top-1" in printed and "anchored top-1" in printed
-    assert main(["eval", "--checkpoint", str(out / "anchored.safetensors"), "--json"]) == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["n"] == 10000 and 0 <= res["top1"] <= 100
-    resume = ["train", "--out", str(out), "--resume", str(out / "checkpoint.safetensors"), "--epochs", "2"]
+              "--test-limit", "256", "--workers", "0", "--epochs", "2"]
+    # 8 steps per epoch: stop mid-way through epoch 2.
+    assert main(["train", "--out", str(out), "--max-steps", "12", *common]) == 0
+    assert "stopped at step 12" in capsys.readouterr().out
+    # Resume with no other flags: the checkpoint's folder, batch size and schedule; runs to the end.
+    resume = ["train", "--resume", str(out / "checkpoint.safetensors")]
     assert main([*resume, "--embed-dim", "32"]) == 2
     assert "embedding width mismatch on resume: checkpoint has 16, requested 32" in capsys.readouterr().err
     assert main([*resume, "--K", "2"]) == 2
     assert "k mismatch on resume: checkpoint has 4, requested 2" in capsys.readouterr().err
-    # Same flags as the checkpoint (or none) continue the run: one more epoch.
-    assert main([*resume, "--embed-dim", "16", "--train-limit", "512", "--test-limit", "256", "--workers", "0"]) == 0
+    assert main([*resume, "--batch-size", "32"]) == 2
+    assert "batch_size mismatch on resume: checkpoint has 64, requested 32" in capsys.readouterr().err
+    assert main([*resume, "--anchor"]) == 0
+    printed = capsys.readouterr().out
+    assert "test top-1" in printed and "anchored top-1" in printed
     side = json.loads((out / "checkpoint.json").read_text())
-    assert side["epoch"] == 2 and len(side["history"]) == 2
-    assert side["train_config"]["batch_size"] == 64  # the checkpoint's, not the flag default
-    assert main(["train", "--out", str(out), "--resume", str(out / "anchored.safetensors")]) == 2
+    assert side["epoch"] == 2 and side["step"] == 16 and len(side["history"]) == 2
+    assert side["train_config"]["batch_size"] == 64
+    assert main(["eval", "--checkpoint", str(out / "anchored.safetensors"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n"] == 10000 and 0 <= res["top1"] <= 100
+    assert main(["train", "--resume", str(out / "anchored.safetensors")]) == 2
     assert "not a resumable training checkpoint" in capsys.readouterr().err

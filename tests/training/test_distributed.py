@@ -49,3 +49,10 @@ def test_two_process_softmax_twin_stays_in_sync(tmp_path, fmnist_ready):
     assert "head.fc.weight" in r0
     for key in r0:
         assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks"
+
+
+def test_all_gather_is_identity_without_process_group():
+    from training.distributed import all_gather_cat
+
+    a, b = torch.randn(3, 2), torch.tensor([True, False, True])
+    assert all(x is y for x, y in zip(all_gather_cat(a, b), (a, b), strict=True))
