@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from export import cli as export_cli
 from training import cli as training_cli
 from training.data import DataError
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training_cli.add_commands(sub)
+    export_cli.add_commands(sub)
     return ap
 
 

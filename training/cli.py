@@ -130,6 +130,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_anchor)
 
+    p = sub.add_parser("write-folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="write an in-memory data set (Fashion-MNIST, IDX, CIFAR) as train/ and test/ image folders")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--out", required=True, help="folder to create (holds train/ and test/)")
+    p.add_argument("--labels", choices=["fine", "coarse"], default="fine",
+                   help="fine: the data set's classes; coarse: Fashion-MNIST's 5 coarse classes")
+    p.add_argument("--per-class", type=int, default=0, help="at most N training images per class (0: all)")
+    p.add_argument("--test-per-class", type=int, default=None, help="at most N test images per class "
+                   "(default: as --per-class)")
+    p.set_defaults(func=cmd_write_folder)
+
 
 def cmd_train(a: argparse.Namespace) -> int:
     from training.data import load_dataset
@@ -210,4 +221,14 @@ def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_
 
 def cmd_anchor(a: argparse.Namespace) -> int:
     _anchor(a.checkpoint, a.data, Path(a.out), a.batch_size, a.device)
+    return 0
+
+
+def cmd_write_folder(a: argparse.Namespace) -> int:
+    from training.folders import write_dataset_folders
+
+    res = write_dataset_folders(a.data, Path(a.out), a.labels, a.per_class, a.test_per_class)
+    for split, counts in res.items():
+        print(f"{Path(a.out) / split}: {sum(counts.values())} images in {len(counts)} classes "
+              f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
     return 0

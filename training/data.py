@@ -22,19 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+
+from training.images import DataError, read_image_array, scan_image_folder
 
 log = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLITS = ("train", "test")
-
-
-class DataError(ValueError):
-    """A data set path or file that cannot be used; the message names the culprit."""
 
 
 @dataclass
@@ -73,23 +69,8 @@ class ImageData:
 
 
 def read_image(path: str | Path, in_chans: int, size: int) -> torch.Tensor:
-    """Read any image file as (C, size, size) uint8: convert to gray/RGB, resize the short side to
-    `size`, centre-crop. Raises DataError naming the file if it cannot be decoded."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if in_chans == 1 else "RGB")
-            w, h = im.size
-            s = size / min(w, h)
-            nw, nh = max(size, round(w * s)), max(size, round(h * s))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    """Read any image file as (C, size, size) uint8 (see `images.read_image_array`)."""
+    return torch.from_numpy(read_image_array(path, in_chans, size))
 
 
 # --- Fashion-MNIST / IDX -------------------------------------------------------------------------
@@ -153,47 +134,6 @@ def load_cifar(root: Path, split: str) -> ImageData:
 
 
 # --- ImageFolder ---------------------------------------------------------------------------------
-
-def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | None = None
-                      ) -> tuple[list[str], list[str], list[int]]:
-    """List (class names, file paths, labels) of a one-subfolder-per-class directory.
-
-    Every file is opened to check it decodes. `on_bad="skip"` logs and skips unreadable files,
-    `"error"` refuses the folder naming the first one. Empty class folders are refused. With
-    `classes` given (the training split's), the folder must hold exactly those classes, so labels
-    mean the same in every split.
-    """
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not found:
-        raise DataError(f"{root} has no class subfolders (expected one subfolder per class)")
-    if classes is not None and found != classes:
-        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
-        raise DataError(f"{root} classes differ from the training split's: missing {missing}, extra {extra}")
-    paths, labels, bad = [], [], []
-    for c, cname in enumerate(found):
-        n_before = len(paths)
-        for f in sorted((root / cname).rglob("*")):
-            if not f.is_file() or f.name.startswith("."):
-                continue
-            if f.suffix.lower() not in IMAGE_EXTENSIONS:
-                log.warning("ignoring %s: not an image extension", f)
-                continue
-            try:
-                with Image.open(f) as im:
-                    im.verify()
-            except Exception as e:  # PIL raises many types for corrupt files
-                if on_bad == "error":
-                    raise DataError(f"unreadable image {f}: {e}") from e
-                bad.append(str(f))
-                continue
-            paths.append(str(f))
-            labels.append(c)
-        if len(paths) == n_before:
-            raise DataError(f"class folder {root / cname} has no readable images")
-    for f in bad:
-        log.warning("skipped unreadable image %s", f)
-    return found, paths, labels
-
 
 def load_image_folder(root: Path, split: str, in_chans: int, image_size: int, on_bad: str) -> ImageData:
     if (root / "train").is_dir():

@@ -1,0 +1,105 @@
+"""`dnc export`, `dnc centroids` and `dnc eval-onnx`: thin command-line wrappers over the export library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+_D = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", formatter_class=_D,
+                       help="freeze a checkpoint into ONNX graphs (embed, head, merged), a centroid set and a manifest")
+    p.add_argument("checkpoint", help="training checkpoint (.safetensors)")
+    p.add_argument("--out", required=True, help="export folder to write (replaced only if parity passes)")
+    p.add_argument("--data", default=None, help="data set whose test images check parity (default: the checkpoint's)")
+    p.add_argument("--parity-samples", type=int, default=256, help="real test images in the parity check")
+    p.add_argument("--max-batch", type=int, default=64, help="largest batch a server forms (TensorRT profile max)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: one per core)")
+    p.add_argument("--no-fp16", action="store_true", help="skip the fp16 embedding graph")
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA GPU)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("centroids", formatter_class=_D,
+                       help="compute a centroid set (a new class list) from labelled images with embed.onnx only")
+    p.add_argument("--embed", required=True, help="an exported embed.onnx")
+    p.add_argument("--data", required=True, help="image folder, one subfolder per class")
+    p.add_argument("--out", required=True, help="centroid set folder to write (set + head.onnx)")
+    p.add_argument("--K", type=int, default=4, help="sub-centroids per class (fewer for classes with fewer images)")
+    p.add_argument("--method", choices=["sinkhorn", "kmeans"], default="sinkhorn",
+                   help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
+    p.add_argument("--keep-means", action="store_true",
+                   help="keep cluster means as sub-centroids instead of replacing them by their nearest image")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: one per core)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_centroids)
+
+    p = sub.add_parser("eval-onnx", formatter_class=_D,
+                       help="top-1 of an exported embedding with a centroid set on a labelled image folder")
+    p.add_argument("--embed", required=True, help="an exported embed.onnx")
+    p.add_argument("--centroids", required=True, help="centroid set folder")
+    p.add_argument("--data", required=True, help="image folder, one subfolder per class")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_onnx)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from export import tensorrt
+    from export.exporter import export_checkpoint
+
+    m = export_checkpoint(a.checkpoint, a.out, a.data, a.parity_samples, threads=a.threads, fp16=not a.no_fp16,
+                          max_batch=a.max_batch)
+    if a.json:
+        print(json.dumps(m))
+    else:
+        par = m["parity"]
+        for kind in ("real", "random"):
+            row = par[kind]
+            part = row.get("merged", row)
+            print(f"parity on {row['n']} {kind} inputs: embedding max |diff| {row['embedding_max_abs']:.2e}"
+                  + (f", scores max |diff| {part['scores_max_abs']:.2e}, predictions agree "
+                     f"{100 * part['predicted_agreement']:.1f}%" if "merged" in row else "")
+                  + (f"; fp16 scores max |diff| {row['fp16']['scores_max_abs']:.2e}, agree "
+                     f"{100 * row['fp16']['predicted_agreement']:.1f}%" if "fp16" in row else ""))
+        print(f"exported to {a.out}: {', '.join(m['files'].values())}")
+    if a.tensorrt:
+        ok, why = tensorrt.available()
+        if not ok:
+            print(f"TensorRT engines not built: {why}. The ONNX export above is complete; build the engines on a "
+                  "CUDA machine with `dnc export --tensorrt`.")
+            return 0
+        plans = tensorrt.build_export_engines(Path(a.out), m, fp16=not a.no_fp16)
+        print(f"TensorRT {why} engines: {', '.join(plans.values())}")
+    return 0
+
+
+def cmd_centroids(a: argparse.Namespace) -> int:
+    from export.recompute import compute_set
+
+    res = compute_set(a.embed, a.data, a.out, a.K, a.method, a.keep_means, a.batch_size, a.threads, a.seed)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"centroid set {res['set_id']}: {len(res['classes'])} classes, {res['images']} images, K per class "
+              f"{res['ks']} (embed {res['embed_seconds']:.1f}s, cluster {res['cluster_seconds']:.1f}s) -> {res['out']}")
+    return 0
+
+
+def cmd_eval_onnx(a: argparse.Namespace) -> int:
+    from export.evaluate import evaluate_folder
+
+    res = evaluate_folder(a.embed, a.centroids, a.data, a.batch_size, a.threads)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"top-1 {res['top1']:.2f}% on {res['n']} images of {a.data} (centroid set {res['set_id']})")
+        for name, acc in res["per_class_top1"].items():
+            print(f"  {name:<20} {acc:6.2f}%")
+    return 0

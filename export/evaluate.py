@@ -1,0 +1,37 @@
+"""Accuracy of an exported embedding with a centroid set on a labelled image folder (onnxruntime only).
+
+Used to check a recomputed class list (`dnc eval-onnx`) and by the coarse-to-fine benchmark. Folder
+classes are matched to the set's classes by name; a folder class the set does not know is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from export import centroid_set, runtime
+from export import formats as F
+from export.head_graph import build_head
+from export.recompute import embed_files, scan_labelled_folder
+from training.images import DataError
+
+
+def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Path, batch_size: int = 256,
+                    threads: int = 0) -> dict:
+    """Top-1 (%) and per-class top-1 of embed + set on the images of `data` (one subfolder per class)."""
+    cs = centroid_set.load(set_path)
+    sess = runtime.session(embed_path, threads)
+    centroid_set.check_pairing(cs, centroid_set.fingerprint_file(embed_path), runtime.embed_dim_of(sess), str(set_path))
+    classes, files, labels = scan_labelled_folder(data)
+    unknown = [c for c in classes if c not in cs.class_names]
+    if unknown:
+        raise DataError(f"{data} has classes the centroid set does not know: {unknown}")
+    truth = np.array([cs.class_names.index(c) for c in classes])[labels]  # (N,) set class index
+    x = embed_files(sess, files, runtime.preprocessing_of(sess, embed_path), batch_size, threads or 2, desc="eval")
+    head = runtime.session(build_head(cs).SerializeToString(), threads)
+    pred = np.concatenate([head.run([F.PREDICTED], {F.EMBEDDING: x[i:i + batch_size]})[0]
+                           for i in range(0, len(x), batch_size)])
+    per_class = {cs.class_names[c]: float(100 * (pred[truth == c] == c).mean()) for c in np.unique(truth)}
+    return {"top1": float(100 * (pred == truth).mean()), "n": len(x), "per_class_top1": per_class,
+            "set_id": cs.set_id}

@@ -1,0 +1,133 @@
+"""`dnc export`: a training checkpoint -> an export folder that Triton can serve.
+
+Writes, into a temporary folder beside OUT: embed.onnx (and its fp16 variant), and for a DNC
+checkpoint the centroid set, head.onnx and the merged model.onnx; then checks parity with
+onnxruntime against PyTorch on real test images and random inputs, writes the manifest, and only
+if parity passed renames the folder to OUT (a previous OUT is replaced). A failing export is kept
+as OUT.failed for inspection and raises ExportError; OUT is untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from export import centroid_set, manifest, parity
+from export import formats as F
+from export.centroid_set import CentroidSet
+from export.embed_graph import export_embed
+from export.head_graph import attach_head, build_head
+from export.staging import publish, staging_folder
+from training import checkpoint as ckpt_io
+from training.data import load_dataset
+from training.head import DNCHead
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(ValueError):
+    """An export that failed its checks; the message gives the figures and where they are kept."""
+
+
+def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet:
+    """The trained sub-centroids of a DNC checkpoint as a centroid set paired with `fingerprint`."""
+    state = ck.model_state
+    k_mask = state["head.k_mask"].numpy()  # (C, Kmax)
+    ids = state["head.exemplar_ids"].numpy()  # (C, Kmax)
+    names = ck.extra.get("exemplar_names") if ck.extra.get("anchored") else None
+    if names is not None:
+        names = [[n for n, real in zip(row, mask, strict=True) if real]
+                 for row, mask in zip(names, k_mask, strict=True)]
+    centroids = state["head.centroids"].float().numpy() * k_mask[..., None]
+    norms = np.linalg.norm(centroids, axis=-1, keepdims=True)
+    centroids = np.where(k_mask[..., None], centroids / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    return CentroidSet(centroids=centroids, ks=[int(k) for k in k_mask.sum(1)],
+                       class_names=list(ck.model_config.class_names), embed_fingerprint=fingerprint,
+                       exemplar_ids=ids if ck.extra.get("anchored") else None, exemplar_names=names,
+                       source={"from": "checkpoint", "step": ck.step, "epoch": ck.epoch,
+                               "anchor_data": ck.extra.get("anchor_data")})
+
+
+def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Real test images (the first n_real of the data set's test split) and random inputs, preprocessed."""
+    from export.runtime import normalise
+
+    test = load_dataset(data_spec, "test", mc.in_chans, mc.image_size)
+    idx = torch.arange(min(n_real, len(test)))
+    real = normalise(test.load(idx).numpy(), prep)
+    rng = np.random.default_rng(seed)
+    rand = rng.standard_normal((n_random, mc.in_chans, mc.image_size, mc.image_size)).astype(np.float32)
+    return {"real": real, "random": rand}
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None = None, n_real: int = 256,
+                      n_random: int = 64, threads: int = 0, fp16: bool = True, max_batch: int = 64) -> dict:
+    """Export a checkpoint to the folder `out`; returns the manifest. Raises ExportError on failed parity.
+
+    Args:
+        data: the data set whose test images check parity (default: the one the checkpoint trained on).
+        n_real, n_random: parity sample counts. threads: onnxruntime threads (0: one per core).
+        fp16: also write the fp16 embedding graph. max_batch: the largest batch servers should form.
+    """
+    t0 = time.time()
+    ck = ckpt_io.load(checkpoint)
+    mc = ck.model_config
+    model = ck.build_model().float()
+    out = Path(out)
+    tmp = staging_folder(out)
+    prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std)
+    try:
+        embed = export_embed(model.encoder, mc.in_chans, mc.image_size, prep)
+        onnx.save(embed, tmp / F.EMBED_FILE)
+        fingerprint = centroid_set.fingerprint_file(tmp / F.EMBED_FILE)
+        files = {"embed": F.EMBED_FILE}
+        if fp16:
+            onnx.save(export_embed(model.encoder, mc.in_chans, mc.image_size, prep, fp16=True), tmp / F.EMBED_FP16_FILE)
+            files["embed_fp16"] = F.EMBED_FP16_FILE
+        dnc = isinstance(model.head, DNCHead)
+        cs = None
+        if dnc:
+            cs = set_from_checkpoint(ck, fingerprint)
+            centroid_set.save(cs, tmp)
+            head = build_head(cs)
+            onnx.save(head, tmp / F.HEAD_FILE)
+            onnx.save(attach_head(embed, head), tmp / F.MERGED_FILE)
+            files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
+        inputs = parity_inputs(data or ck.train_config.get("data", "fashion-mnist"), mc, prep, n_real, n_random)
+        if dnc:
+            figures = parity.check(model, tmp, inputs, threads, fp16)
+        else:
+            figures = parity.check_embedding(model, tmp, inputs, threads)
+        meta = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 1),
+            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                         "opset": F.OPSET},
+            "checkpoint": {"path": str(checkpoint), "epoch": ck.epoch, "step": ck.step,
+                           "test_top1": ck.history[-1]["test_top1"] if ck.history else None},
+            "head": mc.head, "model_config": mc.to_dict(), "preprocessing": prep, "max_batch": max_batch,
+            "embed_fingerprint": fingerprint, "embed_dim": mc.embed_dim, "files": files,
+            "tensors": {"input": [F.EMBED_INPUT.__dict__], "embedding": [F.EMBED_OUTPUT.__dict__],
+                        "head_outputs": [s.__dict__ for s in F.HEAD_OUTPUTS] if dnc else []},
+            "centroid_set": cs.describe() if cs is not None else None, "parity": figures,
+        }
+        manifest.write(tmp, meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not figures["passed"]:
+        failed = out.with_name(out.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(tmp, failed)
+        raise ExportError(f"parity check failed (tolerance {parity.SCORE_TOLERANCE}); figures in {failed}/"
+                          f"{F.MANIFEST_FILE}: {figures}")
+    publish(tmp, out)
+    log.info("exported %s to %s in %.1fs (parity passed)", checkpoint, out, time.time() - t0)
+    return meta

@@ -1,0 +1,55 @@
+"""Tensor names, dtypes and file names of the exported graphs: the only module that spells them.
+
+Export writes graphs with these names, serving builds Triton configs from them, clients read
+responses by them. Shapes use -1 for dimensions that are free (batch everywhere, and the class
+count C downstream of the head, so a head with another class list can replace it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPSET = 17
+
+# Graph inputs/outputs.
+IMAGES = "images"  # (N, Cin, H, W) float32, preprocessed as the manifest says
+EMBEDDING = "embedding"  # (N, D) float32, L2-normalised
+SCORES = "scores"  # (N, C) float32: each class's best sub-centroid cosine (max over K)
+PREDICTED = "predicted"  # (N,) int32: argmax over classes
+SUBCENTROID = "subcentroid"  # (N, C) int32: the winning sub-centroid of each class
+TOP_SCORE = "top_score"  # (N,) float32: score of the predicted class
+MARGIN = "margin"  # (N,) float32: best minus second-best class score
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name
+    dims: tuple[str, ...]  # symbolic: "N" batch, "C" classes, "D" embedding, "Cin", "H", "W"
+
+
+HEAD_OUTPUTS = (
+    TensorSpec(SCORES, "float32", ("N", "C")),
+    TensorSpec(PREDICTED, "int32", ("N",)),
+    TensorSpec(SUBCENTROID, "int32", ("N", "C")),
+    TensorSpec(TOP_SCORE, "float32", ("N",)),
+    TensorSpec(MARGIN, "float32", ("N",)),
+)
+EMBED_INPUT = TensorSpec(IMAGES, "float32", ("N", "Cin", "H", "W"))
+EMBED_OUTPUT = TensorSpec(EMBEDDING, "float32", ("N", "D"))
+
+# Files of an export folder and of a centroid set folder.
+EMBED_FILE = "embed.onnx"
+EMBED_FP16_FILE = "embed.fp16.onnx"
+HEAD_FILE = "head.onnx"
+MERGED_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+SET_TENSORS_FILE = "centroids.safetensors"
+SET_JSON_FILE = "centroids.json"
+PLAN_SUFFIX = ".plan"
+
+# ONNX metadata keys (metadata_props) that make each graph self-describing.
+META_PREPROCESSING = "dnc.preprocessing"  # on embed graphs: JSON, see manifest.preprocessing()
+META_SET_ID = "dnc.set_id"  # on head graphs: the centroid set (class list version) it freezes
+META_CLASS_NAMES = "dnc.class_names"  # on head graphs: JSON list, index = class id
+META_FINGERPRINT = "dnc.embed_fingerprint"  # on head graphs: the embedding model it pairs with

@@ -1,0 +1,105 @@
+"""The DNC head as an ONNX graph: a frozen centroid set -> cosine -> max over K -> evidence.
+
+Built directly with onnx.helper from numpy (no torch), so `dnc centroids` can write a head for a new
+class list with onnxruntime installed only. The graph, for embeddings x (N, D):
+    xn = x / max(||x||, eps)                        (N, D)
+    sim = xn @ P^T + pad                            (N, C*Kmax); pad is 0, or PAD_SCORE on padded slots
+    sim = reshape(sim, (N, C, Kmax))
+    scores = max_k sim, subcentroid = argmax_k sim  (N, C)
+    top-2 over classes -> predicted, top_score, margin
+Padded slots are zero vectors pushed to PAD_SCORE, below any real cosine (>= -1), so they never win.
+Everything stays fp32. The class list version, class names and embedding fingerprint are written
+into the graph's metadata so the served head says which list answered.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export import formats as F
+from export.centroid_set import CentroidSet, validate
+
+PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 1]
+NORM_EPS = 1e-12  # as torch.nn.functional.normalize
+
+
+def build_head(cs: CentroidSet) -> onnx.ModelProto:
+    """The head graph for a centroid set: input `embedding` (N, D), outputs formats.HEAD_OUTPUTS."""
+    validate(cs)
+    c, kmax, d = cs.centroids.shape
+    flat = cs.centroids.reshape(c * kmax, d).astype(np.float32)  # (C*Kmax, D)
+    init = [
+        numpy_helper.from_array(np.ascontiguousarray(flat.T), "head.centroids_t"),  # (D, C*Kmax)
+        numpy_helper.from_array(np.array(NORM_EPS, np.float32), "head.eps"),
+        numpy_helper.from_array(np.array([-1, c, kmax], np.int64), "head.shape_nck"),
+        numpy_helper.from_array(np.array([2], np.int64), "head.two"),
+        numpy_helper.from_array(np.array(0, np.int64), "head.i0"),
+        numpy_helper.from_array(np.array(1, np.int64), "head.i1"),
+    ]
+    nodes = [
+        helper.make_node("ReduceL2", [F.EMBEDDING], ["head.norm"], axes=[1], keepdims=1),  # (N, 1)
+        helper.make_node("Max", ["head.norm", "head.eps"], ["head.norm_c"]),
+        helper.make_node("Div", [F.EMBEDDING, "head.norm_c"], ["head.xn"]),  # (N, D)
+        helper.make_node("MatMul", ["head.xn", "head.centroids_t"], ["head.sim_flat"]),  # (N, C*Kmax)
+    ]
+    sim_flat = "head.sim_flat"
+    if not cs.k_mask.all():
+        pad = np.where(cs.k_mask.reshape(-1), 0.0, PAD_SCORE).astype(np.float32)  # (C*Kmax,)
+        init.append(numpy_helper.from_array(pad, "head.pad"))
+        nodes.append(helper.make_node("Add", ["head.sim_flat", "head.pad"], ["head.sim_padded"]))
+        sim_flat = "head.sim_padded"
+    nodes += [
+        helper.make_node("Reshape", [sim_flat, "head.shape_nck"], ["head.sim"]),  # (N, C, Kmax)
+        helper.make_node("ReduceMax", ["head.sim"], [F.SCORES], axes=[2], keepdims=0),  # (N, C)
+        helper.make_node("ArgMax", ["head.sim"], ["head.win64"], axis=2, keepdims=0),
+        helper.make_node("Cast", ["head.win64"], [F.SUBCENTROID], to=TensorProto.INT32),
+        helper.make_node("TopK", [F.SCORES, "head.two"], ["head.top_v", "head.top_i"], axis=1),  # (N, 2)
+        helper.make_node("Gather", ["head.top_v", "head.i0"], [F.TOP_SCORE], axis=1),  # (N,)
+        helper.make_node("Gather", ["head.top_v", "head.i1"], ["head.second"], axis=1),
+        helper.make_node("Sub", [F.TOP_SCORE, "head.second"], [F.MARGIN]),
+        helper.make_node("Gather", ["head.top_i", "head.i0"], ["head.pred64"], axis=1),
+        helper.make_node("Cast", ["head.pred64"], [F.PREDICTED], to=TensorProto.INT32),
+    ]
+    sizes = {"N": "batch", "C": c, "D": d}
+    outputs = [helper.make_tensor_value_info(s.name, helper.np_dtype_to_tensor_dtype(np.dtype(s.dtype)),
+                                             [sizes[x] for x in s.dims]) for s in F.HEAD_OUTPUTS]
+    graph = helper.make_graph(
+        nodes, "dnc_head", [helper.make_tensor_value_info(F.EMBEDDING, TensorProto.FLOAT, ["batch", d])],
+        outputs, initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", F.OPSET)], producer_name="dnc-stack")
+    model.ir_version = 8  # the IR of opset 17, as torch writes the embedding graph (merging needs one IR)
+    set_metadata(model, {F.META_SET_ID: cs.set_id, F.META_CLASS_NAMES: json.dumps(cs.class_names),
+                         F.META_FINGERPRINT: cs.embed_fingerprint})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    """Set (replace) string metadata_props on a model."""
+    keep = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in values.items():
+        model.metadata_props.add(key=k, value=v)
+
+
+def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def attach_head(embed: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph for users who deploy one file: images -> embedding -> head outputs.
+
+    The merged graph keeps `embedding` as an output too (the evidence a caller may want to keep),
+    and carries the metadata of both parts."""
+    from onnx import compose
+
+    merged = compose.merge_models(embed, head, io_map=[(F.EMBEDDING, F.EMBEDDING)],
+                                  outputs=[F.EMBEDDING] + [s.name for s in F.HEAD_OUTPUTS])
+    set_metadata(merged, {**get_metadata(embed), **get_metadata(head)})
+    onnx.checker.check_model(merged)
+    return merged

@@ -1,0 +1,54 @@
+"""onnxruntime helpers shared by export checks, `dnc centroids` and clients (torch-free).
+
+Sessions on the CPU with an explicit thread count, the preprocessing read from an embedding
+graph's own metadata, and batched embedding of uint8 images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from export import formats as F
+
+
+def session(graph: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:
+    """A CPU inference session on a graph file (or serialised bytes); `threads` 0: one per core."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def preprocessing_of(sess: ort.InferenceSession, path: str | Path = "embedding graph") -> dict:
+    """The preprocessing an embedding graph expects, from its metadata."""
+    meta = sess.get_modelmeta().custom_metadata_map
+    if F.META_PREPROCESSING not in meta:
+        raise ValueError(f"{path} carries no preprocessing metadata: is it an embed.onnx written by `dnc export`?")
+    return json.loads(meta[F.META_PREPROCESSING])
+
+
+def embed_dim_of(sess: ort.InferenceSession) -> int:
+    out = {o.name: o for o in sess.get_outputs()}
+    if F.EMBEDDING not in out or not isinstance(out[F.EMBEDDING].shape[-1], int):
+        raise ValueError(f"the graph has no output {F.EMBEDDING!r} of fixed width")
+    return int(out[F.EMBEDDING].shape[-1])
+
+
+def normalise(images: np.ndarray, prep: dict) -> np.ndarray:
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W), as the manifest's formula says."""
+    mean = np.asarray(prep["mean"], np.float32)[None, :, None, None]
+    std = np.asarray(prep["std"], np.float32)[None, :, None, None]
+    return ((images.astype(np.float32) * np.float32(prep["scale"])) - mean) / std
+
+
+def embed(sess: ort.InferenceSession, images: np.ndarray, prep: dict, batch_size: int = 256) -> np.ndarray:
+    """uint8 (N, C, H, W) -> (N, D) float32 embeddings, in batches."""
+    out = [sess.run([F.EMBEDDING], {F.IMAGES: normalise(images[i:i + batch_size], prep)})[0]
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, embed_dim_of(sess)), np.float32)

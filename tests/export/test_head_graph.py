@@ -1,0 +1,78 @@
+"""The head graph alone, in onnxruntime, against an independent numpy float64 reference."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from export import formats as F
+from export import runtime
+from export.centroid_set import CentroidSet
+from export.head_graph import PAD_SCORE, build_head
+from tests.training.reference import dnc_scores, normalise
+
+
+def _random_set(rng, ks, d):
+    c, kmax = len(ks), max(ks)
+    cents = np.zeros((c, kmax, d), np.float32)
+    for i, k in enumerate(ks):
+        cents[i, :k] = normalise(rng.standard_normal((k, d)))
+    return CentroidSet(cents, list(ks), [f"class-{i}" for i in range(c)], "sha256:test")
+
+
+def _run(cs, emb):
+    sess = runtime.session(build_head(cs).SerializeToString(), 1)
+    names = [s.name for s in F.HEAD_OUTPUTS]
+    return dict(zip(names, sess.run(names, {F.EMBEDDING: emb.astype(np.float32)}), strict=True))
+
+
+@pytest.mark.parametrize("ks", [[4] * 7, [4, 1, 3, 2, 4, 1]])
+def test_scores_and_evidence_match_float64_reference(rng, ks):
+    d = 24
+    cs = _random_set(rng, ks, d)
+    emb = rng.standard_normal((50, d)) * rng.uniform(0.1, 10, (50, 1))  # not normalised: the head normalises
+    out = _run(cs, emb)
+    scores, win = dnc_scores(emb, cs.centroids.astype(np.float64), ks)
+    np.testing.assert_allclose(out[F.SCORES], scores, atol=1e-5)
+    np.testing.assert_array_equal(out[F.SUBCENTROID], win)
+    order = np.sort(scores, axis=1)
+    np.testing.assert_array_equal(out[F.PREDICTED], scores.argmax(1))
+    np.testing.assert_allclose(out[F.TOP_SCORE], order[:, -1], atol=1e-5)
+    np.testing.assert_allclose(out[F.MARGIN], order[:, -1] - order[:, -2], atol=1e-5)
+    assert out[F.PREDICTED].dtype == np.int32 and out[F.SUBCENTROID].dtype == np.int32
+    assert (out[F.SUBCENTROID] < np.asarray(ks)[None, :]).all()
+
+
+def test_padded_slots_never_win(rng):
+    # Every real sub-centroid points away from the embeddings (cosine < 0): a padded zero slot would
+    # score 0 and win if it were not pushed below -1.
+    d, ks = 8, [3, 1, 2]
+    u = normalise(rng.standard_normal(d))
+    emb = normalise(u + 0.2 * rng.standard_normal((30, d)))
+    cs = _random_set(rng, ks, d)
+    for c, k in enumerate(ks):
+        cs.centroids[c, :k] = normalise(-u + 0.2 * rng.standard_normal((k, d)))
+    out = _run(cs, emb)
+    scores, win = dnc_scores(emb, cs.centroids.astype(np.float64), ks)
+    assert (scores < 0).all()
+    assert (out[F.SUBCENTROID] < np.asarray(ks)[None, :]).all()
+    np.testing.assert_allclose(out[F.SCORES], scores, atol=1e-5)
+    assert (out[F.SCORES] > PAD_SCORE).all()
+
+
+def test_head_says_which_class_list_it_is(rng):
+    cs = _random_set(rng, [2, 2, 2], 4)
+    meta = {p.key: p.value for p in build_head(cs).metadata_props}
+    assert meta[F.META_SET_ID] == cs.set_id
+    assert json.loads(meta[F.META_CLASS_NAMES]) == cs.class_names
+    assert meta[F.META_FINGERPRINT] == "sha256:test"
+
+
+def test_class_count_is_only_inside_the_head(rng):
+    # Two heads with different C accept the same embedding input (N, D): only outputs change width.
+    a, b = build_head(_random_set(rng, [2] * 3, 16)), build_head(_random_set(rng, [2] * 11, 16))
+    dims = lambda m: [d.dim_param or d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]  # noqa: E731
+    assert dims(a) == dims(b) == ["batch", 16]
+    onnx.checker.check_model(b)
+    assert _run(_random_set(rng, [2] * 11, 16), rng.standard_normal((5, 16)))[F.SCORES].shape == (5, 11)

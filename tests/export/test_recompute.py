@@ -1,0 +1,119 @@
+"""`dnc centroids`: a new class list from labelled real images, with embed.onnx only."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clients.cli import main
+from export import centroid_set, runtime
+from export import formats as F
+from export.evaluate import evaluate_folder
+from export.recompute import compute_set, embed_files, scan_labelled_folder
+
+pytestmark = pytest.mark.slow
+
+
+def test_set_classifies_its_own_images_back(exported, fm_folder, tmp_path):
+    out, _ = exported
+    res = compute_set(out / F.EMBED_FILE, fm_folder / "train", tmp_path / "set", k=4, threads=2)
+    cs = centroid_set.load(tmp_path / "set")
+    assert res["set_id"] == cs.set_id and cs.ks == [4] * 10 and cs.anchored
+    assert cs.embed_fingerprint == centroid_set.fingerprint_file(out / F.EMBED_FILE)
+    # Every exemplar is a real image of its own folder, and (replaced) it is its sub-centroid exactly.
+    classes, files, labels = scan_labelled_folder(fm_folder / "train")
+    sess = runtime.session(out / F.EMBED_FILE, 2)
+    x = embed_files(sess, files, runtime.preprocessing_of(sess), threads=2)
+    for c, names in enumerate(cs.exemplar_names):
+        assert all(f"/{classes[c]}/" in n for n in names) and len(set(names)) == len(names)
+        for j, ident in enumerate(cs.exemplar_ids[c, : cs.ks[c]]):
+            np.testing.assert_allclose(cs.centroids[c, j], x[ident], atol=1e-5)
+    head = runtime.session(tmp_path / "set" / F.HEAD_FILE, 2)
+    pred = head.run([F.PREDICTED], {F.EMBEDDING: x})[0]
+    truth = labels  # folder order == set order here
+    exemplar_rows = cs.exemplar_ids[cs.k_mask]
+    assert (pred[exemplar_rows] == truth[exemplar_rows]).all()  # an exemplar is its own nearest centroid
+    acc = (pred == truth).mean()
+    assert acc >= 0.6, f"only {acc:.0%} of the folder's own images classify back to their folder"
+    ev = evaluate_folder(out / F.EMBED_FILE, tmp_path / "set", fm_folder / "train", threads=2)
+    assert abs(ev["top1"] - 100 * acc) < 1e-9
+
+
+def test_kmeans_and_keep_means(exported, fm_folder, tmp_path):
+    out, _ = exported
+    compute_set(out / F.EMBED_FILE, fm_folder / "train", tmp_path / "km", k=3, method="kmeans", keep_means=True)
+    cs = centroid_set.load(tmp_path / "km")
+    assert cs.ks == [3] * 10 and cs.source["method"] == "kmeans" and cs.exemplar_names is not None
+
+
+def test_small_classes_get_fewer_subcentroids_and_bad_folders_are_refused(exported, fm_folder, tmp_path):
+    import shutil
+
+    out, _ = exported
+    data = tmp_path / "data"
+    shutil.copytree(fm_folder / "train", data)
+    small = sorted((data / "Bag").iterdir())
+    for f in small[2:]:
+        f.unlink()
+    compute_set(out / F.EMBED_FILE, data, tmp_path / "s", k=4)
+    cs = centroid_set.load(tmp_path / "s")
+    assert cs.ks[cs.class_names.index("Bag")] == 2 and max(cs.ks) == 4
+    embed = str(out / F.EMBED_FILE)
+    (data / "Bag" / "broken.png").write_bytes(b"not a png")
+    assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "b")]) == 2
+    (data / "Bag" / "broken.png").unlink()
+    (data / "Empty").mkdir()
+    assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "b")]) == 2
+    one = tmp_path / "one"
+    shutil.copytree(fm_folder / "train" / "Bag", one / "Bag")
+    assert main(["centroids", "--embed", embed, "--data", str(one), "--out", str(tmp_path / "b")]) == 2
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_messages_name_the_culprit(exported, fm_folder, tmp_path, capsys):
+    out, _ = exported
+    data = tmp_path / "d"
+    import shutil
+
+    shutil.copytree(fm_folder / "test", data)
+    (data / "Coat" / "broken.png").write_bytes(b"not a png")
+    embed = str(out / F.EMBED_FILE)
+    assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "s")]) == 2
+    assert "cannot read image" in capsys.readouterr().err and "broken.png"
+    (data / "Coat" / "broken.png").unlink()
+    (data / "Empty").mkdir()
+    assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "s")]) == 2
+    assert "class folder" in (err := capsys.readouterr().err) and "Empty has no images" in err
+    assert main(["centroids", "--embed", embed, "--data", str(fm_folder / "test" / "Bag"),
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "a class list needs at least two" in capsys.readouterr().err
+    (data / "Empty").rmdir()
+    assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "s"), "--K", "2"]) == 0
+    assert main(["eval-onnx", "--embed", embed, "--centroids", str(tmp_path / "s"), "--data", str(data),
+                 "--json"]) == 0
+    assert '"top1"' in capsys.readouterr().out
+
+
+def test_a_set_for_another_embedding_is_refused(exported, fm_folder, tmp_path, capsys):
+    out, _ = exported
+    compute_set(out / F.EMBED_FILE, fm_folder / "test", tmp_path / "s", k=1)
+    other = tmp_path / "other.onnx"
+    other.write_bytes((out / F.EMBED_FP16_FILE).read_bytes())
+    assert main(["eval-onnx", "--embed", str(other), "--centroids", str(tmp_path / "s"),
+                 "--data", str(fm_folder / "test")]) == 2
+    assert "recompute it with `dnc centroids`" in capsys.readouterr().err
+
+
+def test_runs_without_torch(exported, fm_folder, tmp_path):
+    out, _ = exported
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
+        "from export.recompute import compute_set\n"
+        f"r = compute_set({str(out / F.EMBED_FILE)!r}, {str(fm_folder / 'test')!r}, {str(tmp_path / 's')!r}, k=2)\n"
+        "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(r['set_id'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(fm_folder.parent),
+                         env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == centroid_set.load(tmp_path / "s").set_id

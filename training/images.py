@@ -1,0 +1,98 @@
+"""Image files without torch: decoding to fixed-size uint8 arrays and scanning class folders.
+
+Kept free of torch so that the export layer's `dnc centroids` (which runs on onnxruntime only) reads
+images exactly as training and the clients do: convert to gray or RGB, resize the short side to
+the model's size, centre-crop.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class DataError(ValueError):
+    """A data set path or file that cannot be used; the message names the culprit."""
+
+
+def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
+    """Read any image file as (C, size, size) uint8: convert to gray/RGB, resize the short side to
+    `size`, centre-crop. Raises DataError naming the file if it cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if in_chans == 1 else "RGB")
+            w, h = im.size
+            s = size / min(w, h)
+            nw, nh = max(size, round(w * s)), max(size, round(h * s))
+            im = im.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def class_folders(root: Path) -> list[str]:
+    """Sorted names of the class subfolders of `root` (hidden ones ignored)."""
+    if not root.is_dir():
+        raise DataError(f"image folder does not exist or is not a directory: {root}")
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under one class folder, sorted; files without an image extension are logged."""
+    files = []
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        if f.suffix.lower() not in IMAGE_EXTENSIONS:
+            log.warning("ignoring %s: not an image extension", f)
+            continue
+        files.append(f)
+    return files
+
+
+def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | None = None
+                      ) -> tuple[list[str], list[str], list[int]]:
+    """List (class names, file paths, labels) of a one-subfolder-per-class directory.
+
+    Every file is opened to check it decodes. `on_bad="skip"` logs and skips unreadable files,
+    `"error"` refuses the folder naming the first one. Empty class folders are refused. With
+    `classes` given (the training split's), the folder must hold exactly those classes, so labels
+    mean the same in every split.
+    """
+    found = class_folders(root)
+    if not found:
+        raise DataError(f"{root} has no class subfolders (expected one subfolder per class)")
+    if classes is not None and found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise DataError(f"{root} classes differ from the training split's: missing {missing}, extra {extra}")
+    paths, labels, bad = [], [], []
+    for c, cname in enumerate(found):
+        n_before = len(paths)
+        for f in image_files(root / cname):
+            try:
+                with Image.open(f) as im:
+                    im.verify()
+            except Exception as e:  # PIL raises many types for corrupt files
+                if on_bad == "error":
+                    raise DataError(f"unreadable image {f}: {e}") from e
+                bad.append(str(f))
+                continue
+            paths.append(str(f))
+            labels.append(c)
+        if len(paths) == n_before:
+            raise DataError(f"class folder {root / cname} has no readable images")
+    for f in bad:
+        log.warning("skipped unreadable image %s", f)
+    return found, paths, labels
