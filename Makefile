@@ -30,13 +30,23 @@ lint: setup
 test: setup data lint
 	$(PY) -m pytest -q
 
-# Until the serving layer lands, the demo trains and evaluates a small DNC classifier on
-# Fashion-MNIST (a few minutes on 2 CPU cores), then anchors its sub-centroids to real images.
+DNC  := $(VENV)/bin/dnc
+DEMO := runs/demo
+
+# Until the serving layer lands, the demo runs the export half of the main job on CPU (a few
+# minutes): train a small DNC classifier on Fashion-MNIST's 5 coarse classes, anchor it, export and
+# check it, then swap to the 10 fine classes by recomputing centroids from labelled images, without
+# retraining, and evaluate both class lists with onnxruntime.
 demo: setup data
-	$(VENV)/bin/dnc train --data fashion-mnist --out runs/demo --epochs 2 --train-limit 20000 \
+	$(DNC) write-folder --out $(DEMO)/data/coarse --labels coarse --per-class 4000 --test-per-class 0
+	$(DNC) write-folder --out $(DEMO)/data/fine --labels fine
+	$(DNC) train --data $(DEMO)/data/coarse --channels 1 --image-size 28 --out $(DEMO)/coarse-dnc --epochs 2 \
 		--warmup-epochs 0.3 --workers 0 --anchor
-	$(VENV)/bin/dnc eval --checkpoint runs/demo/checkpoint.safetensors --data fashion-mnist
-	@echo "plot of the run: runs/demo/curves.png"
+	$(DNC) export $(DEMO)/coarse-dnc/anchored.safetensors --out $(DEMO)/export
+	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/export --data $(DEMO)/data/coarse/test
+	$(DNC) centroids --embed $(DEMO)/export/embed.onnx --data $(DEMO)/data/fine/train --K 4 --out $(DEMO)/fine-set
+	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/fine-set --data $(DEMO)/data/fine/test
+	@echo "training curves: $(DEMO)/coarse-dnc/curves.png; export: $(DEMO)/export/manifest.json"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -39,7 +39,7 @@ def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {e}") from e
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return arr.transpose(2, 0, 1).copy()  # (C, H, W), writable (np.asarray of a PIL image is read-only)
 
 
 def class_folders(root: Path) -> list[str]:
