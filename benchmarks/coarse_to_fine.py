@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from export import formats as F
+
 DNC = [sys.executable, "-m", "clients.cli"]
 
 
@@ -64,7 +66,7 @@ def main() -> None:
                           "--json")
         run("export", str(run_dir / "checkpoint.safetensors"), "--out", str(run_dir / "export"), "--no-fp16",
             "--threads", str(args.threads), "--json")
-        embed = str(run_dir / "export" / "embed.onnx")
+        embed = str(run_dir / "export" / F.EMBED_FILE)
         cents = run("centroids", "--embed", embed, "--data", str(fine / "train"), "--out", str(run_dir / "fine-set"),
                     "--K", str(args.K), "--threads", str(args.threads), "--json")
         ev = run("eval-onnx", "--embed", embed, "--centroids", str(run_dir / "fine-set"), "--data", str(fine / "test"),

@@ -51,7 +51,7 @@ def linear_graph(ck) -> bytes:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(twin, (torch.zeros(2, mc.in_chans, mc.image_size, mc.image_size),), buf,
-                          input_names=[F.IMAGES], output_names=["logits", "predicted"],
+                          input_names=[F.IMAGES], output_names=["logits", F.PREDICTED],
                           dynamic_axes={F.IMAGES: {0: "batch"}}, opset_version=F.OPSET, dynamo=False)
     return buf.getvalue()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +115,14 @@ def validate(cs: CentroidSet, where: str = "centroid set") -> None:
                                "L2-normalised")
     if (norms[~mask] != 0).any():
         raise CentroidSetError(f"{where}: padded sub-centroid slots must be zero")
-    if not cs.embed_fingerprint:
-        raise CentroidSetError(f"{where}: no embedding fingerprint")
+    if p.dtype != np.float32:
+        raise CentroidSetError(f"{where}: centroids must be float32, got {p.dtype}")
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", cs.embed_fingerprint or ""):
+        raise CentroidSetError(f"{where}: embedding fingerprint {cs.embed_fingerprint!r} is not sha256:<64 hex>")
+    if cs.exemplar_ids is not None and cs.exemplar_ids.shape != (c, kmax):
+        raise CentroidSetError(f"{where}: exemplar ids have shape {tuple(cs.exemplar_ids.shape)}, expected {(c, kmax)}")
+    if cs.exemplar_names is not None and [len(r) for r in cs.exemplar_names] != list(cs.ks):
+        raise CentroidSetError(f"{where}: exemplar names do not match K per class")
 
 
 def check_pairing(cs: CentroidSet, fingerprint: str, dim: int, where: str = "centroid set") -> None:
@@ -147,8 +154,9 @@ def save(cs: CentroidSet, folder: str | Path) -> Path:
     return folder
 
 
-def load(path: str | Path) -> CentroidSet:
-    """Read a set from its folder (or its .safetensors file) and validate it."""
+def load(path: str | Path, expect_fingerprint: str | None = None, expect_dim: int | None = None) -> CentroidSet:
+    """Read a set from its folder (or its .safetensors file) and validate it; with `expect_*`, also
+    refuse it unless it pairs with that embedding model (see `check_pairing`)."""
     path = Path(path)
     file = path / SET_TENSORS_FILE if path.is_dir() else path
     if not file.is_file():
@@ -169,5 +177,10 @@ def load(path: str | Path) -> CentroidSet:
                      exemplar_ids=tensors.get("exemplar_ids"), exemplar_names=meta.get("exemplar_names"),
                      source=meta.get("source", {}))
     validate(cs, str(file))
+    if meta.get("set_id") and meta["set_id"] != cs.set_id:
+        raise CentroidSetError(f"{file}: content does not match its recorded set id {meta['set_id']} "
+                               "(edited or damaged)")
+    if expect_fingerprint is not None or expect_dim is not None:
+        check_pairing(cs, expect_fingerprint or cs.embed_fingerprint, expect_dim or cs.dim, str(file))
     return cs
 

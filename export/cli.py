@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -51,11 +50,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from export import tensorrt
     from export.exporter import export_checkpoint
 
     m = export_checkpoint(a.checkpoint, a.out, a.data, a.parity_samples, threads=a.threads, fp16=not a.no_fp16,
-                          max_batch=a.max_batch)
+                          max_batch=a.max_batch, tensorrt_engines=a.tensorrt)
     if a.json:
         print(json.dumps(m))
     else:
@@ -69,14 +67,14 @@ def cmd_export(a: argparse.Namespace) -> int:
                   + (f"; fp16 scores max |diff| {row['fp16']['scores_max_abs']:.2e}, agree "
                      f"{100 * row['fp16']['predicted_agreement']:.1f}%" if "fp16" in row else ""))
         print(f"exported to {a.out}: {', '.join(m['files'].values())}")
-    if a.tensorrt:
-        ok, why = tensorrt.available()
-        if not ok:
-            print(f"TensorRT engines not built: {why}. The ONNX export above is complete; build the engines on a "
-                  "CUDA machine with `dnc export --tensorrt`.")
-            return 0
-        plans = tensorrt.build_export_engines(Path(a.out), m, fp16=not a.no_fp16)
-        print(f"TensorRT {why} engines: {', '.join(plans.values())}")
+        trt = m.get("tensorrt")
+        if trt and not trt["built"]:
+            print(f"TensorRT engines not built: {trt['reason']}. The ONNX export above is complete; build the engines "
+                  "on a CUDA machine with `dnc export --tensorrt`.")
+        elif trt:
+            agree = 100 * trt["predicted_agreement_vs_onnxruntime_fp32"]
+            print(f"TensorRT {trt['tensorrt']} engines {', '.join(trt['files'])}: predicted classes agree with "
+                  f"onnxruntime fp32 on {agree:.2f}% of {trt['n']} images")
     return 0
 
 

@@ -48,6 +48,6 @@ def export_embed(encoder: nn.Module, in_chans: int, image_size: int, preprocessi
                           dynamic_axes={F.IMAGES: {0: "batch"}, F.EMBEDDING: {0: "batch"}}, opset_version=F.OPSET,
                           do_constant_folding=True, dynamo=False)
     model = onnx.load_from_string(buf.getvalue())
-    set_metadata(model, {F.META_PREPROCESSING: json.dumps(preprocessing), "dnc.precision": "fp16" if fp16 else "fp32"})
+    set_metadata(model, {F.META_PREPROCESSING: json.dumps(preprocessing), F.META_PRECISION: "fp16" if fp16 else "fp32"})
     onnx.checker.check_model(model)
     return model

@@ -20,9 +20,10 @@ from training.images import DataError
 def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Path, batch_size: int = 256,
                     threads: int = 0) -> dict:
     """Top-1 (%) and per-class top-1 of embed + set on the images of `data` (one subfolder per class)."""
-    cs = centroid_set.load(set_path)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     sess = runtime.session(embed_path, threads)
-    centroid_set.check_pairing(cs, centroid_set.fingerprint_file(embed_path), runtime.embed_dim_of(sess), str(set_path))
+    cs = centroid_set.load(set_path, centroid_set.fingerprint_file(embed_path), runtime.embed_dim_of(sess))
     classes, files, labels = scan_labelled_folder(data)
     unknown = [c for c in classes if c not in cs.class_names]
     if unknown:

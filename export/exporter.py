@@ -20,13 +20,14 @@ import onnx
 import onnxruntime
 import torch
 
-from export import centroid_set, manifest, parity
+from export import centroid_set, manifest, parity, runtime
 from export import formats as F
 from export.centroid_set import CentroidSet
 from export.embed_graph import export_embed
 from export.head_graph import attach_head, build_head
-from export.staging import publish, staging_folder
+from export.staging import check_destination, publish, staging_folder
 from training import checkpoint as ckpt_io
+from training.batches import normalise
 from training.data import load_dataset
 from training.head import DNCHead
 
@@ -56,32 +57,40 @@ def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet
                                "anchor_data": ck.extra.get("anchor_data")})
 
 
-def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Real test images (the first n_real of the data set's test split) and random inputs, preprocessed."""
-    from export.runtime import normalise
-
+def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, seed: int = 0
+                  ) -> tuple[dict[str, np.ndarray], float]:
+    """Real test images (the first n_real of the data set's test split) and random inputs, preprocessed
+    as the manifest says; and the max |difference| between that preprocessing and training's own
+    (so a client following the manifest feeds the model what it was trained on)."""
     test = load_dataset(data_spec, "test", mc.in_chans, mc.image_size)
-    idx = torch.arange(min(n_real, len(test)))
-    real = normalise(test.load(idx).numpy(), prep)
+    pixels = test.load(torch.arange(min(n_real, len(test))))  # (N, C, H, W) uint8
+    real = runtime.normalise(pixels.numpy(), prep)
+    trained = normalise(pixels, mc.mean, mc.std).numpy()
     rng = np.random.default_rng(seed)
     rand = rng.standard_normal((n_random, mc.in_chans, mc.image_size, mc.image_size)).astype(np.float32)
-    return {"real": real, "random": rand}
+    return {"real": real, "random": rand}, float(np.abs(real - trained).max())
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None = None, n_real: int = 256,
-                      n_random: int = 64, threads: int = 0, fp16: bool = True, max_batch: int = 64) -> dict:
+                      n_random: int = 64, threads: int = 0, fp16: bool = True, max_batch: int = 64,
+                      tensorrt_engines: bool = False) -> dict:
     """Export a checkpoint to the folder `out`; returns the manifest. Raises ExportError on failed parity.
 
     Args:
         data: the data set whose test images check parity (default: the one the checkpoint trained on).
         n_real, n_random: parity sample counts. threads: onnxruntime threads (0: one per core).
         fp16: also write the fp16 embedding graph. max_batch: the largest batch servers should form.
+        tensorrt_engines: also build and check TensorRT engines where a CUDA GPU and tensorrt are present
+            (manifest["tensorrt"] says what happened either way).
     """
+    if n_real < 1 or n_random < 1 or max_batch < 1:
+        raise ValueError(f"parity samples and --max-batch must be >= 1, got {n_real}, {n_random}, {max_batch}")
+    out = Path(out)
+    check_destination(out, F.MANIFEST_FILE)
     t0 = time.time()
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config
     model = ck.build_model().float()
-    out = Path(out)
     tmp = staging_folder(out)
     prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std)
     try:
@@ -101,11 +110,18 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             onnx.save(head, tmp / F.HEAD_FILE)
             onnx.save(attach_head(embed, head), tmp / F.MERGED_FILE)
             files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
-        inputs = parity_inputs(data or ck.train_config.get("data", "fashion-mnist"), mc, prep, n_real, n_random)
+        inputs, prep_diff = parity_inputs(data or ck.train_config.get("data", "fashion-mnist"), mc, prep, n_real,
+                                          n_random)
         if dnc:
             figures = parity.check(model, tmp, inputs, threads, fp16)
         else:
             figures = parity.check_embedding(model, tmp, inputs, threads)
+        figures["preprocessing_max_abs"] = prep_diff  # manifest formula vs training's normalisation
+        figures["passed"] &= prep_diff < parity.SCORE_TOLERANCE
+        engines = _engines(tmp, inputs["real"], max_batch, mc.embed_dim, fp16) if tensorrt_engines and dnc else None
+        if engines is not None:
+            figures["passed"] &= engines.get("passed", True)
+            files.update({"embed_plan": F.EMBED_PLAN_FILE, "head_plan": F.HEAD_PLAN_FILE} if engines["built"] else {})
         meta = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 1),
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
@@ -116,7 +132,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             "embed_fingerprint": fingerprint, "embed_dim": mc.embed_dim, "files": files,
             "tensors": {"input": [F.EMBED_INPUT.__dict__], "embedding": [F.EMBED_OUTPUT.__dict__],
                         "head_outputs": [s.__dict__ for s in F.HEAD_OUTPUTS] if dnc else []},
-            "centroid_set": cs.describe() if cs is not None else None, "parity": figures,
+            "centroid_set": cs.describe() if cs is not None else None, "parity": figures, "tensorrt": engines,
         }
         manifest.write(tmp, meta)
     except BaseException:
@@ -131,3 +147,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     publish(tmp, out)
     log.info("exported %s to %s in %.1fs (parity passed)", checkpoint, out, time.time() - t0)
     return meta
+
+
+def _engines(folder: Path, images: np.ndarray, max_batch: int, embed_dim: int, fp16: bool) -> dict:
+    """Build and check TensorRT engines in the staged folder, or say why they cannot be built here."""
+    from export import tensorrt
+
+    ok, why = tensorrt.available()
+    if not ok:
+        log.warning("TensorRT engines not built: %s", why)
+        return {"built": False, "reason": why}
+    reference = runtime.session(folder / F.MERGED_FILE).run([F.PREDICTED], {F.IMAGES: images})[0]
+    return tensorrt.build_and_check(folder, max_batch, embed_dim, images, reference, fp16)

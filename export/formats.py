@@ -46,10 +46,14 @@ MERGED_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 SET_TENSORS_FILE = "centroids.safetensors"
 SET_JSON_FILE = "centroids.json"
-PLAN_SUFFIX = ".plan"
 
 # ONNX metadata keys (metadata_props) that make each graph self-describing.
 META_PREPROCESSING = "dnc.preprocessing"  # on embed graphs: JSON, see manifest.preprocessing()
 META_SET_ID = "dnc.set_id"  # on head graphs: the centroid set (class list version) it freezes
 META_CLASS_NAMES = "dnc.class_names"  # on head graphs: JSON list, index = class id
 META_FINGERPRINT = "dnc.embed_fingerprint"  # on head graphs: the embedding model it pairs with
+META_PRECISION = "dnc.precision"  # on embed graphs: fp32 or fp16 (backbone precision)
+
+# Engines built by `dnc export --tensorrt`, beside the ONNX graphs.
+EMBED_PLAN_FILE = "embed.plan"
+HEAD_PLAN_FILE = "head.plan"

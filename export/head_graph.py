@@ -71,7 +71,7 @@ def build_head(cs: CentroidSet) -> onnx.ModelProto:
         nodes, "dnc_head", [helper.make_tensor_value_info(F.EMBEDDING, TensorProto.FLOAT, ["batch", d])],
         outputs, initializer=init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", F.OPSET)], producer_name="dnc-stack")
-    model.ir_version = 8  # the IR of opset 17, as torch writes the embedding graph (merging needs one IR)
+    model.ir_version = 8  # the IR version of opset 17
     set_metadata(model, {F.META_SET_ID: cs.set_id, F.META_CLASS_NAMES: json.dumps(cs.class_names),
                          F.META_FINGERPRINT: cs.embed_fingerprint})
     onnx.checker.check_model(model, full_check=True)
@@ -98,6 +98,8 @@ def attach_head(embed: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProt
     and carries the metadata of both parts."""
     from onnx import compose
 
+    head = onnx.ModelProto.FromString(head.SerializeToString())
+    head.ir_version = embed.ir_version  # merging needs one IR version
     merged = compose.merge_models(embed, head, io_map=[(F.EMBEDDING, F.EMBEDDING)],
                                   outputs=[F.EMBEDDING] + [s.name for s in F.HEAD_OUTPUTS])
     set_metadata(merged, {**get_metadata(embed), **get_metadata(head)})

@@ -24,15 +24,21 @@ def torch_reference(model, x: np.ndarray) -> dict[str, np.ndarray]:
     """The PyTorch model's embedding, scores, winning sub-centroids and prediction for x (N, C, H, W)."""
     emb = tF.normalize(model.encoder(torch.from_numpy(x)).float(), dim=-1)  # (N, D)
     scores, win = model.head.scores(emb)  # (N, C), (N, C)
+    top2 = scores.topk(2, dim=1).values  # (N, 2)
     return {"embedding": emb.numpy(), "scores": scores.numpy(), "subcentroid": win.numpy(),
-            "predicted": scores.argmax(1).numpy()}
+            "predicted": scores.argmax(1).numpy(), "top_score": top2[:, 0].numpy(),
+            "margin": (top2[:, 0] - top2[:, 1]).numpy()}
 
 
-def _compare(ref: dict, scores: np.ndarray, predicted: np.ndarray, win: np.ndarray | None) -> dict:
-    res = {"scores_max_abs": float(np.abs(scores - ref["scores"]).max()),
-           "predicted_agreement": float((predicted == ref["predicted"]).mean())}
-    if win is not None:
-        res["subcentroid_agreement"] = float((win == ref["subcentroid"]).mean())
+def _compare(ref: dict, out: dict[str, np.ndarray]) -> dict:
+    """Differences of one graph's head outputs from the PyTorch reference."""
+    res = {"scores_max_abs": float(np.abs(out[F.SCORES] - ref["scores"]).max()),
+           "top_score_max_abs": float(np.abs(out[F.TOP_SCORE] - ref["top_score"]).max()),
+           "margin_max_abs": float(np.abs(out[F.MARGIN] - ref["margin"]).max()),
+           "predicted_agreement": float((out[F.PREDICTED] == ref["predicted"]).mean()),
+           "subcentroid_agreement": float((out[F.SUBCENTROID] == ref["subcentroid"]).mean())}
+    res["passed"] = (max(res["scores_max_abs"], res["top_score_max_abs"], res["margin_max_abs"]) < SCORE_TOLERANCE
+                     and res["predicted_agreement"] == 1.0)
     return res
 
 
@@ -54,17 +60,14 @@ def check(model, folder, inputs: dict[str, np.ndarray], threads: int = 0, fp16: 
         chained = dict(zip(names, head.run(names, {F.EMBEDDING: emb}), strict=True))
         whole = dict(zip([F.EMBEDDING, *names], merged.run([F.EMBEDDING, *names], {F.IMAGES: x}), strict=True))
         row = {"n": len(x), "embedding_max_abs": float(np.abs(emb - ref["embedding"]).max()),
-               "chained": _compare(ref, chained[F.SCORES], chained[F.PREDICTED], chained[F.SUBCENTROID]),
-               "merged": _compare(ref, whole[F.SCORES], whole[F.PREDICTED], whole[F.SUBCENTROID])}
-        for part in ("chained", "merged"):
-            ok = row[part]["scores_max_abs"] < SCORE_TOLERANCE and row[part]["predicted_agreement"] == 1.0
-            row[part]["passed"] = ok
-            passed &= ok
-        if half is not None:
+               "chained": _compare(ref, chained), "merged": _compare(ref, whole)}
+        row["embedding_passed"] = row["embedding_max_abs"] < SCORE_TOLERANCE
+        passed &= row["embedding_passed"] and row["chained"]["passed"] and row["merged"]["passed"]
+        if half is not None:  # reported, not decisive: fp16 rounding moves scores by ~1e-4
             emb16 = half.run([F.EMBEDDING], {F.IMAGES: x})[0]
             h16 = dict(zip(names, head.run(names, {F.EMBEDDING: emb16}), strict=True))
-            row["fp16"] = {"embedding_max_abs": float(np.abs(emb16 - ref["embedding"]).max()),
-                           **_compare(ref, h16[F.SCORES], h16[F.PREDICTED], None)}
+            row["fp16"] = {"embedding_max_abs": float(np.abs(emb16 - ref["embedding"]).max()), **_compare(ref, h16)}
+            del row["fp16"]["passed"]
         out[kind] = row
     out["passed"] = passed
     return out

@@ -25,27 +25,22 @@ from export import formats as F
 from export.centroid_set import CentroidSet
 from export.clustering import cluster
 from export.head_graph import build_head
-from export.staging import publish, staging_folder
-from training.images import DataError, class_folders, image_files, read_image_array
+from export.staging import check_destination, publish, staging_folder
+from training.images import DataError, class_folders, read_image_array, scan_image_folder
 
 log = logging.getLogger(__name__)
 
 
 def scan_labelled_folder(root: str | Path) -> tuple[list[str], list[Path], np.ndarray]:
     """(class names, files, labels (N,)) of a one-subfolder-per-class folder; refuses a folder with
-    fewer than two classes or a class folder without images, naming it."""
+    fewer than two classes or a class folder without images, naming it. Files are not opened here:
+    an unreadable one is named when it is read."""
     root = Path(root)
     classes = class_folders(root)
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class subfolder(s) {classes}; a class list needs at least two")
-    files, labels = [], []
-    for c, name in enumerate(classes):
-        found = image_files(root / name)
-        if not found:
-            raise DataError(f"class folder {root / name} has no images")
-        files += found
-        labels += [c] * len(found)
-    return classes, files, np.asarray(labels)
+    classes, paths, labels = scan_image_folder(root, on_bad="error", verify=False)
+    return classes, [Path(p) for p in paths], np.asarray(labels)
 
 
 def embed_files(sess, files: list[Path], prep: dict, batch_size: int = 256, threads: int = 2,
@@ -85,11 +80,10 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
         keep_means: keep the cluster means as sub-centroids (exemplars are still recorded).
     Returns a summary: set id, classes, K per class, seconds for embedding and clustering.
     """
-    if k < 1:
-        raise ValueError(f"--K must be >= 1, got {k}")
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"--K and --batch-size must be >= 1, got {k} and {batch_size}")
     embed_path, out = Path(embed_path), Path(out)
-    if not embed_path.is_file():
-        raise FileNotFoundError(f"embedding graph not found: {embed_path}")
+    check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
     prep = runtime.preprocessing_of(sess, embed_path)
     classes, files, labels = scan_labelled_folder(data)

@@ -17,12 +17,17 @@ from export import formats as F
 
 def session(graph: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:
     """A CPU inference session on a graph file (or serialised bytes); `threads` 0: one per core."""
+    if not isinstance(graph, bytes) and not Path(graph).is_file():
+        raise FileNotFoundError(f"ONNX graph not found: {graph}")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
-                                providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors (InvalidProtobuf, ...) are not ValueErrors
+        raise ValueError(f"onnxruntime cannot load {'the graph' if isinstance(graph, bytes) else graph}: {e}") from e
 
 
 def preprocessing_of(sess: ort.InferenceSession, path: str | Path = "embedding graph") -> dict:

@@ -1,7 +1,8 @@
 """Write a folder artefact in full beside its destination, then move it into place.
 
 Readers of OUT (a server, a swap) never see a half-written export or centroid set, and a failure
-leaves the previous OUT as it was.
+leaves the previous OUT as it was. OUT is only ever replaced when it is absent, empty, or an
+artefact of the same kind (it holds `marker`), so a mistyped --out cannot delete unrelated files.
 """
 
 from __future__ import annotations
@@ -9,6 +10,20 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+
+
+def check_destination(out: Path, marker: str, refuse_if: tuple[str, ...] = ()) -> None:
+    """Refuse to replace `out` unless it is absent, empty or holds `marker` (and none of `refuse_if`)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    names = {p.name for p in out.iterdir()}
+    clash = [n for n in refuse_if if n in names]
+    if clash:
+        raise ValueError(f"--out {out} holds {clash[0]}: it is another kind of artefact; write to a folder of its own")
+    if names and marker not in names:
+        raise ValueError(f"--out {out} is a non-empty folder without {marker}; refusing to replace it")
 
 
 def staging_folder(out: Path) -> Path:
@@ -20,12 +35,16 @@ def staging_folder(out: Path) -> Path:
 
 
 def publish(tmp: Path, out: Path) -> Path:
-    """Move the finished folder `tmp` to `out`, replacing a previous `out`."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        os.replace(out, old)
+    """Move the finished folder `tmp` to `out`, replacing a previous `out` (restored if the move fails)."""
+    if not out.exists():
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        return out
+    old = out.with_name(f".{out.name}.old{os.getpid()}")
+    os.replace(out, old)
+    try:
         os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return out

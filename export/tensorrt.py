@@ -18,6 +18,8 @@ from export import formats as F
 
 log = logging.getLogger(__name__)
 
+AGREEMENT_TARGET = 0.999  # predicted-class agreement of the engines with onnxruntime fp32
+
 
 def available() -> tuple[bool, str]:
     """(True, version) where engines can be built here, else (False, the reason)."""
@@ -39,7 +41,8 @@ def build_engine(onnx_path: Path, plan_path: Path, input_name: str, sample_shape
                  max_batch: int, workspace_gib: float = 2.0) -> Path:
     """Parse an ONNX graph and write a serialised engine with a batch profile 1 / max_batch / max_batch.
 
-    sample_shape: the input's shape without the batch dimension."""
+    sample_shape: the input's shape without the batch dimension. The plan is written under a
+    temporary name and renamed, so a failed build leaves no partial file."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -48,7 +51,7 @@ def build_engine(onnx_path: Path, plan_path: Path, input_name: str, sample_shape
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise ValueError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     profile = builder.create_optimization_profile()
@@ -56,44 +59,60 @@ def build_engine(onnx_path: Path, plan_path: Path, input_name: str, sample_shape
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-    plan_path.write_bytes(bytes(engine))
+        raise ValueError(f"TensorRT failed to build an engine from {onnx_path}")
+    tmp = plan_path.with_name(f".{plan_path.name}.tmp")
+    tmp.write_bytes(bytes(engine))
+    tmp.replace(plan_path)
     log.info("built %s (%.1f MB)", plan_path, plan_path.stat().st_size / 1e6)
     return plan_path
 
 
-def build_export_engines(folder: Path, manifest: dict, fp16: bool = True) -> dict[str, str]:
-    """Engines for an export folder: the embedding (fp16 graph when present) and the head."""
-    prep, max_batch = manifest["preprocessing"], manifest["max_batch"]
-    image = (prep["channels"], prep["image_size"], prep["image_size"])
-    embed_src = F.EMBED_FP16_FILE if fp16 and (folder / F.EMBED_FP16_FILE).exists() else F.EMBED_FILE
-    plans = {"embed": str(build_engine(folder / embed_src, folder / f"embed{F.PLAN_SUFFIX}", F.IMAGES, image,
-                                       max_batch))}
-    if (folder / F.HEAD_FILE).exists():
-        plans["head"] = str(build_engine(folder / F.HEAD_FILE, folder / f"head{F.PLAN_SUFFIX}", F.EMBEDDING,
-                                         (manifest["embed_dim"],), max_batch))
-    return plans
-
-
-def check_engine_agreement(plan: Path, head_onnx: Path, images: np.ndarray, reference_pred: np.ndarray) -> float:
-    """Predicted-class agreement of an embed engine + the ONNX head with a reference (GPU only)."""
+def run_engine(plan: Path, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """Run a plan on the GPU over `inputs` in chunks of `batch`; returns every output as numpy."""
     import tensorrt as trt
     import torch
 
-    from export import runtime
-
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
     ctx = engine.create_execution_context()
-    head = runtime.session(head_onnx)
-    preds = []
-    max_batch = engine.get_tensor_profile_shape(F.IMAGES, 0)[2][0]
-    for i in range(0, len(images), max_batch):
-        x = torch.from_numpy(images[i:i + max_batch]).cuda().contiguous()
-        out = torch.empty(len(x), engine.get_tensor_shape(F.EMBEDDING)[1], device="cuda")
-        ctx.set_input_shape(F.IMAGES, tuple(x.shape))
-        ctx.set_tensor_address(F.IMAGES, x.data_ptr())
-        ctx.set_tensor_address(F.EMBEDDING, out.data_ptr())
-        ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    n_total = len(next(iter(inputs.values())))
+    chunks: dict[str, list[np.ndarray]] = {n: [] for n in outs}
+    for i in range(0, n_total, batch):
+        keep = []
+        for name, arr in inputs.items():
+            t = torch.from_numpy(np.ascontiguousarray(arr[i:i + batch])).cuda()
+            keep.append(t)
+            ctx.set_input_shape(name, tuple(t.shape))
+            ctx.set_tensor_address(name, t.data_ptr())
+        bufs = {}
+        for name in outs:
+            dtype = torch.from_numpy(np.zeros(0, trt.nptype(engine.get_tensor_dtype(name)))).dtype
+            bufs[name] = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype, device="cuda")
+            ctx.set_tensor_address(name, bufs[name].data_ptr())
+        if not ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise ValueError(f"TensorRT failed to run {plan}")
         torch.cuda.synchronize()
-        preds.append(head.run([F.PREDICTED], {F.EMBEDDING: out.cpu().numpy()})[0])
-    return float((np.concatenate(preds) == reference_pred).mean())
+        for name in outs:
+            chunks[name].append(bufs[name].cpu().numpy())
+    return {n: np.concatenate(v) for n, v in chunks.items()}
+
+
+def build_and_check(folder: Path, max_batch: int, embed_dim: int, images: np.ndarray, reference_pred: np.ndarray,
+                    fp16: bool = True) -> dict:
+    """Build embed.plan (from the fp16 graph when present) and head.plan in `folder`, then run both on
+    `images` and compare predicted classes with `reference_pred` (onnxruntime fp32).
+
+    Returns the figures for the manifest: TensorRT version, the graphs used, agreement."""
+    import tensorrt as trt
+
+    sample = tuple(images.shape[1:])
+    embed_src = F.EMBED_FP16_FILE if fp16 and (folder / F.EMBED_FP16_FILE).exists() else F.EMBED_FILE
+    build_engine(folder / embed_src, folder / F.EMBED_PLAN_FILE, F.IMAGES, sample, max_batch)
+    build_engine(folder / F.HEAD_FILE, folder / F.HEAD_PLAN_FILE, F.EMBEDDING, (embed_dim,), max_batch)
+    emb = run_engine(folder / F.EMBED_PLAN_FILE, {F.IMAGES: images}, max_batch)[F.EMBEDDING]
+    pred = run_engine(folder / F.HEAD_PLAN_FILE, {F.EMBEDDING: emb.astype(np.float32)}, max_batch)[F.PREDICTED]
+    agreement = float((pred.reshape(-1) == reference_pred).mean())
+    return {"built": True, "tensorrt": trt.__version__, "embed_from": embed_src,
+            "files": [F.EMBED_PLAN_FILE, F.HEAD_PLAN_FILE], "n": len(images),
+            "predicted_agreement_vs_onnxruntime_fp32": agreement, "passed": agreement >= AGREEMENT_TARGET}

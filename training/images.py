@@ -35,7 +35,7 @@ def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
             left, top = (nw - size) // 2, (nh - size) // 2
             im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -62,12 +62,13 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | None = None
+def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | None = None, verify: bool = True
                       ) -> tuple[list[str], list[str], list[int]]:
     """List (class names, file paths, labels) of a one-subfolder-per-class directory.
 
-    Every file is opened to check it decodes. `on_bad="skip"` logs and skips unreadable files,
-    `"error"` refuses the folder naming the first one. Empty class folders are refused. With
+    With `verify`, every file is opened to check it decodes (callers that decode every file anyway
+    pass False and get a DataError naming a bad file when they read it); then `on_bad="skip"` logs
+    and skips unreadable files, `"error"` refuses the folder naming the first one. Empty class folders are refused. With
     `classes` given (the training split's), the folder must hold exactly those classes, so labels
     mean the same in every split.
     """
@@ -81,6 +82,10 @@ def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | Non
     for c, cname in enumerate(found):
         n_before = len(paths)
         for f in image_files(root / cname):
+            if not verify:
+                paths.append(str(f))
+                labels.append(c)
+                continue
             try:
                 with Image.open(f) as im:
                     im.verify()

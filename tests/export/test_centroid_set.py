@@ -10,6 +10,8 @@ from export import centroid_set
 from export.centroid_set import CentroidSet, CentroidSetError, check_pairing
 from tests.training.reference import normalise
 
+FP = "sha256:" + "a" * 64
+
 
 def _set(rng, ks=(3, 1, 2), d=6):
     cents = np.zeros((len(ks), max(ks), d), np.float32)
@@ -17,7 +19,7 @@ def _set(rng, ks=(3, 1, 2), d=6):
         cents[i, :k] = normalise(rng.standard_normal((k, d)))
     ids = np.where(np.arange(max(ks))[None] < np.asarray(ks)[:, None], rng.integers(0, 99, cents.shape[:2]), -1)
     names = [[f"img/{c}/{j}.png" for j in range(k)] for c, k in enumerate(ks)]
-    return CentroidSet(cents, list(ks), ["cat", "dog", "fox"][: len(ks)], "sha256:abc", ids, names, {"from": "test"})
+    return CentroidSet(cents, list(ks), ["cat", "dog", "fox"][: len(ks)], FP, ids, names, {"from": "test"})
 
 
 def test_round_trip_keeps_everything(rng, tmp_path):
@@ -36,11 +38,11 @@ def test_round_trip_keeps_everything(rng, tmp_path):
 
 def test_wrong_fingerprint_and_width_are_refused(rng):
     cs = _set(rng)
-    check_pairing(cs, "sha256:abc", 6)
-    with pytest.raises(CentroidSetError, match="made with embedding model sha256:abc"):
-        check_pairing(cs, "sha256:def", 6)
+    check_pairing(cs, FP, 6)
+    with pytest.raises(CentroidSetError, match="made with embedding model sha256:aaaa"):
+        check_pairing(cs, "sha256:" + "d" * 64, 6)
     with pytest.raises(CentroidSetError, match="D=6 but the embedding model outputs D=8"):
-        check_pairing(cs, "sha256:abc", 8)
+        check_pairing(cs, FP, 8)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -49,6 +51,7 @@ def test_wrong_fingerprint_and_width_are_refused(rng):
     (lambda cs: cs.centroids.__setitem__((1, 2), 1.0), "padded sub-centroid slots must be zero"),
     (lambda cs: cs.class_names.__setitem__(1, "cat"), "distinct"),
     (lambda cs: cs.ks.__setitem__(0, 0), "class 0 \\(cat\\) has K=0"),
+    (lambda cs: cs.centroids.__setitem__((0, 1, 0), np.inf), "non-finite values .* class 0"),
 ])
 def test_damaged_sets_are_refused_on_save_and_load(rng, tmp_path, damage, message):
     good = _set(rng)
@@ -62,6 +65,28 @@ def test_damaged_sets_are_refused_on_save_and_load(rng, tmp_path, damage, messag
               "centroids.safetensors"), metadata={"dnc": json.dumps(meta)})
     with pytest.raises(CentroidSetError, match=message):
         centroid_set.load(tmp_path / "set")
+
+
+def test_bad_exemplars_fingerprint_and_tampering_are_refused(rng, tmp_path):
+    cs = _set(rng)
+    cs.exemplar_ids = cs.exemplar_ids[:, :2]
+    with pytest.raises(CentroidSetError, match="exemplar ids have shape"):
+        centroid_set.save(cs, tmp_path / "a")
+    cs = _set(rng)
+    cs.embed_fingerprint = "whatever"
+    with pytest.raises(CentroidSetError, match="is not sha256"):
+        centroid_set.save(cs, tmp_path / "a")
+    cs = _set(rng)
+    centroid_set.save(cs, tmp_path / "b")
+    with pytest.raises(CentroidSetError, match="made with embedding model"):
+        centroid_set.load(tmp_path / "b", expect_fingerprint="sha256:" + "1" * 64)
+    # Rewrite the tensors with other (valid) centroids but the old description: the id gives it away.
+    meta = json.loads((tmp_path / "b" / "centroids.json").read_text())
+    other = _set(np.random.default_rng(7))
+    save_file({"centroids": other.centroids, "ks": np.asarray(other.ks, np.int32)},
+              str(tmp_path / "b" / "centroids.safetensors"), metadata={"dnc": json.dumps(meta)})
+    with pytest.raises(CentroidSetError, match="does not match its recorded set id"):
+        centroid_set.load(tmp_path / "b")
 
 
 def test_not_a_set(tmp_path):

@@ -76,30 +76,39 @@ def test_softmax_checkpoint_exports_its_embedding(softmax_checkpoint, tmp_path):
     assert sorted(p.name for p in (tmp_path / "sm").iterdir()) == [F.EMBED_FILE, F.MANIFEST_FILE]
 
 
-def test_cli_export_and_tensorrt_without_gpu(dnc_checkpoint, tmp_path, capsys):
+def test_cli_export_and_tensorrt_without_gpu(dnc_checkpoint, tmp_path, capsys, monkeypatch):
+    from export import tensorrt
+
+    monkeypatch.setattr(tensorrt, "available", lambda: (False, "no CUDA GPU is available on this machine"))
     assert main(["export", str(dnc_checkpoint), "--out", str(tmp_path / "e"), "--parity-samples", "16",
                  "--tensorrt"]) == 0
     printed = capsys.readouterr().out
     assert "predictions agree 100.0%" in printed
-    assert "TensorRT engines not built:" in printed
+    assert "TensorRT engines not built: no CUDA GPU" in printed
+    assert manifest.read(tmp_path / "e")["tensorrt"] == {"built": False, "reason": "no CUDA GPU is available on this "
+                                                         "machine"}
     assert main(["export", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 
+def test_export_refuses_to_replace_an_unrelated_folder(dnc_checkpoint, tmp_path, capsys):
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["export", str(dnc_checkpoint), "--out", str(precious), "--parity-samples", "8"]) == 2
+    assert "non-empty folder without manifest.json" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+    assert main(["export", str(dnc_checkpoint), "--out", str(tmp_path / "z"), "--parity-samples", "0"]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.gpu
-def test_tensorrt_engines_agree_with_onnxruntime(exported):
+def test_tensorrt_engines_agree_with_onnxruntime(dnc_checkpoint, tmp_path):
     from export import tensorrt
 
     ok, why = tensorrt.available()
     if not ok:
         pytest.skip(f"TensorRT engines need a CUDA GPU and tensorrt: {why}")
-    out, m = exported
-    plans = tensorrt.build_export_engines(out, m)
-    from export.exporter import parity_inputs
-    from training.model import ModelConfig
-
-    x = parity_inputs("fashion-mnist", ModelConfig(**m["model_config"]), m["preprocessing"], 512, 0)["real"]
-    ref = runtime.session(out / F.MERGED_FILE).run([F.PREDICTED], {F.IMAGES: x})[0]
-    from pathlib import Path
-
-    assert tensorrt.check_engine_agreement(Path(plans["embed"]), out / F.HEAD_FILE, x, ref) >= 0.999
+    m = export_checkpoint(dnc_checkpoint, tmp_path / "trt", n_real=512, tensorrt_engines=True)
+    assert m["tensorrt"]["built"] and m["tensorrt"]["predicted_agreement_vs_onnxruntime_fp32"] >= 0.999
+    assert (tmp_path / "trt" / F.EMBED_PLAN_FILE).is_file() and (tmp_path / "trt" / F.HEAD_PLAN_FILE).is_file()

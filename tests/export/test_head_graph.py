@@ -18,7 +18,7 @@ def _random_set(rng, ks, d):
     cents = np.zeros((c, kmax, d), np.float32)
     for i, k in enumerate(ks):
         cents[i, :k] = normalise(rng.standard_normal((k, d)))
-    return CentroidSet(cents, list(ks), [f"class-{i}" for i in range(c)], "sha256:test")
+    return CentroidSet(cents, list(ks), [f"class-{i}" for i in range(c)], "sha256:" + "0" * 64)
 
 
 def _run(cs, emb):
@@ -61,12 +61,23 @@ def test_padded_slots_never_win(rng):
     assert (out[F.SCORES] > PAD_SCORE).all()
 
 
+def test_ties_pick_the_lowest_index_with_zero_margin(rng):
+    # Two classes holding the same sub-centroid, and a class holding one twice: as argmax in numpy/torch.
+    d = 6
+    cs = _random_set(rng, [2, 2, 2], d)
+    cs.centroids[2] = cs.centroids[1]
+    cs.centroids[0, 1] = cs.centroids[0, 0]
+    out = _run(cs, np.stack([cs.centroids[1, 0], cs.centroids[0, 0]]))
+    assert out[F.PREDICTED][0] == 1 and out[F.MARGIN][0] == 0.0
+    assert out[F.SUBCENTROID][1, 0] == 0
+
+
 def test_head_says_which_class_list_it_is(rng):
     cs = _random_set(rng, [2, 2, 2], 4)
     meta = {p.key: p.value for p in build_head(cs).metadata_props}
     assert meta[F.META_SET_ID] == cs.set_id
     assert json.loads(meta[F.META_CLASS_NAMES]) == cs.class_names
-    assert meta[F.META_FINGERPRINT] == "sha256:test"
+    assert meta[F.META_FINGERPRINT] == cs.embed_fingerprint
 
 
 def test_class_count_is_only_inside_the_head(rng):

@@ -45,6 +45,11 @@ def test_kmeans_and_keep_means(exported, fm_folder, tmp_path):
     compute_set(out / F.EMBED_FILE, fm_folder / "train", tmp_path / "km", k=3, method="kmeans", keep_means=True)
     cs = centroid_set.load(tmp_path / "km")
     assert cs.ks == [3] * 10 and cs.source["method"] == "kmeans" and cs.exemplar_names is not None
+    # Means are kept: sub-centroids are not their exemplar's embedding (but for single-image clusters).
+    classes, files, _ = scan_labelled_folder(fm_folder / "train")
+    sess = runtime.session(out / F.EMBED_FILE, 2)
+    x = embed_files(sess, [files[i] for i in cs.exemplar_ids[cs.k_mask]], runtime.preprocessing_of(sess))
+    assert (np.abs(cs.centroids[cs.k_mask] - x).max(axis=1) > 1e-3).mean() > 0.8
 
 
 def test_small_classes_get_fewer_subcentroids_and_bad_folders_are_refused(exported, fm_folder, tmp_path):
@@ -80,14 +85,21 @@ def test_cli_messages_name_the_culprit(exported, fm_folder, tmp_path, capsys):
     (data / "Coat" / "broken.png").write_bytes(b"not a png")
     embed = str(out / F.EMBED_FILE)
     assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "s")]) == 2
-    assert "cannot read image" in capsys.readouterr().err and "broken.png"
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "broken.png" in err
     (data / "Coat" / "broken.png").unlink()
     (data / "Empty").mkdir()
     assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "s")]) == 2
-    assert "class folder" in (err := capsys.readouterr().err) and "Empty has no images" in err
+    assert "class folder" in (err := capsys.readouterr().err) and "Empty has no readable images" in err
     assert main(["centroids", "--embed", embed, "--data", str(fm_folder / "test" / "Bag"),
                  "--out", str(tmp_path / "s")]) == 2
     assert "a class list needs at least two" in capsys.readouterr().err
+    # Writing a set over the export folder would delete the embedding it pairs with: refused.
+    assert main(["centroids", "--embed", embed, "--data", str(fm_folder / "test"), "--out", str(out)]) == 2
+    assert "holds manifest.json" in capsys.readouterr().err and (out / F.EMBED_FILE).is_file()
+    assert main(["centroids", "--embed", str(tmp_path / "nope.onnx"), "--data", str(data), "--out",
+                 str(tmp_path / "s")]) == 2
+    assert "ONNX graph not found" in capsys.readouterr().err
     (data / "Empty").rmdir()
     assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "s"), "--K", "2"]) == 0
     assert main(["eval-onnx", "--embed", embed, "--centroids", str(tmp_path / "s"), "--data", str(data),
@@ -98,6 +110,14 @@ def test_cli_messages_name_the_culprit(exported, fm_folder, tmp_path, capsys):
 def test_a_set_for_another_embedding_is_refused(exported, fm_folder, tmp_path, capsys):
     out, _ = exported
     compute_set(out / F.EMBED_FILE, fm_folder / "test", tmp_path / "s", k=1)
+    # The right fingerprint but another width: refused by D.
+    cs = centroid_set.load(tmp_path / "s")
+    cs.centroids = np.ascontiguousarray(cs.centroids[:, :, :5] / np.linalg.norm(cs.centroids[:, :, :5], axis=-1,
+                                                                                 keepdims=True))
+    centroid_set.save(cs, tmp_path / "narrow")
+    assert main(["eval-onnx", "--embed", str(out / F.EMBED_FILE), "--centroids", str(tmp_path / "narrow"),
+                 "--data", str(fm_folder / "test")]) == 2
+    assert "D=5 but the embedding model outputs D=32" in capsys.readouterr().err
     other = tmp_path / "other.onnx"
     other.write_bytes((out / F.EMBED_FP16_FILE).read_bytes())
     assert main(["eval-onnx", "--embed", str(other), "--centroids", str(tmp_path / "s"),
