@@ -108,7 +108,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             centroid_set.save(cs, tmp)
             head = build_head(cs)
             onnx.save(head, tmp / F.HEAD_FILE)
-            onnx.save(attach_head(embed, head), tmp / F.MERGED_FILE)
+            onnx.save(attach_head(embed, build_head(cs, normalise_input=False)), tmp / F.MERGED_FILE)
             files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
         inputs, prep_diff = parity_inputs(data or ck.train_config.get("data", "fashion-mnist"), mc, prep, n_real,
                                           n_random)

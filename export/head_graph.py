@@ -27,8 +27,11 @@ PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize
 
 
-def build_head(cs: CentroidSet) -> onnx.ModelProto:
-    """The head graph for a centroid set: input `embedding` (N, D), outputs formats.HEAD_OUTPUTS."""
+def build_head(cs: CentroidSet, normalise_input: bool = True) -> onnx.ModelProto:
+    """The head graph for a centroid set: input `embedding` (N, D), outputs formats.HEAD_OUTPUTS.
+
+    normalise_input: L2-normalise the input first. The standalone head does, so it is exact for any
+    embedding; the merged graph does not, since its embedding graph ends in that normalisation."""
     validate(cs)
     c, kmax, d = cs.centroids.shape
     flat = cs.centroids.reshape(c * kmax, d).astype(np.float32)  # (C*Kmax, D)
@@ -44,8 +47,11 @@ def build_head(cs: CentroidSet) -> onnx.ModelProto:
         helper.make_node("ReduceL2", [F.EMBEDDING], ["head.norm"], axes=[1], keepdims=1),  # (N, 1)
         helper.make_node("Max", ["head.norm", "head.eps"], ["head.norm_c"]),
         helper.make_node("Div", [F.EMBEDDING, "head.norm_c"], ["head.xn"]),  # (N, D)
-        helper.make_node("MatMul", ["head.xn", "head.centroids_t"], ["head.sim_flat"]),  # (N, C*Kmax)
-    ]
+    ] if normalise_input else []
+    nodes.append(helper.make_node("MatMul", ["head.xn" if normalise_input else F.EMBEDDING, "head.centroids_t"],
+                                  ["head.sim_flat"]))  # (N, C*Kmax)
+    if not normalise_input:
+        init = [t for t in init if t.name != "head.eps"]
     sim_flat = "head.sim_flat"
     if not cs.k_mask.all():
         pad = np.where(cs.k_mask.reshape(-1), 0.0, PAD_SCORE).astype(np.float32)  # (C*Kmax,)
@@ -94,6 +100,8 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
 def attach_head(embed: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
     """One graph for users who deploy one file: images -> embedding -> head outputs.
 
+    `head` may skip its own input normalisation (build_head(normalise_input=False)): the embedding
+    graph already ends in it.
     The merged graph keeps `embedding` as an output too (the evidence a caller may want to keep),
     and carries the metadata of both parts."""
     from onnx import compose

@@ -60,7 +60,8 @@ TRAIN_FLAGS = [
     ("--workers", int, "image decoding processes (image folders)"),
     ("--save-every", int, "also checkpoint every N steps (0: end of each epoch)"),
     ("--max-steps", int, "stop after N steps in total (0: no limit)"),
-    ("--train-limit", int, "use only the first N training samples (0: all)"),
+    ("--train-limit", int, "use only the first N training samples (0: all); image folders are in class "
+     "order, so cap them with `dnc write-folder --per-class` instead"),
     ("--test-limit", int, "use only the first N test samples (0: all)"),
 ]
 # Flag destination -> ModelConfig field, where they differ.

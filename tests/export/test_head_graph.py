@@ -87,3 +87,15 @@ def test_class_count_is_only_inside_the_head(rng):
     assert dims(a) == dims(b) == ["batch", 16]
     onnx.checker.check_model(b)
     assert _run(_random_set(rng, [2] * 11, 16), rng.standard_normal((5, 16)))[F.SCORES].shape == (5, 11)
+
+
+def test_head_without_input_normalisation_for_normalised_embeddings(rng):
+    # The merged graph's head skips the normalisation its embedding graph already ends in.
+    ks = [3, 1, 4, 2]
+    cs = _random_set(rng, ks, 12)
+    emb = normalise(rng.standard_normal((40, 12)))
+    sess = runtime.session(build_head(cs, normalise_input=False).SerializeToString(), 1)
+    scores, win = dnc_scores(emb, cs.centroids.astype(np.float64), ks)
+    got_scores, got_win = sess.run([F.SCORES, F.SUBCENTROID], {F.EMBEDDING: emb.astype(np.float32)})
+    np.testing.assert_allclose(got_scores, scores, atol=1e-5)
+    np.testing.assert_array_equal(got_win, win)
