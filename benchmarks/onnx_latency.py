@@ -1,8 +1,11 @@
 """Benchmark: onnxruntime latency of the DNC merged graph over the same backbone with a linear head.
 
 Both graphs share the exported encoder; the linear twin replaces the centroid head (cosine, max over
-K, top-2, evidence) by a Linear(D, C) layer and an argmax. Same threads, same inputs, one process;
-the two graphs alternate run by run so drift in machine load hits both alike. Median per batch size.
+K, top-2, evidence) by a Linear(D, C) layer and an argmax. Same threads, same inputs, one process.
+The graphs alternate in blocks of runs (the order flipping every round), so drift in machine load
+hits both alike while neither graph runs beside the other's still-spinning onnxruntime threads
+(alternating single runs measured those: 0.45 vs 0.71 ms at batch 1, a 1.6x artefact). Median per
+batch size, after a warm-up block.
 
     .venv/bin/python benchmarks/onnx_latency.py --checkpoint runs/bench-fmnist/dnc/checkpoint.safetensors
 """
@@ -61,7 +64,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=300, help="timed runs per graph per batch size")
+    ap.add_argument("--rounds", type=int, default=20, help="rounds per batch size")
+    ap.add_argument("--block", type=int, default=30, help="consecutive runs of one graph in a round")
     ap.add_argument("--out", default="runs/bench-onnx-latency.json")
     args = ap.parse_args()
     ck = ckpt_io.load(args.checkpoint)
@@ -78,12 +82,14 @@ def main() -> None:
     for b in [int(v) for v in args.batches.split(",")]:
         x = rng.standard_normal((b, mc.in_chans, mc.image_size, mc.image_size)).astype(np.float32)
         times = {"dnc": [], "linear": []}
-        for i in range(args.runs + 20):  # 20 warm-up runs
-            for name, sess in (("dnc", dnc), ("linear", lin)):
-                t0 = time.perf_counter()
-                sess.run(None, {F.IMAGES: x})
-                if i >= 20:
-                    times[name].append(time.perf_counter() - t0)
+        graphs = [("dnc", dnc), ("linear", lin)]
+        for r in range(args.rounds + 1):  # round 0 warms up
+            for name, sess in graphs if r % 2 else graphs[::-1]:
+                for _ in range(args.block):
+                    t0 = time.perf_counter()
+                    sess.run(None, {F.IMAGES: x})
+                    if r:
+                        times[name].append(time.perf_counter() - t0)
         med = {k: 1000 * statistics.median(v) for k, v in times.items()}
         ratio = med["dnc"] / med["linear"]
         res["by_batch"][str(b)] = {"dnc_ms": med["dnc"], "linear_ms": med["linear"], "ratio": ratio,
