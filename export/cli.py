@@ -24,29 +24,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("centroids", formatter_class=_D,
                        help="compute a centroid set (a new class list) from labelled images with embed.onnx only")
-    p.add_argument("--embed", required=True, help="an exported embed.onnx")
-    p.add_argument("--data", required=True, help="image folder, one subfolder per class")
+    _onnx_input_flags(p)
     p.add_argument("--out", required=True, help="centroid set folder to write (set + head.onnx)")
     p.add_argument("--K", type=int, default=4, help="sub-centroids per class (fewer for classes with fewer images)")
     p.add_argument("--method", choices=["sinkhorn", "kmeans"], default="sinkhorn",
                    help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
     p.add_argument("--keep-means", action="store_true",
                    help="keep cluster means as sub-centroids instead of replacing them by their nearest image")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: one per core)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_centroids)
 
     p = sub.add_parser("eval-onnx", formatter_class=_D,
                        help="top-1 of an exported embedding with a centroid set on a labelled image folder")
-    p.add_argument("--embed", required=True, help="an exported embed.onnx")
+    _onnx_input_flags(p)
     p.add_argument("--centroids", required=True, help="centroid set folder")
+    p.set_defaults(func=cmd_eval_onnx)
+
+
+def _onnx_input_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by the commands that embed a labelled image folder with embed.onnx."""
+    p.add_argument("--embed", required=True, help="an exported embed.onnx")
     p.add_argument("--data", required=True, help="image folder, one subfolder per class")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_eval_onnx)
 
 
 def cmd_export(a: argparse.Namespace) -> int:

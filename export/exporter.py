@@ -25,7 +25,7 @@ from export import formats as F
 from export.centroid_set import CentroidSet
 from export.embed_graph import export_embed
 from export.head_graph import attach_head, build_head
-from export.staging import check_destination, publish, staging_folder
+from export.staging import check_destination, staged
 from training import checkpoint as ckpt_io
 from training.batches import normalise
 from training.data import load_dataset
@@ -91,9 +91,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config
     model = ck.build_model().float()
-    tmp = staging_folder(out)
     prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std)
-    try:
+    with staged(out) as tmp:
         embed = export_embed(model.encoder, mc.in_chans, mc.image_size, prep)
         onnx.save(embed, tmp / F.EMBED_FILE)
         fingerprint = centroid_set.fingerprint_file(tmp / F.EMBED_FILE)
@@ -135,16 +134,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             "centroid_set": cs.describe() if cs is not None else None, "parity": figures, "tensorrt": engines,
         }
         manifest.write(tmp, meta)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not figures["passed"]:
-        failed = out.with_name(out.name + ".failed")
-        shutil.rmtree(failed, ignore_errors=True)
-        os.replace(tmp, failed)
-        raise ExportError(f"parity check failed (tolerance {parity.SCORE_TOLERANCE}); figures in {failed}/"
-                          f"{F.MANIFEST_FILE}: {figures}")
-    publish(tmp, out)
+        if not figures["passed"]:  # kept for inspection; `staged` then leaves OUT as it was
+            failed = out.with_name(out.name + ".failed")
+            shutil.rmtree(failed, ignore_errors=True)
+            os.replace(tmp, failed)
+            raise ExportError(f"parity check failed (tolerance {parity.SCORE_TOLERANCE}); figures in {failed}/"
+                              f"{F.MANIFEST_FILE}: {figures}")
     log.info("exported %s to %s in %.1fs (parity passed)", checkpoint, out, time.time() - t0)
     return meta
 

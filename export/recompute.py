@@ -11,7 +11,6 @@ to OUT together (staged, then moved into place).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ from export import formats as F
 from export.centroid_set import CentroidSet
 from export.clustering import cluster
 from export.head_graph import build_head
-from export.staging import check_destination, publish, staging_folder
+from export.staging import check_destination, staged
 from training.images import DataError, class_folders, read_image_array, scan_image_folder
 
 log = logging.getLogger(__name__)
@@ -113,14 +112,9 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
                      embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
                      exemplar_names=names, source={"from": "images", "data": str(data), "method": method,
                                                    "k": k, "keep_means": keep_means, "images": len(files)})
-    tmp = staging_folder(out)
-    try:
+    with staged(out) as tmp:
         centroid_set.save(cs, tmp)
         onnx.save(build_head(cs), tmp / F.HEAD_FILE)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish(tmp, out)
     log.info("centroid set %s: %d classes, %d images -> %s", cs.set_id, len(classes), len(files), out)
     return {"set_id": cs.set_id, "classes": classes, "ks": ks, "images": len(files), "embed_seconds": t_embed,
             "cluster_seconds": t_cluster, "out": str(out)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -24,6 +26,19 @@ def check_destination(out: Path, marker: str, refuse_if: tuple[str, ...] = ()) -
         raise ValueError(f"--out {out} holds {clash[0]}: it is another kind of artefact; write to a folder of its own")
     if names and marker not in names:
         raise ValueError(f"--out {out} is a non-empty folder without {marker}; refusing to replace it")
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """Yield a fresh folder beside `out` to write into; on success move it to `out` (see `publish`),
+    on an exception remove whatever of it is left and re-raise (`out` is untouched)."""
+    tmp = staging_folder(out)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, out)
 
 
 def staging_folder(out: Path) -> Path:
