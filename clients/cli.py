@@ -10,9 +10,12 @@ import logging
 import os
 import sys
 
+from clients import classify_cli
 from export import cli as export_cli
+from serving import cli as serving_cli
+from serving.server import ServerError
 from training import cli as training_cli
-from training.data import DataError
+from training.images import DataError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training_cli.add_commands(sub)
     export_cli.add_commands(sub)
+    serving_cli.add_commands(sub)
+    classify_cli.add_commands(sub)
     return ap
 
 
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
-    except (ValueError, DataError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, DataError, FileNotFoundError, FloatingPointError, ServerError) as e:
         print(f"dnc {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

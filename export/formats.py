@@ -24,7 +24,7 @@ MARGIN = "margin"  # (N,) float32: best minus second-best class score
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str  # numpy dtype name
+    dtype: str  # numpy dtype name; "object" for strings (ONNX STRING, Triton TYPE_STRING/BYTES)
     dims: tuple[str, ...]  # symbolic: "N" batch, "C" classes, "D" embedding, "Cin", "H", "W"
 
 
@@ -34,6 +34,25 @@ HEAD_OUTPUTS = (
     TensorSpec(SUBCENTROID, "int32", ("N", "C")),
     TensorSpec(TOP_SCORE, "float32", ("N",)),
     TensorSpec(MARGIN, "float32", ("N",)),
+)
+# The serving head adds the evidence of each prediction (build_head(top_k=k), k = min(top_k, C)),
+# ranked best class first; strings come from the head itself, so a response's labels, set id and
+# scores always come from one class list, even while a swap is under way.
+TOPK_CLASS = "topk_class"  # (N, k) int32: class ids, best first
+TOPK_LABEL = "topk_label"  # (N, k) string: their names
+TOPK_SCORE = "topk_score"  # (N, k) float32: their scores (cosine to the winning sub-centroid)
+TOPK_SUBCENTROID = "topk_subcentroid"  # (N, k) int32: the winning sub-centroid of each
+TOPK_EXEMPLAR_ID = "topk_exemplar_id"  # (N, k) int64: its anchoring image's id, -1 when not anchored
+TOPK_EXEMPLAR = "topk_exemplar"  # (N, k) string: that image's path or name, "" when not anchored
+SET_ID = "set_id"  # (N,) string: the centroid set (class list version) that answered
+EVIDENCE_OUTPUTS = (
+    TensorSpec(TOPK_CLASS, "int32", ("N", "k")),
+    TensorSpec(TOPK_LABEL, "object", ("N", "k")),
+    TensorSpec(TOPK_SCORE, "float32", ("N", "k")),
+    TensorSpec(TOPK_SUBCENTROID, "int32", ("N", "k")),
+    TensorSpec(TOPK_EXEMPLAR_ID, "int64", ("N", "k")),
+    TensorSpec(TOPK_EXEMPLAR, "object", ("N", "k")),
+    TensorSpec(SET_ID, "object", ("N",)),
 )
 EMBED_INPUT = TensorSpec(IMAGES, "float32", ("N", "Cin", "H", "W"))
 EMBED_OUTPUT = TensorSpec(EMBEDDING, "float32", ("N", "D"))
@@ -57,3 +76,9 @@ META_PRECISION = "dnc.precision"  # on embed graphs: fp32 or fp16 (backbone prec
 # Engines built by `dnc export --tensorrt`, beside the ONNX graphs.
 EMBED_PLAN_FILE = "embed.plan"
 HEAD_PLAN_FILE = "head.plan"
+
+# Triton model names of a repository built by `dnc repo build`: the entry model clients call, and
+# the two steps it chains (the head is the part a swap replaces).
+ENTRY_MODEL = "dnc"
+EMBED_MODEL = "dnc_embed"
+HEAD_MODEL = "dnc_head"

@@ -27,11 +27,12 @@ PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize
 
 
-def build_head(cs: CentroidSet, normalise_input: bool = True) -> onnx.ModelProto:
+def build_head(cs: CentroidSet, normalise_input: bool = True, top_k: int | None = None) -> onnx.ModelProto:
     """The head graph for a centroid set: input `embedding` (N, D), outputs formats.HEAD_OUTPUTS.
 
     normalise_input: L2-normalise the input first. The standalone head does, so it is exact for any
-    embedding; the merged graph does not, since its embedding graph ends in that normalisation."""
+    embedding; the merged graph does not, since its embedding graph ends in that normalisation.
+    top_k: also output formats.EVIDENCE_OUTPUTS for the best min(top_k, C) classes (the served head)."""
     validate(cs)
     c, kmax, d = cs.centroids.shape
     flat = cs.centroids.reshape(c * kmax, d).astype(np.float32)  # (C*Kmax, D)
@@ -70,9 +71,16 @@ def build_head(cs: CentroidSet, normalise_input: bool = True) -> onnx.ModelProto
         helper.make_node("Gather", ["head.top_i", "head.i0"], ["head.pred64"], axis=1),
         helper.make_node("Cast", ["head.pred64"], [F.PREDICTED], to=TensorProto.INT32),
     ]
-    sizes = {"N": "batch", "C": c, "D": d}
-    outputs = [helper.make_tensor_value_info(s.name, helper.np_dtype_to_tensor_dtype(np.dtype(s.dtype)),
-                                             [sizes[x] for x in s.dims]) for s in F.HEAD_OUTPUTS]
+    specs = F.HEAD_OUTPUTS
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        ev_init, ev_nodes = _evidence(cs, min(top_k, c))
+        init += ev_init
+        nodes += ev_nodes
+        specs = specs + F.EVIDENCE_OUTPUTS
+    sizes = {"N": "batch", "C": c, "D": d, "k": min(top_k or c, c)}
+    outputs = [helper.make_tensor_value_info(s.name, _onnx_type(s.dtype), [sizes[x] for x in s.dims]) for s in specs]
     graph = helper.make_graph(
         nodes, "dnc_head", [helper.make_tensor_value_info(F.EMBEDDING, TensorProto.FLOAT, ["batch", d])],
         outputs, initializer=init)
@@ -82,6 +90,48 @@ def build_head(cs: CentroidSet, normalise_input: bool = True) -> onnx.ModelProto
                          F.META_FINGERPRINT: cs.embed_fingerprint})
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _onnx_type(dtype: str) -> int:
+    return TensorProto.STRING if dtype == "object" else helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _evidence(cs: CentroidSet, k: int) -> tuple[list, list]:
+    """Initialisers and nodes that rank the best k classes and look up their evidence in tables
+    frozen from the set: names (C,), exemplar ids and names (C*Kmax,), the set id."""
+    c, kmax, _ = cs.centroids.shape
+    ids = np.full((c, kmax), -1, np.int64) if cs.exemplar_ids is None else cs.exemplar_ids.astype(np.int64)
+    names = [[""] * kmax for _ in range(c)]
+    for ci, row in enumerate(cs.exemplar_names or []):
+        for ki, name in enumerate(row):
+            names[ci][ki] = name or ""
+    names = [n if i >= 0 else "" for n, i in zip(sum(names, []), ids.reshape(-1), strict=True)]  # no name without an id
+
+    def strings(name: str, values: list[str]):
+        return helper.make_tensor(name, TensorProto.STRING, [len(values)], [v.encode() for v in values])
+
+    init = [
+        strings("ev.class_names", list(cs.class_names)),  # (C,)
+        strings("ev.exemplar_names", names),  # (C*Kmax,)
+        strings("ev.set_id", [cs.set_id]),  # (1,)
+        numpy_helper.from_array(ids.reshape(-1), "ev.exemplar_ids"),  # (C*Kmax,)
+        numpy_helper.from_array(np.array([k], np.int64), "ev.k"),
+        numpy_helper.from_array(np.array(kmax, np.int64), "ev.kmax"),
+    ]
+    nodes = [
+        helper.make_node("TopK", [F.SCORES, "ev.k"], [F.TOPK_SCORE, "ev.cls"], axis=1),  # (N, k)
+        helper.make_node("Cast", ["ev.cls"], [F.TOPK_CLASS], to=TensorProto.INT32),
+        helper.make_node("Gather", ["ev.class_names", "ev.cls"], [F.TOPK_LABEL], axis=0),  # (N, k)
+        helper.make_node("GatherElements", ["head.win64", "ev.cls"], ["ev.win"], axis=1),  # (N, k)
+        helper.make_node("Cast", ["ev.win"], [F.TOPK_SUBCENTROID], to=TensorProto.INT32),
+        helper.make_node("Mul", ["ev.cls", "ev.kmax"], ["ev.row"]),
+        helper.make_node("Add", ["ev.row", "ev.win"], ["ev.slot"]),  # (N, k): index into (C*Kmax,)
+        helper.make_node("Gather", ["ev.exemplar_ids", "ev.slot"], [F.TOPK_EXEMPLAR_ID], axis=0),
+        helper.make_node("Gather", ["ev.exemplar_names", "ev.slot"], [F.TOPK_EXEMPLAR], axis=0),
+        helper.make_node("Mul", ["head.pred64", "head.i0"], ["ev.zeros"]),  # (N,) zeros
+        helper.make_node("Gather", ["ev.set_id", "ev.zeros"], [F.SET_ID], axis=0),  # (N,)
+    ]
+    return init, nodes
 
 
 def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:

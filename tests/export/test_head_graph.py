@@ -99,3 +99,36 @@ def test_head_without_input_normalisation_for_normalised_embeddings(rng):
     got_scores, got_win = sess.run([F.SCORES, F.SUBCENTROID], {F.EMBEDDING: emb.astype(np.float32)})
     np.testing.assert_allclose(got_scores, scores, atol=1e-5)
     np.testing.assert_array_equal(got_win, win)
+
+
+@pytest.mark.parametrize(("ks", "top_k", "anchored"), [([4, 1, 3, 2, 4, 1], 3, True), ([2, 2, 2], 5, False)])
+def test_served_evidence_matches_float64_reference(rng, ks, top_k, anchored):
+    d = 16
+    cs = _random_set(rng, ks, d)
+    c, kmax = len(ks), max(ks)
+    if anchored:  # distinct random ids, names derived from them; padded slots -1
+        ids = rng.permutation(1000)[:c * kmax].reshape(c, kmax).astype(np.int64)
+        cs.exemplar_ids = np.where(cs.k_mask, ids, -1)
+        cs.exemplar_names = [[f"train/{ids[i, j]}.png" for j in range(k)] for i, k in enumerate(ks)]
+    emb = rng.standard_normal((40, d))
+    sess = runtime.session(build_head(cs, top_k=top_k).SerializeToString(), 1)
+    names = [s.name for s in F.EVIDENCE_OUTPUTS]
+    out = dict(zip(names, sess.run(names, {F.EMBEDDING: emb.astype(np.float32)}), strict=True))
+    scores, win = dnc_scores(emb, cs.centroids.astype(np.float64), ks)  # (N, C)
+    k = min(top_k, c)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (N, k) best first
+    rows = np.arange(len(emb))[:, None]
+    np.testing.assert_array_equal(out[F.TOPK_CLASS], order)
+    np.testing.assert_allclose(out[F.TOPK_SCORE], scores[rows, order], atol=1e-5)
+    np.testing.assert_array_equal(out[F.TOPK_SUBCENTROID], win[rows, order])
+    assert out[F.TOPK_LABEL].tolist() == [[cs.class_names[j] for j in r] for r in order]
+    want_ids = (cs.exemplar_ids[order, win[rows, order]] if anchored else np.full(order.shape, -1))
+    np.testing.assert_array_equal(out[F.TOPK_EXEMPLAR_ID], want_ids)
+    want_names = [[f"train/{i}.png" if i >= 0 else "" for i in r] for r in want_ids]
+    assert out[F.TOPK_EXEMPLAR].tolist() == want_names
+    assert out[F.SET_ID].tolist() == [cs.set_id] * len(emb)
+
+
+def test_top_k_must_be_positive(rng):
+    with pytest.raises(ValueError, match="top_k"):
+        build_head(_random_set(rng, [2, 2], 4), top_k=0)

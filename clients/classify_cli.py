@@ -1,0 +1,54 @@
+"""`dnc classify`: classify image files and folders on a running DNC server, with evidence."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from clients.client import DEFAULT_URLS, PROTOCOLS, DNCClient, Prediction, collect_images
+
+_D = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", formatter_class=_D,
+                       help="classify images on a running server: label, score, sub-centroid, exemplar, margin")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    p.add_argument("--url", default=None, help=f"server address (default {DEFAULT_URLS['http']} for http, "
+                   f"{DEFAULT_URLS['grpc']} for grpc)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="http")
+    p.add_argument("--model", default="dnc", help="entry model name")
+    p.add_argument("--top-k", type=int, default=1, help="best classes to show per image")
+    p.add_argument("--batch-size", type=int, default=64, help="images per request")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.set_defaults(func=cmd_classify)
+
+
+def cmd_classify(a: argparse.Namespace) -> int:
+    if a.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {a.top_k}")
+    files = collect_images(a.paths)  # a missing path is named before any server is contacted
+    with DNCClient(a.url, a.protocol, a.model) as client:
+        preds = client.classify_files(files, a.top_k, a.batch_size)
+    if a.json:
+        for p in preds:
+            print(json.dumps(p.to_dict()))
+    else:
+        print(table(preds))
+    return 0
+
+
+def table(preds: list[Prediction]) -> str:
+    """A readable table: one row per image (its best class), indented rows for the runners-up."""
+    width = min(48, max([len(p.source) for p in preds] + [5]))
+    head = f"{'image':<{width}}  {'rank':>4}  {'label':<16} {'score':>6}  {'margin':>6}  {'sub':>3}  exemplar"
+    rows = [head, "-" * len(head)]
+    for p in preds:
+        src = p.source if len(p.source) <= width else "..." + p.source[-width + 3:]
+        for r in p.top:
+            first = r.rank == 1
+            rows.append(f"{src if first else '':<{width}}  {r.rank:>4}  {r.label:<16} {r.score:6.3f}  "
+                        f"{(f'{p.margin:6.3f}' if first else ''):>6}  {r.subcentroid:>3}  {r.exemplar or '-'}")
+    sets = sorted({p.set_id for p in preds})
+    rows.append(f"{len(preds)} image(s), class list {', '.join(sets)}")
+    return "\n".join(rows)

@@ -1,0 +1,270 @@
+"""Run a real `tritonserver` on a model repository: find the binary, start, wait until ready, stop.
+
+The binary is the system one when `tritonserver` is on PATH, else the one in the nvidia-pytriton
+wheel (Triton 2.51, python backend only), which needs a backend folder assembled from the wheel's
+pieces (the backend library, the stub for this Python, triton_python_backend_utils.py), its bundled
+shared libraries on LD_LIBRARY_PATH, and this environment's site-packages named to the models (the
+stub embeds its own interpreter, which ignores PYTHONPATH and must find numpy and onnxruntime).
+
+The server runs in explicit model-control mode (only the entry model and its steps are loaded) in a
+process group of its own, so stopping it also stops its python-backend stub processes. The
+repository (load/unload) API is restricted to requests that carry the key header; inference is open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export import formats as F
+
+log = logging.getLogger(__name__)
+
+KEY_HEADER = "dnc-repository-key"  # the header the restricted repository API asks for
+
+
+class ServerError(RuntimeError):
+    """The server could not be started or did not become ready; the message carries its log's tail."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _wheel_root() -> Path | None:
+    try:
+        import pytriton
+    except ImportError:
+        return None
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def find_tritonserver() -> tuple[Path, Path | None]:
+    """(tritonserver binary, wheel's tritonserver folder or None for a system install)."""
+    system = shutil.which("tritonserver")
+    if system:
+        return Path(system), None
+    root = _wheel_root()
+    if root is None or not (root / "bin" / "tritonserver").is_file():
+        raise ServerError("no tritonserver on PATH and nvidia-pytriton is not installed: run `make setup` "
+                          "(or use the Dockerfile's official Triton image)")
+    return root / "bin" / "tritonserver", root
+
+
+def python_backend_dir(wheel: Path, dest: Path) -> Path:
+    """A backend folder with the wheel's python backend and the stub for this Python version."""
+    stub = wheel / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / \
+        "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton has no python backend stub for Python "
+                          f"{sys.version_info.major}.{sys.version_info.minor}")
+    py = dest / "python"
+    py.mkdir(parents=True, exist_ok=True)
+    for src in (wheel / "backends" / "python" / "libtriton_python.so",
+                wheel / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        link = py / src.name
+        if not link.exists():
+            link.symlink_to(src)
+    return dest
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process on `repo`. Use as a context manager, or start()/stop().
+
+    Ports of 0 are replaced by free ones. `key` guards the repository API (generated when None)."""
+
+    repo: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    key: str | None = None
+    models: tuple[str, ...] = (F.ENTRY_MODEL,)
+    log_file: Path | None = None
+    run_dir: Path | None = None  # backend folder and log; a temporary folder (removed at stop) when None
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen | None = field(default=None, init=False)
+    _tmp: Path | None = field(default=None, init=False)
+
+    def __post_init__(self):
+        self.repo = Path(self.repo).resolve()
+        self.http_port = self.http_port or free_port()
+        self.grpc_port = self.grpc_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+        self.key = self.key or new_key()
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def command(self, backend_dir: Path | None, binary: Path) -> list[str]:
+        restricted = f"model-repository:{KEY_HEADER}={self.key}"
+        cmd = [str(binary), f"--model-repository={self.repo}", "--model-control-mode=explicit",
+               *[f"--load-model={m}" for m in self.models],
+               f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+               f"--metrics-port={self.metrics_port}", f"--http-address={self.host}",
+               f"--grpc-address={self.host}", f"--http-restricted-api={restricted}",
+               f"--grpc-restricted-protocol={restricted}", "--exit-timeout-secs=20", "--log-verbose=0",
+               "--strict-readiness=true"]
+        if backend_dir is not None:
+            cmd.append(f"--backend-directory={backend_dir}")
+        return cmd
+
+    def start(self, timeout: float = 120.0) -> TritonServer:
+        if not (self.repo / F.ENTRY_MODEL / "config.pbtxt").is_file():
+            raise ServerError(f"{self.repo} is not a model repository (no {F.ENTRY_MODEL}/config.pbtxt): "
+                              "build one with `dnc repo build`")
+        binary, wheel = find_tritonserver()
+        env = dict(os.environ)
+        backend_dir = None
+        if self.run_dir is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="dnc-triton-"))
+        run_dir = Path(self.run_dir or self._tmp)
+        if wheel is not None:
+            backend_dir = python_backend_dir(wheel, run_dir / "backends")
+            libs = wheel.parent.parent / "nvidia_pytriton.libs"
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH")) if p)
+        env["DNC_SITE_PACKAGES"] = sysconfig.get_paths()["purelib"]  # see python_model.py
+        self.log_file = Path(self.log_file or run_dir / "tritonserver.log")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        cmd = self.command(backend_dir, binary)
+        log.info("starting %s on %s (HTTP %d, gRPC %d, metrics %d); log %s", binary.name, self.repo,
+                 self.http_port, self.grpc_port, self.metrics_port, self.log_file)
+        with open(self.log_file, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float, model: str = F.ENTRY_MODEL) -> None:
+        """Poll the model's readiness (not /v2/health/ready, which is false while any model loads)."""
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.http_url}/v2/models/{model}/ready"
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise ServerError(f"tritonserver exited with status {self.proc.returncode if self.proc else '?'} "
+                                  f"before {model} was ready:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise ServerError(f"{model} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except (OSError, AttributeError):
+            return "(no log)"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the server's process group (server and stubs); SIGKILL what is left after `timeout`."""
+        if self.proc is not None and self.proc.poll() is None:
+            log.info("stopping tritonserver (pid %d)", self.proc.pid)
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not stop in %.0f s; killing it", timeout)
+        if self.proc is not None:
+            _signal_group(self.proc.pid, signal.SIGKILL)  # stubs that outlived the server, if any
+            self.proc.wait()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+STATE_FILE = ".dnc-server.json"  # in the repository: where a detached server listens, and its key
+
+
+def write_state(server: TritonServer) -> Path:
+    """Record a running server in its repository (readable by the owner only: it holds the key)."""
+    path = server.repo / STATE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(json.dumps({"pid": server.proc.pid, "http": server.http_url, "grpc": server.grpc_url,
+                               "metrics": server.metrics_url, "key": server.key, "log": str(server.log_file)}))
+    tmp.replace(path)
+    return path
+
+
+def read_state(repo: str | Path) -> dict | None:
+    path = Path(repo) / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
+    """Stop the server `dnc serve --detach` started on `repo`; returns its pid (None if none ran)."""
+    state = read_state(repo)
+    if state is None:
+        return None
+    pid = int(state["pid"])
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while group_processes(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _signal_group(pid, signal.SIGKILL)
+    (Path(repo) / STATE_FILE).unlink(missing_ok=True)
+    return pid
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_processes(pgid: int) -> list[int]:
+    """Live processes in a process group (from /proc): what a clean stop must leave empty."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            pids.append(int(d.name))
+    return pids

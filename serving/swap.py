@@ -1,0 +1,119 @@
+"""Hot-swap the class list of a running server: validate a centroid set, write it, one reload call.
+
+Order of a swap, and why:
+1. The set is refused unless it pairs with the served embedding model (fingerprint, D), holds finite
+   L2-normalised centroids and named, non-empty classes; its head graph must run (nothing changes).
+2. The new head and set are written into the repository on disk (the head must exist on disk, not
+   only as a load-call override: Triton server issue 4630), keeping the old files aside.
+3. One `load` call of the head with its config (a config forces a reload): Triton loads the new head
+   in the background, swaps it in when ready, and reloads the ensemble after it. Requests in flight
+   finish on the old head, so every response comes entirely from one class list. Never
+   unload-then-load: that leaves a window with no head.
+4. If Triton refuses or the load fails, the old files are put back (the old head is still serving)
+   and the error says why. Then we wait until the entry model answers with the new set id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export import centroid_set
+from export import formats as F
+from serving import repository
+from serving.server import KEY_HEADER
+
+log = logging.getLogger(__name__)
+
+
+class SwapError(ValueError):
+    """A swap that did not happen; the old class list is still serving."""
+
+
+def swap(repo: str | Path, centroids: str | Path, url: str, key: str | None, timeout: float = 120.0) -> dict:
+    """Swap the served class list to the set at `centroids`; returns timings and the old/new set ids."""
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    repo = Path(repo)
+    t0 = time.perf_counter()
+    info = repository.read_info(repo)
+    cs = centroid_set.load(centroids, expect_fingerprint=info["embed_fingerprint"], expect_dim=info["dim"])
+    old_id = info["set"]["set_id"]
+    head_dir = repo / F.HEAD_MODEL
+    backup = repo / f".{F.HEAD_MODEL}.previous"
+    shutil.rmtree(backup, ignore_errors=True)
+    (backup / "1").mkdir(parents=True)
+    shutil.copy2(head_dir / "1" / "model.onnx", backup / "1" / "model.onnx")
+    if (head_dir / repository.SET_FOLDER).is_dir():
+        shutil.copytree(head_dir / repository.SET_FOLDER, backup / repository.SET_FOLDER)
+    try:
+        repository.write_head(repo, cs, info["top_k"])  # built and checked to run before anything is written
+    except BaseException:
+        _restore(backup, head_dir)
+        raise
+    client = http.InferenceServerClient(url, connection_timeout=10, network_timeout=timeout)
+    t_load = time.perf_counter()
+    try:
+        client.load_model(F.HEAD_MODEL, headers={KEY_HEADER: key or ""},
+                          config=json.dumps(repository.head_config(repo)))
+    except (InferenceServerException, OSError) as e:
+        _restore(backup, head_dir)
+        raise SwapError(f"the server at {url} did not load the new head ({_reason(e)}); "
+                        f"class list {old_id} is still serving") from e
+    finally:
+        client.close()
+    loaded = time.perf_counter() - t_load
+    answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout)
+    info["set"] = repository._set_info(cs)
+    info["swaps"] = (info.get("swaps", []) + [{"at": repository._now(), "from": old_id, "to": cs.set_id,
+                                                "centroids": str(centroids)}])[-50:]
+    repository.write_info(repo, info)
+    shutil.rmtree(backup, ignore_errors=True)
+    total = time.perf_counter() - t0
+    log.info("swapped %s -> %s (%d classes) in %.2f s (reload call %.2f s)", old_id, cs.set_id,
+             cs.num_classes, total, loaded)
+    return {"from": old_id, "to": cs.set_id, "classes": list(cs.class_names), "load_seconds": loaded,
+            "answering_seconds": answering, "total_seconds": total}
+
+
+def _reason(e: Exception) -> str:
+    msg = str(e)
+    if "restricted" in msg.lower() or "403" in msg:
+        return f"the repository API refused the key: {msg}"
+    return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+
+
+def _restore(backup: Path, head_dir: Path) -> None:
+    shutil.copy2(backup / "1" / "model.onnx", head_dir / "1" / "model.onnx")
+    if (backup / repository.SET_FOLDER).is_dir():
+        shutil.rmtree(head_dir / repository.SET_FOLDER, ignore_errors=True)
+        shutil.copytree(backup / repository.SET_FOLDER, head_dir / repository.SET_FOLDER)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def wait_for_set(url: str, set_id: str, prep: dict, timeout: float) -> float:
+    """Seconds until the entry model answers a probe with `set_id` (the ensemble reloads after the head)."""
+    import tritonclient.http as http
+
+    t0 = time.perf_counter()
+    size = int(prep["image_size"])
+    x = np.zeros((1, int(prep["channels"]), size, size), np.float32)  # (1, C, H, W)
+    client = http.InferenceServerClient(url, network_timeout=timeout)
+    try:
+        while True:
+            inp = http.InferInput(F.IMAGES, list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=True)
+            got = client.infer(F.ENTRY_MODEL, [inp], outputs=[http.InferRequestedOutput(F.SET_ID)])
+            if got.as_numpy(F.SET_ID).reshape(-1)[0].decode() == set_id:
+                return time.perf_counter() - t0
+            if time.perf_counter() - t0 > timeout:
+                raise SwapError(f"the server still answers with another class list {timeout:.0f} s after the reload")
+            time.sleep(0.05)
+    finally:
+        client.close()

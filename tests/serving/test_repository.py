@@ -1,0 +1,107 @@
+"""`dnc repo build` without a server: configs that parse as Triton ModelConfigs and match the graphs they
+describe, the checked-in model_repository/ equal to a build, refusals naming the culprit."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export import centroid_set, runtime
+from export import formats as F
+from serving import repository
+
+ROOT = Path(__file__).resolve().parents[2]
+_NP = {"TYPE_FP32": "tensor(float)", "TYPE_INT32": "tensor(int32)", "TYPE_INT64": "tensor(int64)",
+       "TYPE_STRING": "tensor(string)"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, exported):
+    out = tmp_path_factory.mktemp("repos") / "model_repository"
+    repository.build(exported[0], out)
+    return out
+
+
+def _config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())  # strict: unknown fields or enums fail
+
+
+def test_layout_and_configs_parse(repo):
+    for name in (F.ENTRY_MODEL, F.EMBED_MODEL, F.HEAD_MODEL):
+        cfg = _config(repo / name / "config.pbtxt")
+        assert cfg.name == name and cfg.max_batch_size == 64
+        assert (repo / name / "1").is_dir()
+    for name in (F.EMBED_MODEL, F.HEAD_MODEL):
+        assert (repo / name / "1" / "model.onnx").is_file() and (repo / name / "1" / "model.py").is_file()
+    assert _config(repo / F.EMBED_MODEL / "config.pbtxt").HasField("dynamic_batching")
+    info = repository.read_info(repo)
+    assert info["runtime"] == "python" and info["set"]["num_classes"] == 10
+
+
+def test_configs_describe_the_graphs(repo):
+    """Every config input/output exists in its graph with the same element type; no dim fixes C."""
+    for name in (F.EMBED_MODEL, F.HEAD_MODEL):
+        cfg = _config(repo / name / "config.pbtxt")
+        sess = runtime.session(repo / name / "1" / "model.onnx", 1)
+        graph = {t.name: t for t in sess.get_inputs() + sess.get_outputs()}
+        for t in list(cfg.input) + list(cfg.output):
+            assert t.name in graph, f"{name}: {t.name} not in the graph"
+            assert graph[t.name].type == _NP[mc.DataType.Name(t.data_type)], t.name
+            rank = len(t.reshape.shape) if t.HasField("reshape") else len(t.dims)
+            assert rank + 1 == len(graph[t.name].shape), t.name
+    head = _config(repo / F.HEAD_MODEL / "config.pbtxt")
+    assert all(-1 in t.dims or list(t.dims) == [1] for t in head.output)  # the class count stays free
+    entry = _config(repo / F.ENTRY_MODEL / "config.pbtxt")
+    assert {t.name for t in entry.output} == {t.name for t in head.output}
+    assert json.loads(entry.parameters["dnc.preprocessing"].string_value)["image_size"] == 28
+
+
+def test_head_config_json_equals_pbtxt(repo):
+    """The JSON a swap sends with its reload is the config on disk."""
+    sent = json_format.ParseDict(repository.head_config(repo), mc.ModelConfig())
+    assert sent == _config(repo / F.HEAD_MODEL / "config.pbtxt")
+
+
+def test_checked_in_repository_is_what_a_build_writes(repo):
+    """model_repository/ in git holds exactly the text files a build of a Fashion-MNIST export writes."""
+    checked = ROOT / "model_repository"
+    for path in sorted(p for p in repo.rglob("*") if p.suffix in (".pbtxt", ".py", ".md")):
+        rel = path.relative_to(repo)
+        assert (checked / rel).is_file(), f"{rel} missing from the checked-in model_repository/"
+        assert (checked / rel).read_text() == path.read_text(), f"{rel} differs: run `dnc repo build` again"
+
+
+def test_native_runtime_configs(tmp_path, exported):
+    repository.build(exported[0], tmp_path / "r", runtime_name="onnxruntime")
+    embed = _config(tmp_path / "r" / F.EMBED_MODEL / "config.pbtxt")
+    assert embed.backend == "onnxruntime" and not (tmp_path / "r" / F.EMBED_MODEL / "1" / "model.py").exists()
+    with pytest.raises(ValueError, match="embed.plan"):
+        repository.build(exported[0], tmp_path / "t", runtime_name="tensorrt")
+
+
+def test_refuses_to_replace_other_folders(tmp_path, exported):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not a DNC model repository"):
+        repository.build(exported[0], tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_refuses_a_set_of_another_model(tmp_path, exported):
+    cs = centroid_set.load(exported[0])
+    cs.embed_fingerprint = "sha256:" + "1" * 64
+    centroid_set.save(cs, tmp_path / "other")
+    with pytest.raises(centroid_set.CentroidSetError, match="recompute it"):
+        repository.build(exported[0], tmp_path / "r", centroids=tmp_path / "other")
+    assert not (tmp_path / "r").exists()
+
+
+def test_head_in_repository_answers_with_its_labels(repo, exported):
+    sess = runtime.session(repo / F.HEAD_MODEL / "1" / "model.onnx", 1)
+    x = np.random.default_rng(3).standard_normal((4, repository.read_info(repo)["dim"])).astype(np.float32)
+    labels, set_ids = sess.run([F.TOPK_LABEL, F.SET_ID], {F.EMBEDDING: x})
+    cs = centroid_set.load(exported[0])
+    assert set(labels.reshape(-1)) <= set(cs.class_names) and set(set_ids) == {cs.set_id}
