@@ -1,0 +1,197 @@
+"""The real tritonserver (from the nvidia-pytriton wheel) on free ports, serving a repository built from a
+small trained export: HTTP and gRPC against in-process onnxruntime, evidence, bad requests, refused swaps,
+a swap under continuous load with zero failed requests, and a stop that leaves no process behind."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+from tritonclient.utils import InferenceServerException
+
+from clients.cli import main
+from clients.client import ClientError, DNCClient, collect_images
+from export import centroid_set, runtime
+from export import formats as F
+from export.recompute import compute_set
+from serving import repository
+from serving.server import TritonServer, group_processes
+from serving.swap import SwapError, swap
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, exported):
+    out = tmp_path_factory.mktemp("served") / "repo"
+    repository.build(exported[0], out, top_k=3, threads=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    s = TritonServer(repo, 0, 0, 0)
+    s.start(timeout=180)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def other_set(tmp_path_factory, exported, fm_folder):
+    """A 4-class list recomputed from real images with the served embedding (no retraining)."""
+    root = tmp_path_factory.mktemp("four")
+    for name in ("Bag", "Sandal", "Trouser", "Dress"):
+        (root / name).symlink_to(fm_folder / "train" / name)
+    compute_set(exported[0] / F.EMBED_FILE, root, root.with_name("four-set"), k=2, threads=1)
+    return root.with_name("four-set")
+
+
+def _images(fm_folder, client, n=20):
+    files = collect_images([fm_folder / "test"])[::5][:n]
+    return files, client.read(files)
+
+
+def _reference(exported_dir, repo, x):
+    """In-process onnxruntime on the repository's own graphs."""
+    emb = runtime.session(exported_dir / F.EMBED_FILE, 1).run([F.EMBEDDING], {F.IMAGES: x})[0]
+    head = runtime.session(repo / F.HEAD_MODEL / "1" / "model.onnx", 1)
+    return dict(zip([F.SCORES, F.TOPK_LABEL], head.run([F.SCORES, F.TOPK_LABEL], {F.EMBEDDING: emb}), strict=True))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_scores_match_onnxruntime(server, repo, exported, fm_folder, protocol):
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with DNCClient(url, protocol) as c:
+        files, x = _images(fm_folder, c)
+        out = c.infer(x)
+        preds = c.classify(x, top_k=3, sources=[str(f) for f in files])
+    ref = _reference(exported[0], repo, x)
+    assert np.abs(out[F.SCORES] - ref[F.SCORES]).max() < 1e-4
+    assert [p.label for p in preds] == [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in ref[F.TOPK_LABEL]]
+    names = repository.read_info(repo)["set"]["class_names"]
+    for p, s in zip(preds, out[F.SCORES], strict=True):
+        assert p.set_id == repository.read_info(repo)["set"]["set_id"] and len(p.top) == 3
+        assert [r.label for r in p.top] == [names[r.class_id] for r in p.top]
+        assert p.top[0].class_id == int(s.argmax()) and abs(p.top[0].score - s.max()) < 1e-5
+        assert abs(p.margin - (p.top[0].score - p.top[1].score)) < 1e-5
+    accuracy = np.mean([Path(p.source).parent.name == p.label.replace("/", "-") for p in preds])
+    assert accuracy >= 0.5  # a model trained for 2 short epochs, on real test images
+
+
+def _raw(server, x, dtype="FP32"):
+    c = http.InferenceServerClient(server.http_url)
+    inp = http.InferInput(F.IMAGES, list(x.shape), dtype)
+    inp.set_data_from_numpy(x, binary_data=True)
+    return c.infer(F.ENTRY_MODEL, [inp])
+
+
+@pytest.mark.parametrize(("what", "x", "dtype", "says"), [
+    ("wrong dtype", np.zeros((2, 1, 28, 28), np.float64), "FP64", "data-type"),
+    ("wrong shape", np.zeros((2, 1, 28, 27), np.float32), "FP32", "shape"),
+    ("NaN pixels", np.where(np.arange(2 * 784).reshape(2, 1, 28, 28) == 900, np.nan, 0).astype(np.float32), "FP32",
+     "image 1 of the request holds NaN"),
+    ("empty batch", np.zeros((0, 1, 28, 28), np.float32), "FP32", "'images'"),
+    ("batch too large", np.zeros((65, 1, 28, 28), np.float32), "FP32", "batch-size must be <= 64"),
+])
+def test_bad_requests_get_errors_and_server_stays_up(server, what, x, dtype, says):
+    with pytest.raises(InferenceServerException) as e:
+        _raw(server, x, dtype)
+    assert says in str(e.value), f"{what}: {e.value}"
+    good = _raw(server, np.zeros((1, 1, 28, 28), np.float32))
+    assert good.as_numpy(F.SCORES).shape[0] == 1 and server.proc.poll() is None
+
+
+def test_swap_without_the_key_is_refused(server, repo, other_set):
+    before = repository.read_info(repo)["set"]["set_id"]
+    with pytest.raises(SwapError, match="refused the key"):
+        swap(repo, other_set, server.http_url, key="not-the-key")
+    with pytest.raises(SwapError, match="refused the key"):
+        swap(repo, other_set, server.http_url, key=None)
+    assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
+    assert repository.read_info(repo)["set"]["set_id"] == before
+    grpc_client = grpc.InferenceServerClient(server.grpc_url)
+    with pytest.raises(InferenceServerException):  # the repository API over gRPC is restricted too
+        grpc_client.unload_model(F.HEAD_MODEL)
+    assert grpc_client.is_model_ready(F.HEAD_MODEL)
+
+
+def test_swap_of_another_models_set_is_refused(server, repo, other_set, tmp_path):
+    cs = centroid_set.load(other_set)
+    cs.embed_fingerprint = "sha256:" + "2" * 64
+    centroid_set.save(cs, tmp_path / "foreign")
+    before = repository.read_info(repo)["set"]["set_id"]
+    head = (repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes()
+    with pytest.raises(centroid_set.CentroidSetError, match="embedding model"):
+        swap(repo, tmp_path / "foreign", server.http_url, server.key)
+    assert (repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes() == head
+    assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
+
+
+def test_swap_under_load_fails_no_request(server, repo, exported, other_set, fm_folder):
+    """Four client threads (HTTP and gRPC) send requests while the class list is swapped there and back:
+    no request fails, every response's labels belong to the class list its set id names."""
+    first = centroid_set.load(exported[0])
+    second = centroid_set.load(other_set)
+    names = {first.set_id: first.class_names, second.set_id: second.class_names}
+    with DNCClient(server.http_url) as c:
+        _, x = _images(fm_folder, c, n=8)
+    stop, failures, seen, lock = threading.Event(), [], [], threading.Lock()
+
+    def load(protocol):
+        with DNCClient(server.http_url if protocol == "http" else server.grpc_url, protocol) as c:
+            while not stop.is_set():
+                try:
+                    preds = c.classify(x, top_k=2)
+                except ClientError as e:
+                    with lock:
+                        failures.append(str(e))
+                    continue
+                with lock:
+                    for p in preds:
+                        ok = p.set_id in names and all(r.label == names[p.set_id][r.class_id] for r in p.top)
+                        seen.append((p.set_id, ok))
+
+    threads = [threading.Thread(target=load, args=(p,)) for p in ("http", "grpc", "http", "grpc")]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        swaps = [swap(repo, other_set, server.http_url, server.key), swap(repo, exported[0], server.http_url,
+                                                                          server.key)]
+        swaps.append(swap(repo, other_set, server.http_url, server.key))
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert failures == []
+    assert len(seen) > 100  # responses from both lists, before, between and after the swaps
+    assert all(ok for _, ok in seen) and {s for s, _ in seen} == set(names)
+    assert [s["to"] for s in swaps] == [second.set_id, first.set_id, second.set_id]
+    with DNCClient(server.grpc_url, "grpc") as c:
+        after = c.classify(x, top_k=4)
+    assert {p.set_id for p in after} == {second.set_id}
+    assert {p.label for p in after} <= set(second.class_names) and len(after[0].top) == 3  # top_k 3 caps it
+    assert repository.read_info(repo)["set"]["set_id"] == second.set_id
+
+
+def test_classify_command(server, fm_folder, capsys, tmp_path):
+    assert main(["classify", str(fm_folder / "test" / "Bag"), "--url", server.grpc_url, "--protocol", "grpc",
+                 "--json", "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 10 and '"set_id"' in lines[0]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    assert main(["classify", str(bad), "--url", server.http_url]) == 2
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_stop_leaves_no_process(repo):
+    s = TritonServer(repo, 0, 0, 0).start(timeout=180)
+    pid = s.proc.pid
+    assert len(group_processes(pid)) >= 2  # the server and its python-backend stubs
+    s.stop()
+    assert group_processes(pid) == []
