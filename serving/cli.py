@@ -53,7 +53,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="replace the class list of a running server by a centroid set (one reload, no gap)")
     p.add_argument("--repo", default="model_repository", help="the repository the server serves")
     p.add_argument("--centroids", required=True, help="centroid set folder (from `dnc centroids`)")
-    p.add_argument("--url", default=None, help="server HTTP address (default: from `dnc serve`'s state file)")
+    p.add_argument("--url", default=None, help="server gRPC address (default: from `dnc serve`'s state file, "
+                   "else localhost:8001); the reload goes over gRPC, which keeps HTTP requests flowing")
     p.add_argument("--key", default=None, help=f"repository API key (default: ${KEY_ENV} or the state file)")
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -115,7 +116,7 @@ def cmd_swap(a: argparse.Namespace) -> int:
     from serving.swap import swap
 
     state = read_state(a.repo) or {}
-    url = a.url or state.get("http") or "localhost:8000"
+    url = a.url or state.get("grpc") or "localhost:8001"
     key = a.key or os.environ.get(KEY_ENV) or state.get("key")
     res = swap(a.repo, a.centroids, url, key, a.timeout)
     if a.json:

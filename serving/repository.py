@@ -199,12 +199,12 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
         embed_src = export_dir / (F.EMBED_PLAN_FILE if runtime_name == "tensorrt" else F.EMBED_FILE)
         shutil.copyfile(embed_src, tmp / F.EMBED_MODEL / "1" / model_file(runtime_name, F.EMBED_MODEL))
         write_head(tmp, cs, top_k)
-        info = {"format": FORMAT, "version": VERSION, "runtime": runtime_name, "created": _now(),
+        info = {"format": FORMAT, "version": VERSION, "runtime": runtime_name, "created": now(),
                 "export": str(export_dir.resolve()), "embed_fingerprint": fingerprint, "dim": dim,
                 "preprocessing": meta["preprocessing"], "max_batch": max_batch, "top_k": top_k,
                 "threads": threads, "instances": instances,
                 "models": {"entry": F.ENTRY_MODEL, "embed": F.EMBED_MODEL, "head": F.HEAD_MODEL},
-                "set": _set_info(cs), "swaps": []}
+                "set": set_info(cs), "swaps": []}
         write_info(tmp, info)
     return info
 
@@ -231,12 +231,12 @@ def write_head(repo: Path, cs: centroid_set.CentroidSet, top_k: int) -> None:
         centroid_set.save(cs, folder)
 
 
-def _set_info(cs: centroid_set.CentroidSet) -> dict:
+def set_info(cs: centroid_set.CentroidSet) -> dict:
     return {"set_id": cs.set_id, "class_names": list(cs.class_names), "num_classes": cs.num_classes,
             "ks": list(cs.ks), "anchored": cs.anchored, "source": cs.source}
 
 
-def _now() -> str:
+def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 

@@ -34,7 +34,8 @@ from export import formats as F
 
 log = logging.getLogger(__name__)
 
-KEY_HEADER = "dnc-repository-key"  # the header the restricted repository API asks for
+KEY_HEADER = "dnc-repository-key"  # the header the restricted repository API asks for over HTTP
+GRPC_KEY_HEADER = f"triton-grpc-protocol-{KEY_HEADER}"  # Triton prefixes gRPC restricted-protocol headers
 
 
 class ServerError(RuntimeError):

@@ -104,17 +104,22 @@ def test_bad_requests_get_errors_and_server_stays_up(server, what, x, dtype, say
     assert good.as_numpy(F.SCORES).shape[0] == 1 and server.proc.poll() is None
 
 
-def test_swap_without_the_key_is_refused(server, repo, other_set):
+def test_swap_without_the_key_is_refused(server, repo, other_set, capsys):
     before = repository.read_info(repo)["set"]["set_id"]
     with pytest.raises(SwapError, match="refused the key"):
-        swap(repo, other_set, server.http_url, key="not-the-key")
+        swap(repo, other_set, server.grpc_url, key="not-the-key")
     with pytest.raises(SwapError, match="refused the key"):
-        swap(repo, other_set, server.http_url, key=None)
+        swap(repo, other_set, server.grpc_url, key=None)
+    assert main(["swap", "--repo", str(repo), "--centroids", str(other_set), "--url", server.grpc_url,
+                 "--key", "wrong"]) == 2
+    assert "refused the key" in capsys.readouterr().err
     assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
     assert repository.read_info(repo)["set"]["set_id"] == before
     grpc_client = grpc.InferenceServerClient(server.grpc_url)
-    with pytest.raises(InferenceServerException):  # the repository API over gRPC is restricted too
+    with pytest.raises(InferenceServerException, match="restricted"):  # unload, without the key, over gRPC
         grpc_client.unload_model(F.HEAD_MODEL)
+    with pytest.raises(InferenceServerException, match="restricted"):  # and over HTTP
+        http.InferenceServerClient(server.http_url).unload_model(F.HEAD_MODEL, headers={"dnc-repository-key": "x"})
     assert grpc_client.is_model_ready(F.HEAD_MODEL)
 
 
@@ -125,7 +130,7 @@ def test_swap_of_another_models_set_is_refused(server, repo, other_set, tmp_path
     before = repository.read_info(repo)["set"]["set_id"]
     head = (repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes()
     with pytest.raises(centroid_set.CentroidSetError, match="embedding model"):
-        swap(repo, tmp_path / "foreign", server.http_url, server.key)
+        swap(repo, tmp_path / "foreign", server.grpc_url, server.key)
     assert (repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes() == head
     assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
 
@@ -159,9 +164,7 @@ def test_swap_under_load_fails_no_request(server, repo, exported, other_set, fm_
         t.start()
     try:
         time.sleep(0.5)
-        swaps = [swap(repo, other_set, server.http_url, server.key), swap(repo, exported[0], server.http_url,
-                                                                          server.key)]
-        swaps.append(swap(repo, other_set, server.http_url, server.key))
+        swaps = [swap(repo, s, server.grpc_url, server.key) for s in (other_set, exported[0], other_set)]
         time.sleep(0.5)
     finally:
         stop.set()
@@ -195,3 +198,26 @@ def test_stop_leaves_no_process(repo):
     assert len(group_processes(pid)) >= 2  # the server and its python-backend stubs
     s.stop()
     assert group_processes(pid) == []
+
+
+def test_client_errors_name_the_problem(server, tmp_path):
+    with pytest.raises(ClientError, match="no Triton server answers at 127.0.0.1:1"):
+        DNCClient("127.0.0.1:1")
+    with pytest.raises(ClientError, match="no Triton server answers"):
+        DNCClient("127.0.0.1:1", "grpc")
+    with pytest.raises(ClientError, match="model 'nope' is not ready"):
+        DNCClient(server.http_url, model="nope")
+
+
+def test_any_image_size_rgb_or_gray(server, tmp_path):
+    """A large RGB photo-like image and a small gray one are resized and converted as the manifest says."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8), "RGB").save(tmp_path / "big.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), "L").save(tmp_path / "small.png")
+    with DNCClient(server.http_url) as c:
+        preds = c.classify_files([tmp_path], top_k=2)
+        x = c.read([tmp_path / "big.jpg"])
+    assert [Path(p.source).name for p in preds] == ["big.jpg", "small.png"]
+    assert x.shape == (1, 1, 28, 28) and x.dtype == np.float32

@@ -1,6 +1,6 @@
 """Serving benchmark: Triton (python runtime) vs in-process onnxruntime, latency, and swaps under load.
 
-    python benchmarks/serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse
+    python benchmarks/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse
 
 1. In-process onnxruntime on the same graphs (embed.onnx then the served head), same thread budget
    (--threads for the embedding), images/s at the request batch and at the server's max batch.
@@ -143,7 +143,7 @@ def main() -> None:
             steady = load.window(t0, time.perf_counter())
             t_swaps, timings = time.perf_counter(), []
             for i in range(a.swaps):
-                timings.append(swap(repo, sets[i % 2], server.http_url, server.key))
+                timings.append(swap(repo, sets[i % 2], server.grpc_url, server.key))
             during = load.window(t_swaps, time.perf_counter())
         res["swap"] = {
             "swaps": a.swaps, "failed_requests": len(load.errors), "errors": load.errors[:5],
