@@ -221,3 +221,37 @@ def test_any_image_size_rgb_or_gray(server, tmp_path):
         x = c.read([tmp_path / "big.jpg"])
     assert [Path(p.source).name for p in preds] == ["big.jpg", "small.png"]
     assert x.shape == (1, 1, 28, 28) and x.dtype == np.float32
+
+
+def test_serve_command_stops_cleanly_on_ctrl_c(repo):
+    """`dnc serve` as a user runs it: ready, its state file written (owner-only), Ctrl-C stops the server
+    and its python-backend processes; `--detach` then `dnc stop` does the same."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from serving.server import STATE_FILE, read_state
+
+    cmd = [sys.executable, "-m", "clients.cli", "serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0",
+           "--metrics-port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while read_state(repo) is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        state = read_state(repo)
+        assert state is not None, proc.stdout.read() if proc.poll() is not None else "no state file"
+        assert (repo / STATE_FILE).stat().st_mode & 0o077 == 0
+        assert DNCClient(state["http"]).max_batch == 64
+        pid = state["pid"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert group_processes(pid) == [] and read_state(repo) is None
+    assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+                 "--detach"]) == 0
+    pid = read_state(repo)["pid"]
+    assert os.getpgid(pid) == pid and main(["stop", "--repo", str(repo)]) == 0
+    assert group_processes(pid) == [] and read_state(repo) is None
