@@ -90,6 +90,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
           f"repository API key in {repo / STATE_FILE}; log {server.log_file}", flush=True)
     if a.detach:
         return 0
+    # Explicit handlers: a process started in the background of a non-interactive shell inherits SIGINT
+    # ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = server.proc.wait()

@@ -231,7 +231,7 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
     import subprocess
     import sys
 
-    from serving.server import STATE_FILE, read_state
+    from serving.server import STATE_FILE, read_state, stop_detached
 
     cmd = [sys.executable, "-m", "clients.cli", "serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0",
            "--metrics-port", "0"]
@@ -249,6 +249,7 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
         assert proc.wait(60) == 0
     finally:
         proc.kill()
+        stop_detached(repo)  # a failed run leaves no server behind
     assert group_processes(pid) == [] and read_state(repo) is None
     assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                  "--detach"]) == 0
