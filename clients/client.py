@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from export import formats as F
 from export.runtime import normalise
@@ -93,22 +94,42 @@ class DNCClient:
             self._client = tc.InferenceServerClient(self.url)
         self._tc, self._timeout = tc, timeout
         try:
-            live = self._client.is_server_live()
+            self._connect()
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _call(self, fn, *args, **kwargs):
+        """A tritonclient call with this client's deadline (gRPC calls take it per call)."""
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = self._timeout
+        return fn(*args, **kwargs)
+
+    def _connect(self) -> None:
+        """Check the server is live and the model ready; read the model's batch size and preprocessing."""
+        url, model = self.url, self.model
+        try:
+            live = self._call(self._client.is_server_live)
         except Exception as e:  # connection errors differ by protocol (socket errors, gRPC UNAVAILABLE)
-            raise ClientError(f"no Triton server answers at {self.url} ({protocol}): is `dnc serve` running? "
+            raise ClientError(f"no Triton server answers at {url} ({self.protocol}): is `dnc serve` running? "
                               f"({_first_line(e)})") from e
         if not live:
-            raise ClientError(f"the Triton server at {self.url} is not live")
-        if not self._client.is_model_ready(model):
-            raise ClientError(f"model {model!r} is not ready on {self.url}: it is missing from the server or still "
+            raise ClientError(f"the Triton server at {url} is not live")
+        try:
+            ready = self._call(self._client.is_model_ready, model)
+            cfg = self._call(self._client.get_model_config, model,
+                             **({"as_json": True} if self.protocol == "grpc" else {})) if ready else {}
+        except Exception as e:
+            raise ClientError(f"the server at {url} could not describe model {model!r}: {_first_line(e)}") from e
+        if not ready:
+            raise ClientError(f"model {model!r} is not ready on {url}: it is missing from the server or still "
                               "loading (`dnc serve` loads it; check its log)")
-        cfg = self._client.get_model_config(model, **({"as_json": True} if protocol == "grpc" else {}))
         cfg = cfg.get("config", cfg)
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1
         try:
             self.preprocessing = json.loads(cfg["parameters"][PREPROCESSING_PARAM]["string_value"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ClientError(f"model {model!r} on {self.url} carries no {PREPROCESSING_PARAM} parameter: "
+            raise ClientError(f"model {model!r} on {url} carries no {PREPROCESSING_PARAM} parameter: "
                               "is it a repository built by `dnc repo build`?") from e
 
     def infer(self, x: np.ndarray, outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -127,7 +148,7 @@ class DNCClient:
                 inp.set_data_from_numpy(chunk)
                 req = [self._tc.InferRequestedOutput(n) for n in names]
             try:
-                res = self._client.infer(self.model, [inp], outputs=req)
+                res = self._call(self._client.infer, self.model, [inp], outputs=req)
             except Exception as e:
                 raise ClientError(f"{self.url} refused the request: {_first_line(e)}") from e
             for n in names:
@@ -156,11 +177,15 @@ class DNCClient:
 
     def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Predictions for image files and folders (see collect_images), read and sent in batches."""
+        if batch_size < 1:
+            raise ClientError(f"--batch-size must be >= 1, got {batch_size}")
         files = collect_images(paths)
         preds: list[Prediction] = []
-        for i in range(0, len(files), batch_size):
-            chunk = files[i:i + batch_size]
-            preds += self.classify(self.read(chunk), top_k, [str(f) for f in chunk])
+        with tqdm(total=len(files), desc="classify", unit="img", disable=len(files) <= batch_size or None) as bar:
+            for i in range(0, len(files), batch_size):
+                chunk = files[i:i + batch_size]
+                preds += self.classify(self.read(chunk), top_k, [str(f) for f in chunk])
+                bar.update(len(chunk))
         return preds
 
     def close(self) -> None:

@@ -29,6 +29,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="classes ranked with evidence in every response")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads of the embedding model (0: per core)")
     p.add_argument("--instances", type=int, default=1, help="instances of the embedding model")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where the embedding model runs; auto: cpu for --runtime python, gpu for the native runtimes")
     p.add_argument("--json", action="store_true", help="print the repository description as JSON")
     p.set_defaults(func=cmd_repo_build, command="repo build")
 
@@ -64,7 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_repo_build(a: argparse.Namespace) -> int:
     from serving.repository import build
 
-    info = build(a.export, a.repo, a.runtime, a.centroids, a.max_batch, a.top_k, a.threads, a.instances)
+    info = build(a.export, a.repo, a.runtime, a.centroids, a.max_batch, a.top_k, a.threads, a.instances, a.device)
     if a.json:
         print(json.dumps(info))
     else:
@@ -75,25 +77,25 @@ def cmd_repo_build(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from serving.server import STATE_FILE, TritonServer, read_state, write_state
+    from serving.server import STATE_FILE, TritonServer, is_tritonserver, read_state, write_state
 
     repo = Path(a.repo)
     state = read_state(repo)
-    if state is not None and _alive(state["pid"]):
+    if state is not None and is_tritonserver(state["pid"]):
         raise ValueError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
                          f"HTTP {state['http']}); stop it with `dnc stop --repo {repo}`")
     server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, key=a.key or os.environ.get(KEY_ENV),
                           host=a.host, run_dir=repo.resolve().with_name(f".{repo.resolve().name}.server"))
+    # Explicit handlers, set before the (long) start so an interrupt then still stops the server: a
+    # process started in the background of a non-interactive shell inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     server.start(a.timeout)
     write_state(server)
     print(f"serving {repo} - HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
           f"repository API key in {repo / STATE_FILE}; log {server.log_file}", flush=True)
     if a.detach:
         return 0
-    # Explicit handlers: a process started in the background of a non-interactive shell inherits SIGINT
-    # ignored, and Python then leaves it ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = server.proc.wait()
         print(f"dnc serve: tritonserver exited with status {code}; log {server.log_file}", file=sys.stderr)
@@ -132,11 +134,3 @@ def cmd_swap(a: argparse.Namespace) -> int:
 
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False

@@ -53,34 +53,43 @@ def _tensor(spec: F.TensorSpec, reshape: bool = True) -> dict:
     return t
 
 
-def _backend(runtime_name: str, model: str, threads: int, instances: int) -> dict:
-    """The backend-specific part of a step model's config."""
+def _backend(runtime_name: str, model: str, threads: int, instances: int, device: str = "cpu") -> dict:
+    """The backend-specific part of a step model's config. The head always runs on the CPU: it is
+    one small matrix product, and its string outputs have no GPU kernels."""
+    kind = "KIND_GPU" if device == "gpu" and model == F.EMBED_MODEL else "KIND_CPU"
     if runtime_name == "python":
         params = {"intra_op_threads": str(threads),
                   "reject_non_finite": "true" if model == F.EMBED_MODEL else "false"}
-        return {"backend": "python", "instance_group": [{"count": instances, "kind": "KIND_CPU"}],
+        return {"backend": "python", "instance_group": [{"count": instances, "kind": kind}],
                 "parameters": {k: {"string_value": v} for k, v in params.items()}}
     if runtime_name == "tensorrt" and model == F.EMBED_MODEL:
         return {"backend": "tensorrt", "default_model_filename": "model.plan",
                 "instance_group": [{"count": instances, "kind": "KIND_GPU"}]}
-    kind = "KIND_GPU" if runtime_name == "tensorrt" else "KIND_CPU"
     return {"backend": "onnxruntime", "default_model_filename": "model.onnx",
             "instance_group": [{"count": instances, "kind": kind}],
             "parameters": {"intra_op_thread_count": {"string_value": str(threads)}}}
 
 
 def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threads: int = 0,
-            instances: int = 1, queue_delay_us: int = 200) -> dict[str, dict]:
+            instances: int = 1, device: str = "auto", queue_delay_us: int = 200) -> dict[str, dict]:
     """Model name -> ModelConfig (in Triton's JSON form) of the three models. Nothing here depends on
-    the class list or D, so a swap never changes a config."""
+    the class list or D, so a swap never changes a config. device: cpu, gpu, or auto (cpu for the
+    python runtime, gpu for the native ones)."""
     if runtime_name not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime_name!r}; choose one of {', '.join(RUNTIMES)}")
+    for flag, value, low in (("--max-batch", max_batch, 1), ("--instances", instances, 1), ("--threads", threads, 0)):
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if device == "auto":
+        device = "cpu" if runtime_name == "python" else "gpu"
+    if device not in ("cpu", "gpu") or (runtime_name == "tensorrt" and device == "cpu"):
+        raise ValueError(f"--device {device} is not possible with --runtime {runtime_name}")
     images = {"name": F.IMAGES, "data_type": "TYPE_FP32",
               "dims": [int(prep["channels"]), int(prep["image_size"]), int(prep["image_size"])]}
     embedding = {"name": F.EMBEDDING, "data_type": "TYPE_FP32", "dims": [-1]}
     served = F.HEAD_OUTPUTS + F.EVIDENCE_OUTPUTS
     batching = {"dynamic_batching": {"max_queue_delay_microseconds": queue_delay_us}}
-    embed = {"name": F.EMBED_MODEL, **_backend(runtime_name, F.EMBED_MODEL, threads, instances),
+    embed = {"name": F.EMBED_MODEL, **_backend(runtime_name, F.EMBED_MODEL, threads, instances, device),
              "max_batch_size": max_batch, "input": [images], "output": [embedding], **batching}
     head = {"name": F.HEAD_MODEL, **_backend(runtime_name, F.HEAD_MODEL, 1, 1), "max_batch_size": max_batch,
             "input": [embedding], "output": [_tensor(s) for s in served], **batching}
@@ -160,6 +169,12 @@ centroid set and `repository.json` are generated from an export and not committe
 def _check_destination(repo: Path) -> None:
     if not repo.exists() or (repo.is_dir() and not any(repo.iterdir())):
         return
+    from serving.server import is_tritonserver, read_state
+
+    state = read_state(repo)
+    if state is not None and is_tritonserver(state["pid"]):
+        raise ValueError(f"{repo} is being served (tritonserver pid {state['pid']}); stop it with `dnc stop --repo "
+                         f"{repo}` first, or change its class list with `dnc swap`")
     entry = repo / F.ENTRY_MODEL / "config.pbtxt"
     if (repo / INFO_FILE).is_file() or (entry.is_file() and entry.read_text().startswith(GENERATED)):
         return
@@ -167,7 +182,7 @@ def _check_destination(repo: Path) -> None:
 
 
 def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python", centroids: str | Path | None = None,
-          max_batch: int = 64, top_k: int = 5, threads: int = 0, instances: int = 1) -> dict:
+          max_batch: int = 64, top_k: int = 5, threads: int = 0, instances: int = 1, device: str = "auto") -> dict:
     """Write a model repository for an export (and optionally another centroid set); returns its info.
 
     The repository is written in full beside `repo` and then moved into place."""
@@ -185,7 +200,9 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
     if runtime_name == "tensorrt" and not (export_dir / F.EMBED_PLAN_FILE).is_file():
         raise ValueError(f"--runtime tensorrt needs {export_dir / F.EMBED_PLAN_FILE}: export on a CUDA machine "
                          "with `dnc export --tensorrt`")
-    cfgs = configs(meta["preprocessing"], runtime_name, max_batch, threads, instances)
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    cfgs = configs(meta["preprocessing"], runtime_name, max_batch, threads, instances, device)
     _check_destination(repo)
     with staged(repo) as tmp:
         (tmp / "README.md").write_text(README.format(entry=F.ENTRY_MODEL, embed=F.EMBED_MODEL, head=F.HEAD_MODEL,
@@ -202,7 +219,7 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
         info = {"format": FORMAT, "version": VERSION, "runtime": runtime_name, "created": now(),
                 "export": str(export_dir.resolve()), "embed_fingerprint": fingerprint, "dim": dim,
                 "preprocessing": meta["preprocessing"], "max_batch": max_batch, "top_k": top_k,
-                "threads": threads, "instances": instances,
+                "threads": threads, "instances": instances, "device": device,
                 "models": {"entry": F.ENTRY_MODEL, "embed": F.EMBED_MODEL, "head": F.HEAD_MODEL},
                 "set": set_info(cs), "swaps": []}
         write_info(tmp, info)
@@ -261,4 +278,4 @@ def head_config(repo: str | Path) -> dict:
     """The head model's config in JSON form (what a reload sends), rebuilt from repository.json."""
     info = read_info(repo)
     return configs(info["preprocessing"], info["runtime"], info["max_batch"], info.get("threads", 0),
-                   info.get("instances", 1))[F.HEAD_MODEL]
+                   info.get("instances", 1), info.get("device", "auto"))[F.HEAD_MODEL]

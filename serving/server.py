@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 KEY_HEADER = "dnc-repository-key"  # the header the restricted repository API asks for over HTTP
 GRPC_KEY_HEADER = f"triton-grpc-protocol-{KEY_HEADER}"  # Triton prefixes gRPC restricted-protocol headers
+RESTRICTED = "model-repository,shared-memory,trace,logging"  # Triton API categories behind the key
 
 
 class ServerError(RuntimeError):
@@ -127,11 +128,13 @@ class TritonServer:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def command(self, backend_dir: Path | None, binary: Path) -> list[str]:
-        restricted = f"model-repository:{KEY_HEADER}={self.key}"
+        # Everything that changes the server (models, shared memory, tracing, logging) needs the key;
+        # health, metadata, inference, statistics stay open.
+        restricted = f"{RESTRICTED}:{KEY_HEADER}={self.key}"
         cmd = [str(binary), f"--model-repository={self.repo}", "--model-control-mode=explicit",
                *[f"--load-model={m}" for m in self.models],
                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
-               f"--metrics-port={self.metrics_port}", f"--http-address={self.host}",
+               f"--metrics-port={self.metrics_port}", f"--metrics-address={self.host}", f"--http-address={self.host}",
                f"--grpc-address={self.host}", f"--http-restricted-api={restricted}",
                f"--grpc-restricted-protocol={restricted}", "--exit-timeout-secs=20", "--log-verbose=0",
                "--strict-readiness=true"]
@@ -240,6 +243,9 @@ def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
     if state is None:
         return None
     pid = int(state["pid"])
+    if not is_tritonserver(pid):  # gone (or the pid was reused): nothing of ours to stop
+        (Path(repo) / STATE_FILE).unlink(missing_ok=True)
+        return None
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while group_processes(pid) and time.monotonic() < deadline:
@@ -247,6 +253,16 @@ def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
     _signal_group(pid, signal.SIGKILL)
     (Path(repo) / STATE_FILE).unlink(missing_ok=True)
     return pid
+
+
+def is_tritonserver(pid: int) -> bool:
+    """Whether `pid` is a live tritonserver process (a state file's pid may be stale or reused)."""
+    try:
+        cmd = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")[0]
+        state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError, ValueError):
+        return False
+    return cmd.endswith(b"tritonserver") and state != "Z"
 
 
 def _signal_group(pgid: int, sig: int) -> None:

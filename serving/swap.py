@@ -1,6 +1,8 @@
 """Hot-swap the class list of a running server: validate a centroid set, write it, one reload call.
 
 Order of a swap, and why:
+0. One blank probe checks that the server at --url answers with the class list the repository records
+   (a wrong --url, or a server serving a copy of the repository, is refused before anything changes).
 1. The set is refused unless it pairs with the served embedding model (fingerprint, D), holds finite
    L2-normalised centroids and named, non-empty classes; its head graph must run (nothing changes).
 2. The new head and set are written into the repository on disk (the head must exist on disk, not
@@ -12,7 +14,9 @@ Order of a swap, and why:
    2.51's HTTP frontend held every in-flight HTTP inference request until the load finished (1.4 s
    here, measured by benchmarks/triton_serving.py); over gRPC, HTTP and gRPC requests flow on.
 4. If Triton refuses or the load fails, the old files are put back (the old head is still serving)
-   and the error says why. Then we wait until the entry model answers with the new set id.
+   and the error says why; when the call itself was lost (timeout, connection), the server is asked
+   which list it answers with first. After a load, repository.json records the new list, then we
+   wait until the entry model answers with the new set id.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +33,7 @@ import numpy as np
 
 from export import centroid_set
 from export import formats as F
+from export.staging import publish
 from serving import repository
 from serving.server import GRPC_KEY_HEADER
 
@@ -38,7 +44,7 @@ LOCK_FILE = ".swap.lock"
 
 
 class SwapError(ValueError):
-    """A swap that did not happen; the old class list is still serving."""
+    """A swap that did not happen (the message says which list serves), or whose end was not seen."""
 
 
 def swap(repo: str | Path, centroids: str | Path, url: str, key: str | None, timeout: float = 120.0) -> dict:
@@ -63,6 +69,10 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, t
     info = repository.read_info(repo)
     cs = centroid_set.load(centroids, expect_fingerprint=info["embed_fingerprint"], expect_dim=info["dim"])
     old_id = info["set"]["set_id"]
+    served = served_set(url, info["preprocessing"])
+    if served != old_id:
+        raise SwapError(f"the server at {url} answers with class list {served}, but {repo} says it serves {old_id}: "
+                        "is --url the server of --repo? (nothing changed)")
     head_dir = repo / F.HEAD_MODEL
     backup = repo / f".{F.HEAD_MODEL}.previous"
     shutil.rmtree(backup, ignore_errors=True)
@@ -81,18 +91,28 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, t
         client.load_model(F.HEAD_MODEL, headers={GRPC_KEY_HEADER: key or ""},
                           config=json.dumps(repository.head_config(repo)), client_timeout=timeout)
     except (InferenceServerException, OSError) as e:
-        _restore(backup, head_dir)
-        raise SwapError(f"the server at {url} did not load the new head ({_reason(e)}); "
-                        f"class list {old_id} is still serving") from e
+        # A refusal or a failed load leaves the old head serving; a lost connection or a timeout may
+        # not: ask the server which list answers before putting the old files back.
+        try:
+            now_serving = served_set(url, info["preprocessing"])
+        except SwapError:
+            now_serving = None
+        if now_serving != cs.set_id:
+            _restore(backup, head_dir)
+            state = f"class list {old_id} is still serving" if now_serving == old_id else \
+                f"the server answers with {now_serving or 'nothing'}; the old files are back on disk"
+            raise SwapError(f"the server at {url} did not load the new head ({_reason(e)}); {state}") from e
+        log.warning("the reload call failed (%s) but the server answers with the new list", _reason(e))
     finally:
         client.close()
     loaded = time.perf_counter() - t_load
-    answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout)
+    # The head is loaded: record it before anything else can fail.
     info["set"] = repository.set_info(cs)
     info["swaps"] = (info.get("swaps", []) + [{"at": repository.now(), "from": old_id, "to": cs.set_id,
                                                 "centroids": str(centroids)}])[-50:]
     repository.write_info(repo, info)
     shutil.rmtree(backup, ignore_errors=True)
+    answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout)
     total = time.perf_counter() - t0
     log.info("swapped %s -> %s (%d classes) in %.2f s (reload call %.2f s)", old_id, cs.set_id,
              cs.num_classes, total, loaded)
@@ -108,30 +128,46 @@ def _reason(e: Exception) -> str:
 
 
 def _restore(backup: Path, head_dir: Path) -> None:
-    shutil.copy2(backup / "1" / "model.onnx", head_dir / "1" / "model.onnx")
+    """Put the previous head back (each file replaced atomically: a load reading it sees old or new)."""
+    tmp = head_dir / "1" / ".model.onnx.restore"
+    shutil.copy2(backup / "1" / "model.onnx", tmp)
+    os.replace(tmp, head_dir / "1" / "model.onnx")
     if (backup / repository.SET_FOLDER).is_dir():
-        shutil.rmtree(head_dir / repository.SET_FOLDER, ignore_errors=True)
-        shutil.copytree(backup / repository.SET_FOLDER, head_dir / repository.SET_FOLDER)
+        publish(backup / repository.SET_FOLDER, head_dir / repository.SET_FOLDER)
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def wait_for_set(url: str, set_id: str, prep: dict, timeout: float) -> float:
-    """Seconds until the entry model answers a probe with `set_id` (the ensemble reloads after the head)."""
+def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:
+    """The set id the entry model answers with now (one probe of a blank image over gRPC)."""
     import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
 
-    t0 = time.perf_counter()
     size = int(prep["image_size"])
     x = np.zeros((1, int(prep["channels"]), size, size), np.float32)  # (1, C, H, W)
     client = grpc.InferenceServerClient(url)
     try:
-        while True:
-            inp = grpc.InferInput(F.IMAGES, list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            got = client.infer(F.ENTRY_MODEL, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)])
-            if got.as_numpy(F.SET_ID).reshape(-1)[0].decode() == set_id:
-                return time.perf_counter() - t0
-            if time.perf_counter() - t0 > timeout:
-                raise SwapError(f"the server still answers with another class list {timeout:.0f} s after the reload")
-            time.sleep(0.05)
+        inp = grpc.InferInput(F.IMAGES, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer(F.ENTRY_MODEL, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)],
+                           client_timeout=timeout)
+        return got.as_numpy(F.SET_ID).reshape(-1)[0].decode()
+    except InferenceServerException as e:
+        raise SwapError(f"no DNC server answers over gRPC at {url} ({_reason(e)}); `dnc swap --url` takes the "
+                        "gRPC address (default port 8001)") from e
     finally:
         client.close()
+
+
+def wait_for_set(url: str, set_id: str, prep: dict, timeout: float) -> float:
+    """Seconds until the entry model answers a probe with `set_id` (the ensemble reloads after the head)."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            if served_set(url, prep) == set_id:
+                return time.perf_counter() - t0
+        except SwapError:
+            pass  # keep probing until the deadline
+        if time.perf_counter() - t0 > timeout:
+            raise SwapError(f"the new head {set_id} is loaded and recorded, but the entry model has not answered "
+                            f"with it within {timeout:.0f} s; check the server log")
+        time.sleep(0.05)
