@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
-PREPROCESSING_PARAM = "dnc.preprocessing"
 
 
 class ClientError(ValueError):
@@ -127,9 +126,9 @@ class DNCClient:
         cfg = cfg.get("config", cfg)
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1
         try:
-            self.preprocessing = json.loads(cfg["parameters"][PREPROCESSING_PARAM]["string_value"])
+            self.preprocessing = json.loads(cfg["parameters"][F.META_PREPROCESSING]["string_value"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ClientError(f"model {model!r} on {url} carries no {PREPROCESSING_PARAM} parameter: "
+            raise ClientError(f"model {model!r} on {url} carries no {F.META_PREPROCESSING} parameter: "
                               "is it a repository built by `dnc repo build`?") from e
 
     def infer(self, x: np.ndarray, outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:

@@ -67,7 +67,7 @@ SET_TENSORS_FILE = "centroids.safetensors"
 SET_JSON_FILE = "centroids.json"
 
 # ONNX metadata keys (metadata_props) that make each graph self-describing.
-META_PREPROCESSING = "dnc.preprocessing"  # on embed graphs: JSON, see manifest.preprocessing()
+META_PREPROCESSING = "dnc.preprocessing"  # on embed graphs, and a parameter of the served entry model: JSON
 META_SET_ID = "dnc.set_id"  # on head graphs: the centroid set (class list version) it freezes
 META_CLASS_NAMES = "dnc.class_names"  # on head graphs: JSON list, index = class id
 META_FINGERPRINT = "dnc.embed_fingerprint"  # on head graphs: the embedding model it pairs with

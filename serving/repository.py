@@ -96,7 +96,7 @@ def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threa
     entry = {
         "name": F.ENTRY_MODEL, "platform": "ensemble", "max_batch_size": max_batch, "input": [images],
         "output": [_tensor(s, reshape=False) for s in served],
-        "parameters": {"dnc.preprocessing": {"string_value": json.dumps(prep, sort_keys=True)}},
+        "parameters": {F.META_PREPROCESSING: {"string_value": json.dumps(prep, sort_keys=True)}},
         "ensemble_scheduling": {"step": [
             {"model_name": F.EMBED_MODEL, "model_version": -1, "input_map": {F.IMAGES: F.IMAGES},
              "output_map": {F.EMBEDDING: F.EMBEDDING}},

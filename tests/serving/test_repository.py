@@ -56,7 +56,7 @@ def test_configs_describe_the_graphs(repo):
     assert all(-1 in t.dims or list(t.dims) == [1] for t in head.output)  # the class count stays free
     entry = _config(repo / F.ENTRY_MODEL / "config.pbtxt")
     assert {t.name for t in entry.output} == {t.name for t in head.output}
-    assert json.loads(entry.parameters["dnc.preprocessing"].string_value)["image_size"] == 28
+    assert json.loads(entry.parameters[F.META_PREPROCESSING].string_value)["image_size"] == 28
 
 
 def test_head_config_json_equals_pbtxt(repo):
