@@ -200,6 +200,9 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
     if runtime_name == "tensorrt" and not (export_dir / F.EMBED_PLAN_FILE).is_file():
         raise ValueError(f"--runtime tensorrt needs {export_dir / F.EMBED_PLAN_FILE}: export on a CUDA machine "
                          "with `dnc export --tensorrt`")
+    if runtime_name == "tensorrt" and max_batch > int(meta.get("max_batch", max_batch)):
+        raise ValueError(f"--max-batch {max_batch} is larger than the batch the TensorRT engine was built for "
+                         f"({meta['max_batch']}, `dnc export --max-batch`)")
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     cfgs = configs(meta["preprocessing"], runtime_name, max_batch, threads, instances, device)

@@ -80,6 +80,13 @@ def test_native_runtime_configs(tmp_path, exported):
     assert embed.backend == "onnxruntime" and not (tmp_path / "r" / F.EMBED_MODEL / "1" / "model.py").exists()
     with pytest.raises(ValueError, match="embed.plan"):
         repository.build(exported[0], tmp_path / "t", runtime_name="tensorrt")
+    with pytest.raises(ValueError, match="--max-batch must be >= 1"):
+        repository.build(exported[0], tmp_path / "t", max_batch=0)
+    with pytest.raises(ValueError, match="--device cpu is not possible"):
+        repository.configs({"channels": 1, "image_size": 28}, "tensorrt", device="cpu")
+    gpu = repository.configs({"channels": 1, "image_size": 28}, "onnxruntime")
+    assert gpu[F.EMBED_MODEL]["instance_group"][0]["kind"] == "KIND_GPU"
+    assert gpu[F.HEAD_MODEL]["instance_group"][0]["kind"] == "KIND_CPU"
 
 
 def test_refuses_to_replace_other_folders(tmp_path, exported):
