@@ -52,7 +52,7 @@ demo: setup data
 	$(DNC) centroids --embed $(DEMO)/export/embed.onnx --data $(DEMO)/data/fine/train --K 4 --out $(DEMO)/fine-set
 	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/fine-set --data $(DEMO)/data/fine/test
 	$(DNC) repo build $(DEMO)/export --repo $(REPO)
-	trap '$(DNC) stop --repo $(REPO)' EXIT INT TERM; \
+	trap '$(DNC) stop --repo $(REPO)' EXIT; trap 'exit 130' INT TERM; \
 	$(DNC) serve --repo $(REPO) --detach && \
 	$(DNC) classify $(DEMO)/data/handful/test --top-k 2 && \
 	$(DNC) swap --repo $(REPO) --centroids $(DEMO)/fine-set && \

@@ -85,12 +85,17 @@ class DNCClient:
         if protocol not in PROTOCOLS:
             raise ClientError(f"unknown protocol {protocol!r}; choose http or grpc")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
-        if protocol == "http":
-            import tritonclient.http as tc
-            self._client = tc.InferenceServerClient(self.url, connection_timeout=timeout, network_timeout=timeout)
-        else:
-            import tritonclient.grpc as tc
-            self._client = tc.InferenceServerClient(self.url)
+        if "://" in self.url:
+            raise ClientError(f"--url {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
+        try:
+            if protocol == "http":
+                import tritonclient.http as tc
+                self._client = tc.InferenceServerClient(self.url, connection_timeout=timeout, network_timeout=timeout)
+            else:
+                import tritonclient.grpc as tc
+                self._client = tc.InferenceServerClient(self.url)
+        except Exception as e:  # tritonclient refuses malformed addresses with its own exception type
+            raise ClientError(f"--url {self.url}: {_first_line(e)}") from e
         self._tc, self._timeout = tc, timeout
         try:
             self._connect()

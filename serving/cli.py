@@ -91,9 +91,14 @@ def cmd_serve(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     server.start(a.timeout)
-    write_state(server)
-    print(f"serving {repo} - HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
-          f"repository API key in {repo / STATE_FILE}; log {server.log_file}", flush=True)
+    try:
+        write_state(server)
+        print(f"serving {repo} - HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
+              f"repository API key in {repo / STATE_FILE}; log {server.log_file}", flush=True)
+    except BaseException:  # a server nobody can find must not be left running
+        server.stop()
+        (repo / STATE_FILE).unlink(missing_ok=True)
+        raise
     if a.detach:
         return 0
     try:

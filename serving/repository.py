@@ -82,7 +82,7 @@ def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threa
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if device == "auto":
         device = "cpu" if runtime_name == "python" else "gpu"
-    if device not in ("cpu", "gpu") or (runtime_name == "tensorrt" and device == "cpu"):
+    if device not in ("cpu", "gpu") or (runtime_name, device) in (("tensorrt", "cpu"), ("python", "gpu")):
         raise ValueError(f"--device {device} is not possible with --runtime {runtime_name}")
     images = {"name": F.IMAGES, "data_type": "TYPE_FP32",
               "dims": [int(prep["channels"]), int(prep["image_size"]), int(prep["image_size"])]}

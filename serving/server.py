@@ -85,8 +85,8 @@ def python_backend_dir(wheel: Path, dest: Path) -> Path:
     for src in (wheel / "backends" / "python" / "libtriton_python.so",
                 wheel / "backends" / "python" / "triton_python_backend_utils.py", stub):
         link = py / src.name
-        if not link.exists():
-            link.symlink_to(src)
+        link.unlink(missing_ok=True)  # a kept folder may link to another Python's stub or a moved checkout
+        link.symlink_to(src)
     return dest
 
 
@@ -147,10 +147,18 @@ class TritonServer:
             raise ServerError(f"{self.repo} is not a model repository (no {F.ENTRY_MODEL}/config.pbtxt): "
                               "build one with `dnc repo build`")
         binary, wheel = find_tritonserver()
-        env = dict(os.environ)
-        backend_dir = None
         if self.run_dir is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="dnc-triton-"))
+        try:
+            self._launch(binary, wheel, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, binary: Path, wheel: Path | None, timeout: float) -> None:
+        env = dict(os.environ)
+        backend_dir = None
         run_dir = Path(self.run_dir or self._tmp)
         if wheel is not None:
             backend_dir = python_backend_dir(wheel, run_dir / "backends")
@@ -165,12 +173,7 @@ class TritonServer:
         with open(self.log_file, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float, model: str = F.ENTRY_MODEL) -> None:
         """Poll the model's readiness (not /v2/health/ready, which is false while any model loads)."""

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 
 LOCK_FILE = ".swap.lock"
+BACKUP_FOLDER = f".{F.HEAD_MODEL}.previous"  # the head being replaced, until the reload succeeds
 
 
 class SwapError(ValueError):
@@ -63,18 +64,14 @@ def swap(repo: str | Path, centroids: str | Path, url: str, key: str | None, tim
 
 def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, timeout: float) -> dict:
     import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
 
     t0 = time.perf_counter()
     info = repository.read_info(repo)
     cs = centroid_set.load(centroids, expect_fingerprint=info["embed_fingerprint"], expect_dim=info["dim"])
+    info = _reconcile(repo, info, served_set(url, info["preprocessing"]), url)
     old_id = info["set"]["set_id"]
-    served = served_set(url, info["preprocessing"])
-    if served != old_id:
-        raise SwapError(f"the server at {url} answers with class list {served}, but {repo} says it serves {old_id}: "
-                        "is --url the server of --repo? (nothing changed)")
     head_dir = repo / F.HEAD_MODEL
-    backup = repo / f".{F.HEAD_MODEL}.previous"
+    backup = repo / BACKUP_FOLDER
     shutil.rmtree(backup, ignore_errors=True)
     (backup / "1").mkdir(parents=True)
     shutil.copy2(head_dir / "1" / "model.onnx", backup / "1" / "model.onnx")
@@ -85,32 +82,36 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, t
     except BaseException:
         _restore(backup, head_dir)
         raise
-    client = grpc.InferenceServerClient(url)
     t_load = time.perf_counter()
     try:
-        client.load_model(F.HEAD_MODEL, headers={GRPC_KEY_HEADER: key or ""},
-                          config=json.dumps(repository.head_config(repo)), client_timeout=timeout)
-    except (InferenceServerException, OSError) as e:
-        # A refusal or a failed load leaves the old head serving; a lost connection or a timeout may
-        # not: ask the server which list answers before putting the old files back.
+        client = grpc.InferenceServerClient(url)
         try:
-            now_serving = served_set(url, info["preprocessing"])
-        except SwapError:
-            now_serving = None
-        if now_serving != cs.set_id:
+            client.load_model(F.HEAD_MODEL, headers={GRPC_KEY_HEADER: key or ""},
+                              config=json.dumps(repository.head_config(repo)), client_timeout=timeout)
+        finally:
+            client.close()
+    except BaseException as e:
+        if _definite(e):  # refused, or the load failed in Triton: the old head is still serving
             _restore(backup, head_dir)
-            state = f"class list {old_id} is still serving" if now_serving == old_id else \
-                f"the server answers with {now_serving or 'nothing'}; the old files are back on disk"
-            raise SwapError(f"the server at {url} did not load the new head ({_reason(e)}); {state}") from e
+            raise SwapError(f"the server at {url} did not load the new head ({_reason(e)}); class list {old_id} "
+                            "is still serving") from e
+        # The call was lost (timeout, connection, interrupt) after it may have reached the server, which
+        # may still load the new head: keep the new files (a later swap or restart reconciles, see
+        # _reconcile) and find out what answers.
+        shutil.rmtree(backup, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):
+            log.warning("interrupted during the reload: the server may still switch to %s, whose head is now in "
+                        "%s; run `dnc swap` again to finish", cs.set_id, repo)
+            raise
+        try:
+            wait_for_set(url, cs.set_id, info["preprocessing"], min(timeout, 30.0))
+        except SwapError:
+            raise SwapError(f"the reload call to {url} failed ({_reason(e)}) and the server does not answer with "
+                            f"{cs.set_id}; the repository holds the new head, so run `dnc swap` again") from e
         log.warning("the reload call failed (%s) but the server answers with the new list", _reason(e))
-    finally:
-        client.close()
     loaded = time.perf_counter() - t_load
     # The head is loaded: record it before anything else can fail.
-    info["set"] = repository.set_info(cs)
-    info["swaps"] = (info.get("swaps", []) + [{"at": repository.now(), "from": old_id, "to": cs.set_id,
-                                                "centroids": str(centroids)}])[-50:]
-    repository.write_info(repo, info)
+    _record(repo, info, cs, old_id, str(centroids))
     shutil.rmtree(backup, ignore_errors=True)
     answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout)
     total = time.perf_counter() - t0
@@ -118,6 +119,45 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, t
              cs.num_classes, total, loaded)
     return {"from": old_id, "to": cs.set_id, "classes": list(cs.class_names), "load_seconds": loaded,
             "answering_seconds": answering, "total_seconds": total}
+
+
+def _record(repo: Path, info: dict, cs: centroid_set.CentroidSet, old_id: str, source: str) -> None:
+    info["set"] = repository.set_info(cs)
+    info["swaps"] = (info.get("swaps", []) + [{"at": repository.now(), "from": old_id, "to": cs.set_id,
+                                                "centroids": source}])[-50:]
+    repository.write_info(repo, info)
+
+
+def _reconcile(repo: Path, info: dict, served: str, url: str) -> dict:
+    """Check the server at `url` serves this repository's list. If it serves the head on disk while
+    repository.json names another (a swap whose reload call was lost, then loaded), record it."""
+    if served == info["set"]["set_id"]:
+        return info
+    on_disk = repo / F.HEAD_MODEL / repository.SET_FOLDER
+    try:
+        disk = centroid_set.load(on_disk)
+    except centroid_set.CentroidSetError:
+        disk = None
+    if disk is not None and disk.set_id == served:
+        log.warning("the server answers with %s, the head on disk; recording it in %s (was %s)", served,
+                    repository.INFO_FILE, info["set"]["set_id"])
+        _record(repo, info, disk, info["set"]["set_id"], str(on_disk))
+        return info
+    raise SwapError(f"the server at {url} answers with class list {served}, but {repo} serves "
+                    f"{info['set']['set_id']}: is --url the server of --repo? (nothing changed)")
+
+
+def _definite(e: BaseException) -> bool:
+    """Whether a failed reload call certainly left the old head serving (refused or failed in Triton),
+    as opposed to a call lost on the way (timeout, unavailable, interrupted)."""
+    from tritonclient.utils import InferenceServerException
+
+    if not isinstance(e, InferenceServerException):
+        return False
+    if "restricted" in str(e).lower():
+        return True
+    return str(e.status() or "") not in ("StatusCode.DEADLINE_EXCEEDED", "StatusCode.UNAVAILABLE",
+                                         "StatusCode.CANCELLED")
 
 
 def _reason(e: Exception) -> str:
@@ -144,7 +184,10 @@ def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:
 
     size = int(prep["image_size"])
     x = np.zeros((1, int(prep["channels"]), size, size), np.float32)  # (1, C, H, W)
-    client = grpc.InferenceServerClient(url)
+    try:
+        client = grpc.InferenceServerClient(url)
+    except InferenceServerException as e:
+        raise SwapError(f"cannot use --url {url}: {_reason(e)} (give HOST:PORT of the gRPC endpoint)") from e
     try:
         inp = grpc.InferInput(F.IMAGES, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
@@ -163,7 +206,7 @@ def wait_for_set(url: str, set_id: str, prep: dict, timeout: float) -> float:
     t0 = time.perf_counter()
     while True:
         try:
-            if served_set(url, prep) == set_id:
+            if served_set(url, prep, max(1.0, timeout - (time.perf_counter() - t0))) == set_id:
                 return time.perf_counter() - t0
         except SwapError:
             pass  # keep probing until the deadline

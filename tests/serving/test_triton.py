@@ -283,3 +283,40 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
     pid = read_state(repo)["pid"]
     assert os.getpgid(pid) == pid and main(["stop", "--repo", str(repo)]) == 0
     assert group_processes(pid) == [] and read_state(repo) is None
+
+
+def test_a_lost_reload_call_is_resolved_by_asking_the_server(server, repo, exported, other_set, monkeypatch):
+    """The reload reaches Triton but its answer is lost (deadline): swap asks the server, sees the new list,
+    records it. Then the record is made stale by hand (as after an interrupted swap): the next swap
+    reconciles it from the head on disk instead of refusing."""
+    import tritonclient.grpc as tg
+
+    target = other_set if repository.read_info(repo)["set"]["set_id"] != centroid_set.load(other_set).set_id \
+        else exported[0]
+    new_id = centroid_set.load(target).set_id
+    real = tg.InferenceServerClient.load_model
+
+    def lost(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")
+
+    monkeypatch.setattr(tg.InferenceServerClient, "load_model", lost)
+    assert swap(repo, target, server.grpc_url, server.key)["to"] == new_id
+    monkeypatch.undo()
+    info = repository.read_info(repo)
+    assert info["set"]["set_id"] == new_id and not (repo / ".dnc_head.previous").exists()
+    stale = dict(info, set=dict(info["set"], set_id="0" * 16))
+    repository.write_info(repo, stale)
+    back = exported[0] if target == other_set else other_set
+    assert swap(repo, back, server.grpc_url, server.key)["from"] == new_id
+
+
+def test_a_refused_key_is_refused_even_for_the_list_already_served(server, repo):
+    served = repository.read_info(repo)["set"]["set_id"]
+    with pytest.raises(SwapError, match=f"refused the key.*{served} is still serving"):
+        swap(repo, repo / F.HEAD_MODEL / "centroids", server.grpc_url, key="wrong")
+
+
+def test_urls_with_a_scheme_are_refused_in_one_line(server, capsys):
+    assert main(["classify", str(Path(__file__)), "--url", f"http://{server.http_url}"]) == 2
+    assert "without a scheme" in capsys.readouterr().err
