@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export import formats as F
-from export.runtime import normalise
+from export.manifest import normalise
 from training.images import IMAGE_EXTENSIONS, DataError, image_files, read_image_array
 
 log = logging.getLogger(__name__)

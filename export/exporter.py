@@ -64,7 +64,7 @@ def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, se
     (so a client following the manifest feeds the model what it was trained on)."""
     test = load_dataset(data_spec, "test", mc.in_chans, mc.image_size)
     pixels = test.load(torch.arange(min(n_real, len(test))))  # (N, C, H, W) uint8
-    real = runtime.normalise(pixels.numpy(), prep)
+    real = manifest.normalise(pixels.numpy(), prep)
     trained = normalise(pixels, mc.mean, mc.std).numpy()
     rng = np.random.default_rng(seed)
     rand = rng.standard_normal((n_random, mc.in_chans, mc.image_size, mc.image_size)).astype(np.float32)

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from export.formats import MANIFEST_FILE
 
 FORMAT = "dnc-export"
@@ -24,6 +26,13 @@ def preprocessing(in_chans: int, image_size: int, mean: list[float], std: list[f
             "resize": "short side to image_size (bilinear), then centre crop image_size x image_size",
             "scale": 1 / 255, "mean": list(mean), "std": list(std), "layout": "NCHW", "dtype": "float32",
             "formula": "((pixel / 255) - mean[c]) / std[c]"}
+
+
+def normalise(images: np.ndarray, prep: dict) -> np.ndarray:
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W), as the preprocessing's formula says."""
+    mean = np.asarray(prep["mean"], np.float32)[None, :, None, None]
+    std = np.asarray(prep["std"], np.float32)[None, :, None, None]
+    return ((images.astype(np.float32) * np.float32(prep["scale"])) - mean) / std
 
 
 def write(folder: str | Path, manifest: dict) -> Path:

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from export import formats as F
+from export.manifest import normalise
 
 
 def session(graph: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:
@@ -43,13 +44,6 @@ def embed_dim_of(sess: ort.InferenceSession) -> int:
     if F.EMBEDDING not in out or not isinstance(out[F.EMBEDDING].shape[-1], int):
         raise ValueError(f"the graph has no output {F.EMBEDDING!r} of fixed width")
     return int(out[F.EMBEDDING].shape[-1])
-
-
-def normalise(images: np.ndarray, prep: dict) -> np.ndarray:
-    """uint8 (N, C, H, W) -> float32 (N, C, H, W), as the manifest's formula says."""
-    mean = np.asarray(prep["mean"], np.float32)[None, :, None, None]
-    std = np.asarray(prep["std"], np.float32)[None, :, None, None]
-    return ((images.astype(np.float32) * np.float32(prep["scale"])) - mean) / std
 
 
 def embed(sess: ort.InferenceSession, images: np.ndarray, prep: dict, batch_size: int = 256) -> np.ndarray:

@@ -96,8 +96,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         print(f"serving {repo} - HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
               f"repository API key in {repo / STATE_FILE}; log {server.log_file}", flush=True)
     except BaseException:  # a server nobody can find must not be left running
-        server.stop()
-        (repo / STATE_FILE).unlink(missing_ok=True)
+        _stop(server)
         raise
     if a.detach:
         return 0
@@ -109,8 +108,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         print("stopping", flush=True)
         return 0
     finally:
-        server.stop()
-        (repo / STATE_FILE).unlink(missing_ok=True)
+        _stop(server)
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
@@ -135,6 +133,13 @@ def cmd_swap(a: argparse.Namespace) -> int:
         print(f"class list {res['from']} -> {res['to']} ({len(res['classes'])} classes: {', '.join(res['classes'])}); "
               f"reload {res['load_seconds']:.2f} s, answering {res['total_seconds']:.2f} s after `dnc swap` started")
     return 0
+
+
+def _stop(server) -> None:
+    from serving.server import STATE_FILE
+
+    server.stop()
+    (server.repo / STATE_FILE).unlink(missing_ok=True)
 
 
 def _interrupt(*_) -> None:

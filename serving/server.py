@@ -199,16 +199,11 @@ class TritonServer:
             return "(no log)"
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the server's process group (server and stubs); SIGKILL what is left after `timeout`."""
-        if self.proc is not None and self.proc.poll() is None:
-            log.info("stopping tritonserver (pid %d)", self.proc.pid)
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("tritonserver did not stop in %.0f s; killing it", timeout)
+        """Stop the server's process group (server and stubs), see stop_group."""
         if self.proc is not None:
-            _signal_group(self.proc.pid, signal.SIGKILL)  # stubs that outlived the server, if any
+            if self.proc.poll() is None:
+                log.info("stopping tritonserver (pid %d)", self.proc.pid)
+            stop_group(self.proc.pid, timeout)
             self.proc.wait()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -249,13 +244,21 @@ def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
     if not is_tritonserver(pid):  # gone (or the pid was reused): nothing of ours to stop
         (Path(repo) / STATE_FILE).unlink(missing_ok=True)
         return None
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while group_processes(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    _signal_group(pid, signal.SIGKILL)
+    stop_group(pid, timeout)
     (Path(repo) / STATE_FILE).unlink(missing_ok=True)
     return pid
+
+
+def stop_group(pgid: int, timeout: float = 30.0) -> None:
+    """SIGTERM a server's process group (tritonserver and its stubs), wait until it is empty, and SIGKILL
+    whatever is left after `timeout`."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while group_processes(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if group_processes(pgid):
+        log.warning("tritonserver (pid %d) did not stop in %.0f s; killing it", pgid, timeout)
+    _signal_group(pgid, signal.SIGKILL)
 
 
 def is_tritonserver(pid: int) -> bool:

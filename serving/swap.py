@@ -82,7 +82,7 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, t
     except BaseException:
         _restore(backup, head_dir)
         raise
-    t_load = time.perf_counter()
+    t_load, answering = time.perf_counter(), None
     try:
         client = grpc.InferenceServerClient(url)
         try:
@@ -104,7 +104,7 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, t
                         "%s; run `dnc swap` again to finish", cs.set_id, repo)
             raise
         try:
-            wait_for_set(url, cs.set_id, info["preprocessing"], min(timeout, 30.0))
+            answering = wait_for_set(url, cs.set_id, info["preprocessing"], min(timeout, 30.0))
         except SwapError:
             raise SwapError(f"the reload call to {url} failed ({_reason(e)}) and the server does not answer with "
                             f"{cs.set_id}; the repository holds the new head, so run `dnc swap` again") from e
@@ -113,7 +113,8 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, t
     # The head is loaded: record it before anything else can fail.
     _record(repo, info, cs, old_id, str(centroids))
     shutil.rmtree(backup, ignore_errors=True)
-    answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout)
+    if answering is None:
+        answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout)
     total = time.perf_counter() - t0
     log.info("swapped %s -> %s (%d classes) in %.2f s (reload call %.2f s)", old_id, cs.set_id,
              cs.num_classes, total, loaded)
@@ -179,24 +180,9 @@ def _restore(backup: Path, head_dir: Path) -> None:
 
 def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:
     """The set id the entry model answers with now (one probe of a blank image over gRPC)."""
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
-
-    size = int(prep["image_size"])
-    x = np.zeros((1, int(prep["channels"]), size, size), np.float32)  # (1, C, H, W)
+    client = _client(url)
     try:
-        client = grpc.InferenceServerClient(url)
-    except InferenceServerException as e:
-        raise SwapError(f"cannot use --url {url}: {_reason(e)} (give HOST:PORT of the gRPC endpoint)") from e
-    try:
-        inp = grpc.InferInput(F.IMAGES, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        got = client.infer(F.ENTRY_MODEL, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)],
-                           client_timeout=timeout)
-        return got.as_numpy(F.SET_ID).reshape(-1)[0].decode()
-    except InferenceServerException as e:
-        raise SwapError(f"no DNC server answers over gRPC at {url} ({_reason(e)}); `dnc swap --url` takes the "
-                        "gRPC address (default port 8001)") from e
+        return _probe(client, url, prep, timeout)
     finally:
         client.close()
 
@@ -204,13 +190,44 @@ def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:
 def wait_for_set(url: str, set_id: str, prep: dict, timeout: float) -> float:
     """Seconds until the entry model answers a probe with `set_id` (the ensemble reloads after the head)."""
     t0 = time.perf_counter()
-    while True:
-        try:
-            if served_set(url, prep, max(1.0, timeout - (time.perf_counter() - t0))) == set_id:
-                return time.perf_counter() - t0
-        except SwapError:
-            pass  # keep probing until the deadline
-        if time.perf_counter() - t0 > timeout:
-            raise SwapError(f"the new head {set_id} is loaded and recorded, but the entry model has not answered "
-                            f"with it within {timeout:.0f} s; check the server log")
-        time.sleep(0.05)
+    client = _client(url)
+    try:
+        while True:
+            try:
+                if _probe(client, url, prep, max(1.0, timeout - (time.perf_counter() - t0))) == set_id:
+                    return time.perf_counter() - t0
+            except SwapError:
+                pass  # keep probing until the deadline
+            if time.perf_counter() - t0 > timeout:
+                raise SwapError(f"the new head {set_id} is loaded and recorded, but the entry model has not "
+                                f"answered with it within {timeout:.0f} s; check the server log")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def _client(url: str):
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return grpc.InferenceServerClient(url)
+    except InferenceServerException as e:
+        raise SwapError(f"cannot use --url {url}: {_reason(e)} (give HOST:PORT of the gRPC endpoint)") from e
+
+
+def _probe(client, url: str, prep: dict, timeout: float) -> str:
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    size = int(prep["image_size"])
+    x = np.zeros((1, int(prep["channels"]), size, size), np.float32)  # (1, C, H, W)
+    inp = grpc.InferInput(F.IMAGES, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    try:
+        got = client.infer(F.ENTRY_MODEL, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)],
+                           client_timeout=timeout)
+    except InferenceServerException as e:
+        raise SwapError(f"no DNC server answers over gRPC at {url} ({_reason(e)}); `dnc swap --url` takes the "
+                        "gRPC address (default port 8001)") from e
+    return got.as_numpy(F.SET_ID).reshape(-1)[0].decode()
