@@ -30,6 +30,8 @@ from training import checkpoint as ckpt_io
 from training.batches import normalise
 from training.data import load_dataset
 from training.head import DNCHead
+from training.liveness import LIVE_SHARE
+from training.loop import evaluate, subset
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,17 @@ def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet
                        exemplar_ids=ids if ck.extra.get("anchored") else None, exemplar_names=names,
                        source={"from": "checkpoint", "step": ck.step, "epoch": ck.epoch,
                                "anchor_data": ck.extra.get("anchor_data")})
+
+
+def subcentroid_use(model, data_spec: str, limit: int = 10000) -> dict:
+    """The live-sub-centroid measure (training/liveness.py) of the exported sub-centroids on the first
+    `limit` test images of `data_spec`, with the top-1 it goes with."""
+    mc = model.cfg
+    test = subset(load_dataset(data_spec, "test", mc.in_chans, mc.image_size), limit)
+    ev = evaluate(model, test, torch.device("cpu"))
+    keys = ("live_mean", "live_min", "live_per_class", "k_per_class", "centroid_cos", "centroid_cos_per_class")
+    return {"data": data_spec, "split": "test", "images": ev["n"], "top1": ev["top1"], "live_share": LIVE_SHARE,
+            **{k: ev[k] for k in keys}}
 
 
 def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, seed: int = 0
@@ -109,8 +122,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             onnx.save(head, tmp / F.HEAD_FILE)
             onnx.save(attach_head(embed, build_head(cs, normalise_input=False)), tmp / F.MERGED_FILE)
             files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
-        inputs, prep_diff = parity_inputs(data or ck.train_config.get("data", "fashion-mnist"), mc, prep, n_real,
-                                          n_random)
+        data_spec = data or ck.train_config.get("data", "fashion-mnist")
+        inputs, prep_diff = parity_inputs(data_spec, mc, prep, n_real, n_random)
         if dnc:
             figures = parity.check(model, tmp, inputs, threads, fp16)
         else:
@@ -132,6 +145,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             "tensors": {"input": [F.EMBED_INPUT.__dict__], "embedding": [F.EMBED_OUTPUT.__dict__],
                         "head_outputs": [s.__dict__ for s in F.HEAD_OUTPUTS] if dnc else []},
             "centroid_set": cs.describe() if cs is not None else None, "parity": figures, "tensorrt": engines,
+            "subcentroids": subcentroid_use(model, data_spec) if dnc else None,
         }
         manifest.write(tmp, meta)
         if not figures["passed"]:  # kept for inspection; `staged` then leaves OUT as it was

@@ -116,8 +116,10 @@ def load(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     optim = None
     if meta.get("optimizer") is not None:
         optim = _unflatten_optimizer({f"optim.{k}": v for k, v in group("optim.").items()}, meta["optimizer"])
+    mc = dict(meta["model_config"])
+    mc.setdefault("revive", False)  # written before sub-centroids were revived: no such buffers
     return Checkpoint(
-        model_config=ModelConfig(**meta["model_config"]), model_state=group("model."),
+        model_config=ModelConfig(**mc), model_state=group("model."),
         train_config=meta.get("train_config", {}), epoch=meta["epoch"], step=meta["step"],
         step_in_epoch=meta.get("step_in_epoch", 0), history=meta.get("history", []),
         optimizer_state=optim, rng=group("rng."), extra=meta.get("extra", {}),

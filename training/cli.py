@@ -44,6 +44,7 @@ MODEL_FLAGS = [
     ("--sinkhorn-iters", int, _M.sinkhorn_iters, "Sinkhorn iterations"),
     ("--memory-size", int, _M.memory_size, "memory slots per class"),
     ("--memory-cap", int, _M.memory_cap, "max samples per class entering the memory per step"),
+    ("--revive-every", int, _M.revive_every, "with --revive: updates between checks for dead sub-centroids"),
     ("--image-size", int, 32, "input size for image folders"),
     ("--channels", int, 3, "input channels for image folders (1 or 3)"),
 ]
@@ -72,6 +73,7 @@ def _model_overrides(a: argparse.Namespace) -> dict:
     """Model flags the user gave, as ModelConfig fields."""
     given = {f[0].lstrip("-").replace("-", "_"): None for f in MODEL_FLAGS}
     given["head"] = None
+    given["revive"] = None
     out = {}
     for dest in given:
         val = getattr(a, dest)
@@ -100,6 +102,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for flag, kind, default, text in MODEL_FLAGS:
         g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
     g.add_argument("--head", choices=["dnc", "softmax"], default=None, help=f"head type (default {m.head})")
+    g.add_argument("--revive", action=argparse.BooleanOptionalAction, default=None,
+                   help="experimental: cluster each class's memory into its sub-centroids after the warm-up and "
+                        f"re-cluster classes whose sub-centroids stop winning (default {m.revive}; "
+                        "see docs/BENCHMARKS.md)")
     g = p.add_argument_group("optimisation and run (on --resume, the checkpoint's unless given)")
     for flag, kind, text in TRAIN_FLAGS:
         dest = flag.lstrip("-").replace("-", "_")
@@ -190,8 +196,23 @@ def cmd_eval(a: argparse.Namespace) -> int:
     res = evaluate(ck.build_model().to(device), data, device, a.batch_size)
     res.update(checkpoint=a.checkpoint, data=a.data, split=a.split, head=mc.head)
     print(json.dumps(res) if a.json else f"{a.checkpoint} on {a.data}/{a.split}: top-1 {res['top1']:.2f}%  "
-          f"top-5 {res['top5']:.2f}%  ({res['n']} images)")
+          f"top-5 {res['top5']:.2f}%  ({res['n']} images)" + _live_text(res, mc.class_names))
     return 0
+
+
+def _live_text(res: dict, names: list[str]) -> str:
+    """The live-sub-centroid measure as text lines (empty for a softmax head)."""
+    if res.get("live_mean") is None:
+        return ""
+    names = names or [str(c) for c in range(len(res["live_per_class"]))]
+    cos = res["centroid_cos"]
+    lines = [f"\nlive sub-centroids per class (nearest for >= 5% of the class's images): mean "
+             f"{res['live_mean']:.2f}, fewest {res['live_min']}; mean pairwise cosine within a class "
+             + ("n/a (K=1)" if cos is None else f"{cos:.3f}")]
+    for name, live, k, c in zip(names, res["live_per_class"], res["k_per_class"], res["centroid_cos_per_class"],
+                                strict=True):
+        lines.append(f"  {name:<16} {'-' if live is None else live}/{k} live" + ("" if c is None else f", cos {c:.3f}"))
+    return "\n".join(lines)
 
 
 def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_name: str) -> dict:

@@ -5,6 +5,19 @@ best sub-centroid (cosine, max over K), logits are those scores divided by an ex
 temperature. The sub-centroid tensor is a buffer, never a parameter: it is estimated from the data
 by per-class Sinkhorn clustering and a momentum update, from correctly classified samples only,
 held in a bounded per-class memory.
+
+Optional revival of sub-centroids (`revive`, off by default; an experiment, see docs/BENCHMARKS.md):
+random unit vectors moving at mu = 0.999 need about a thousand steps to reach the data, and
+meanwhile the encoder pulls every class onto whichever of its sub-centroids happened to be nearest,
+so short runs end with one live sub-centroid per class. With `revive`, once a class's memory holds
+enough samples after the warm-up (`schedule`), its sub-centroids are set by clustering that memory
+with the update's own Sinkhorn rule (training/recluster.py); afterwards, every `revive_every`
+updates, a class whose sub-centroid won under 5% of its training samples since the last check is
+re-clustered from its memory, keeping its live sub-centroids as seeds. All of it runs on gathered
+tensors, so every rank does the same; all of its state is in buffers, so checkpoints resume it
+exactly. Measured so far: it keeps more sub-centroids live but costs accuracy on short runs, and on
+an embedding that has not yet separated the classes a data initialisation removes the separated
+random targets that drive learning (the classes' sub-centroids land together and stay together).
 """
 
 from __future__ import annotations
@@ -14,8 +27,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import distributed
+from training.liveness import LIVE_SHARE, live_mask, own_class_winners, win_counts
 from training.memory import ClassMemory
+from training.recluster import kmeanspp_seeds, sinkhorn_kmeans
 from training.sinkhorn import sinkhorn_assign
+
+# Clustering rounds for a data initialisation or a revival (the offline rule stops earlier when the
+# assignment settles; a class memory of a few hundred samples settles in a handful of rounds).
+RECLUSTER_ROUNDS = 10
+# Memory samples a class needs, per sub-centroid, before it is clustered into sub-centroids.
+SAMPLES_PER_SUBCENTROID = 16
+# Training samples a class needs in a check window before its sub-centroids are judged dead or alive.
+MIN_JUDGED = int(2 / LIVE_SHARE)
 
 
 def normalise_ks(num_classes: int, k: int | list[int]) -> list[int]:
@@ -38,6 +61,14 @@ class DNCHead(nn.Module):
         exemplar_ids: (C, Kmax) int64 dataset id of the real sample a sub-centroid was anchored
             to (section 4.3), -1 when not anchored.
         memory.*: the per-class FIFO memory (see ClassMemory).
+        With `revive` (the data initialisation and revival of sub-centroids):
+        updates: () int64 update calls so far. init_step: () int64 first update at which a class
+            may be clustered from its memory (set by `schedule`, typically the end of warm-up).
+        seed: () int64 base seed of the k-means++ draws.
+        initialised: (C,) bool, the class's sub-centroids have been set from data.
+        wins: (C, Kmax) int64 training samples of class c whose nearest own-class sub-centroid was
+            k, since the class was last judged.
+        revivals: (C, Kmax) int64 times each sub-centroid was found dead and re-seeded.
     """
 
     def __init__(
@@ -52,6 +83,9 @@ class DNCHead(nn.Module):
         memory_size: int = 256,
         memory_cap: int = 32,
         generator: torch.Generator | None = None,
+        revive: bool = False,
+        revive_every: int = 50,
+        seed: int = 0,
     ):
         super().__init__()
         if temperature <= 0:
@@ -72,6 +106,24 @@ class DNCHead(nn.Module):
         self.register_buffer("k_mask", k_mask)
         self.register_buffer("exemplar_ids", torch.full((num_classes, kmax), -1, dtype=torch.long))
         self.memory = ClassMemory(num_classes, memory_size, dim, memory_cap)
+        if revive_every < 1:
+            raise ValueError(f"revive-every must be >= 1 update, got {revive_every}")
+        self.revive, self.revive_every = bool(revive), int(revive_every)
+        if self.revive:
+            self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+            self.register_buffer("init_step", torch.zeros((), dtype=torch.long))
+            self.register_buffer("seed", torch.tensor(int(seed), dtype=torch.long))
+            self.register_buffer("initialised", torch.zeros(num_classes, dtype=torch.bool))
+            self.register_buffer("wins", torch.zeros(num_classes, kmax, dtype=torch.long))
+            self.register_buffer("revivals", torch.zeros(num_classes, kmax, dtype=torch.long))
+            ready = (torch.tensor(self.ks) * SAMPLES_PER_SUBCENTROID).clamp(max=memory_size)
+            self.register_buffer("ready_count", ready, persistent=False)  # (C,) memory a class needs
+
+    def schedule(self, init_step: int) -> None:
+        """Let classes be clustered from their memories from update `init_step` on (the end of the
+        learning-rate warm-up: before it the embedding moves too fast for the clusters to last)."""
+        if self.revive:
+            self.init_step.fill_(int(init_step))
 
     def similarities(self, emb: torch.Tensor) -> torch.Tensor:
         """(N, D) embeddings -> (N, C, Kmax) cosine similarities, padded slots at -inf."""
@@ -98,9 +150,18 @@ class DNCHead(nn.Module):
         """
         x = F.normalize(emb.detach().float(), dim=-1)
         x, labels, ids, correct = distributed.all_gather_cat(x, labels, ids, correct)
+        if self.revive:  # which own-class sub-centroid each sample is nearest to, before this step
+            won = own_class_winners(self.similarities(x), labels)
+            self.wins += win_counts(won, labels, self.num_classes, self.centroids.shape[1])
         classes = self.memory.push(x[correct], labels[correct], ids[correct])
-        if classes.numel() == 0:
-            return
+        if classes.numel() > 0:
+            self._momentum_step(classes)
+        if self.revive:
+            self.updates += 1
+            self._revive()
+
+    def _momentum_step(self, classes: torch.Tensor) -> None:
+        """Sinkhorn-assign the memories of `classes` (T,) and move their sub-centroids by momentum."""
         feats, mask = self.memory.slots(classes)  # (T, M, D), (T, M)
         old = self.centroids.index_select(0, classes)  # (T, K, D)
         kmask = self.k_mask[classes]  # (T, K)
@@ -116,6 +177,32 @@ class DNCHead(nn.Module):
         has = (counts > 0) & kmask
         self.centroids[classes] = torch.where(has[..., None], moved, old)
 
+    def _revive(self) -> None:
+        """Cluster ready classes from their memories; re-cluster classes holding a dead sub-centroid."""
+        step = int(self.updates)
+        if step < int(self.init_step):
+            return
+        fresh = ~self.initialised & (self.memory.count >= self.ready_count)  # (C,)
+        dead = torch.zeros_like(self.k_mask)
+        if step % self.revive_every == 0:
+            judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED)  # (C,)
+            dead = judged[:, None] & self.k_mask & ~live_mask(self.wins, self.k_mask, LIVE_SHARE)
+            self.wins[judged] = 0
+        redo = fresh | dead.any(1)
+        if not bool(redo.any()):
+            return
+        classes = redo.nonzero().flatten()  # (T,)
+        feats, mask = self.memory.slots(classes)  # (T, M, D), (T, M)
+        kmask = self.k_mask[classes]
+        keep = ~dead[classes] & ~fresh[classes, None]  # a fresh class is seeded entirely from data
+        gen = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + step)
+        seeds = kmeanspp_seeds(feats, mask, kmask, self.centroids[classes], keep, gen)
+        self.centroids[classes] = sinkhorn_kmeans(feats, mask, kmask, seeds, RECLUSTER_ROUNDS, self.epsilon,
+                                                  self.sinkhorn_iters)
+        self.revivals += dead.long()
+        self.initialised |= fresh
+        self.wins[classes] = 0
+
     @torch.no_grad()
     def set_exemplars(self, feats: torch.Tensor, ids: torch.Tensor, found: torch.Tensor):
         """Replace sub-centroids by real samples (exemplar anchoring, section 4.3).
@@ -130,7 +217,7 @@ class DNCHead(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"C={self.num_classes}, D={self.dim}, K={sorted(set(self.ks))}, T={self.temperature}, "
-                f"mu={self.momentum}, eps={self.epsilon}")
+                f"mu={self.momentum}, eps={self.epsilon}, revive={self.revive}")
 
 
 class LinearHead(nn.Module):

@@ -23,7 +23,8 @@ from training import checkpoint as ckpt_io
 from training import distributed
 from training.batches import augment, epoch_batches, iterate, normalise
 from training.data import ImageData, load_dataset
-from training.head import normalise_ks
+from training.head import DNCHead, normalise_ks
+from training.liveness import own_class_winners, summarise, win_counts
 from training.model import Classifier, ModelConfig
 from training.report import topk_correct, write_log
 
@@ -113,8 +114,11 @@ def build_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimize
 @torch.no_grad()
 def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_size: int = 512,
              workers: int = 0, desc: str = "eval") -> dict:
-    """Top-1/top-5 accuracy (%) and mean loss of `model` on `data`, sharded over ranks."""
+    """Top-1/top-5 accuracy (%) and mean loss of `model` on `data`, sharded over ranks; for a DNC head
+    also the live-sub-centroid measure of training/liveness.py (keys live_mean, live_min, ...)."""
     model.eval()
+    head = model.head if isinstance(model.head, DNCHead) else None
+    wins = torch.zeros(head.centroids.shape[:2], dtype=torch.long, device=device) if head is not None else None
     batches = epoch_batches(len(data), batch_size, 0, 0, shuffle=False, rank=distributed.rank(),
                             world=distributed.world_size(), drop_last=False)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss, n
@@ -124,15 +128,22 @@ def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_siz
         x, y = normalise(x.to(device), model.cfg.mean, model.cfg.std), y.to(device)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            _, logits = model(x)
+            emb, logits = model(x)
+        if head is not None:
+            wins += win_counts(own_class_winners(head.similarities(emb), y), y, *wins.shape)
         t1, t5 = topk_correct(logits.float(), y)
         sums += torch.tensor([t1, t5, F.cross_entropy(logits.float(), y, reduction="sum").item(), len(y)],
                              dtype=torch.float64, device=device)
     if distributed.is_active():
         torch.distributed.all_reduce(sums)
+        if wins is not None:
+            torch.distributed.all_reduce(wins)
     n = max(1.0, float(sums[3]))
-    return {"top1": 100 * float(sums[0]) / n, "top5": 100 * float(sums[1]) / n, "loss": float(sums[2]) / n,
-            "n": int(sums[3])}
+    res = {"top1": 100 * float(sums[0]) / n, "top5": 100 * float(sums[1]) / n, "loss": float(sums[2]) / n,
+           "n": int(sums[3])}
+    if head is not None:
+        res.update(summarise(wins, head.centroids, head.k_mask))
+    return res
 
 
 def train_step(encoder: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
@@ -257,6 +268,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                              "checkpoint's batch size and data")
         total = cfg.epochs * n_batches
         warmup = int(cfg.warmup_epochs * n_batches)
+        if isinstance(model.head, DNCHead):
+            model.head.schedule(init_step=warmup)  # sub-centroids from data once the warm-up is over
         ckpt_path = out / "checkpoint.safetensors"
         step_losses: list[float] = []
         amp = device.type == "cuda"
@@ -314,6 +327,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
             row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": loss_sum / max(1, seen),
                    "train_top1": 100 * correct / max(1, seen), "test_top1": ev["top1"], "test_top5": ev["top5"],
                    "test_loss": ev["loss"], "seconds": round(time.time() - t0, 1)}
+            row.update(_subcentroid_row(ev, model.head))
             history.append(row)
             log.info("epoch %d: train loss %.4f top-1 %.2f | test top-1 %.2f top-5 %.2f (%.0fs)", epoch + 1,
                      row["train_loss"], row["train_top1"], ev["top1"], ev["top5"], row["seconds"])
@@ -326,6 +340,18 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
     finally:
         if started_ddp:
             distributed.teardown()
+
+
+def _subcentroid_row(ev: dict, head: torch.nn.Module) -> dict:
+    """The live-sub-centroid columns of a log row (DNC heads only): the measure on the test set and,
+    with revival on, how many sub-centroids have been re-seeded so far."""
+    if "live_mean" not in ev:
+        return {}
+    row = {"test_live": ev["live_mean"], "test_live_min": ev["live_min"], "centroid_cos": ev["centroid_cos"],
+           "live_per_class": ev["live_per_class"]}
+    if getattr(head, "revive", False):
+        row["revivals"] = int(head.revivals.sum())
+    return row
 
 
 def _reconcile(model_cfg: ModelConfig | None, resume: ckpt_io.Checkpoint | None) -> ModelConfig:

@@ -35,6 +35,8 @@ class ModelConfig:
     sinkhorn_iters: int = 3
     memory_size: int = 256
     memory_cap: int = 32
+    revive: bool = False  # sub-centroids from data after warm-up, dead ones re-clustered (training/head.py)
+    revive_every: int = 50
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     class_names: list[str] = field(default_factory=list)
@@ -84,7 +86,8 @@ class Classifier(nn.Module):
         if cfg.head == "dnc":
             gen = torch.Generator().manual_seed(seed + 1)
             self.head = DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum,
-                                cfg.epsilon, cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen)
+                                cfg.epsilon, cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen,
+                                cfg.revive, cfg.revive_every, seed)
         else:
             self.head = LinearHead(cfg.num_classes, cfg.embed_dim)
 

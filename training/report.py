@@ -31,14 +31,17 @@ def write_log(history: list[dict], out_dir: Path) -> None:
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    """Two panels: training loss, and train/test top-1 and test top-5 per epoch."""
+    """Training loss; train/test top-1 and test top-5; and, for DNC runs, the live sub-centroids per
+    class on test images (mean and fewest) with the mean pairwise cosine of a class's sub-centroids."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    live = any(r.get("test_live") is not None for r in history)
+    fig, axes = plt.subplots(1, 3 if live else 2, figsize=(15 if live else 10, 4))
+    a, b = axes[0], axes[1]
     a.plot(ep, [r.get("train_loss") for r in history], marker="o")
     a.set(xlabel="epoch", ylabel="training loss", title="loss")
     for key in ("train_top1", "test_top1", "test_top5"):
@@ -47,6 +50,24 @@ def plot_history(history: list[dict], path: Path) -> None:
     b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     b.legend()
     b.grid(alpha=0.3)
+    if live:
+        _plot_live(axes[2], history)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_live(ax, history: list[dict]) -> None:
+    ep = [r["epoch"] for r in history]
+    ax.plot(ep, [r.get("test_live") for r in history], marker="o", label="live per class (mean)")
+    ax.plot(ep, [r.get("test_live_min") for r in history], marker="v", label="live per class (fewest)")
+    ax.set(xlabel="epoch", ylabel="live sub-centroids (test images, >= 5% of class)", title="sub-centroids in use")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    cos = ax.twinx()
+    cos.plot(ep, [r.get("centroid_cos") for r in history], color="grey", linestyle="--", marker=".",
+             label="mean pairwise cosine")
+    cos.set(ylabel="pairwise cosine within a class", ylim=(-0.1, 1.05))
+    lines = ax.get_legend_handles_labels()
+    more = cos.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)

@@ -38,6 +38,12 @@ def test_export_passes_parity_and_describes_itself(exported, dnc_checkpoint):
     assert cs.class_names == ck.model_config.class_names
     np.testing.assert_allclose(cs.centroids, ck.model_state["head.centroids"].numpy(), atol=1e-6)
     assert cs.set_id == back["centroid_set"]["set_id"]
+    # What the exported model uses: live sub-centroids counted on the data set's test images.
+    use = back["subcentroids"]
+    assert use["k_per_class"] == cs.ks and use["images"] == 10000 and use["split"] == "test"
+    assert all(1 <= live <= k for live, k in zip(use["live_per_class"], cs.ks, strict=True))
+    assert use["centroid_cos_per_class"][8] is None  # the K=1 class has no pair
+    assert abs(use["top1"] - ck.history[-1]["test_top1"]) < 5  # the same model, on 10,000 vs 512 images
 
 
 def test_graphs_have_dynamic_batch_and_named_tensors(exported):

@@ -16,8 +16,13 @@ torch.set_num_threads(1)
 rank = int(__import__("os").environ["RANK"])
 cfg = TrainConfig(data="fashion-mnist", out=str(out), epochs=1, batch_size=16, lr=0.05, train_limit=256,
                   test_limit=64, workers=0, max_steps=6)
-model = train(cfg, ModelConfig(num_classes=10, width=8, embed_dim=16, memory_size=16, memory_cap=4,
-                               momentum=0.5, head=head_kind))["model"]
+# "dnc-revive": sub-centroids clustered from memory (8 samples per class suffice here) after a
+# 1-step warm-up and checked for dead ones every 2 steps, so both happen within the 6 steps.
+revive = head_kind == "dnc-revive"
+cfg.warmup_epochs = 0.125 if revive else cfg.warmup_epochs
+model = train(cfg, ModelConfig(num_classes=10, width=8, embed_dim=16, memory_size=8 if revive else 16,
+                               memory_cap=4, momentum=0.5, head="dnc" if revive else head_kind, k=2 if revive else 4,
+                               revive=revive, revive_every=2))["model"]
 assert not distributed.is_active()  # torn down on return
 # Everything each rank ends with: weights and buffers (DNC: centroids and memory; softmax: the fc).
 save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / f"rank{rank}.safetensors"))

@@ -44,6 +44,15 @@ def test_two_process_dnc_centroids_agree(tmp_path, fmnist_ready):
 
 
 @pytest.mark.slow
+def test_two_process_revival_is_identical_on_both_ranks(tmp_path, fmnist_ready):
+    r0, r1 = _torchrun(tmp_path, "dnc-revive")
+    assert bool(r0["head.initialised"].any()), "no class was clustered from its memory"
+    assert int(r0["head.updates"]) == 6
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks"
+
+
+@pytest.mark.slow
 def test_two_process_softmax_twin_stays_in_sync(tmp_path, fmnist_ready):
     r0, r1 = _torchrun(tmp_path, "softmax")
     assert "head.fc.weight" in r0

@@ -10,25 +10,29 @@ from training.loop import TrainConfig, train
 from training.model import ModelConfig
 
 
-def _cfgs(tmp_path, name, **kw):
+def _cfgs(tmp_path, name, revive=False, **kw):
     t = TrainConfig(data="fashion-mnist", out=str(tmp_path / name), epochs=2, batch_size=32, lr=0.05,
                     train_limit=192, test_limit=64, workers=0, warmup_epochs=0.5, **kw)
-    m = ModelConfig(num_classes=10, width=8, embed_dim=16, memory_size=16, memory_cap=4)
+    # With revive: classes are clustered from memory once it holds 16 samples (about step 5), and
+    # checked for dead sub-centroids every 2 steps, so both stops below cross that state.
+    m = ModelConfig(num_classes=10, width=8, embed_dim=16, memory_size=16, memory_cap=4, revive=revive,
+                    revive_every=2)
     return t, m
 
 
 @pytest.mark.slow
-def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready):
+@pytest.mark.parametrize("revive", [False, True])
+def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready, revive):
     # 6 steps per epoch: stop mid-epoch (4) and at an epoch boundary (6), compare continuations.
-    t, m = _cfgs(tmp_path, "full")
+    t, m = _cfgs(tmp_path, "full", revive)
     full_run = train(t, m)
     full = full_run["step_losses"]
     assert len(full) == 12
     for stop in (4, 6):
-        t, m = _cfgs(tmp_path, f"part{stop}", max_steps=stop)
+        t, m = _cfgs(tmp_path, f"part{stop}", revive, max_steps=stop)
         first = train(t, m)["step_losses"]
         assert first == pytest.approx(full[:stop], abs=0)
-        t, _ = _cfgs(tmp_path, f"part{stop}", resume=str(tmp_path / f"part{stop}" / "checkpoint.safetensors"))
+        t, _ = _cfgs(tmp_path, f"part{stop}", revive, resume=str(tmp_path / f"part{stop}" / "checkpoint.safetensors"))
         rest = train(t, None)
         assert rest["step_losses"] == pytest.approx(full[stop:], abs=1e-6), stop
         # The per-epoch log of the interrupted run is the uninterrupted run's, row for row.
@@ -47,6 +51,13 @@ def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready):
     assert side["model_config"]["embed_dim"] == 16
     for f in ("log.csv", "log.json", "curves.png"):
         assert (tmp_path / "full" / f).stat().st_size > 0
+    # The live-sub-centroid measure is logged every epoch.
+    header = (tmp_path / "full" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"test_live", "test_live_min", "centroid_cos"} <= set(header)
+    assert all(1 <= row["test_live"] <= 4 for row in ck.history)
+    if revive:  # the resumed runs above went through the clustering from memory
+        assert bool(ck.model_state["head.initialised"].any()) and "revivals" in ck.history[-1]
+        assert int(ck.model_state["head.updates"]) == 12
 
 
 def test_resume_refuses_changed_model_or_run(tmp_path, fmnist_ready):

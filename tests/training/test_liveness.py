@@ -1,0 +1,114 @@
+"""The live-sub-centroid measure and the batched memory clustering, against numpy float64 references
+on fresh random inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training.reference import live_counts, normalise, sinkhorn_kmeans
+from training.head import DNCHead
+from training.liveness import LIVE_SHARE, own_class_winners, summarise, win_counts
+from training.recluster import kmeanspp_seeds
+from training.recluster import sinkhorn_kmeans as torch_kmeans
+
+
+@pytest.mark.parametrize("ks", [[4, 4, 4], [1, 3, 4, 2, 4]])
+def test_live_measure_matches_reference(rng, ks):
+    c, d, n = len(ks), 8, 400
+    head = DNCHead(c, d, ks)
+    # Sub-centroids near each other so that some win rarely: live counts vary between classes.
+    base = rng.standard_normal((c, 1, d))
+    cent = normalise(base + 0.6 * rng.standard_normal((c, max(ks), d)))
+    for cls, k in enumerate(ks):  # one sub-centroid per class points away from the class: dead
+        if k > 1:
+            cent[cls, k - 1] = normalise(-base[cls, 0] + 0.3 * rng.standard_normal(d))
+    cent *= head.k_mask.numpy()[..., None]
+    head.centroids.copy_(torch.from_numpy(cent).float())
+    labels = rng.integers(0, c, n)
+    labels[labels == c - 1] = 0  # the last class has no sample: reported as None
+    emb = rng.standard_normal((n, d)) + 2 * base[labels, 0]
+    sim = head.similarities(torch.from_numpy(emb).float())
+    counts = win_counts(own_class_winners(sim, torch.from_numpy(labels)), torch.from_numpy(labels), c, max(ks))
+    got = summarise(counts, head.centroids, head.k_mask)
+    ref_live, ref_cos = live_counts(emb, labels, cent, ks, LIVE_SHARE)
+    assert got["live_per_class"][:-1] == ref_live[:-1].tolist() and got["live_per_class"][-1] is None
+    assert any(live < k for live, k in zip(ref_live[:-1], ks, strict=False)), "inputs too easy: nothing dead"
+    assert got["live_mean"] == pytest.approx(ref_live[:-1].mean())
+    for g, r in zip(got["centroid_cos_per_class"], ref_cos, strict=True):
+        assert (g is None and np.isnan(r)) or g == pytest.approx(r, abs=1e-4)
+    assert got["k_per_class"] == ks
+
+
+def test_sinkhorn_kmeans_matches_reference_per_class(rng):
+    ks, d, m = [4, 2, 3], 6, 40
+    k_mask = torch.arange(4)[None] < torch.tensor(ks)[:, None]
+    counts = [40, 25, 33]  # classes with different memory fill
+    feats = np.zeros((3, m, d))
+    for c, n in enumerate(counts):
+        centres = rng.standard_normal((ks[c], d)) * 2
+        feats[c, :n] = normalise(centres[rng.integers(0, ks[c], n)] + rng.standard_normal((n, d)))
+    mask = torch.arange(m)[None] < torch.tensor(counts)[:, None]
+    init = normalise(rng.standard_normal((3, 4, d))) * k_mask.numpy()[..., None]
+    got = torch_kmeans(torch.from_numpy(feats).float(), mask, k_mask, torch.from_numpy(init).float(), rounds=8)
+    for c, (k, n) in enumerate(zip(ks, counts, strict=True)):
+        want = sinkhorn_kmeans(feats[c, :n], init[c, :k], 8, 0.05, 3)
+        np.testing.assert_allclose(got[c, :k].double().numpy(), want, atol=1e-4)
+        assert (got[c, k:] == 0).all()
+
+
+def test_kmeanspp_keeps_kept_and_draws_real_samples(rng):
+    feats = torch.from_numpy(normalise(rng.standard_normal((2, 30, 5)))).float()
+    mask = torch.arange(30)[None] < torch.tensor([30, 12])[:, None]
+    k_mask = torch.ones(2, 3, dtype=torch.bool)
+    current = torch.nn.functional.normalize(torch.randn(2, 3, 5), dim=-1)
+    keep = torch.tensor([[True, False, False], [False, False, False]])
+    seeds = kmeanspp_seeds(feats, mask, k_mask, current, keep, torch.Generator().manual_seed(3))
+    assert torch.equal(seeds[0, 0], current[0, 0])
+    for c, j in [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]:  # each drawn seed is a real (unmasked) sample
+        hits = (feats[c][mask[c]] == seeds[c, j]).all(1)
+        assert hits.any(), (c, j)
+    again = kmeanspp_seeds(feats, mask, k_mask, current, keep, torch.Generator().manual_seed(3))
+    assert torch.equal(seeds, again), "same generator seed, different seeds"
+
+
+def _filled_head(rng, revive_every=3):
+    """A K=3 head over 2 classes whose memories hold 3 well-separated modes each (fresh random data)."""
+    d = 8
+    head = DNCHead(2, d, 3, memory_size=48, memory_cap=48, revive=True, revive_every=revive_every, seed=7)
+    modes = normalise(rng.standard_normal((2, 3, d)))
+    x = np.concatenate([normalise(modes[c, rng.integers(0, 3, 48)] + 0.1 * rng.standard_normal((48, d)))
+                        for c in range(2)])
+    labels = np.repeat([0, 1], 48)
+    return head, modes, torch.from_numpy(x).float(), torch.from_numpy(labels)
+
+
+def test_revive_clusters_memory_after_the_scheduled_step(rng):
+    head, modes, x, labels = _filled_head(rng)
+    head.schedule(init_step=2)
+    random_init = head.centroids.clone()
+    ones = torch.ones(len(labels), dtype=torch.bool)
+    head.update(x, labels, torch.arange(len(labels)), ones)  # update 1: before init_step, momentum only
+    assert not head.initialised.any()
+    head.update(x, labels, torch.arange(len(labels)), ones)  # update 2: memories full -> clustered
+    assert head.initialised.all() and int(head.updates) == 2
+    # Each class's sub-centroids now sit on its three modes, one each (random vectors did not).
+    for c in range(2):
+        sim = modes[c] @ head.centroids[c].double().numpy().T  # (modes, K)
+        assert sorted(sim.argmax(1).tolist()) == [0, 1, 2] and sim.max(1).min() > 0.95
+        assert (modes[c] @ random_init[c].double().numpy().T).max() < 0.95
+
+
+def test_revive_reseeds_a_dead_sub_centroid_and_keeps_live_ones(rng):
+    head, modes, x, labels = _filled_head(rng, revive_every=3)
+    head.schedule(init_step=1)
+    ones = torch.ones(len(labels), dtype=torch.bool)
+    head.update(x, labels, torch.arange(len(labels)), ones)  # clustered at update 1
+    # Kill class 1's sub-centroid 2: point it away from every sample of the class.
+    head.centroids[1, 2] = -torch.nn.functional.normalize(x[labels == 1].mean(0), dim=0)
+    head.wins.zero_()
+    head.update(x, labels, torch.arange(len(labels)), ones)  # update 2: no check yet
+    assert int(head.revivals.sum()) == 0
+    head.update(x, labels, torch.arange(len(labels)), ones)  # update 3: check -> class 1 re-clustered
+    assert head.revivals.tolist() == [[0, 0, 0], [0, 0, 1]]
+    sim = modes[1] @ head.centroids[1].double().numpy().T
+    assert sorted(sim.argmax(1).tolist()) == [0, 1, 2] and sim.max(1).min() > 0.95
