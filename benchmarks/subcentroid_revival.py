@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the generator lives with the tests
+from training.loop import TrainConfig, train  # noqa: E402
+from training.model import ModelConfig  # noqa: E402
 
 VARIANTS = {
     "base": dict(k=4),  # the paper's random initialisation, mu = 0.999
