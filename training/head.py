@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import distributed
-from training.liveness import LIVE_SHARE, live_mask, own_class_winners, win_counts
+from training.liveness import LIVE_SHARE, live_mask, win_counts
 from training.memory import ClassMemory
 from training.recluster import kmeanspp_seeds, sinkhorn_kmeans
 from training.sinkhorn import sinkhorn_assign
@@ -132,6 +132,14 @@ class DNCHead(nn.Module):
             sim = torch.einsum("nd,ckd->nck", x, self.centroids)
             return sim if self.uniform_k else sim.masked_fill(~self.k_mask, float("-inf"))
 
+    def own_class_winners(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, D) embeddings, (N,) labels -> (N,) index of each sample's nearest sub-centroid of its own
+        class (only the own class's K are compared: N x K x D, not N x C x K x D)."""
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            x = F.normalize(emb.float(), dim=-1)
+            sim = torch.einsum("nd,nkd->nk", x, self.centroids[labels])  # (N, K)
+            return sim.masked_fill(~self.k_mask[labels], float("-inf")).argmax(dim=1)
+
     def scores(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) -> class scores (N, C) = max over K of cosine, and winning index (N, C)."""
         return self.similarities(emb).max(dim=2)
@@ -151,7 +159,7 @@ class DNCHead(nn.Module):
         x = F.normalize(emb.detach().float(), dim=-1)
         x, labels, ids, correct = distributed.all_gather_cat(x, labels, ids, correct)
         if self.revive:  # which own-class sub-centroid each sample is nearest to, before this step
-            won = own_class_winners(self.similarities(x), labels)
+            won = self.own_class_winners(x, labels)
             self.wins += win_counts(won, labels, self.num_classes, self.centroids.shape[1])
         classes = self.memory.push(x[correct], labels[correct], ids[correct])
         if classes.numel() > 0:

@@ -15,12 +15,6 @@ import torch.nn.functional as F
 LIVE_SHARE = 0.05
 
 
-def own_class_winners(sim: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(N, C, K) similarities (padded slots -inf), (N,) labels -> (N,) index of the nearest
-    sub-centroid of each sample's own class."""
-    return sim[torch.arange(len(labels), device=sim.device), labels].argmax(dim=1)
-
-
 def win_counts(winners: torch.Tensor, labels: torch.Tensor, num_classes: int, kmax: int) -> torch.Tensor:
     """(N,) winners, (N,) labels -> (C, K) int64: how many samples of class c chose sub-centroid k."""
     flat = labels * kmax + winners

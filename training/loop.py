@@ -24,7 +24,7 @@ from training import distributed
 from training.batches import augment, epoch_batches, iterate, normalise
 from training.data import ImageData, load_dataset
 from training.head import DNCHead, normalise_ks
-from training.liveness import own_class_winners, summarise, win_counts
+from training.liveness import summarise, win_counts
 from training.model import Classifier, ModelConfig
 from training.report import topk_correct, write_log
 
@@ -130,7 +130,7 @@ def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_siz
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             emb, logits = model(x)
         if head is not None:
-            wins += win_counts(own_class_winners(head.similarities(emb), y), y, *wins.shape)
+            wins += win_counts(head.own_class_winners(emb, y), y, *wins.shape)
         t1, t5 = topk_correct(logits.float(), y)
         sums += torch.tensor([t1, t5, F.cross_entropy(logits.float(), y, reduction="sum").item(), len(y)],
                              dtype=torch.float64, device=device)

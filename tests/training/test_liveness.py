@@ -7,7 +7,7 @@ import torch
 
 from tests.training.reference import live_counts, normalise, sinkhorn_kmeans
 from training.head import DNCHead
-from training.liveness import LIVE_SHARE, own_class_winners, summarise, win_counts
+from training.liveness import LIVE_SHARE, summarise, win_counts
 from training.recluster import kmeanspp_seeds
 from training.recluster import sinkhorn_kmeans as torch_kmeans
 
@@ -27,8 +27,8 @@ def test_live_measure_matches_reference(rng, ks):
     labels = rng.integers(0, c, n)
     labels[labels == c - 1] = 0  # the last class has no sample: reported as None
     emb = rng.standard_normal((n, d)) + 2 * base[labels, 0]
-    sim = head.similarities(torch.from_numpy(emb).float())
-    counts = win_counts(own_class_winners(sim, torch.from_numpy(labels)), torch.from_numpy(labels), c, max(ks))
+    won = head.own_class_winners(torch.from_numpy(emb).float(), torch.from_numpy(labels))
+    counts = win_counts(won, torch.from_numpy(labels), c, max(ks))
     got = summarise(counts, head.centroids, head.k_mask)
     ref_live, ref_cos = live_counts(emb, labels, cent, ks, LIVE_SHARE)
     assert got["live_per_class"][:-1] == ref_live[:-1].tolist() and got["live_per_class"][-1] is None
