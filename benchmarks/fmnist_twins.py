@@ -20,7 +20,11 @@ import torch
 from training.loop import TrainConfig, train
 from training.model import ModelConfig
 
-TWINS = {"dnc": dict(head="dnc", k=4), "softmax": dict(head="softmax"), "k1": dict(head="dnc", k=1)}
+# "dnc" is the product's default DNC head; "dnc-paper" the paper's initialisation and momentum (random
+# unit sub-centroids, mu = 0.999, no clustering from memory): the ablation of issue 9.
+TWINS = {"dnc": dict(head="dnc", k=4), "softmax": dict(head="softmax"), "k1": dict(head="dnc", k=1),
+         "dnc-paper": dict(head="dnc", k=4, revive=False, momentum=0.999)}
+LIVE_KEYS = ("test_live", "test_live_min", "centroid_cos", "live_per_class", "revivals")
 
 
 def plot_twins(results: dict, path: Path) -> None:
@@ -54,10 +58,13 @@ def main() -> None:
     ap.add_argument("--embed-dim", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--heads", default="dnc,softmax,k1", help="comma list of twins: dnc, softmax, k1")
+    ap.add_argument("--heads", default="dnc,softmax,k1", help=f"comma list of twins: {', '.join(TWINS)}")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", default="runs/bench-fmnist")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -65,20 +72,23 @@ def main() -> None:
     for name in args.heads.split(","):
         mcfg = ModelConfig(num_classes=10, arch=args.arch, width=args.width, embed_dim=args.embed_dim,
                            **TWINS[name])
-        tcfg = TrainConfig(data="fashion-mnist", out=str(out / name), epochs=args.epochs,
+        key = f"{name}/e{args.epochs}/s{args.seed}"
+        tcfg = TrainConfig(data="fashion-mnist", out=str(out / key), epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                            warmup_epochs=0.5, workers=0)
         t0 = time.time()
         r = train(tcfg, mcfg)
         last = r["history"][-1]
-        results[name] = {"test_top1": last["test_top1"], "test_top5": last["test_top5"],
-                         "wall_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs,
-                         "per_epoch_top1": [h["test_top1"] for h in r["history"]],
-                         "model": mcfg.to_dict(), "machine": platform.processor() or platform.machine(),
-                         "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+        results[key] = {"test_top1": last["test_top1"], "test_top5": last["test_top5"],
+                        "wall_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs, "seed": args.seed,
+                        "per_epoch_top1": [h["test_top1"] for h in r["history"]],
+                        "per_epoch_live": [{k: h.get(k) for k in LIVE_KEYS} for h in r["history"]],
+                        "model": mcfg.to_dict(), "machine": platform.processor() or platform.machine(),
+                        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
         results_path.write_text(json.dumps(results, indent=1))
         plot_twins(results, out / "twins.png")
-        print(f"{name}: top-1 {last['test_top1']:.2f}% in {results[name]['wall_minutes']} min", flush=True)
+        print(f"{key}: top-1 {last['test_top1']:.2f}%, live {last.get('test_live')} in "
+              f"{results[key]['wall_minutes']} min", flush=True)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ def load(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         optim = _unflatten_optimizer({f"optim.{k}": v for k, v in group("optim.").items()}, meta["optimizer"])
     mc = dict(meta["model_config"])
     mc.setdefault("revive", False)  # written before sub-centroids were revived: no such buffers
+    mc.setdefault("revive_momentum", mc.get("momentum", 0.999))  # written when one momentum served both
     return Checkpoint(
         model_config=ModelConfig(**mc), model_state=group("model."),
         train_config=meta.get("train_config", {}), epoch=meta["epoch"], step=meta["step"],

@@ -39,12 +39,14 @@ MODEL_FLAGS = [
     ("--width", int, _M.width, "backbone base width (64 is the standard ResNet)"),
     ("--embed-dim", int, _M.embed_dim, "embedding width D"),
     ("--temperature", float, _M.temperature, "logits = cosine / temperature"),
-    ("--centroid-momentum", float, _M.momentum, "sub-centroid momentum mu"),
+    ("--centroid-momentum", float, _M.momentum, "momentum mu of random sub-centroids (of all with --no-revive)"),
     ("--epsilon", float, _M.epsilon, "Sinkhorn entropic regularisation"),
     ("--sinkhorn-iters", int, _M.sinkhorn_iters, "Sinkhorn iterations"),
     ("--memory-size", int, _M.memory_size, "memory slots per class"),
     ("--memory-cap", int, _M.memory_cap, "max samples per class entering the memory per step"),
     ("--revive-every", int, _M.revive_every, "with --revive: updates between checks for dead sub-centroids"),
+    ("--revive-momentum", float, _M.revive_momentum, "with --revive: momentum of sub-centroids clustered from data"),
+    ("--assign-weight", float, _M.assign_weight, "experimental: weight of the sub-centroid assignment loss"),
     ("--image-size", int, 32, "input size for image folders"),
     ("--channels", int, 3, "input channels for image folders (1 or 3)"),
 ]
@@ -103,9 +105,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
     g.add_argument("--head", choices=["dnc", "softmax"], default=None, help=f"head type (default {m.head})")
     g.add_argument("--revive", action=argparse.BooleanOptionalAction, default=None,
-                   help="experimental: cluster each class's memory into its sub-centroids after the warm-up and "
-                        f"re-cluster classes whose sub-centroids stop winning (default {m.revive}; "
-                        "see docs/BENCHMARKS.md)")
+                   help="cluster each class's memory into its sub-centroids after the warm-up and re-cluster "
+                        f"classes whose sub-centroids stop winning (default {m.revive}; --no-revive is the paper's "
+                        "random initialisation; see docs/BENCHMARKS.md)")
     g = p.add_argument_group("optimisation and run (on --resume, the checkpoint's unless given)")
     for flag, kind, text in TRAIN_FLAGS:
         dest = flag.lstrip("-").replace("-", "_")

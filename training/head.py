@@ -6,18 +6,27 @@ temperature. The sub-centroid tensor is a buffer, never a parameter: it is estim
 by per-class Sinkhorn clustering and a momentum update, from correctly classified samples only,
 held in a bounded per-class memory.
 
-Optional revival of sub-centroids (`revive`, off by default; an experiment, see docs/BENCHMARKS.md):
-random unit vectors moving at mu = 0.999 need about a thousand steps to reach the data, and
-meanwhile the encoder pulls every class onto whichever of its sub-centroids happened to be nearest,
-so short runs end with one live sub-centroid per class. With `revive`, once a class's memory holds
-enough samples after the warm-up (`schedule`), its sub-centroids are set by clustering that memory
-with the update's own Sinkhorn rule (training/recluster.py); afterwards, every `revive_every`
-updates, a class whose sub-centroid won under 5% of its training samples since the last check is
-re-clustered from its memory, keeping its live sub-centroids as seeds. All of it runs on gathered
-tensors, so every rank does the same; all of its state is in buffers, so checkpoints resume it
-exactly. Measured so far: it keeps more sub-centroids live but costs accuracy on short runs, and on
-an embedding that has not yet separated the classes a data initialisation removes the separated
-random targets that drive learning (the classes' sub-centroids land together and stay together).
+Sub-centroids from data (`revive`, off by default; an experiment, see docs/BENCHMARKS.md): random
+unit vectors moving at mu = 0.999 need about a thousand steps to reach the data, and meanwhile the
+encoder pulls every class onto whichever of its sub-centroids happened to be nearest, so short runs
+end with one live sub-centroid per class. With `revive`, once a class's memory holds enough samples
+after the warm-up (`schedule`), its sub-centroids are set by clustering that memory with the
+update's own Sinkhorn rule (training/recluster.py); afterwards, every `revive_every` updates, a
+class whose sub-centroid won under 5% of its training samples since the last check is re-clustered
+from its memory, keeping its live sub-centroids as seeds. A class is clustered only once the
+embedding separates it from the others (READY_MARGIN): until then they are the well-separated
+targets that pull the classes apart, and they move at the paper's mu = 0.999; once clustered from
+data they move at `revive_momentum` (0.99), fast enough to follow the embedding. All of it runs on
+gathered tensors, so every rank does the same; all of its state is in buffers, so checkpoints resume
+it exactly. Measured so far (docs/BENCHMARKS.md): 3.4-4 of 4 live on coarse Fashion-MNIST where the
+paper's initialisation keeps 1, but about 1 point of top-1 lost on short schedules; on an embedding
+that has not yet separated the classes, a data initialisation without the readiness margin removes
+the separated random targets that drive learning, and training stalls.
+
+Optional assignment loss (`assign_weight`, off by default; an experiment): cross-entropy over a
+sample's own-class sub-centroids towards its Sinkhorn assignment (batch clustered with the memory),
+which makes the encoder keep a class spread over its K sub-centroids. It keeps them live on the
+multi-mode test set but costs top-1 on Fashion-MNIST (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -37,6 +46,14 @@ from training.sinkhorn import sinkhorn_assign
 RECLUSTER_ROUNDS = 10
 # Memory samples a class needs, per sub-centroid, before it is clustered into sub-centroids.
 SAMPLES_PER_SUBCENTROID = 16
+# A class is clustered from its memory only once the embedding separates it: the mean margin of its
+# memory samples (cosine to their nearest own sub-centroid minus cosine to the nearest sub-centroid of
+# any other class) is at least this. Until then the random, well-separated initial sub-centroids are
+# the targets that pull the classes apart; clusters of an embedding that has not separated the classes
+# would put every class's sub-centroids at one point, where training stalls.
+READY_MARGIN = 0.2
+# Memory samples per class the margin is measured on (the readiness check only).
+READY_SAMPLES = 32
 # Training samples a class needs in a check window before its sub-centroids are judged dead or alive.
 MIN_JUDGED = int(2 / LIVE_SHARE)
 
@@ -86,6 +103,8 @@ class DNCHead(nn.Module):
         revive: bool = False,
         revive_every: int = 50,
         seed: int = 0,
+        assign_weight: float = 0.0,
+        revive_momentum: float = 0.99,
     ):
         super().__init__()
         if temperature <= 0:
@@ -109,6 +128,12 @@ class DNCHead(nn.Module):
         if revive_every < 1:
             raise ValueError(f"revive-every must be >= 1 update, got {revive_every}")
         self.revive, self.revive_every = bool(revive), int(revive_every)
+        if not 0.0 <= revive_momentum < 1.0:
+            raise ValueError(f"revive momentum must be in [0, 1), got {revive_momentum}")
+        self.revive_momentum = float(revive_momentum)
+        if assign_weight < 0:
+            raise ValueError(f"assignment-loss weight must be >= 0, got {assign_weight}")
+        self.assign_weight = float(assign_weight)
         if self.revive:
             self.register_buffer("updates", torch.zeros((), dtype=torch.long))
             self.register_buffer("init_step", torch.zeros((), dtype=torch.long))
@@ -148,6 +173,52 @@ class DNCHead(nn.Module):
         """(N, D) -> (N, C) logits: best-sub-centroid cosine divided by the temperature."""
         return self.scores(emb)[0] / self.temperature
 
+    def loss(self, emb: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training loss: cross-entropy on the logits (eq. 7), plus, with `assign_weight`, the
+        sub-centroid assignment loss (see `assignment_loss`)."""
+        loss = F.cross_entropy(logits.float(), labels)
+        if self.assign_weight > 0:
+            loss = loss + self.assign_weight * self.assignment_loss(emb, labels)
+        return loss
+
+    def assignment_loss(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over a sample's own-class sub-centroids towards its equipartition assignment.
+
+        (N, D) embeddings (with grad), (N,) labels -> scalar. The target of each sample is the
+        sub-centroid the Sinkhorn plan (eq. 6) gives it when the batch is clustered together with its
+        class's memory, so the K sub-centroids share the class's samples; the max over K of eq. 7
+        alone only pulls every sample to whichever sub-centroid is already nearest.
+        """
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            x = F.normalize(emb.float(), dim=-1)
+            target = self._assign_targets(x.detach(), labels)  # (N,)
+            sim = torch.einsum("nd,nkd->nk", x, self.centroids[labels])  # (N, K)
+            sim = sim.masked_fill(~self.k_mask[labels], float("-inf"))
+            return F.cross_entropy(sim / self.temperature, target)
+
+    @torch.no_grad()
+    def _assign_targets(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, D) normalised embeddings, (N,) labels -> (N,) Sinkhorn assignment to own-class sub-centroids,
+        solved per class over the batch's samples and the class's memory together."""
+        order = torch.sort(labels, stable=True).indices
+        classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        t = torch.repeat_interleave(torch.arange(classes.numel(), device=x.device), counts)  # (N,) sorted
+        pos = torch.arange(x.shape[0], device=x.device) - starts[t]
+        b = int(counts.max())
+        batch = x.new_zeros(classes.numel(), b, x.shape[1])  # (T, B, D)
+        batch[t, pos] = x[order]
+        bmask = torch.zeros(classes.numel(), b, dtype=torch.bool, device=x.device)
+        bmask[t, pos] = True
+        feats, mask = self.memory.slots(classes)  # (T, M, D)
+        allf = torch.cat([batch, feats], 1)  # (T, B + M, D)
+        allm = torch.cat([bmask, mask], 1)
+        sim = torch.bmm(allf, self.centroids[classes].transpose(1, 2))  # (T, B + M, K)
+        assign = sinkhorn_assign(sim, allm, self.k_mask[classes], self.epsilon, self.sinkhorn_iters)
+        target = torch.empty_like(labels)
+        target[order] = assign[t, pos]
+        return target
+
     @torch.no_grad()
     def update(self, emb: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, correct: torch.Tensor):
         """One online clustering step from a training batch (every rank gets identical results).
@@ -181,7 +252,10 @@ class DNCHead(nn.Module):
         onehot = F.one_hot(assign, kmax).to(feats.dtype) * mask[..., None]  # (T, M, K)
         counts = onehot.sum(1)  # (T, K)
         means = torch.bmm(onehot.transpose(1, 2), feats) / counts.clamp(min=1)[..., None]  # (T, K, D)
-        moved = F.normalize(self.momentum * old + (1 - self.momentum) * means, dim=-1)
+        mu = torch.full((classes.numel(), 1, 1), self.momentum, device=old.device)  # (T, 1, 1)
+        if self.revive:  # sub-centroids clustered from data follow the embedding; random ones stay targets
+            mu[self.initialised[classes]] = self.revive_momentum
+        moved = F.normalize(mu * old + (1 - mu) * means, dim=-1)
         has = (counts > 0) & kmask
         self.centroids[classes] = torch.where(has[..., None], moved, old)
 
@@ -191,6 +265,9 @@ class DNCHead(nn.Module):
         if step < int(self.init_step):
             return
         fresh = ~self.initialised & (self.memory.count >= self.ready_count)  # (C,)
+        if bool(fresh.any()):
+            candidates = fresh.nonzero().flatten()
+            fresh[candidates] = self.margins(candidates) >= READY_MARGIN
         dead = torch.zeros_like(self.k_mask)
         if step % self.revive_every == 0:
             judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED)  # (C,)
@@ -210,6 +287,18 @@ class DNCHead(nn.Module):
         self.revivals += dead.long()
         self.initialised |= fresh
         self.wins[classes] = 0
+
+    def margins(self, classes: torch.Tensor) -> torch.Tensor:
+        """(T,) classes -> (T,) mean margin of each class's first READY_SAMPLES memory samples: cosine to
+        the nearest own sub-centroid minus cosine to the nearest sub-centroid of any other class."""
+        m = min(READY_SAMPLES, self.memory.size)
+        feats = self.memory.feats[classes, :m]  # (T, m, D)
+        sim = torch.einsum("tmd,ckd->tmck", feats, self.centroids)  # (T, m, C, K)
+        best = sim.masked_fill(~self.k_mask, float("-inf")).amax(3)  # (T, m, C)
+        own = best.gather(2, classes[:, None, None].expand(-1, m, 1))[..., 0]  # (T, m)
+        other = best.scatter(2, classes[:, None, None].expand(-1, m, 1), float("-inf")).amax(2)
+        filled = torch.arange(m, device=feats.device)[None] < self.memory.count[classes, None]
+        return ((own - other) * filled).sum(1) / filled.sum(1).clamp(min=1)
 
     @torch.no_grad()
     def set_exemplars(self, feats: torch.Tensor, ids: torch.Tensor, found: torch.Tensor):
@@ -239,6 +328,10 @@ class LinearHead(nn.Module):
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, C) logits."""
         return self.fc(emb)
+
+    def loss(self, emb: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Softmax cross-entropy."""
+        return F.cross_entropy(logits.float(), labels)
 
     def update(self, emb, labels, ids, correct):  # same interface as DNCHead
         """Nothing to estimate: the weights are learned by the optimiser."""

@@ -148,7 +148,7 @@ def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_siz
 
 def train_step(encoder: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                y: torch.Tensor, ids: torch.Tensor, amp: bool = False, correct: torch.Tensor | None = None,
-               update=None) -> tuple[torch.Tensor, torch.Tensor]:
+               update=None, loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step and one centroid update. Returns (loss, logits (N, C)).
 
     x: (N, Cin, H, W) normalised images; y, ids: (N,). `correct` (N,) bool overrides which samples
@@ -159,7 +159,7 @@ def train_step(encoder: torch.nn.Module, head: torch.nn.Module, opt: torch.optim
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
         emb = encoder(x)  # (N, D)
         logits = head(emb)  # (N, C)
-    loss = F.cross_entropy(logits.float(), y)
+    loss = (loss_fn or head.loss)(emb, logits, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -302,7 +302,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                 x = normalise(augment(x.to(device), aug_gen), model_cfg.mean, model_cfg.std)
                 x = x.contiguous(memory_format=torch.channels_last)
                 y, ids = y.to(device), ids.to(device)
-                loss, logits = train_step(encoder, head, opt, x, y, ids, amp, update=model.head.update)
+                loss, logits = train_step(encoder, head, opt, x, y, ids, amp, update=model.head.update,
+                                          loss_fn=model.head.loss)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
                 step += 1

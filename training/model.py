@@ -35,8 +35,10 @@ class ModelConfig:
     sinkhorn_iters: int = 3
     memory_size: int = 256
     memory_cap: int = 32
-    revive: bool = False  # sub-centroids from data after warm-up, dead ones re-clustered (training/head.py)
-    revive_every: int = 50
+    revive: bool = False  # experimental: sub-centroids from data after warm-up, dead ones re-clustered (head.py)
+    revive_every: int = 200
+    revive_momentum: float = 0.99  # momentum of sub-centroids once clustered from data (0.999 lags the embedding)
+    assign_weight: float = 0.0  # weight of the sub-centroid assignment loss (training/head.py)
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     class_names: list[str] = field(default_factory=list)
@@ -87,7 +89,8 @@ class Classifier(nn.Module):
             gen = torch.Generator().manual_seed(seed + 1)
             self.head = DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum,
                                 cfg.epsilon, cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen,
-                                cfg.revive, cfg.revive_every, seed)
+                                cfg.revive, cfg.revive_every, seed, cfg.assign_weight,
+                                cfg.revive_momentum)
         else:
             self.head = LinearHead(cfg.num_classes, cfg.embed_dim)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.reference import live_counts, normalise, sinkhorn_kmeans
+from tests.training.reference import live_counts, normalise, sinkhorn_kmeans, sinkhorn_plan
 from training.head import DNCHead
 from training.liveness import LIVE_SHARE, summarise, win_counts
 from training.recluster import kmeanspp_seeds
@@ -79,7 +79,36 @@ def _filled_head(rng, revive_every=3):
     x = np.concatenate([normalise(modes[c, rng.integers(0, 3, 48)] + 0.1 * rng.standard_normal((48, d)))
                         for c in range(2)])
     labels = np.repeat([0, 1], 48)
+    # Random sub-centroids the encoder has already pulled each class to (its mean direction, jittered):
+    # the classes are separated, so the readiness margin lets them be clustered.
+    means = normalise(np.stack([x[labels == c].mean(0) for c in range(2)]))
+    head.centroids.copy_(torch.from_numpy(normalise(means[:, None] + 0.3 * rng.standard_normal((2, 3, d)))).float())
     return head, modes, torch.from_numpy(x).float(), torch.from_numpy(labels)
+
+
+def test_readiness_margin_matches_reference_and_holds_back_unseparated_classes(rng):
+    ks, d = [4, 2, 3], 8
+    head = DNCHead(3, d, ks, memory_size=40, memory_cap=40, revive=True)
+    cent = normalise(rng.standard_normal((3, 4, d))) * head.k_mask.numpy()[..., None]
+    head.centroids.copy_(torch.from_numpy(cent).float())
+    fill = [40, 36, 40]  # every memory holds enough samples: only the margin can hold a class back
+    feats = [normalise(cent[0, rng.integers(0, 4, 40)] + 0.2 * rng.standard_normal((40, d))),  # at its targets
+             normalise(rng.standard_normal((36, d))), normalise(rng.standard_normal((40, d)))]  # anywhere
+    for c in range(3):
+        head.memory.push(torch.from_numpy(feats[c]).float(), torch.full((fill[c],), c), torch.arange(fill[c]))
+    got = head.margins(torch.tensor([2, 0, 1])).double().numpy()
+    want = []
+    for c in (2, 0, 1):
+        x = feats[c][:32]  # the first READY_SAMPLES slots
+        own = (x @ cent[c, :ks[c]].T).max(1)
+        other = np.max([(x @ cent[o, :ks[o]].T).max(1) for o in range(3) if o != c], axis=0)
+        want.append((own - other).mean())
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert want[1] >= 0.2 > max(want[0], want[2]), want  # only class 0 is ready
+    head.schedule(init_step=0)
+    head.update(torch.from_numpy(feats[0][:4]).float(), torch.zeros(4, dtype=torch.long), torch.arange(4),
+                torch.zeros(4, dtype=torch.bool))
+    assert head.initialised.tolist() == [True, False, False]
 
 
 def test_revive_clusters_memory_after_the_scheduled_step(rng):
@@ -112,3 +141,37 @@ def test_revive_reseeds_a_dead_sub_centroid_and_keeps_live_ones(rng):
     assert head.revivals.tolist() == [[0, 0, 0], [0, 0, 1]]
     sim = modes[1] @ head.centroids[1].double().numpy().T
     assert sorted(sim.argmax(1).tolist()) == [0, 1, 2] and sim.max(1).min() > 0.95
+
+
+@pytest.mark.parametrize("ks", [[4, 4, 4], [2, 4, 3]])
+def test_assignment_loss_matches_reference(rng, ks):
+    """Targets: each class's batch samples clustered with its memory (Sinkhorn plan argmax); the loss is
+    cross-entropy over the own class's K cosines / T towards them; gradients reach the embeddings."""
+    c, d, n, t = len(ks), 6, 40, 0.1
+    head = DNCHead(c, d, ks, temperature=t, memory_size=30, memory_cap=30, assign_weight=0.5)
+    cent = normalise(rng.standard_normal((c, max(ks), d))) * head.k_mask.numpy()[..., None]
+    head.centroids.copy_(torch.from_numpy(cent).float())
+    fill = [30, 11, 0]  # a full memory, a partial one, an empty one
+    for cls, m in enumerate(fill):
+        if m:
+            head.memory.push(torch.from_numpy(normalise(rng.standard_normal((m, d)))).float(),
+                             torch.full((m,), cls), torch.arange(m))
+    labels = rng.integers(0, c, n)
+    emb = torch.from_numpy(rng.standard_normal((n, d))).float().requires_grad_()
+    got = head.assignment_loss(emb, torch.from_numpy(labels))
+    x = normalise(emb.detach().double().numpy())
+    mem = head.memory.feats.double().numpy()
+    losses = []
+    for i in range(n):
+        cls, k = labels[i], ks[labels[i]]
+        rows = np.flatnonzero(labels == cls)
+        pool = np.concatenate([x[rows], mem[cls, :fill[cls]]])  # batch first, then memory slots
+        target = sinkhorn_plan(pool @ cent[cls, :k].T, 0.05, 3).argmax(1)[list(rows).index(i)]
+        logits = x[i] @ cent[cls, :k].T / t
+        losses.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[target])
+    assert float(got.detach()) == pytest.approx(np.mean(losses), rel=1e-4)
+    got.backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+    ce = torch.nn.functional.cross_entropy(head(emb.detach()), torch.from_numpy(labels))
+    total = head.loss(emb.detach(), head(emb.detach()), torch.from_numpy(labels))
+    assert float(total) == pytest.approx(float(ce) + 0.5 * np.mean(losses), rel=1e-4)
