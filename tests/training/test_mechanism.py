@@ -3,8 +3,9 @@ well-separated modes (tests/training/modes.py). A DNC K=4 model that uses its su
 at least K-1 of them live in every class and beats K=1, which must squeeze 4 modes into one centroid.
 
 Known to fail today (strict xfail, so it turns red the day it passes and must be promoted): the
-paper's random initialisation ends with 1-2 live sub-centroids per class, and the data
-initialisation tried so far (`revive`) stalls at chance on this set. See docs/BENCHMARKS.md.
+paper's random initialisation ends with 1-2 live sub-centroids per class, the data initialisation
+(`revive`, with or without its readiness margin) stalls near chance on this set, and the assignment
+loss keeps 4 live but learns slower than K=1. See docs/BENCHMARKS.md.
 """
 
 import pytest
