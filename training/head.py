@@ -252,10 +252,13 @@ class DNCHead(nn.Module):
         onehot = F.one_hot(assign, kmax).to(feats.dtype) * mask[..., None]  # (T, M, K)
         counts = onehot.sum(1)  # (T, K)
         means = torch.bmm(onehot.transpose(1, 2), feats) / counts.clamp(min=1)[..., None]  # (T, K, D)
-        mu = torch.full((classes.numel(), 1, 1), self.momentum, device=old.device)  # (T, 1, 1)
         if self.revive:  # sub-centroids clustered from data follow the embedding; random ones stay targets
-            mu[self.initialised[classes]] = self.revive_momentum
-        moved = F.normalize(mu * old + (1 - mu) * means, dim=-1)
+            fast = self.initialised[classes][:, None, None]  # (T, 1, 1)
+            moved = torch.where(fast, self.revive_momentum * old + (1 - self.revive_momentum) * means,
+                                self.momentum * old + (1 - self.momentum) * means)
+            moved = F.normalize(moved, dim=-1)
+        else:
+            moved = F.normalize(self.momentum * old + (1 - self.momentum) * means, dim=-1)
         has = (counts > 0) & kmask
         self.centroids[classes] = torch.where(has[..., None], moved, old)
 
