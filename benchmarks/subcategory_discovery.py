@@ -66,10 +66,8 @@ def embed(model, data, batch_size: int = 512) -> torch.Tensor:
     return torch.cat(out)
 
 
-def fine_labels(data, fine_names: list[str]) -> np.ndarray:
+def fine_labels(data, fmnist) -> np.ndarray:
     """Hidden fine label of each image of a coarse folder (its file name is the Fashion-MNIST index)."""
-    fmnist = load_dataset("fashion-mnist", "test")
-    assert list(fmnist.class_names) == fine_names
     return fmnist.labels.numpy()[[int(Path(p).stem) for p in data.paths]]
 
 
@@ -77,8 +75,9 @@ def measure(checkpoint: str, coarse: Path, k_offline: int, seed: int) -> tuple[d
     ck = ckpt_io.load(checkpoint)
     model = ck.build_model()
     test = load_dataset(str(coarse), "test", model.cfg.in_chans, model.cfg.image_size)
-    fmnist_names = list(load_dataset("fashion-mnist", "test").class_names)
-    fine = fine_labels(test, fmnist_names)
+    fmnist = load_dataset("fashion-mnist", "test")
+    fmnist_names = list(fmnist.class_names)
+    fine = fine_labels(test, fmnist)
     x = embed(model, test)
     labels = test.labels
     won = model.head.own_class_winners(x, labels).numpy()

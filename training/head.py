@@ -37,7 +37,7 @@ from torch import nn
 
 from training import distributed
 from training.liveness import LIVE_SHARE, live_mask, win_counts
-from training.memory import ClassMemory
+from training.memory import ClassMemory, rank_in_class
 from training.recluster import kmeanspp_seeds, sinkhorn_kmeans
 from training.sinkhorn import sinkhorn_assign
 
@@ -201,10 +201,8 @@ class DNCHead(nn.Module):
         """(N, D) normalised embeddings, (N,) labels -> (N,) Sinkhorn assignment to own-class sub-centroids,
         solved per class over the batch's samples and the class's memory together."""
         order = torch.sort(labels, stable=True).indices
-        classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
+        classes, counts, pos = rank_in_class(labels[order])  # pos: (N,) place of each sorted sample in its class
         t = torch.repeat_interleave(torch.arange(classes.numel(), device=x.device), counts)  # (N,) sorted
-        pos = torch.arange(x.shape[0], device=x.device) - starts[t]
         b = int(counts.max())
         batch = x.new_zeros(classes.numel(), b, x.shape[1])  # (T, B, D)
         batch[t, pos] = x[order]

@@ -15,7 +15,7 @@ def cap_key(ids: torch.Tensor) -> torch.Tensor:
     return (ids * 2654435761) % 2**32
 
 
-def _rank_in_class(sorted_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rank_in_class(sorted_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For labels sorted by class: (classes (T,), counts (T,), position of each sample in its class (N,))."""
     classes, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
@@ -64,11 +64,11 @@ class ClassMemory(nn.Module):
             return labels.new_zeros(0)
         order = torch.sort(labels * 2**32 + cap_key(ids)).indices  # by class, then key
         keep = torch.empty_like(labels, dtype=torch.bool)
-        keep[order] = _rank_in_class(labels[order])[2] < self.per_step_cap
+        keep[order] = rank_in_class(labels[order])[2] < self.per_step_cap
         feats, labels, ids = feats[keep], labels[keep], ids[keep]
         order = torch.sort(labels, stable=True).indices
         labels, feats, ids = labels[order], feats[order], ids[order]
-        classes, counts, rank = _rank_in_class(labels)
+        classes, counts, rank = rank_in_class(labels)
         slot = (self.ptr[labels] + rank) % self.size
         self.feats[labels, slot] = feats.to(self.feats.dtype)
         self.ids[labels, slot] = ids.to(self.ids.dtype)
