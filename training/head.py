@@ -46,14 +46,18 @@ from training.sinkhorn import sinkhorn_assign
 RECLUSTER_ROUNDS = 10
 # Memory samples a class needs, per sub-centroid, before it is clustered into sub-centroids.
 SAMPLES_PER_SUBCENTROID = 16
-# A class is clustered from its memory only once the embedding separates it: the mean margin of its
-# memory samples (cosine to their nearest own sub-centroid minus cosine to the nearest sub-centroid of
-# any other class) is at least this. Until then the random, well-separated initial sub-centroids are
-# the targets that pull the classes apart; clusters of an embedding that has not separated the classes
-# would put every class's sub-centroids at one point, where training stalls.
+# Sub-centroids are first clustered from the memories once the embedding separates the classes: the
+# margin of a training sample (cosine to its nearest own-class sub-centroid minus cosine to the nearest
+# sub-centroid of any other class), averaged over every sample of the gathered batch (correct or not)
+# and smoothed over about 1 / (1 - READY_DECAY) updates, is at least READY_MARGIN. Until then the
+# random, well-separated initial sub-centroids are the targets that pull the classes apart: clusters of
+# an embedding that has not separated the classes put the sub-centroids of different classes at the
+# same points, where the loss has no contrast left and training stalls. (The memory holds only
+# correctly classified samples, so a margin measured on it is positive from the first steps.)
 READY_MARGIN = 0.2
-# Memory samples per class the margin is measured on (the readiness check only).
-READY_SAMPLES = 32
+READY_DECAY = 0.9
+# Share of the classes whose memory must hold `ready_count` samples before the first clustering.
+READY_SHARE = 0.9
 # Training samples a class needs in a check window before its sub-centroids are judged dead or alive.
 MIN_JUDGED = int(2 / LIVE_SHARE)
 
@@ -139,6 +143,7 @@ class DNCHead(nn.Module):
             self.register_buffer("init_step", torch.zeros((), dtype=torch.long))
             self.register_buffer("seed", torch.tensor(int(seed), dtype=torch.long))
             self.register_buffer("initialised", torch.zeros(num_classes, dtype=torch.bool))
+            self.register_buffer("ready_margin", torch.tensor(-2.0))  # smoothed batch margin (READY_MARGIN)
             self.register_buffer("wins", torch.zeros(num_classes, kmax, dtype=torch.long))
             self.register_buffer("revivals", torch.zeros(num_classes, kmax, dtype=torch.long))
             ready = (torch.tensor(self.ks) * SAMPLES_PER_SUBCENTROID).clamp(max=memory_size)
@@ -230,6 +235,10 @@ class DNCHead(nn.Module):
         if self.revive:  # which own-class sub-centroid each sample is nearest to, before this step
             won = self.own_class_winners(x, labels)
             self.wins += win_counts(won, labels, self.num_classes, self.centroids.shape[1])
+            if not bool(self.initialised.any()):
+                margin = self.batch_margin(x, labels)
+                self.ready_margin.copy_(torch.where(self.ready_margin < -1, margin,
+                                                    READY_DECAY * self.ready_margin + (1 - READY_DECAY) * margin))
         classes = self.memory.push(x[correct], labels[correct], ids[correct])
         if classes.numel() > 0:
             self._momentum_step(classes)
@@ -266,9 +275,10 @@ class DNCHead(nn.Module):
         if step < int(self.init_step):
             return
         fresh = ~self.initialised & (self.memory.count >= self.ready_count)  # (C,)
-        if bool(fresh.any()):
-            candidates = fresh.nonzero().flatten()
-            fresh[candidates] = self.margins(candidates) >= READY_MARGIN
+        if not bool(self.initialised.any()):  # the first clustering takes every class at once
+            full = self.memory.count >= self.ready_count  # (C,)
+            ready = float(full.float().mean()) >= READY_SHARE and float(self.ready_margin) >= READY_MARGIN
+            fresh = (self.memory.count > 0) & ready
         dead = torch.zeros_like(self.k_mask)
         if step % self.revive_every == 0:
             judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED)  # (C,)
@@ -289,17 +299,13 @@ class DNCHead(nn.Module):
         self.initialised |= fresh
         self.wins[classes] = 0
 
-    def margins(self, classes: torch.Tensor) -> torch.Tensor:
-        """(T,) classes -> (T,) mean margin of each class's first READY_SAMPLES memory samples: cosine to
-        the nearest own sub-centroid minus cosine to the nearest sub-centroid of any other class."""
-        m = min(READY_SAMPLES, self.memory.size)
-        feats = self.memory.feats[classes, :m]  # (T, m, D)
-        sim = torch.einsum("tmd,ckd->tmck", feats, self.centroids)  # (T, m, C, K)
-        best = sim.masked_fill(~self.k_mask, float("-inf")).amax(3)  # (T, m, C)
-        own = best.gather(2, classes[:, None, None].expand(-1, m, 1))[..., 0]  # (T, m)
-        other = best.scatter(2, classes[:, None, None].expand(-1, m, 1), float("-inf")).amax(2)
-        filled = torch.arange(m, device=feats.device)[None] < self.memory.count[classes, None]
-        return ((own - other) * filled).sum(1) / filled.sum(1).clamp(min=1)
+    def batch_margin(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, D) unit embeddings, (N,) labels -> () mean over the samples of the cosine to the nearest
+        own-class sub-centroid minus the cosine to the nearest sub-centroid of any other class."""
+        best = self.similarities(x).amax(2)  # (N, C)
+        own = best.gather(1, labels[:, None])[:, 0]  # (N,)
+        other = best.scatter(1, labels[:, None], float("-inf")).amax(1)  # (N,)
+        return (own - other).mean()
 
     @torch.no_grad()
     def set_exemplars(self, feats: torch.Tensor, ids: torch.Tensor, found: torch.Tensor):

@@ -86,29 +86,41 @@ def _filled_head(rng, revive_every=3):
     return head, modes, torch.from_numpy(x).float(), torch.from_numpy(labels)
 
 
-def test_readiness_margin_matches_reference_and_holds_back_unseparated_classes(rng):
-    ks, d = [4, 2, 3], 8
-    head = DNCHead(3, d, ks, memory_size=40, memory_cap=40, revive=True)
+def test_batch_margin_matches_reference(rng):
+    ks, d, n = [4, 2, 3], 8, 50
+    head = DNCHead(3, d, ks, revive=True)
     cent = normalise(rng.standard_normal((3, 4, d))) * head.k_mask.numpy()[..., None]
     head.centroids.copy_(torch.from_numpy(cent).float())
-    fill = [40, 36, 40]  # every memory holds enough samples: only the margin can hold a class back
-    feats = [normalise(cent[0, rng.integers(0, 4, 40)] + 0.2 * rng.standard_normal((40, d))),  # at its targets
-             normalise(rng.standard_normal((36, d))), normalise(rng.standard_normal((40, d)))]  # anywhere
-    for c in range(3):
-        head.memory.push(torch.from_numpy(feats[c]).float(), torch.full((fill[c],), c), torch.arange(fill[c]))
-    got = head.margins(torch.tensor([2, 0, 1])).double().numpy()
-    want = []
-    for c in (2, 0, 1):
-        x = feats[c][:32]  # the first READY_SAMPLES slots
-        own = (x @ cent[c, :ks[c]].T).max(1)
-        other = np.max([(x @ cent[o, :ks[o]].T).max(1) for o in range(3) if o != c], axis=0)
-        want.append((own - other).mean())
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    assert want[1] >= 0.2 > max(want[0], want[2]), want  # only class 0 is ready
+    x, labels = normalise(rng.standard_normal((n, d))), rng.integers(0, 3, n)
+    got = float(head.batch_margin(torch.from_numpy(x).float(), torch.from_numpy(labels)))
+    best = np.stack([(x @ cent[c, :ks[c]].T).max(1) for c in range(3)], 1)  # (N, C)
+    own = best[np.arange(n), labels]
+    other = np.where(np.arange(3)[None] == labels[:, None], -np.inf, best).max(1)
+    assert abs(got - (own - other).mean()) < 1e-5
+
+
+def test_first_clustering_waits_for_separated_classes_and_takes_them_all_at_once(rng):
+    d = 8
+    head = DNCHead(3, d, 2, memory_size=32, memory_cap=32, revive=True)
+    cent = head.centroids.double().numpy()
     head.schedule(init_step=0)
-    head.update(torch.from_numpy(feats[0][:4]).float(), torch.zeros(4, dtype=torch.long), torch.arange(4),
-                torch.zeros(4, dtype=torch.bool))
-    assert head.initialised.tolist() == [True, False, False]
+    def batch(spread):  # 30 samples per class around its first sub-centroid, all counted correct
+        labels = np.repeat(np.arange(3), 30)
+        x = normalise(cent[labels, 0] + spread * rng.standard_normal((90, d)))
+        return torch.from_numpy(x).float(), torch.from_numpy(labels), torch.arange(90), torch.ones(90, dtype=torch.bool)
+    # Unseparated (the memories fill, as they do with correctly classified samples, but the batch
+    # margin, over every sample, is low): nothing is clustered.
+    for _ in range(3):
+        head.update(*batch(3.0))
+    assert bool((head.memory.count >= head.ready_count).all()) and float(head.ready_margin) < 0.2
+    assert not head.initialised.any()
+    # Separated: the smoothed margin climbs past READY_MARGIN and every class is clustered in one update.
+    steps = 0
+    while not head.initialised.any():
+        head.update(*batch(0.05))
+        steps += 1
+        assert steps < 40
+    assert steps > 1 and head.initialised.all() and float(head.ready_margin) >= 0.2
 
 
 def test_revive_clusters_memory_after_the_scheduled_step(rng):
