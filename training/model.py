@@ -35,7 +35,7 @@ class ModelConfig:
     sinkhorn_iters: int = 3
     memory_size: int = 256
     memory_cap: int = 32
-    revive: bool = True  # sub-centroids from data once the embedding separates the classes, dead ones re-clustered (head.py)
+    revive: bool = True  # sub-centroids from data once the classes separate; dead ones re-clustered (head.py)
     revive_every: int = 200
     revive_momentum: float = 0.99  # momentum of sub-centroids once clustered from data (0.999 lags the embedding)
     assign_weight: float = 0.0  # weight of the sub-centroid assignment loss (training/head.py)
