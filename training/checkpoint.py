@@ -119,8 +119,12 @@ def load(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     mc = dict(meta["model_config"])
     mc.setdefault("revive", False)  # written before sub-centroids were revived: no such buffers
     mc.setdefault("revive_momentum", mc.get("momentum", 0.999))  # written when one momentum served both
+    state = group("model.")
+    if mc["revive"] and "head.initialised" in state and "head.ready_margin" not in state:
+        # written before the batch-margin gate: a run already clustered stays so, one not yet starts afresh
+        state["head.ready_margin"] = torch.tensor(-2.0)
     return Checkpoint(
-        model_config=ModelConfig(**mc), model_state=group("model."),
+        model_config=ModelConfig(**mc), model_state=state,
         train_config=meta.get("train_config", {}), epoch=meta["epoch"], step=meta["step"],
         step_in_epoch=meta.get("step_in_epoch", 0), history=meta.get("history", []),
         optimizer_state=optim, rng=group("rng."), extra=meta.get("extra", {}),

@@ -6,22 +6,22 @@ temperature. The sub-centroid tensor is a buffer, never a parameter: it is estim
 by per-class Sinkhorn clustering and a momentum update, from correctly classified samples only,
 held in a bounded per-class memory.
 
-Sub-centroids from data (`revive`, off by default; an experiment, see docs/BENCHMARKS.md): random
+Sub-centroids from data (`revive`, on by default; `--no-revive` is the paper's ablation): random
 unit vectors moving at mu = 0.999 need about a thousand steps to reach the data, and meanwhile the
 encoder pulls every class onto whichever of its sub-centroids happened to be nearest, so short runs
-end with one live sub-centroid per class. With `revive`, once a class's memory holds enough samples
-after the warm-up (`schedule`), its sub-centroids are set by clustering that memory with the
-update's own Sinkhorn rule (training/recluster.py); afterwards, every `revive_every` updates, a
-class whose sub-centroid won under 5% of its training samples since the last check is re-clustered
-from its memory, keeping its live sub-centroids as seeds. A class is clustered only once the
-embedding separates it from the others (READY_MARGIN): until then they are the well-separated
-targets that pull the classes apart, and they move at the paper's mu = 0.999; once clustered from
-data they move at `revive_momentum` (0.99), fast enough to follow the embedding. All of it runs on
-gathered tensors, so every rank does the same; all of its state is in buffers, so checkpoints resume
-it exactly. Measured so far (docs/BENCHMARKS.md): 3.4-4 of 4 live on coarse Fashion-MNIST where the
-paper's initialisation keeps 1, but about 1 point of top-1 lost on short schedules; on an embedding
-that has not yet separated the classes, a data initialisation without the readiness margin removes
-the separated random targets that drive learning, and training stalls.
+end with one live sub-centroid per class. With `revive`, after the warm-up (`schedule`), once the
+embedding separates the classes (the smoothed margin of whole training batches reaches READY_MARGIN)
+and READY_SHARE of the classes hold enough memory, every class's sub-centroids are set at once by
+clustering its memory with the update's own Sinkhorn rule (training/recluster.py); afterwards, every
+`revive_every` updates, a class whose sub-centroid won under 5% of its training samples since the
+last check is re-clustered from its memory, keeping its live sub-centroids as seeds. Until the first
+clustering the random, well-separated sub-centroids are the targets that pull the classes apart, and
+they move at the paper's mu = 0.999; once clustered from data they move at `revive_momentum` (0.99),
+fast enough to follow the embedding. All of it runs on gathered tensors, so every rank does the same;
+all of its state is in buffers, so checkpoints resume it exactly. What it does and does not achieve
+is measured in docs/BENCHMARKS.md (issue 9): clustered too early (before the classes separate), or
+one class alone, training stalls; clustered after, the max-over-K loss pulls a class back towards one
+sub-centroid between checks, so liveness is held by the re-clustering, not by the loss.
 
 Optional assignment loss (`assign_weight`, off by default; an experiment): cross-entropy over a
 sample's own-class sub-centroids towards its Sinkhorn assignment (batch clustered with the memory),
