@@ -281,7 +281,8 @@ class DNCHead(nn.Module):
             fresh = (self.memory.count > 0) & ready
         dead = torch.zeros_like(self.k_mask)
         if step % self.revive_every == 0:
-            judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED)  # (C,)
+            # judged: enough training samples seen, and enough in memory to re-cluster from
+            judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED) & (self.memory.count >= self.ready_count)
             dead = judged[:, None] & self.k_mask & ~live_mask(self.wins, self.k_mask, LIVE_SHARE)
             self.wins[judged] = 0
         redo = fresh | dead.any(1)

@@ -155,6 +155,18 @@ def test_revive_reseeds_a_dead_sub_centroid_and_keeps_live_ones(rng):
     assert sorted(sim.argmax(1).tolist()) == [0, 1, 2] and sim.max(1).min() > 0.95
 
 
+def test_a_dead_sub_centroid_waits_for_a_memory_to_recluster_from(rng):
+    head, modes, x, labels = _filled_head(rng, revive_every=2)
+    head.schedule(init_step=1)
+    ones = torch.ones(len(labels), dtype=torch.bool)
+    head.update(x, labels, torch.arange(len(labels)), ones)  # clustered at update 1
+    head.centroids[1, 2] = -torch.nn.functional.normalize(x[labels == 1].mean(0), dim=0)  # dead
+    head.memory.count[1] = 0  # class 1 was seen but none of it was classified correctly lately
+    head.wins.zero_()
+    head.update(x, labels, torch.arange(len(labels)), ~ones)  # update 2: check, nothing to cluster from
+    assert int(head.revivals.sum()) == 0 and torch.isfinite(head.centroids).all()
+
+
 @pytest.mark.parametrize("ks", [[4, 4, 4], [2, 4, 3]])
 def test_assignment_loss_matches_reference(rng, ks):
     """Targets: each class's batch samples clustered with its memory (Sinkhorn plan argmax); the loss is
