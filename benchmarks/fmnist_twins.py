@@ -27,25 +27,68 @@ TWINS = {"dnc": dict(head="dnc", k=4), "softmax": dict(head="softmax"), "k1": di
 LIVE_KEYS = ("test_live", "test_live_min", "centroid_cos", "live_per_class", "revivals")
 
 
+def by_twin(results: dict, epochs: int | None = None) -> dict[str, list[dict]]:
+    """Runs grouped by twin (keys twin/e{epochs}/s{seed}), optionally only those of one schedule."""
+    groups: dict[str, list[dict]] = {}
+    for key, r in sorted(results.items()):
+        name, ep, _ = key.split("/")
+        if epochs is None or ep == f"e{epochs}":
+            groups.setdefault(f"{name}/{ep}", []).append(r)
+    return groups
+
+
 def plot_twins(results: dict, path: Path) -> None:
-    """Test top-1 per epoch of every twin trained so far, on one axis."""
+    """Test top-1 per epoch of every twin (mean over its seeds, band from the lowest to the highest)
+    and, for DNC twins, the mean live sub-centroids per class."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in results.items():
-        curve = r["per_epoch_top1"]
-        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{name} ({curve[-1]:.2f}%)")
-    ax.axhline(93.5, color="grey", linestyle="--", linewidth=1, label="target 93.5%")
-    ax.set(xlabel="epoch", ylabel="Fashion-MNIST test top-1 (%)", title="DNC vs softmax vs K=1 (same backbone)")
-    ax.set_ylim(bottom=max(0, min(min(r["per_epoch_top1"]) for r in results.values()) - 2))
+    fig, (ax, lx) = plt.subplots(1, 2, figsize=(12, 4))
+    for name, runs in by_twin(results).items():
+        curves = np.array([r["per_epoch_top1"] for r in runs])  # (seeds, epochs)
+        ep = np.arange(1, curves.shape[1] + 1)
+        line = ax.plot(ep, curves.mean(0), marker="o", label=f"{name} ({curves[:, -1].mean():.2f}%, n={len(runs)})")
+        ax.fill_between(ep, curves.min(0), curves.max(0), color=line[0].get_color(), alpha=0.2)
+        live = [[e.get("test_live") for e in r.get("per_epoch_live", [])] for r in runs]
+        if live and all(v is not None for row in live for v in row) and live[0]:
+            lx.plot(ep, np.mean(live, 0), marker="o", color=line[0].get_color(), label=name)
+    ax.axhline(93.5, color="grey", linestyle="--", linewidth=1, label="target 93.5% (16 epochs)")
+    ax.set(xlabel="epoch", ylabel="Fashion-MNIST test top-1 (%)", title="twins: mean over seeds, band min-max")
+    ax.set_ylim(bottom=80)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
+    lx.axhline(3, color="grey", linestyle="--", linewidth=1, label="target: 3 of 4")
+    lx.set(xlabel="epoch", ylabel="live sub-centroids per class (test, mean)", title="sub-centroids in use",
+           ylim=(0, 4.2))
+    lx.grid(alpha=0.3)
+    lx.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def report(results: dict, epochs: int) -> None:
+    """Markdown table of the runs of one schedule: mean and spread over seeds, live sub-centroids."""
+    import numpy as np
+
+    print("| twin | seeds | test top-1, mean ± sd | per seed | live per class, mean at epochs 2.. "
+          "(lowest epoch) | fewest live in a class, last epoch |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in by_twin(results, epochs).items():
+        top1 = np.array([r["test_top1"] for r in runs])
+        sd = f" ± {top1.std(ddof=1):.2f}" if len(top1) > 1 else ""
+        live = [[e.get("test_live") for e in r["per_epoch_live"]] for r in runs]
+        if all(v is not None for row in live for v in row):
+            mean_live = np.mean(live, 0)  # (epochs,)
+            live_text = f"{mean_live[1:].mean():.2f} ({mean_live[1:].min():.2f})"
+            fewest = ", ".join(str(r["per_epoch_live"][-1]["test_live_min"]) for r in runs)
+        else:
+            live_text = fewest = "-"
+        print(f"| {name} | {len(runs)} | {top1.mean():.2f}{sd} | {', '.join(f'{v:.2f}' for v in top1)} | "
+              f"{live_text} | {fewest} |")
 
 
 def main() -> None:
@@ -61,7 +104,13 @@ def main() -> None:
     ap.add_argument("--heads", default="dnc,softmax,k1", help=f"comma list of twins: {', '.join(TWINS)}")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", default="runs/bench-fmnist")
+    ap.add_argument("--report", action="store_true", help="only print the table of the runs at --epochs in OUT")
     args = ap.parse_args()
+    if args.report:
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        report(results, args.epochs)
+        plot_twins(results, Path(args.out) / "twins.png")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
