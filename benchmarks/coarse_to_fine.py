@@ -78,6 +78,9 @@ def train_and_induce(args) -> None:
     results_path = out / "results.json"
     for head in args.heads.split(","):
         key = f"s{args.seed}/{head}"
+        if results_path.exists() and key in json.loads(results_path.read_text()) and not args.redo:
+            print(f"{key}: already in {results_path} (--redo to run it again)", flush=True)
+            continue
         run_dir = out / key
         if not (run_dir / "checkpoint.safetensors").exists():
             run("train", "--data", str(coarse), "--channels", "1", "--image-size", "28", *HEADS[head],
@@ -155,6 +158,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32, help="backbone base width (smaller for smoke runs)")
     ap.add_argument("--per-class", type=int, default=0, help="images per class in the folders (0: all)")
     ap.add_argument("--out", default="runs/bench-c2f")
+    ap.add_argument("--redo", action="store_true", help="run heads already in OUT/results.json again")
     ap.add_argument("--report", action="store_true", help="only print the tables of the runs in OUT")
     args = ap.parse_args()
     if args.report:

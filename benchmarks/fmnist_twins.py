@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--heads", default="dnc,softmax,k1", help=f"comma list of twins: {', '.join(TWINS)}")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", default="runs/bench-fmnist")
+    ap.add_argument("--redo", action="store_true", help="train twins already in OUT/results.json again")
     ap.add_argument("--report", action="store_true", help="only print the table of the runs at --epochs in OUT")
     args = ap.parse_args()
     if args.report:
@@ -122,6 +123,9 @@ def main() -> None:
         mcfg = ModelConfig(num_classes=10, arch=args.arch, width=args.width, embed_dim=args.embed_dim,
                            **TWINS[name])
         key = f"{name}/e{args.epochs}/s{args.seed}"
+        if key in results and not args.redo:
+            print(f"{key}: already in {results_path} (--redo to train it again)", flush=True)
+            continue
         tcfg = TrainConfig(data="fashion-mnist", out=str(out / key), epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                            warmup_epochs=0.5, workers=0)
