@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,8 @@ def train_and_induce(args) -> None:
             print(f"{key}: already in {results_path} (--redo to run it again)", flush=True)
             continue
         run_dir = out / key
+        if args.redo and run_dir.exists():
+            shutil.rmtree(run_dir)  # retrain: a kept checkpoint could be of another schedule
         if not (run_dir / "checkpoint.safetensors").exists():
             run("train", "--data", str(coarse), "--channels", "1", "--image-size", "28", *HEADS[head],
                 "--K", str(args.K), "--width", str(args.width), "--epochs", str(args.epochs),
@@ -119,6 +122,8 @@ def report(out: Path) -> None:
     """Markdown tables over every seed in OUT/results.json."""
     results = json.loads((out / "results.json").read_text())
     heads = [h for h in HEADS if any(k.endswith(f"/{h}") for k in results)]
+    if not heads:
+        sys.exit(f"no runs in {out / 'results.json'}")
     runs = {h: [v for k, v in sorted(results.items()) if k.endswith(f"/{h}")] for h in heads}
     print("| head | coarse top-1 | fine top-1, product (centroids K=4) | fine top-1, paper (1-NN) |"
           " merged classes, product | merged classes, paper |")

@@ -57,7 +57,7 @@ def plot_twins(results: dict, path: Path) -> None:
             lx.plot(ep, np.mean(live, 0), marker="o", color=line[0].get_color(), label=name)
     ax.axhline(93.5, color="grey", linestyle="--", linewidth=1, label="target 93.5% (16 epochs)")
     ax.set(xlabel="epoch", ylabel="Fashion-MNIST test top-1 (%)", title="twins: mean over seeds, band min-max")
-    ax.set_ylim(bottom=80)
+    ax.set_ylim(bottom=max(0, min(min(r["per_epoch_top1"]) for r in results.values()) - 2))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     lx.axhline(3, color="grey", linestyle="--", linewidth=1, label="target: 3 of 4")
@@ -80,8 +80,8 @@ def report(results: dict, epochs: int) -> None:
     for name, runs in by_twin(results, epochs).items():
         top1 = np.array([r["test_top1"] for r in runs])
         sd = f" ± {top1.std(ddof=1):.2f}" if len(top1) > 1 else ""
-        live = [[e.get("test_live") for e in r["per_epoch_live"]] for r in runs]
-        if all(v is not None for row in live for v in row):
+        live = [[e.get("test_live") for e in r.get("per_epoch_live", [])] for r in runs]
+        if len(live[0]) > 1 and all(len(row) == len(live[0]) and None not in row for row in live):
             mean_live = np.mean(live, 0)  # (epochs,)
             live_text = f"{mean_live[1:].mean():.2f} ({mean_live[1:].min():.2f})"
             fewest = ", ".join(str(r["per_epoch_live"][-1]["test_live_min"]) for r in runs)

@@ -122,7 +122,7 @@ def load(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     state = group("model.")
     if mc["revive"] and "head.initialised" in state and "head.ready_margin" not in state:
         # written before the batch-margin gate: a run already clustered stays so, one not yet starts afresh
-        state["head.ready_margin"] = torch.tensor(-2.0)
+        state["head.ready_margin"] = torch.tensor(-3.0)
     return Checkpoint(
         model_config=ModelConfig(**mc), model_state=state,
         train_config=meta.get("train_config", {}), epoch=meta["epoch"], step=meta["step"],

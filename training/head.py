@@ -143,7 +143,8 @@ class DNCHead(nn.Module):
             self.register_buffer("init_step", torch.zeros((), dtype=torch.long))
             self.register_buffer("seed", torch.tensor(int(seed), dtype=torch.long))
             self.register_buffer("initialised", torch.zeros(num_classes, dtype=torch.bool))
-            self.register_buffer("ready_margin", torch.tensor(-2.0))  # smoothed batch margin (READY_MARGIN)
+            # smoothed batch margin; a margin lies in [-2, 2], so -3 means no batch yet (NaN would not equal itself)
+            self.register_buffer("ready_margin", torch.tensor(-3.0))
             self.register_buffer("wins", torch.zeros(num_classes, kmax, dtype=torch.long))
             self.register_buffer("revivals", torch.zeros(num_classes, kmax, dtype=torch.long))
             ready = (torch.tensor(self.ks) * SAMPLES_PER_SUBCENTROID).clamp(max=memory_size)
@@ -237,7 +238,7 @@ class DNCHead(nn.Module):
             self.wins += win_counts(won, labels, self.num_classes, self.centroids.shape[1])
             if not bool(self.initialised.any()):
                 margin = self.batch_margin(x, labels)
-                self.ready_margin.copy_(torch.where(self.ready_margin < -1, margin,
+                self.ready_margin.copy_(torch.where(self.ready_margin < -2.5, margin,
                                                     READY_DECAY * self.ready_margin + (1 - READY_DECAY) * margin))
         classes = self.memory.push(x[correct], labels[correct], ids[correct])
         if classes.numel() > 0:
@@ -277,8 +278,10 @@ class DNCHead(nn.Module):
         fresh = ~self.initialised & (self.memory.count >= self.ready_count)  # (C,)
         if not bool(self.initialised.any()):  # the first clustering takes every class at once
             full = self.memory.count >= self.ready_count  # (C,)
-            ready = float(full.float().mean()) >= READY_SHARE and float(self.ready_margin) >= READY_MARGIN
-            fresh = (self.memory.count > 0) & ready
+            share = int(full.sum()) >= READY_SHARE * self.num_classes - 1e-9  # (a float32 mean rounds 18/20 down)
+            ready = share and float(self.ready_margin) >= READY_MARGIN
+            # every class with a sample per sub-centroid; the others join later, as their memory fills
+            fresh = (self.memory.count >= self.k_mask.sum(1)) & ready
         dead = torch.zeros_like(self.k_mask)
         if step % self.revive_every == 0:
             # judged: enough training samples seen, and enough in memory to re-cluster from

@@ -352,6 +352,11 @@ def _subcentroid_row(ev: dict, head: torch.nn.Module) -> dict:
            "live_per_class": ev["live_per_class"]}
     if getattr(head, "revive", False):
         row["revivals"] = int(head.revivals.sum())
+        # whether (and for how many classes) the first clustering from memory has happened, and the
+        # smoothed batch margin that gates it (frozen once it has): a gate that never opens shows here
+        row["clustered_classes"] = int(head.initialised.sum())
+        margin = float(head.ready_margin)
+        row["ready_margin"] = margin if margin >= -2 else None  # -3: no batch yet
     return row
 
 

@@ -123,6 +123,34 @@ def test_first_clustering_waits_for_separated_classes_and_takes_them_all_at_once
     assert steps > 1 and head.initialised.all() and float(head.ready_margin) >= 0.2
 
 
+def test_first_clustering_waits_for_full_memories_and_leaves_nearly_empty_classes_for_later(rng):
+    c, d = 20, 16
+    head = DNCHead(c, d, 2, memory_size=32, memory_cap=32, revive=True)  # ready_count: 32 samples
+    cent = head.centroids.double().numpy()
+    head.schedule(init_step=0)
+
+    def push(counts):  # counts[c] samples of class c near its first sub-centroid, all counted correct
+        labels = np.repeat(np.arange(c), counts)
+        x = normalise(cent[labels, 0] + 0.05 * rng.standard_normal((len(labels), d)))
+        head.update(torch.from_numpy(x).float(), torch.from_numpy(labels), torch.arange(len(labels)),
+                    torch.ones(len(labels), dtype=torch.bool))
+
+    # 17 classes full, class 17 with one sample, 18 and 19 none: separated, but 17/20 < READY_SHARE.
+    push([30] * 17 + [1, 0, 0])
+    for _ in range(3):
+        push([30] * 17 + [0, 0, 0])
+    assert float(head.ready_margin) >= 0.2 and not head.initialised.any()
+    # Class 18 fills: 18/20 classes full -> every class with a sample per sub-centroid is clustered now.
+    push([0] * 18 + [30, 0])
+    push([0] * 18 + [30, 0])
+    assert head.initialised.tolist() == [True] * 17 + [False, True, False]
+    # Class 17 joins alone once its memory is full; class 19 (never seen) keeps its random sub-centroids.
+    before = head.centroids[19].clone()
+    push([0] * 17 + [40, 0, 0])
+    assert head.initialised.tolist() == [True] * 19 + [False]
+    assert torch.equal(head.centroids[19], before)
+
+
 def test_revive_clusters_memory_after_the_scheduled_step(rng):
     head, modes, x, labels = _filled_head(rng)
     head.schedule(init_step=2)
@@ -161,7 +189,7 @@ def test_a_dead_sub_centroid_waits_for_a_memory_to_recluster_from(rng):
     ones = torch.ones(len(labels), dtype=torch.bool)
     head.update(x, labels, torch.arange(len(labels)), ones)  # clustered at update 1
     head.centroids[1, 2] = -torch.nn.functional.normalize(x[labels == 1].mean(0), dim=0)  # dead
-    head.memory.count[1] = 0  # class 1 was seen but none of it was classified correctly lately
+    head.memory.count[1] = 5  # class 1 was clustered from few samples (>= K) and has not filled its memory since
     head.wins.zero_()
     head.update(x, labels, torch.arange(len(labels)), ~ones)  # update 2: check, nothing to cluster from
     assert int(head.revivals.sum()) == 0 and torch.isfinite(head.centroids).all()
