@@ -15,3 +15,20 @@ for s in 0 1 2; do
 done
 # One DNC run at the 16-epoch schedule of the issue-2 benchmark.
 $PY benchmarks/fmnist_twins.py --heads dnc --epochs 16 --seed 0 --threads 2 --out runs/bench-twins3
+# Sub-category discovery on the coarse models of the coarse-to-fine runs, with and without the new
+# initialisation (one picture of anchored exemplars per model).
+for s in 0 1 2; do
+  $PY benchmarks/subcategory_discovery.py --coarse runs/bench-c2f3/data/coarse --out runs/bench-discovery3 \
+    --model dnc-s$s=runs/bench-c2f3/s$s/dnc/checkpoint.safetensors \
+    --model dnc-paper-s$s=runs/bench-c2f3/s$s/dnc-paper/checkpoint.safetensors
+done
+# Exemplar anchoring of the 8-epoch DNC twins: top-1 with every sub-centroid replaced by a real image.
+for s in 0 1 2; do
+  ck=runs/bench-twins3/dnc/e8/s$s
+  if [ ! -s $ck/anchored.json ]; then
+    .venv/bin/dnc anchor --checkpoint $ck/checkpoint.safetensors --data fashion-mnist --out $ck/anchored.safetensors
+    .venv/bin/dnc eval --checkpoint $ck/anchored.safetensors --data fashion-mnist --json > $ck/anchored.json
+  fi
+done
+# Training step time, DNC / softmax, at C = 10 and 1000 (needs the machine to itself).
+$PY benchmarks/step_time.py --out runs/bench-step3/results.json

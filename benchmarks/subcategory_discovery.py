@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/bench-discovery")
+    ap.add_argument("--redo", action="store_true", help="measure models already in OUT/results.json again")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     assert set(MERGED) <= set(FASHION_MNIST_COARSE)
@@ -148,6 +149,9 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for spec in a.model:
         name, _, checkpoint = spec.partition("=")
+        if name in results and not a.redo:
+            print(f"{name}: already in {results_path} (--redo to measure it again)", flush=True)
+            continue
         res, model, _ = measure(checkpoint, Path(a.coarse), a.K, a.seed)
         exemplar_picture(model, Path(a.coarse), res, out / f"exemplars-{name}.png", f"{name}: anchored exemplars")
         results[name] = {"checkpoint": checkpoint, "date": time.strftime("%Y-%m-%d"), **res}
