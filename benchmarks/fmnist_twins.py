@@ -130,14 +130,20 @@ def main() -> None:
                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                            warmup_epochs=0.5, workers=0)
         t0 = time.time()
-        r = train(tcfg, mcfg)
+        partial = out / key / "checkpoint.safetensors"
+        resumed = partial.exists() and not args.redo  # a run stopped with its session: go on exactly
+        if resumed:
+            print(f"{key}: resuming {partial}", flush=True)
+            tcfg.resume = str(partial)
+        r = train(tcfg, None if resumed else mcfg)
         last = r["history"][-1]
         results[key] = {"test_top1": last["test_top1"], "test_top5": last["test_top5"],
                         "wall_minutes": round((time.time() - t0) / 60, 1), "epochs": args.epochs, "seed": args.seed,
                         "per_epoch_top1": [h["test_top1"] for h in r["history"]],
                         "per_epoch_live": [{k: h.get(k) for k in LIVE_KEYS} for h in r["history"]],
                         "model": mcfg.to_dict(), "machine": platform.processor() or platform.machine(),
-                        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+                        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+                        "resumed": resumed}  # wall_minutes then counts the resumed part only
         results_path.write_text(json.dumps(results, indent=1))
         plot_twins(results, out / "twins.png")
         print(f"{key}: top-1 {last['test_top1']:.2f}%, live {last.get('test_live')} in "
