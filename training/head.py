@@ -163,13 +163,16 @@ class DNCHead(nn.Module):
             sim = torch.einsum("nd,ckd->nck", x, self.centroids)
             return sim if self.uniform_k else sim.masked_fill(~self.k_mask, float("-inf"))
 
+    def _own_class_similarities(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, D) unit embeddings, (N,) labels -> (N, Kmax) cosine to each sub-centroid of the sample's own
+        class, padded slots at -inf (only the own class's K: N x K x D, not N x C x K x D)."""
+        sim = torch.einsum("nd,nkd->nk", x, self.centroids[labels])
+        return sim.masked_fill(~self.k_mask[labels], float("-inf"))
+
     def own_class_winners(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(N, D) embeddings, (N,) labels -> (N,) index of each sample's nearest sub-centroid of its own
-        class (only the own class's K are compared: N x K x D, not N x C x K x D)."""
+        """(N, D) embeddings, (N,) labels -> (N,) index of each sample's nearest sub-centroid of its own class."""
         with torch.autocast(device_type=emb.device.type, enabled=False):
-            x = F.normalize(emb.float(), dim=-1)
-            sim = torch.einsum("nd,nkd->nk", x, self.centroids[labels])  # (N, K)
-            return sim.masked_fill(~self.k_mask[labels], float("-inf")).argmax(dim=1)
+            return self._own_class_similarities(F.normalize(emb.float(), dim=-1), labels).argmax(dim=1)
 
     def scores(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) -> class scores (N, C) = max over K of cosine, and winning index (N, C)."""
@@ -198,9 +201,7 @@ class DNCHead(nn.Module):
         with torch.autocast(device_type=emb.device.type, enabled=False):
             x = F.normalize(emb.float(), dim=-1)
             target = self._assign_targets(x.detach(), labels)  # (N,)
-            sim = torch.einsum("nd,nkd->nk", x, self.centroids[labels])  # (N, K)
-            sim = sim.masked_fill(~self.k_mask[labels], float("-inf"))
-            return F.cross_entropy(sim / self.temperature, target)
+            return F.cross_entropy(self._own_class_similarities(x, labels) / self.temperature, target)
 
     @torch.no_grad()
     def _assign_targets(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,8 @@ class DNCHead(nn.Module):
         if self.revive:  # which own-class sub-centroid each sample is nearest to, before this step
             won = self.own_class_winners(x, labels)
             self.wins += win_counts(won, labels, self.num_classes, self.centroids.shape[1])
-            if not bool(self.initialised.any()):
+            waiting = not bool(self.initialised.any())  # no class clustered from data yet
+            if waiting:
                 margin = self.batch_margin(x, labels)
                 self.ready_margin.copy_(torch.where(self.ready_margin < -2.5, margin,
                                                     READY_DECAY * self.ready_margin + (1 - READY_DECAY) * margin))
@@ -245,7 +247,7 @@ class DNCHead(nn.Module):
             self._momentum_step(classes)
         if self.revive:
             self.updates += 1
-            self._revive()
+            self._revive(waiting)
 
     def _momentum_step(self, classes: torch.Tensor) -> None:
         """Sinkhorn-assign the memories of `classes` (T,) and move their sub-centroids by momentum."""
@@ -270,22 +272,24 @@ class DNCHead(nn.Module):
         has = (counts > 0) & kmask
         self.centroids[classes] = torch.where(has[..., None], moved, old)
 
-    def _revive(self) -> None:
-        """Cluster ready classes from their memories; re-cluster classes holding a dead sub-centroid."""
+    def _revive(self, waiting: bool) -> None:
+        """Cluster ready classes from their memories; re-cluster classes holding a dead sub-centroid.
+        `waiting`: no class has been clustered from data yet."""
         step = int(self.updates)
         if step < int(self.init_step):
             return
-        fresh = ~self.initialised & (self.memory.count >= self.ready_count)  # (C,)
-        if not bool(self.initialised.any()):  # the first clustering takes every class at once
-            full = self.memory.count >= self.ready_count  # (C,)
+        full = self.memory.count >= self.ready_count  # (C,)
+        if waiting:  # the first clustering takes every class at once
             share = int(full.sum()) >= READY_SHARE * self.num_classes - 1e-9  # (a float32 mean rounds 18/20 down)
             ready = share and float(self.ready_margin) >= READY_MARGIN
             # every class with a sample per sub-centroid; the others join later, as their memory fills
             fresh = (self.memory.count >= self.k_mask.sum(1)) & ready
+        else:  # a class left out of the first clustering joins once its memory is full
+            fresh = ~self.initialised & full
         dead = torch.zeros_like(self.k_mask)
         if step % self.revive_every == 0:
             # judged: enough training samples seen, and enough in memory to re-cluster from
-            judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED) & (self.memory.count >= self.ready_count)
+            judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED) & full
             dead = judged[:, None] & self.k_mask & ~live_mask(self.wins, self.k_mask, LIVE_SHARE)
             self.wins[judged] = 0
         redo = fresh | dead.any(1)
