@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
-import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 _D = argparse.ArgumentDefaultsHelpFormatter
-KEY_ENV = "DNC_REPOSITORY_KEY"
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -34,16 +35,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the repository description as JSON")
     p.set_defaults(func=cmd_repo_build, command="repo build")
 
-    p = sub.add_parser("serve", formatter_class=_D, help="start tritonserver on a model repository")
+    p = sub.add_parser("serve", formatter_class=_D,
+                       help="start tritonserver on a model repository, supervised (restarted after a crash)")
     p.add_argument("--repo", default="model_repository", help="repository built by `dnc repo build`")
     p.add_argument("--http-port", type=int, default=8000, help="0: a free port")
     p.add_argument("--grpc-port", type=int, default=8001, help="0: a free port")
     p.add_argument("--metrics-port", type=int, default=8002, help="0: a free port")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
-    p.add_argument("--key", default=None, help=f"key of the repository (load/unload) API; default ${KEY_ENV}, "
-                   "else a new random key, stored in REPO/.dnc-server.json for `dnc swap`")
-    p.add_argument("--detach", action="store_true", help="return once ready, leaving the server running "
-                   "(stop it with `dnc stop`)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all; with the bundled "
+                   "Triton 2.51 a non-loopback address also needs --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="let the bundled Triton 2.51 (nvidia-pytriton wheel) listen beyond loopback. It has published "
+                        "unauthenticated crash and code-execution vulnerabilities (CVE-2025-23310/23311 and others, "
+                        "see the README's Security section), so expose it only on a network you trust; deploy the "
+                        "Dockerfile's current Triton release otherwise")
+    p.add_argument("--detach", action="store_true", help="return once ready, leaving the server and its "
+                   "supervisor running (stop them with `dnc stop`)")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the models to load")
     p.set_defaults(func=cmd_serve)
 
@@ -55,10 +61,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="replace the class list of a running server by a centroid set (one reload, no gap)")
     p.add_argument("--repo", default="model_repository", help="the repository the server serves")
     p.add_argument("--centroids", required=True, help="centroid set folder (from `dnc centroids`)")
-    p.add_argument("--url", default=None, help="server gRPC address (default: from `dnc serve`'s state file, "
-                   "else localhost:8001); the reload goes over gRPC, which keeps HTTP requests flowing")
-    p.add_argument("--key", default=None, help=f"repository API key (default: ${KEY_ENV} or the state file)")
-    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--url", default=None, help="gRPC address of the server of --repo, asked which list it "
+                   "answers with (default: from `dnc serve`'s state file, else localhost:8001)")
+    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the server to answer with "
+                   "the new list before putting the old one back")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_swap)
 
@@ -77,45 +83,80 @@ def cmd_repo_build(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from serving.server import STATE_FILE, TritonServer, is_tritonserver, read_state, write_state
+    from serving.server import TritonServer, find_tritonserver, read_state, supervisor_alive, triton_group
 
     repo = Path(a.repo)
     state = read_state(repo)
-    if state is not None and is_tritonserver(state["pid"]):
+    if state is not None and (supervisor_alive(state) or triton_group(int(state["pid"]))):
         raise ValueError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
                          f"HTTP {state['http']}); stop it with `dnc stop --repo {repo}`")
-    server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, key=a.key or os.environ.get(KEY_ENV),
-                          host=a.host, run_dir=repo.resolve().with_name(f".{repo.resolve().name}.server"))
+    _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)
+    run_dir = repo.resolve().with_name(f".{repo.resolve().name}.server")
+    if a.detach:
+        return _detach(a, run_dir)
+    from serving.supervisor import Supervisor
+
+    server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host, run_dir=run_dir)
     # Explicit handlers, set before the (long) start so an interrupt then still stops the server: a
     # process started in the background of a non-interactive shell inherits SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    server.start(a.timeout)
     try:
-        write_state(server)
-        print(f"serving {repo} - HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
-              f"repository API key in {repo / STATE_FILE}; log {server.log_file}", flush=True)
-    except BaseException:  # a server nobody can find must not be left running
-        _stop(server)
-        raise
-    if a.detach:
-        return 0
-    try:
-        code = server.proc.wait()
-        print(f"dnc serve: tritonserver exited with status {code}; log {server.log_file}", file=sys.stderr)
-        return 1
+        return Supervisor(server, a.timeout).run(on_ready=_announce)
     except KeyboardInterrupt:
         print("stopping", flush=True)
         return 0
-    finally:
-        _stop(server)
+
+
+def _check_host(host: str, allow_remote: bool, bundled: bool) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ValueError(f"--host {host!r} is not an IP address (give 127.0.0.1, 0.0.0.0 or an interface's "
+                         "address)") from None
+    if bundled and not loopback and not allow_remote:
+        raise ValueError(f"--host {host}: the bundled Triton 2.51 has published unauthenticated crash and "
+                         "code-execution vulnerabilities, so it listens on loopback only; add --allow-remote to "
+                         "expose it on a network you trust (README, Security)")
+
+
+def _announce(server) -> None:
+    print(f"serving {server.repo} - HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
+          f"log {server.log_file}", flush=True)
+
+
+def _detach(a: argparse.Namespace, run_dir: Path) -> int:
+    """Start `dnc serve` (the supervisor) in a session of its own and return once its server is ready."""
+    from serving.server import read_state
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "supervisor.log"
+    cmd = [sys.executable, "-m", "clients.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
+           "--grpc-port", str(a.grpc_port), "--metrics-port", str(a.metrics_port), "--host", a.host,
+           "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else [])]
+    with open(out, "ab") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + a.timeout + 30
+    while time.monotonic() < deadline:
+        state = read_state(a.repo)
+        if state is not None and state.get("supervisor") == proc.pid:
+            print(f"serving {a.repo} - HTTP {state['http']}, gRPC {state['grpc']}, metrics {state['metrics']}; "
+                  f"supervisor pid {proc.pid} (log {out}); server log {state['log']}", flush=True)
+            return 0
+        if proc.poll() is not None:
+            tail = "\n".join(out.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"`dnc serve` exited with status {proc.returncode} before the server was ready:\n{tail}")
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"the server was not ready within {a.timeout + 30:.0f} s (log {out})")
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
     from serving.server import stop_detached
 
     pid = stop_detached(a.repo)
-    print(f"stopped tritonserver (pid {pid})" if pid else f"no server recorded for {a.repo}")
+    print(f"stopped the server of {a.repo} (pid {pid})" if pid else f"no server running for {a.repo}")
     return 0
 
 
@@ -124,22 +165,17 @@ def cmd_swap(a: argparse.Namespace) -> int:
     from serving.swap import swap
 
     state = read_state(a.repo) or {}
+    if a.url == "":
+        raise ValueError("--url is empty: give the server's gRPC HOST:PORT, or leave --url out to use the "
+                         "state file of `dnc serve`")
     url = a.url or state.get("grpc") or "localhost:8001"
-    key = a.key or os.environ.get(KEY_ENV) or state.get("key")
-    res = swap(a.repo, a.centroids, url, key, a.timeout)
+    res = swap(a.repo, a.centroids, url, a.timeout, log_file=state.get("log"))
     if a.json:
         print(json.dumps(res))
     else:
         print(f"class list {res['from']} -> {res['to']} ({len(res['classes'])} classes: {', '.join(res['classes'])}); "
-              f"reload {res['load_seconds']:.2f} s, answering {res['total_seconds']:.2f} s after `dnc swap` started")
+              f"answering {res['total_seconds']:.2f} s after `dnc swap` started")
     return 0
-
-
-def _stop(server) -> None:
-    from serving.server import STATE_FILE
-
-    server.stop()
-    (server.repo / STATE_FILE).unlink(missing_ok=True)
 
 
 def _interrupt(*_) -> None:

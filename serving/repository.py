@@ -19,6 +19,7 @@ Dims never fix the class count (-1), so a head with another class list drops in.
 from __future__ import annotations
 
 import json
+import py_compile
 import shutil
 import time
 from pathlib import Path
@@ -53,13 +54,23 @@ def _tensor(spec: F.TensorSpec, reshape: bool = True) -> dict:
     return t
 
 
-def _backend(runtime_name: str, model: str, threads: int, instances: int, device: str = "cpu") -> dict:
+def input_check(prep: dict, model: str) -> dict:
+    """What the python runtime's model checks in every request before any arithmetic (python_model.py):
+    images within the range the manifest's preprocessing can produce, per channel; embeddings finite and
+    bounded (the embedding model's are unit vectors)."""
+    if model == F.EMBED_MODEL:
+        mean, std, scale = np.asarray(prep["mean"], float), np.asarray(prep["std"], float), float(prep["scale"])
+        return {"kind": "images", "low": list((0.0 - mean) / std), "high": list((255.0 * scale - mean) / std)}
+    return {"kind": "embeddings", "max_abs": 1e3}
+
+
+def _backend(runtime_name: str, model: str, threads: int, instances: int, device: str = "cpu",
+             prep: dict | None = None) -> dict:
     """The backend-specific part of a step model's config. The head always runs on the CPU: it is
     one small matrix product, and its string outputs have no GPU kernels."""
     kind = "KIND_GPU" if device == "gpu" and model == F.EMBED_MODEL else "KIND_CPU"
     if runtime_name == "python":
-        params = {"intra_op_threads": str(threads),
-                  "reject_non_finite": "true" if model == F.EMBED_MODEL else "false"}
+        params = {"intra_op_threads": str(threads), "input_check": json.dumps(input_check(prep, model))}
         return {"backend": "python", "instance_group": [{"count": instances, "kind": kind}],
                 "parameters": {k: {"string_value": v} for k, v in params.items()}}
     if runtime_name == "tensorrt" and model == F.EMBED_MODEL:
@@ -89,9 +100,9 @@ def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threa
     embedding = {"name": F.EMBEDDING, "data_type": "TYPE_FP32", "dims": [-1]}
     served = F.HEAD_OUTPUTS + F.EVIDENCE_OUTPUTS
     batching = {"dynamic_batching": {"max_queue_delay_microseconds": queue_delay_us}}
-    embed = {"name": F.EMBED_MODEL, **_backend(runtime_name, F.EMBED_MODEL, threads, instances, device),
+    embed = {"name": F.EMBED_MODEL, **_backend(runtime_name, F.EMBED_MODEL, threads, instances, device, prep),
              "max_batch_size": max_batch, "input": [images], "output": [embedding], **batching}
-    head = {"name": F.HEAD_MODEL, **_backend(runtime_name, F.HEAD_MODEL, 1, 1), "max_batch_size": max_batch,
+    head = {"name": F.HEAD_MODEL, **_backend(runtime_name, F.HEAD_MODEL, 1, 1, prep=prep), "max_batch_size": max_batch,
             "input": [embedding], "output": [_tensor(s) for s in served], **batching}
     entry = {
         "name": F.ENTRY_MODEL, "platform": "ensemble", "max_batch_size": max_batch, "input": [images],
@@ -215,6 +226,9 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
             (tmp / name / "config.pbtxt").write_text(to_pbtxt(cfg))
             if runtime_name == "python" and name != F.ENTRY_MODEL:
                 shutil.copyfile(Path(__file__).with_name("python_model.py"), tmp / name / "1" / "model.py")
+                # Compiled now: a __pycache__ the stub wrote into the model folder would look to the polling
+                # server like a changed model, reloaded once after every start.
+                py_compile.compile(str(tmp / name / "1" / "model.py"), doraise=True)
         (tmp / F.ENTRY_MODEL / "1" / ".keep").write_text("")
         embed_src = export_dir / (F.EMBED_PLAN_FILE if runtime_name == "tensorrt" else F.EMBED_FILE)
         shutil.copyfile(embed_src, tmp / F.EMBED_MODEL / "1" / model_file(runtime_name, F.EMBED_MODEL))
@@ -241,14 +255,15 @@ def head_bytes(cs: centroid_set.CentroidSet, top_k: int) -> bytes:
 
 
 def write_head(repo: Path, cs: centroid_set.CentroidSet, top_k: int) -> None:
-    """Write the head graph and its centroid set into the repository's head model folder."""
+    """Write a centroid set and its head graph into the repository's head model folder: the set first, the
+    graph last and atomically, since a new graph is what a polling server loads (see swap.py)."""
     head_dir = Path(repo) / F.HEAD_MODEL
     data = head_bytes(cs, top_k)
+    with staged(head_dir / SET_FOLDER) as folder:
+        centroid_set.save(cs, folder)
     tmp = head_dir / "1" / ".model.onnx.tmp"
     tmp.write_bytes(data)
     tmp.replace(head_dir / "1" / "model.onnx")
-    with staged(head_dir / SET_FOLDER) as folder:
-        centroid_set.save(cs, folder)
 
 
 def set_info(cs: centroid_set.CentroidSet) -> dict:

@@ -6,9 +6,15 @@ pieces (the backend library, the stub for this Python, triton_python_backend_uti
 shared libraries on LD_LIBRARY_PATH, and this environment's site-packages named to the models (the
 stub embeds its own interpreter, which ignores PYTHONPATH and must find numpy and onnxruntime).
 
-The server runs in explicit model-control mode (only the entry model and its steps are loaded) in a
-process group of its own, so stopping it also stops its python-backend stub processes. The
-repository (load/unload) API is restricted to requests that carry the key header; inference is open.
+What is served is what the repository on disk holds, and nothing else can change it:
+- the server polls the repository (`--model-control-mode=poll`, every POLL_SECONDS): a swap is an
+  atomic file replacement in the repository, so the file system's permissions are the access control;
+- every API that changes the server (model load/unload, shared memory, tracing, logging) is locked
+  behind a header whose required value (a newline) no HTTP or gRPC request can carry. No key exists,
+  so none can leak through a command line, a state file or an environment.
+The server runs in a process group of its own (stopping the group also stops its python-backend stubs),
+and its python backend names its shared-memory regions with a prefix of this start, so whatever a
+crash leaves in /dev/shm is found and removed (`cleanup`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -34,9 +39,11 @@ from export import formats as F
 
 log = logging.getLogger(__name__)
 
-KEY_HEADER = "dnc-repository-key"  # the header the restricted repository API asks for over HTTP
-GRPC_KEY_HEADER = f"triton-grpc-protocol-{KEY_HEADER}"  # Triton prefixes gRPC restricted-protocol headers
-RESTRICTED = "model-repository,shared-memory,trace,logging"  # Triton API categories behind the key
+LOCK_HEADER = "dnc-locked"  # the header the server-changing APIs ask for ...
+LOCK_VALUE = "\n"  # ... with a value no HTTP header or gRPC metadata can hold: locked for every client
+LOCKED = "model-repository,shared-memory,trace,logging"  # Triton API categories behind the lock
+POLL_SECONDS = 1  # how often the server looks for a changed model in the repository
+SHM_DIR = Path("/dev/shm")
 
 
 class ServerError(RuntimeError):
@@ -47,10 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def new_key() -> str:
-    return secrets.token_urlsafe(24)
 
 
 def _wheel_root() -> Path | None:
@@ -94,17 +97,17 @@ def python_backend_dir(wheel: Path, dest: Path) -> Path:
 class TritonServer:
     """One tritonserver process on `repo`. Use as a context manager, or start()/stop().
 
-    Ports of 0 are replaced by free ones. `key` guards the repository API (generated when None)."""
+    Ports of 0 are replaced by free ones (kept across restarts). `shm_prefix` names the python
+    backend's shared-memory regions of this server (a new one per start when empty)."""
 
     repo: Path
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    key: str | None = None
-    models: tuple[str, ...] = (F.ENTRY_MODEL,)
     log_file: Path | None = None
     run_dir: Path | None = None  # backend folder and log; a temporary folder (removed at stop) when None
     host: str = "127.0.0.1"
+    shm_prefix: str = ""
     proc: subprocess.Popen | None = field(default=None, init=False)
     _tmp: Path | None = field(default=None, init=False)
 
@@ -113,7 +116,6 @@ class TritonServer:
         self.http_port = self.http_port or free_port()
         self.grpc_port = self.grpc_port or free_port()
         self.metrics_port = self.metrics_port or free_port()
-        self.key = self.key or new_key()
 
     @property
     def http_url(self) -> str:
@@ -128,16 +130,15 @@ class TritonServer:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def command(self, backend_dir: Path | None, binary: Path) -> list[str]:
-        # Everything that changes the server (models, shared memory, tracing, logging) needs the key;
-        # health, metadata, inference, statistics stay open.
-        restricted = f"{RESTRICTED}:{KEY_HEADER}={self.key}"
-        cmd = [str(binary), f"--model-repository={self.repo}", "--model-control-mode=explicit",
-               *[f"--load-model={m}" for m in self.models],
+        # Health, metadata, inference and statistics stay open; everything that changes the server is locked.
+        locked = f"{LOCKED}:{LOCK_HEADER}={LOCK_VALUE}"
+        cmd = [str(binary), f"--model-repository={self.repo}", "--model-control-mode=poll",
+               f"--repository-poll-secs={POLL_SECONDS}",
                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
                f"--metrics-port={self.metrics_port}", f"--metrics-address={self.host}", f"--http-address={self.host}",
-               f"--grpc-address={self.host}", f"--http-restricted-api={restricted}",
-               f"--grpc-restricted-protocol={restricted}", "--exit-timeout-secs=20", "--log-verbose=0",
-               "--strict-readiness=true"]
+               f"--grpc-address={self.host}", f"--http-restricted-api={locked}",
+               f"--grpc-restricted-protocol={locked}", "--exit-timeout-secs=20", "--log-verbose=0",
+               "--strict-readiness=true", f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
         if backend_dir is not None:
             cmd.append(f"--backend-directory={backend_dir}")
         return cmd
@@ -147,6 +148,7 @@ class TritonServer:
             raise ServerError(f"{self.repo} is not a model repository (no {F.ENTRY_MODEL}/config.pbtxt): "
                               "build one with `dnc repo build`")
         binary, wheel = find_tritonserver()
+        self.shm_prefix = self.shm_prefix or f"dnc_{os.getpid()}_{time.monotonic_ns() % 10**9}_"
         if self.run_dir is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="dnc-triton-"))
         try:
@@ -199,12 +201,13 @@ class TritonServer:
             return "(no log)"
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server's process group (server and stubs), see stop_group."""
+        """Stop the server's process group (server and stubs, see stop_group) and remove its shared memory."""
         if self.proc is not None:
             if self.proc.poll() is None:
                 log.info("stopping tritonserver (pid %d)", self.proc.pid)
             stop_group(self.proc.pid, timeout)
             self.proc.wait()
+        cleanup_shm(self.shm_prefix)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -216,16 +219,17 @@ class TritonServer:
         self.stop()
 
 
-STATE_FILE = ".dnc-server.json"  # in the repository: where a detached server listens, and its key
+STATE_FILE = ".dnc-server.json"  # in the repository: the supervisor of `dnc serve`, its server and addresses
 
 
-def write_state(server: TritonServer) -> Path:
-    """Record a running server in its repository (readable by the owner only: it holds the key)."""
+def write_state(server: TritonServer, restarts: int = 0) -> Path:
+    """Record the running server and the process supervising it (this one) in its repository."""
     path = server.repo / STATE_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.touch(mode=0o600)
-    tmp.write_text(json.dumps({"pid": server.proc.pid, "http": server.http_url, "grpc": server.grpc_url,
-                               "metrics": server.metrics_url, "key": server.key, "log": str(server.log_file)}))
+    tmp.write_text(json.dumps({"supervisor": os.getpid(), "supervisor_started": start_ticks(os.getpid()),
+                               "pid": server.proc.pid, "http": server.http_url, "grpc": server.grpc_url,
+                               "metrics": server.metrics_url, "log": str(server.log_file),
+                               "shm_prefix": server.shm_prefix, "restarts": restarts}))
     tmp.replace(path)
     return path
 
@@ -235,18 +239,47 @@ def read_state(repo: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def supervisor_alive(state: dict) -> bool:
+    """Whether the state's supervisor still runs (the same process: its pid may have been reused)."""
+    pid = state.get("supervisor")
+    return bool(pid) and start_ticks(int(pid)) == state.get("supervisor_started")
+
+
 def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
-    """Stop the server `dnc serve --detach` started on `repo`; returns its pid (None if none ran)."""
+    """Stop what `dnc serve` left running on `repo`: its supervisor (which stops its server), then whatever
+    a supervisor killed without notice leaves (server, stubs, shared memory). Returns the pid stopped
+    (None if nothing ran)."""
     state = read_state(repo)
     if state is None:
         return None
-    pid = int(state["pid"])
-    if not is_tritonserver(pid):  # gone (or the pid was reused): nothing of ours to stop
-        (Path(repo) / STATE_FILE).unlink(missing_ok=True)
-        return None
-    stop_group(pid, timeout)
+    stopped = None
+    if supervisor_alive(state):
+        pid = int(state["supervisor"])
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout + 15
+        while start_ticks(pid) == state["supervisor_started"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopped = pid
+    server = int(state["pid"])
+    if triton_group(server):
+        stop_group(server, timeout)
+        stopped = stopped or server
+    cleanup_shm(state.get("shm_prefix", ""))
     (Path(repo) / STATE_FILE).unlink(missing_ok=True)
-    return pid
+    return stopped
+
+
+def cleanup_shm(prefix: str) -> list[str]:
+    """Remove the shared-memory regions a server started with `prefix` left (after a crash or a kill)."""
+    if not prefix:
+        return []
+    gone = []
+    for region in SHM_DIR.glob(f"{prefix}*"):
+        region.unlink(missing_ok=True)
+        gone.append(region.name)
+    if gone:
+        log.info("removed %d shared-memory region(s) left by tritonserver (%s*)", len(gone), prefix)
+    return gone
 
 
 def stop_group(pgid: int, timeout: float = 30.0) -> None:
@@ -261,14 +294,35 @@ def stop_group(pgid: int, timeout: float = 30.0) -> None:
     _signal_group(pgid, signal.SIGKILL)
 
 
-def is_tritonserver(pid: int) -> bool:
-    """Whether `pid` is a live tritonserver process (a state file's pid may be stale or reused)."""
+def start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), None if it is gone or a zombie: with the pid,
+    it names one process even after the pid is reused."""
     try:
-        cmd = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")[0]
-        state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError, ValueError):
-        return False
-    return cmd.endswith(b"tritonserver") and state != "Z"
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def triton_group(pgid: int) -> bool:
+    """Whether process group `pgid` is a tritonserver's: live members, each tritonserver or its python stub
+    (a stale pid whose group now belongs to something else is never signalled)."""
+    members = group_processes(pgid)
+    for pid in members:
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if not argv0.endswith((b"tritonserver", b"triton_python_backend_stub")):
+            return False
+    return bool(members)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -1,31 +1,26 @@
-"""Hot-swap the class list of a running server: validate a centroid set, write it, one reload call.
+"""Hot-swap the class list of a running server: validate a centroid set, write it, wait for the answer.
 
-Order of a swap, and why:
+The server polls its repository (see server.py), so a swap is a change of files, made by whoever may
+write the repository, and nothing else can make one. Order of a swap, and why:
 0. One blank probe checks that the server at --url answers with the class list the repository records
    (a wrong --url, or a server serving a copy of the repository, is refused before anything changes).
 1. The set is refused unless it pairs with the served embedding model (fingerprint, D), holds finite
-   L2-normalised centroids and named, non-empty classes; its head graph must run (nothing changes).
-2. The new head and set are written into the repository on disk (the head must exist on disk, not
-   only as a load-call override: Triton server issue 4630), keeping the old files aside.
-3. One `load` call of the head with its config (a config forces a reload): Triton loads the new head
-   in the background, swaps it in when ready, and reloads the ensemble after it. Requests in flight
-   finish on the old head, so every response comes entirely from one class list. Never
-   unload-then-load: that leaves a window with no head. The call goes over gRPC: over HTTP, Triton
-   2.51's HTTP frontend held every in-flight HTTP inference request until the load finished (1.4 s
-   here, measured by benchmarks/triton_serving.py); over gRPC, HTTP and gRPC requests flow on.
-4. If Triton refuses or the load fails, the old files are put back (the old head is still serving)
-   and the error says why; when the call itself was lost (timeout, connection), the server is asked
-   which list it answers with first. After a load, repository.json records the new list, then we
-   wait until the entry model answers with the new set id.
+   L2-normalised centroids and valid class names; its head graph must run (nothing changes otherwise).
+2. The old head's files are kept in memory; the new set, then the new head graph, are written into the
+   repository, the graph last and atomically (os.replace): the poller sees the old head or the new one,
+   never half of one. Triton loads the new head in the background, swaps it in when ready and reloads
+   the ensemble after it; requests in flight finish on the old head, so every response comes entirely
+   from one class list. The server never unloads the head first (no window without a head).
+3. The swap waits until the entry model answers with the new set id. If the server log reports that the
+   head failed to load, or no answer comes within the timeout, the old files are written back (the old
+   head is still serving) and the error says why. repository.json records the new list once it answers.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
-import os
-import shutil
+import re
 import time
 from pathlib import Path
 
@@ -33,93 +28,65 @@ import numpy as np
 
 from export import centroid_set
 from export import formats as F
-from export.staging import publish
+from export.staging import staged
 from serving import repository
-from serving.server import GRPC_KEY_HEADER
 
 log = logging.getLogger(__name__)
 
 
 LOCK_FILE = ".swap.lock"
-BACKUP_FOLDER = f".{F.HEAD_MODEL}.previous"  # the head being replaced, until the reload succeeds
+HEAD_FAILED = re.compile(rf"failed to load (?:model )?'{F.HEAD_MODEL}'.*")  # Triton's log line for a failed load
 
 
 class SwapError(ValueError):
     """A swap that did not happen (the message says which list serves), or whose end was not seen."""
 
 
-def swap(repo: str | Path, centroids: str | Path, url: str, key: str | None, timeout: float = 120.0) -> dict:
-    """Swap the served class list to the set at `centroids` on the server whose gRPC address is `url`;
-    returns timings and the old/new set ids.
-    Concurrent swaps of one repository run one after the other (a lock file in the repository)."""
+def swap(repo: str | Path, centroids: str | Path, url: str, timeout: float = 120.0,
+         log_file: str | Path | None = None) -> dict:
+    """Swap the served class list to the set at `centroids` on the server of `repo` whose gRPC address is
+    `url`; returns timings and the old/new set ids. `log_file` (the server's log) lets a failed load be
+    reported at once, with Triton's reason. Concurrent swaps of one repository run one after the other."""
     repo = Path(repo)
     t0 = time.perf_counter()
     repository.read_info(repo)  # refuse a folder that is not a repository before creating the lock there
     with open(repo / LOCK_FILE, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        res = _swap_locked(repo, centroids, url, key, timeout)
+        res = _swap_locked(repo, centroids, url, timeout, Path(log_file) if log_file else None)
     res["total_seconds"] = time.perf_counter() - t0
     return res
 
 
-def _swap_locked(repo: Path, centroids: str | Path, url: str, key: str | None, timeout: float) -> dict:
-    import tritonclient.grpc as grpc
-
+def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, log_file: Path | None) -> dict:
     t0 = time.perf_counter()
     info = repository.read_info(repo)
     cs = centroid_set.load(centroids, expect_fingerprint=info["embed_fingerprint"], expect_dim=info["dim"])
     info = _reconcile(repo, info, served_set(url, info["preprocessing"]), url)
     old_id = info["set"]["set_id"]
-    head_dir = repo / F.HEAD_MODEL
-    backup = repo / BACKUP_FOLDER
-    shutil.rmtree(backup, ignore_errors=True)
-    (backup / "1").mkdir(parents=True)
-    shutil.copy2(head_dir / "1" / "model.onnx", backup / "1" / "model.onnx")
-    if (head_dir / repository.SET_FOLDER).is_dir():
-        shutil.copytree(head_dir / repository.SET_FOLDER, backup / repository.SET_FOLDER)
+    if cs.set_id == old_id:
+        log.info("class list %s is already served", old_id)
+        return {"from": old_id, "to": old_id, "classes": list(cs.class_names), "answering_seconds": 0.0}
+    backup = _head_files(repo)
+    log_start = log_file.stat().st_size if log_file and log_file.is_file() else 0
     try:
         repository.write_head(repo, cs, info["top_k"])  # built and checked to run before anything is written
     except BaseException:
-        _restore(backup, head_dir)
+        _restore(repo, backup)
         raise
-    t_load, answering = time.perf_counter(), None
     try:
-        client = grpc.InferenceServerClient(url)
-        try:
-            client.load_model(F.HEAD_MODEL, headers={GRPC_KEY_HEADER: key or ""},
-                              config=json.dumps(repository.head_config(repo)), client_timeout=timeout)
-        finally:
-            client.close()
-    except BaseException as e:
-        if _definite(e):  # refused, or the load failed in Triton: the old head is still serving
-            _restore(backup, head_dir)
-            raise SwapError(f"the server at {url} did not load the new head ({_reason(e)}); class list {old_id} "
-                            "is still serving") from e
-        # The call was lost (timeout, connection, interrupt) after it may have reached the server, which
-        # may still load the new head: keep the new files (a later swap or restart reconciles, see
-        # _reconcile) and find out what answers.
-        shutil.rmtree(backup, ignore_errors=True)
-        if isinstance(e, KeyboardInterrupt):
-            log.warning("interrupted during the reload: the server may still switch to %s, whose head is now in "
-                        "%s; run `dnc swap` again to finish", cs.set_id, repo)
-            raise
-        try:
-            answering = wait_for_set(url, cs.set_id, info["preprocessing"], min(timeout, 30.0))
-        except SwapError:
-            raise SwapError(f"the reload call to {url} failed ({_reason(e)}) and the server does not answer with "
-                            f"{cs.set_id}; the repository holds the new head, so run `dnc swap` again") from e
-        log.warning("the reload call failed (%s) but the server answers with the new list", _reason(e))
-    loaded = time.perf_counter() - t_load
-    # The head is loaded: record it before anything else can fail.
+        answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout,
+                                 failed=lambda: _load_failure(log_file, log_start))
+    except SwapError as e:
+        _restore(repo, backup)
+        raise SwapError(f"{e}; the old head is back in {repo} and class list {old_id} is still serving") from e
+    except KeyboardInterrupt:
+        log.warning("interrupted: the repository holds the head of %s, which the server loads; `dnc swap` "
+                    "again records it", cs.set_id)
+        raise
     _record(repo, info, cs, old_id, str(centroids))
-    shutil.rmtree(backup, ignore_errors=True)
-    if answering is None:
-        answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout)
     total = time.perf_counter() - t0
-    log.info("swapped %s -> %s (%d classes) in %.2f s (reload call %.2f s)", old_id, cs.set_id,
-             cs.num_classes, total, loaded)
-    return {"from": old_id, "to": cs.set_id, "classes": list(cs.class_names), "load_seconds": loaded,
-            "answering_seconds": answering, "total_seconds": total}
+    log.info("swapped %s -> %s (%d classes) in %.2f s", old_id, cs.set_id, cs.num_classes, total)
+    return {"from": old_id, "to": cs.set_id, "classes": list(cs.class_names), "answering_seconds": answering}
 
 
 def _record(repo: Path, info: dict, cs: centroid_set.CentroidSet, old_id: str, source: str) -> None:
@@ -148,34 +115,42 @@ def _reconcile(repo: Path, info: dict, served: str, url: str) -> dict:
                     f"{info['set']['set_id']}: is --url the server of --repo? (nothing changed)")
 
 
-def _definite(e: BaseException) -> bool:
-    """Whether a failed reload call certainly left the old head serving (refused or failed in Triton),
-    as opposed to a call lost on the way (timeout, unavailable, interrupted)."""
-    from tritonclient.utils import InferenceServerException
-
-    if not isinstance(e, InferenceServerException):
-        return False
-    if "restricted" in str(e).lower():
-        return True
-    return str(e.status() or "") not in ("StatusCode.DEADLINE_EXCEEDED", "StatusCode.UNAVAILABLE",
-                                         "StatusCode.CANCELLED")
-
-
 def _reason(e: Exception) -> str:
     msg = str(e)
-    if "restricted" in msg.lower():
-        return f"the repository API refused the key: {msg}"
     return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
 
 
-def _restore(backup: Path, head_dir: Path) -> None:
-    """Put the previous head back (each file replaced atomically: a load reading it sees old or new)."""
-    tmp = head_dir / "1" / ".model.onnx.restore"
-    shutil.copy2(backup / "1" / "model.onnx", tmp)
-    os.replace(tmp, head_dir / "1" / "model.onnx")
-    if (backup / repository.SET_FOLDER).is_dir():
-        publish(backup / repository.SET_FOLDER, head_dir / repository.SET_FOLDER)
-    shutil.rmtree(backup, ignore_errors=True)
+def _head_files(repo: Path) -> dict[str, bytes]:
+    """The head model's graph and centroid set, path (relative to the head's folder) -> bytes."""
+    head = repo / F.HEAD_MODEL
+    return {str(p.relative_to(head)): p.read_bytes() for p in sorted(head.rglob("*"))
+            if p.is_file() and (p.name == "model.onnx" or p.relative_to(head).parts[0] == repository.SET_FOLDER)}
+
+
+def _restore(repo: Path, files: dict[str, bytes]) -> None:
+    """Write the previous head back: its centroid set, then its graph, atomically (as write_head does)."""
+    head = repo / F.HEAD_MODEL
+    with staged(head / repository.SET_FOLDER) as folder:
+        for rel, data in files.items():
+            if Path(rel).parts[0] == repository.SET_FOLDER:
+                dest = folder / Path(rel).relative_to(repository.SET_FOLDER)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+    graph = head / "1" / "model.onnx"
+    tmp = graph.with_name(".model.onnx.restore")
+    tmp.write_bytes(files["1/model.onnx"])
+    tmp.replace(graph)
+
+
+def _load_failure(log_file: Path | None, start: int) -> str | None:
+    """Triton's reason, if the server log says since `start` that the head failed to load."""
+    if log_file is None or not log_file.is_file():
+        return None
+    with open(log_file, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    found = HEAD_FAILED.search(text)
+    return found.group(0)[:300] if found else None
 
 
 def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:
@@ -187,20 +162,24 @@ def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:
         client.close()
 
 
-def wait_for_set(url: str, set_id: str, prep: dict, timeout: float) -> float:
-    """Seconds until the entry model answers a probe with `set_id` (the ensemble reloads after the head)."""
+def wait_for_set(url: str, set_id: str, prep: dict, timeout: float, failed=lambda: None) -> float:
+    """Seconds until the entry model answers a probe with `set_id` (the ensemble reloads after the head);
+    SwapError when `failed()` gives a reason or after `timeout`."""
     t0 = time.perf_counter()
     client = _client(url)
     try:
         while True:
+            reason = failed()
+            if reason:
+                raise SwapError(f"the server did not load the new head: {reason}")
             try:
                 if _probe(client, url, prep, max(1.0, timeout - (time.perf_counter() - t0))) == set_id:
                     return time.perf_counter() - t0
             except SwapError:
                 pass  # keep probing until the deadline
             if time.perf_counter() - t0 > timeout:
-                raise SwapError(f"the new head {set_id} is loaded and recorded, but the entry model has not "
-                                f"answered with it within {timeout:.0f} s; check the server log")
+                raise SwapError(f"the server has not answered with the new list {set_id} within {timeout:.0f} s "
+                                "(see the server log)")
             time.sleep(0.05)
     finally:
         client.close()

@@ -2,6 +2,7 @@
 small trained export: HTTP and gRPC against in-process onnxruntime, evidence, bad requests, refused swaps,
 a swap under continuous load with zero failed requests, and a stop that leaves no process behind."""
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from export import centroid_set, runtime
 from export import formats as F
 from export.recompute import compute_set
 from serving import repository
-from serving.server import TritonServer, group_processes
+from serving.server import LOCK_HEADER, TritonServer, group_processes
 from serving.swap import SwapError, swap
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -109,43 +110,44 @@ def _head_files(repo):
     return {p.relative_to(head): p.read_bytes() for p in sorted(head.rglob("*")) if p.is_file()}
 
 
-def test_swap_without_the_key_is_refused(server, repo, other_set, capsys):
-    before = repository.read_info(repo)["set"]["set_id"]
-    files = _head_files(repo)
-    with pytest.raises(SwapError, match="refused the key"):
-        swap(repo, other_set, server.grpc_url, key="not-the-key")
-    with pytest.raises(SwapError, match="refused the key"):
-        swap(repo, other_set, server.grpc_url, key=None)
-    assert main(["swap", "--repo", str(repo), "--centroids", str(other_set), "--url", server.grpc_url,
-                 "--key", "wrong"]) == 2
-    assert "refused the key" in capsys.readouterr().err
-    assert _head_files(repo) == files  # the head and its centroid set are back on disk, byte for byte
-    assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
-    assert repository.read_info(repo)["set"]["set_id"] == before
+def test_nothing_over_the_network_changes_what_is_served(server, repo):
+    """Load/unload, shared memory, logging and tracing are locked for every client: no header value opens
+    them (the lock's value is a newline, which no request can carry), and there is no key to steal."""
+    served = repository.read_info(repo)["set"]["set_id"]
     grpc_client = grpc.InferenceServerClient(server.grpc_url)
-    with pytest.raises(InferenceServerException, match="restricted"):  # unload, without the key, over gRPC
-        grpc_client.unload_model(F.HEAD_MODEL)
-    with pytest.raises(InferenceServerException, match="restricted"):  # and over HTTP
-        http.InferenceServerClient(server.http_url).unload_model(F.HEAD_MODEL, headers={"dnc-repository-key": "x"})
-    with pytest.raises(InferenceServerException, match="restricted"):  # other server-changing APIs too
-        http.InferenceServerClient(server.http_url).update_log_settings({"log_verbose_level": 1})
+    http_client = http.InferenceServerClient(server.http_url)
+    for headers in ({}, {LOCK_HEADER: ""}, {LOCK_HEADER: " "}, {LOCK_HEADER: "\\n"}):
+        for client in (grpc_client, http_client):
+            for call in (lambda c, h: c.unload_model(F.HEAD_MODEL, headers=h),
+                         lambda c, h: c.load_model(F.HEAD_MODEL, headers=h,
+                                                   config=json.dumps(repository.head_config(repo)),
+                                                   files={"file:1/model.py": b"raise SystemExit"}),
+                         lambda c, h: c.update_log_settings({"log_verbose_level": 1}, headers=h),
+                         lambda c, h: c.register_system_shared_memory("x", "/x", 8, headers=h)):
+                with pytest.raises(InferenceServerException, match="restricted"):
+                    call(client, headers)
     assert grpc_client.is_model_ready(F.HEAD_MODEL)
+    assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == served
+    cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().decode()
+    assert "key" not in cmdline.lower() and f"{LOCK_HEADER}=\n" in cmdline
 
 
-def test_a_load_that_fails_in_triton_leaves_the_old_list(server, repo, other_set, monkeypatch):
+def test_a_head_that_fails_to_load_leaves_the_old_list(server, repo, other_set, monkeypatch):
+    """The new head graph is written but Triton cannot load it: the swap reads the failure in the server
+    log, puts the old files back, and the old list is still what answers."""
     before = repository.read_info(repo)["set"]["set_id"]
     files = _head_files(repo)
-    broken = dict(repository.head_config(repo), backend="no_such_backend")
-    monkeypatch.setattr(repository, "head_config", lambda _repo: broken)
+    real = repository.head_bytes
+    monkeypatch.setattr(repository, "head_bytes", lambda cs, top_k: real(cs, top_k)[:-100])  # truncated graph
     with pytest.raises(SwapError, match=f"did not load the new head.*{before} is still serving"):
-        swap(repo, other_set, server.grpc_url, server.key)
+        swap(repo, other_set, server.grpc_url, timeout=60, log_file=server.log_file)
     assert _head_files(repo) == files and repository.read_info(repo)["set"]["set_id"] == before
     assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
 
 
 def test_swap_needs_the_server_of_the_repository(server, repo, other_set):
     with pytest.raises(SwapError, match="no DNC server answers over gRPC at 127.0.0.1:1"):
-        swap(repo, other_set, "127.0.0.1:1", server.key)
+        swap(repo, other_set, "127.0.0.1:1")
 
 
 def test_swap_of_another_models_set_is_refused(server, repo, other_set, tmp_path):
@@ -155,7 +157,7 @@ def test_swap_of_another_models_set_is_refused(server, repo, other_set, tmp_path
     before = repository.read_info(repo)["set"]["set_id"]
     head = (repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes()
     with pytest.raises(centroid_set.CentroidSetError, match="embedding model"):
-        swap(repo, tmp_path / "foreign", server.grpc_url, server.key)
+        swap(repo, tmp_path / "foreign", server.grpc_url)
     assert (repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes() == head
     assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
 
@@ -190,7 +192,7 @@ def test_swap_under_load_fails_no_request(server, repo, exported, other_set, fm_
         t.start()
     try:
         time.sleep(0.5)
-        swaps = [swap(repo, s, server.grpc_url, server.key) for s in (other_set, exported[0], other_set)]
+        swaps = [swap(repo, s, server.grpc_url) for s in (other_set, exported[0], other_set)]
         time.sleep(0.5)
     finally:
         stop.set()
@@ -251,14 +253,14 @@ def test_any_image_size_rgb_or_gray(server, tmp_path):
 
 
 def test_serve_command_stops_cleanly_on_ctrl_c(repo):
-    """`dnc serve` as a user runs it: ready, its state file written (owner-only), Ctrl-C stops the server
+    """`dnc serve` as a user runs it: ready, its state file written (no secret in it), Ctrl-C stops the server
     and its python-backend processes; `--detach` then `dnc stop` does the same."""
     import os
     import signal
     import subprocess
     import sys
 
-    from serving.server import STATE_FILE, read_state, stop_detached
+    from serving.server import read_state, stop_detached
 
     cmd = [sys.executable, "-m", "clients.cli", "serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0",
            "--metrics-port", "0"]
@@ -269,7 +271,7 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
             time.sleep(0.2)
         state = read_state(repo)
         assert state is not None, proc.stdout.read() if proc.poll() is not None else "no state file"
-        assert (repo / STATE_FILE).stat().st_mode & 0o077 == 0
+        assert "key" not in state and state["supervisor"] == proc.pid
         assert DNCClient(state["http"]).max_batch == 64
         pid = state["pid"]
         proc.send_signal(signal.SIGINT)
@@ -285,36 +287,18 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
     assert group_processes(pid) == [] and read_state(repo) is None
 
 
-def test_a_lost_reload_call_is_resolved_by_asking_the_server(server, repo, exported, other_set, monkeypatch):
-    """The reload reaches Triton but its answer is lost (deadline): swap asks the server, sees the new list,
-    records it. Then the record is made stale by hand (as after an interrupted swap): the next swap
-    reconciles it from the head on disk instead of refusing."""
-    import tritonclient.grpc as tg
-
+def test_a_stale_record_is_reconciled_from_the_head_on_disk(server, repo, exported, other_set):
+    """A swap interrupted after writing the head leaves repository.json naming the old list while the
+    server loads the new head from disk: the next swap records what answers instead of refusing."""
     target = other_set if repository.read_info(repo)["set"]["set_id"] != centroid_set.load(other_set).set_id \
         else exported[0]
     new_id = centroid_set.load(target).set_id
-    real = tg.InferenceServerClient.load_model
-
-    def lost(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        raise InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")
-
-    monkeypatch.setattr(tg.InferenceServerClient, "load_model", lost)
-    assert swap(repo, target, server.grpc_url, server.key)["to"] == new_id
-    monkeypatch.undo()
+    assert swap(repo, target, server.grpc_url)["to"] == new_id
     info = repository.read_info(repo)
-    assert info["set"]["set_id"] == new_id and not (repo / ".dnc_head.previous").exists()
     stale = dict(info, set=dict(info["set"], set_id="0" * 16))
     repository.write_info(repo, stale)
     back = exported[0] if target == other_set else other_set
-    assert swap(repo, back, server.grpc_url, server.key)["from"] == new_id
-
-
-def test_a_refused_key_is_refused_even_for_the_list_already_served(server, repo):
-    served = repository.read_info(repo)["set"]["set_id"]
-    with pytest.raises(SwapError, match=f"refused the key.*{served} is still serving"):
-        swap(repo, repo / F.HEAD_MODEL / "centroids", server.grpc_url, key="wrong")
+    assert swap(repo, back, server.grpc_url)["from"] == new_id
 
 
 def test_urls_with_a_scheme_are_refused_in_one_line(server, capsys):
