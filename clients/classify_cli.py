@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from clients.client import DEFAULT_URLS, PROTOCOLS, DNCClient, Prediction, collect_images
 
@@ -28,13 +29,19 @@ def cmd_classify(a: argparse.Namespace) -> int:
     if a.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {a.top_k}")
     files = collect_images(a.paths)  # a missing path is named before any server is contacted
+    skipped: list[tuple[str, str]] = []
     with DNCClient(a.url, a.protocol, a.model) as client:
-        preds = client.classify_files(files, a.top_k, a.batch_size)
+        preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped)
     if a.json:
         for p in preds:
             print(json.dumps(p.to_dict()))
-    else:
+    elif preds:
         print(table(preds))
+    for path, reason in skipped:
+        print(f"dnc classify: skipped {path}: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"dnc classify: {len(skipped)} of {len(files)} file(s) could not be read", file=sys.stderr)
+        return 1
     return 0
 
 

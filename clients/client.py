@@ -84,6 +84,9 @@ class DNCClient:
                  timeout: float = 60.0):
         if protocol not in PROTOCOLS:
             raise ClientError(f"unknown protocol {protocol!r}; choose http or grpc")
+        if url is not None and not url.strip():
+            raise ClientError("--url is empty: give the server's HOST:PORT, or leave --url out for "
+                              f"{DEFAULT_URLS[protocol]}")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
         if "://" in self.url:
             raise ClientError(f"--url {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
@@ -179,8 +182,11 @@ class DNCClient:
         raw = np.stack([read_image_array(f, prep["channels"], prep["image_size"]) for f in files])  # uint8
         return normalise(raw, prep)
 
-    def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
-        """Predictions for image files and folders (see collect_images), read and sent in batches."""
+    def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 64,
+                       skipped: list[tuple[str, str]] | None = None) -> list[Prediction]:
+        """Predictions for image files and folders (see collect_images), read and sent in batches. With
+        `skipped` given, a file that cannot be read (or is refused by the reader's size limits) is
+        appended to it as (path, reason) and the others go on; without it, the first one raises."""
         if batch_size < 1:
             raise ClientError(f"--batch-size must be >= 1, got {batch_size}")
         files = collect_images(paths)
@@ -188,9 +194,24 @@ class DNCClient:
         with tqdm(total=len(files), desc="classify", unit="img", disable=len(files) <= batch_size or None) as bar:
             for i in range(0, len(files), batch_size):
                 chunk = files[i:i + batch_size]
-                preds += self.classify(self.read(chunk), top_k, [str(f) for f in chunk])
+                if skipped is None:
+                    x, good = self.read(chunk), chunk
+                else:
+                    x, good = self._read_readable(chunk, skipped)
+                if good:
+                    preds += self.classify(x, top_k, [str(f) for f in good])
                 bar.update(len(chunk))
         return preds
+
+    def _read_readable(self, files: list[Path], skipped: list[tuple[str, str]]) -> tuple[np.ndarray | None, list]:
+        prep, arrays, good = self.preprocessing, [], []
+        for f in files:
+            try:
+                arrays.append(read_image_array(f, prep["channels"], prep["image_size"]))
+                good.append(f)
+            except DataError as e:
+                skipped.append((str(f), str(e)))
+        return (normalise(np.stack(arrays), prep) if arrays else None), good
 
     def close(self) -> None:
         self._client.close()

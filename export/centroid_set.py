@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from export.formats import SET_JSON_FILE, SET_TENSORS_FILE
+from training.class_names import check_class_names
 
 FORMAT = "dnc-centroid-set"
 VERSION = 1
@@ -96,12 +97,14 @@ def validate(cs: CentroidSet, where: str = "centroid set") -> None:
     bad_k = [(i, k) for i, k in enumerate(cs.ks) if not 1 <= k <= kmax]
     if bad_k:
         i, k = bad_k[0]
-        raise CentroidSetError(f"{where}: class {i} ({cs.class_names[i] if i < len(cs.class_names) else '?'}) "
+        raise CentroidSetError(f"{where}: class {i} "
                                f"has K={k}; every class needs 1..{kmax} sub-centroids")
+    try:
+        check_class_names(cs.class_names, where)
+    except ValueError as e:
+        raise CentroidSetError(str(e)) from None
     if len(cs.class_names) != c:
         raise CentroidSetError(f"{where}: {len(cs.class_names)} class names for {c} classes")
-    if any(not n for n in cs.class_names) or len(set(cs.class_names)) != c:
-        raise CentroidSetError(f"{where}: class names must be non-empty and distinct")
     if not np.isfinite(p).all():
         c_bad = int(np.argwhere(~np.isfinite(p))[0][0])
         raise CentroidSetError(f"{where}: non-finite values (NaN/inf) in the centroids of class {c_bad} "

@@ -50,7 +50,12 @@ def swap(repo: str | Path, centroids: str | Path, url: str, timeout: float = 120
     repo = Path(repo)
     t0 = time.perf_counter()
     repository.read_info(repo)  # refuse a folder that is not a repository before creating the lock there
-    with open(repo / LOCK_FILE, "w") as lock:
+    try:
+        lock = open(repo / LOCK_FILE, "a")  # noqa: SIM115 (closed below)
+    except PermissionError:
+        raise SwapError(f"cannot write {repo}: only a user who may write the repository can swap what it "
+                        "serves") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = _swap_locked(repo, centroids, url, timeout, Path(log_file) if log_file else None)
     res["total_seconds"] = time.perf_counter() - t0

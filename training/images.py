@@ -13,9 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from training.class_names import check_class_names
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+MAX_PIXELS = 50_000_000  # decoded width x height (a 8,000 x 6,000 photo is 48 million)
+MAX_ASPECT = 32.0  # longer side / shorter side: a thinner image would be enlarged into a huge one first
 
 
 class DataError(ValueError):
@@ -27,8 +31,9 @@ def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
     `size`, centre-crop. Raises DataError naming the file if it cannot be decoded."""
     try:
         with Image.open(path) as im:
+            w, h = im.size  # from the header: nothing is decoded yet
+            check_image_size(path, w, h)
             im = im.convert("L" if in_chans == 1 else "RGB")
-            w, h = im.size
             s = size / min(w, h)
             nw, nh = max(size, round(w * s)), max(size, round(h * s))
             im = im.resize((nw, nh), Image.BILINEAR)
@@ -40,6 +45,18 @@ def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr.transpose(2, 0, 1).copy()  # (C, H, W), writable (np.asarray of a PIL image is read-only)
+
+
+def check_image_size(path: str | Path, w: int, h: int) -> None:
+    """Refuse an image whose decoded size or shape would cost far more than the model's input is worth."""
+    if w < 1 or h < 1:
+        raise DataError(f"cannot read image {path}: it has no pixels ({w} x {h})")
+    if w * h > MAX_PIXELS:
+        raise DataError(f"image {path} is {w} x {h} pixels ({w * h / 1e6:.0f} million), more than the "
+                        f"{MAX_PIXELS / 1e6:.0f} million this reader decodes")
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise DataError(f"image {path} is {w} x {h} pixels, an aspect ratio of {max(w, h) / min(w, h):.0f}:1, beyond "
+                        f"the {MAX_ASPECT:.0f}:1 this reader accepts (it would be enlarged before the centre crop)")
 
 
 def class_folders(root: Path) -> list[str]:
@@ -75,6 +92,10 @@ def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | Non
     found = class_folders(root)
     if not found:
         raise DataError(f"{root} has no class subfolders (expected one subfolder per class)")
+    try:
+        check_class_names(found, f"class folders of {root}")
+    except ValueError as e:
+        raise DataError(str(e)) from None
     if classes is not None and found != classes:
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
         raise DataError(f"{root} classes differ from the training split's: missing {missing}, extra {extra}")

@@ -281,3 +281,22 @@ def test_bad_request_costs_one_log_line(served, reference):
     added = len(Path(log).read_text(errors="replace").splitlines()) - before
     assert added <= 20, f"{added} log lines for 20 bad requests"
     assert_serving(served, reference)
+
+
+def test_kill_9_of_tritonserver_is_recovered(served, reference):
+    """The supervisor restarts a killed server on the same ports and list; the dead one's stubs and shared
+    memory are gone."""
+    import os
+    import signal
+
+    from serving.server import SHM_DIR, group_processes
+
+    before = _state(served)
+    old_regions = {p.name for p in SHM_DIR.glob(f"{before['shm_prefix']}*")}
+    os.kill(before["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    ready = assert_serving(served, reference, within=15.0)
+    after = _state(served)
+    assert after["pid"] != before["pid"] and group_processes(before["pid"]) == []
+    assert not old_regions & {p.name for p in SHM_DIR.glob(f"{before['shm_prefix']}*")}
+    print(f"ready {ready + 0.5:.1f} s after kill -9")

@@ -215,10 +215,20 @@ def test_classify_command(server, fm_folder, capsys, tmp_path):
                  "--json", "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 10 and '"set_id"' in lines[0]
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"not a png")
-    assert main(["classify", str(bad), "--url", server.http_url]) == 2
-    assert "broken.png" in capsys.readouterr().err
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "good.png").symlink_to(next((fm_folder / "test" / "Bag").iterdir()))
+    from PIL import Image
+
+    Image.new("L", (3000, 10)).save(folder / "thin.png")
+    assert main(["classify", str(folder), "--url", server.http_url]) == 1  # the good file answered, then exit 1
+    out, err = capsys.readouterr()
+    assert "good.png" in out and "1 image(s)" in out
+    assert "skipped" in err and "broken.png" in err and "thin.png" in err and "aspect ratio" in err
+    assert "2 of 3 file(s) could not be read" in err
+    assert main(["classify", str(folder / "good.png"), "--url", ""]) == 2
+    assert "--url is empty" in capsys.readouterr().err
 
 
 def test_stop_leaves_no_process(repo):
@@ -304,3 +314,26 @@ def test_a_stale_record_is_reconciled_from_the_head_on_disk(server, repo, export
 def test_urls_with_a_scheme_are_refused_in_one_line(server, capsys):
     assert main(["classify", str(Path(__file__)), "--url", f"http://{server.http_url}"]) == 2
     assert "without a scheme" in capsys.readouterr().err
+
+
+def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo):
+    """kill -9 of `dnc serve`'s supervisor and of tritonserver leaves python stubs and shared memory behind:
+    `dnc stop` finds them from the state file and removes them all."""
+    import os
+    import signal
+
+    from serving.server import SHM_DIR, read_state
+
+    assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+                 "--detach"]) == 0
+    state = read_state(repo)
+    regions = list(SHM_DIR.glob(f"{state['shm_prefix']}*"))
+    assert regions, "the python backend's shared memory carries the server's prefix"
+    os.kill(state["supervisor"], signal.SIGKILL)
+    os.kill(state["pid"], signal.SIGKILL)
+    time.sleep(1.0)
+    left = group_processes(state["pid"])
+    assert left, "the stubs outlive a killed tritonserver (what `dnc stop` must clean)"
+    assert main(["stop", "--repo", str(repo)]) == 0
+    assert group_processes(state["pid"]) == [] and read_state(repo) is None
+    assert list(SHM_DIR.glob(f"{state['shm_prefix']}*")) == []

@@ -1,0 +1,44 @@
+"""Class names: the one rule every writer and reader of a class list applies.
+
+A class name travels into checkpoints, exports, centroid sets, the served head graph (as labels),
+responses and terminals, so it is checked where it enters: strings, non-empty, unique, at most
+MAX_LENGTH characters, and no control or line-separator characters (a newline, a NUL or an escape
+sequence in a label would corrupt logs, tables and the terminals that print them).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_LENGTH = 100
+
+
+def class_name_problem(name: object) -> str | None:
+    """What is wrong with one class name, in words, or None."""
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not a string"
+    if not name:
+        return "is empty"
+    if len(name) > MAX_LENGTH:
+        return f"has {len(name)} characters (at most {MAX_LENGTH})"
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    if bad:
+        return f"holds the control character {bad[0]!r}"
+    return None
+
+
+def check_class_names(names: object, where: str) -> list[str]:
+    """`names` as a list when it is a valid class list; ValueError naming the first culprit otherwise."""
+    if not isinstance(names, (list, tuple)):
+        raise ValueError(f"{where}: class names must be a list of strings, got a {type(names).__name__}")
+    for i, name in enumerate(names):
+        problem = class_name_problem(name)
+        if problem:
+            shown = repr(name)[:60] + ("..." if len(repr(name)) > 60 else "")
+            raise ValueError(f"{where}: class name {i} ({shown}) {problem}")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{where}: class names {seen[name]} and {i} are both {name!r}")
+        seen[name] = i
+    return list(names)
