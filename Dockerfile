@@ -1,32 +1,39 @@
 # GPU deployment of a DNC model repository on the official Triton Inference Server image.
 #
-# Triton 2.51 (image 24.10) is the release whose binary the nvidia-pytriton wheel carries locally, so a
-# repository behaves the same here and in `dnc serve`. Build the repository with a native runtime first:
+# 25.11 is a current release with the published security fixes (releases up to 25.06 are affected by
+# CVE-2025-23310/23311 in HTTP chunked decoding and CVE-2025-23319/23320/23334 in the python backend's
+# shared memory; see the README's Security section). The locally bundled Triton 2.51 (24.10) is not.
+# Build the repository with a native runtime first:
 #   dnc export CKPT --out export                      # + --tensorrt on a CUDA machine for --runtime tensorrt
 #   dnc repo build export --repo served --runtime onnxruntime     # or tensorrt (embedding as a TensorRT
 #                                                                 # engine; the head stays ONNX: it outputs strings)
 #   docker build -t dnc-triton --build-arg REPO=served .
-#   docker run --gpus all -p 8000-8002:8000-8002 -e DNC_REPOSITORY_KEY=$(openssl rand -hex 16) dnc-triton
+#   docker run --gpus all --shm-size=256m --restart=on-failure -p 8000-8002:8000-8002 \
+#       -v $PWD/served:/models:ro dnc-triton
 # A TensorRT engine only loads in the TensorRT version that built it: build model.plan with the TensorRT
 # of this image (e.g. run `dnc export --tensorrt` inside it), not with a newer wheel.
-# A `--runtime python` repository also runs here: onnxruntime is installed for its python models.
-# Class lists change with `dnc swap --repo served --url HOST:8001 --key $DNC_REPOSITORY_KEY` (gRPC), which
-# writes into the repository and then reloads the head: for that, run the image with the repository
-# mounted over the copy (-v $PWD/served:/models), so that the server and `dnc swap` see the same files;
-# `dnc swap` checks that the server answers with the list the repository records before it changes anything.
-# The key is on tritonserver's command line, so it is visible to users of the container's host who can
-# list processes: keep such hosts single-tenant or front the server with your own authentication.
-FROM nvcr.io/nvidia/tritonserver:24.10-py3
+# A `--runtime python` repository also runs here (onnxruntime is installed for its python models); its
+# models check every request's values before any arithmetic. The native runtimes do not (README, Security).
+#
+# What is served is what /models holds: the server polls it every second, and every API that could change
+# it (load/unload, shared memory, trace, logging) is locked for every client (the header value it asks for
+# is a newline, which no request can carry). Class lists change with `dnc swap --repo served --url HOST:8001`
+# on the host, which writes the new head into the mounted repository: only a user who may write that folder
+# can change what is served, and no key exists to leak. The server runs as an unprivileged user that can
+# read the repository and write nothing in it; `--restart=on-failure` restarts it after a crash, as
+# `dnc serve` does locally.
+FROM nvcr.io/nvidia/tritonserver:25.11-py3
 
-RUN pip install --no-cache-dir onnxruntime==1.20.1
+RUN pip install --no-cache-dir onnxruntime==1.32.0 \
+    && groupadd --system dnc && useradd --system --gid dnc --no-create-home --shell /usr/sbin/nologin dnc
 
 ARG REPO=model_repository
-COPY ${REPO} /models
+COPY --chown=root:root ${REPO} /models
+RUN chmod -R a+rX,go-w /models
 
-# The repository (load/unload) API answers only requests carrying this key; inference stays open.
-ENV DNC_REPOSITORY_KEY=""
+USER dnc
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=3s \
     CMD python3 -c "import urllib.request; urllib.request.urlopen('http://localhost:8000/v2/models/dnc/ready')"
 
-CMD ["/bin/sh", "-c", "test -n \"$DNC_REPOSITORY_KEY\" || { echo 'set DNC_REPOSITORY_KEY' >&2; exit 2; }; exec tritonserver --model-repository=/models --model-control-mode=explicit --load-model=dnc --strict-readiness=true --http-restricted-api=model-repository,shared-memory,trace,logging:dnc-repository-key=$DNC_REPOSITORY_KEY --grpc-restricted-protocol=model-repository,shared-memory,trace,logging:dnc-repository-key=$DNC_REPOSITORY_KEY"]
+CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=poll", "--repository-poll-secs=1", "--strict-readiness=true", "--exit-timeout-secs=20", "--http-restricted-api=model-repository,shared-memory,trace,logging:dnc-locked=\n", "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:dnc-locked=\n"]

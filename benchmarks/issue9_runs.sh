@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+# Training step time, DNC / softmax, at C = 10 and 1000 (first: it needs the machine to itself).
+[ -s runs/bench-step3/results.json ] || $PY benchmarks/step_time.py --out runs/bench-step3/results.json
 # Fashion-MNIST twins, 8 epochs, 3 seeds (about 15 min a run at 2 threads).
 for s in 0 1 2; do
   $PY benchmarks/fmnist_twins.py --heads dnc,dnc-paper,softmax,k1 --epochs 8 --seed $s --threads 2 --out runs/bench-twins3
@@ -30,5 +32,3 @@ for s in 0 1 2; do
     .venv/bin/dnc eval --checkpoint $ck/anchored.safetensors --data fashion-mnist --json > $ck/anchored.json
   fi
 done
-# Training step time, DNC / softmax, at C = 10 and 1000 (needs the machine to itself).
-$PY benchmarks/step_time.py --out runs/bench-step3/results.json

@@ -112,3 +112,26 @@ def test_head_in_repository_answers_with_its_labels(repo, exported):
     labels, set_ids = sess.run([F.TOPK_LABEL, F.SET_ID], {F.EMBEDDING: x})
     cs = centroid_set.load(exported[0])
     assert set(labels.reshape(-1)) <= set(cs.class_names) and set(set_ids) == {cs.set_id}
+
+
+def test_dockerfile_serves_as_dnc_serve_does():
+    """The container runs a release with the published fixes (>= 25.07), as a non-root user, with the same
+    poll mode and locks as `dnc serve` (read from the command the library builds, so they cannot drift)."""
+    import json
+    import re
+
+    from serving.server import TritonServer
+
+    text = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    release = re.search(r"^FROM nvcr.io/nvidia/tritonserver:(\d+)\.(\d+)-py3$", text, re.M)
+    assert release and (int(release[1]), int(release[2])) >= (25, 7)
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M)[1])
+    ours = TritonServer.__new__(TritonServer)
+    ours.repo, ours.http_port, ours.grpc_port, ours.metrics_port, ours.host, ours.shm_prefix = (
+        Path("/models"), 8000, 8001, 8002, "127.0.0.1", "")
+    wanted = [a for a in ours.command(None, Path("tritonserver"))
+              if a.startswith(("--model-control-mode", "--repository-poll-secs", "--http-restricted-api",
+                               "--grpc-restricted-protocol", "--strict-readiness"))]
+    assert len(wanted) == 5 and all(a in cmd for a in wanted), (wanted, cmd)
