@@ -83,11 +83,11 @@ def cmd_repo_build(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from serving.server import TritonServer, find_tritonserver, read_state, supervisor_alive, triton_group
+    from serving.server import TritonServer, find_tritonserver, is_running, read_state
 
     repo = Path(a.repo)
     state = read_state(repo)
-    if state is not None and (supervisor_alive(state) or triton_group(int(state["pid"]))):
+    if state is not None and is_running(state):
         raise ValueError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
                          f"HTTP {state['http']}); stop it with `dnc stop --repo {repo}`")
     _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)

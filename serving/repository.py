@@ -169,8 +169,10 @@ image when the set is anchored, the margin to the runner-up, and `set_id`, the c
 that answered; all of it comes from the head, so nothing can go stale during a swap.
 
 `dnc swap --repo REPO --centroids SET` replaces the class list on a running server: it checks the set
-against `repository.json` (embedding fingerprint, D, finite values, non-empty classes), writes
-`{head}/1/model.onnx` and `{head}/{sets}/`, and asks Triton for one reload of `{head}`.
+against `repository.json` (embedding fingerprint, D, finite values, valid class names), writes
+`{head}/{sets}/` and then, atomically, `{head}/1/model.onnx`: the server polls this folder and loads
+the new head in the background (requests in flight finish on the old one). What is served is what this
+folder holds: only a user who may write it can change it.
 
 The configs and `model.py` files are what a user copies; the weights (`*.onnx`, `*.plan`), the
 centroid set and `repository.json` are generated from an export and not committed.
@@ -180,10 +182,10 @@ centroid set and `repository.json` are generated from an export and not committe
 def _check_destination(repo: Path) -> None:
     if not repo.exists() or (repo.is_dir() and not any(repo.iterdir())):
         return
-    from serving.server import is_tritonserver, read_state
+    from serving.server import is_running, read_state
 
     state = read_state(repo)
-    if state is not None and is_tritonserver(state["pid"]):
+    if state is not None and is_running(state):
         raise ValueError(f"{repo} is being served (tritonserver pid {state['pid']}); stop it with `dnc stop --repo "
                          f"{repo}` first, or change its class list with `dnc swap`")
     entry = repo / F.ENTRY_MODEL / "config.pbtxt"
@@ -293,7 +295,7 @@ def read_info(repo: str | Path) -> dict:
 
 
 def head_config(repo: str | Path) -> dict:
-    """The head model's config in JSON form (what a reload sends), rebuilt from repository.json."""
+    """The head model's config in JSON form, rebuilt from repository.json."""
     info = read_info(repo)
     return configs(info["preprocessing"], info["runtime"], info["max_batch"], info.get("threads", 0),
                    info.get("instances", 1), info.get("device", "auto"))[F.HEAD_MODEL]

@@ -245,6 +245,11 @@ def supervisor_alive(state: dict) -> bool:
     return bool(pid) and start_ticks(int(pid)) == state.get("supervisor_started")
 
 
+def is_running(state: dict) -> bool:
+    """Whether what a state file records still runs: its supervisor, or (a supervisor killed) its server."""
+    return supervisor_alive(state) or triton_group(int(state["pid"]))
+
+
 def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
     """Stop what `dnc serve` left running on `repo`: its supervisor (which stops its server), then whatever
     a supervisor killed without notice leaves (server, stubs, shared memory). Returns the pid stopped

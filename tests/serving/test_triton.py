@@ -316,7 +316,7 @@ def test_urls_with_a_scheme_are_refused_in_one_line(server, capsys):
     assert "without a scheme" in capsys.readouterr().err
 
 
-def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo):
+def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo, exported):
     """kill -9 of `dnc serve`'s supervisor and of tritonserver leaves python stubs and shared memory behind:
     `dnc stop` finds them from the state file and removes them all."""
     import os
@@ -327,6 +327,8 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                  "--detach"]) == 0
     state = read_state(repo)
+    with pytest.raises(ValueError, match="is being served"):
+        repository.build(exported[0], repo)
     regions = list(SHM_DIR.glob(f"{state['shm_prefix']}*"))
     assert regions, "the python backend's shared memory carries the server's prefix"
     os.kill(state["supervisor"], signal.SIGKILL)
@@ -334,6 +336,8 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     time.sleep(1.0)
     left = group_processes(state["pid"])
     assert left, "the stubs outlive a killed tritonserver (what `dnc stop` must clean)"
+    with pytest.raises(ValueError, match="is being served"):  # its stubs still hold the repository
+        repository.build(exported[0], repo)
     assert main(["stop", "--repo", str(repo)]) == 0
     assert group_processes(state["pid"]) == [] and read_state(repo) is None
     assert list(SHM_DIR.glob(f"{state['shm_prefix']}*")) == []
