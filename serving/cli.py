@@ -86,11 +86,11 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from serving.server import TritonServer, find_tritonserver, is_running, read_state
 
     repo = Path(a.repo)
+    _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)
     state = read_state(repo)
     if state is not None and is_running(state):
         raise ValueError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
                          f"HTTP {state['http']}); stop it with `dnc stop --repo {repo}`")
-    _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)
     run_dir = repo.resolve().with_name(f".{repo.resolve().name}.server")
     if a.detach:
         return _detach(a, run_dir)

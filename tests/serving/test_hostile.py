@@ -300,3 +300,38 @@ def test_kill_9_of_tritonserver_is_recovered(served, reference):
     assert after["pid"] != before["pid"] and group_processes(before["pid"]) == []
     assert not old_regions & {p.name for p in SHM_DIR.glob(f"{before['shm_prefix']}*")}
     print(f"ready {ready + 0.5:.1f} s after kill -9")
+
+
+def test_a_swap_after_failing_head_requests_leaves_no_stub(served, reference, tmp_path):
+    """Failing requests straight to the head, then a swap and back: the replaced heads' stubs exit, the
+    process count and shared-memory regions return to what they were."""
+    from serving.server import SHM_DIR, group_processes
+    from serving.swap import swap
+
+    state = _state(served)
+    for _ in range(5):
+        assert _post(state, f"/v2/models/{F.HEAD_MODEL}/infer",
+                     _json_infer(F.EMBEDDING, [1, 32], [float("nan")] * 32))[0] == 400
+    before = (len(group_processes(state["pid"])), len(list(SHM_DIR.glob(f"{state['shm_prefix']}*"))))
+    served_set = centroid_set.load(served / F.HEAD_MODEL / repository.SET_FOLDER)
+    smaller = centroid_set.CentroidSet(served_set.centroids[:-1], served_set.ks[:-1], served_set.class_names[:-1],
+                                       served_set.embed_fingerprint)
+    centroid_set.save(smaller, tmp_path / "smaller")
+    assert swap(served, tmp_path / "smaller", state["grpc"], log_file=state["log"])["to"] == smaller.set_id
+    centroid_set.save(served_set, tmp_path / "back")
+    assert swap(served, tmp_path / "back", state["grpc"], log_file=state["log"])["to"] == served_set.set_id
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = (len(group_processes(state["pid"])), len(list(SHM_DIR.glob(f"{state['shm_prefix']}*"))))
+        if now == before:
+            break
+        time.sleep(0.5)
+    assert now == before, f"processes and shm regions {before} before, {now} after two swaps"
+    assert_serving(served, reference)
+
+
+def test_serve_listens_on_loopback_unless_told(served, capsys):
+    assert main(["serve", "--repo", str(served), "--host", "0.0.0.0", "--http-port", "0"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    assert main(["swap", "--repo", str(served), "--centroids", str(served), "--url", ""]) == 2
+    assert "--url is empty" in capsys.readouterr().err
