@@ -12,8 +12,8 @@
 #       -v $PWD/served:/models:ro dnc-triton
 # A TensorRT engine only loads in the TensorRT version that built it: build model.plan with the TensorRT
 # of this image (e.g. run `dnc export --tensorrt` inside it), not with a newer wheel.
-# A `--runtime python` repository also runs here (onnxruntime is installed for its python models); its
-# models check every request's values before any arithmetic. The native runtimes do not (README, Security).
+# onnxruntime is installed for the python models: the head (every runtime), the guard step that checks
+# images before a native embedding model, and every model of a `--runtime python` repository.
 #
 # What is served is what /models holds: the server polls it every second, and every API that could change
 # it (load/unload, shared memory, trace, logging) is locked for every client (the header value it asks for

@@ -92,17 +92,17 @@ def validate(cs: CentroidSet, where: str = "centroid set") -> None:
     if p.ndim != 3 or p.shape[0] < 2 or p.shape[1] < 1 or p.shape[2] < 1:
         raise CentroidSetError(f"{where}: centroids must be (C >= 2, K, D), got shape {tuple(p.shape)}")
     c, kmax, _ = p.shape
+    try:
+        check_class_names(cs.class_names, where)
+    except ValueError as e:
+        raise CentroidSetError(str(e)) from None
     if len(cs.ks) != c:
         raise CentroidSetError(f"{where}: {len(cs.ks)} K values for {c} classes")
     bad_k = [(i, k) for i, k in enumerate(cs.ks) if not 1 <= k <= kmax]
     if bad_k:
         i, k = bad_k[0]
-        raise CentroidSetError(f"{where}: class {i} "
+        raise CentroidSetError(f"{where}: class {i} ({cs.class_names[i] if i < len(cs.class_names) else '?'}) "
                                f"has K={k}; every class needs 1..{kmax} sub-centroids")
-    try:
-        check_class_names(cs.class_names, where)
-    except ValueError as e:
-        raise CentroidSetError(str(e)) from None
     if len(cs.class_names) != c:
         raise CentroidSetError(f"{where}: {len(cs.class_names)} class names for {c} classes")
     if not np.isfinite(p).all():

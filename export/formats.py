@@ -82,3 +82,5 @@ HEAD_PLAN_FILE = "head.plan"
 ENTRY_MODEL = "dnc"
 EMBED_MODEL = "dnc_embed"
 HEAD_MODEL = "dnc_head"
+GUARD_MODEL = "dnc_guard"  # native runtimes: a python step checking images before the embedding model
+CHECKED_IMAGES = "images_checked"  # the guard's output: the request's images, passed on once checked

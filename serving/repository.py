@@ -82,10 +82,13 @@ def _backend(runtime_name: str, model: str, threads: int, instances: int, device
 
 
 def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threads: int = 0,
-            instances: int = 1, device: str = "auto", queue_delay_us: int = 200) -> dict[str, dict]:
-    """Model name -> ModelConfig (in Triton's JSON form) of the three models. Nothing here depends on
-    the class list or D, so a swap never changes a config. device: cpu, gpu, or auto (cpu for the
-    python runtime, gpu for the native ones)."""
+            instances: int = 1, device: str = "auto", queue_delay_us: int = 200,
+            guard: bool | None = None) -> dict[str, dict]:
+    """Model name -> ModelConfig (in Triton's JSON form) of the models. Nothing here depends on the class
+    list or D, so a swap never changes a config. device: cpu, gpu, or auto (cpu for the python runtime,
+    gpu for the native ones). The head is always a python model (it checks embeddings and never sends
+    NaN); `guard` (default: for the native runtimes, whose embedding model cannot check its input) puts a
+    python step checking the images before the embedding model."""
     if runtime_name not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime_name!r}; choose one of {', '.join(RUNTIMES)}")
     for flag, value, low in (("--max-batch", max_batch, 1), ("--instances", instances, 1), ("--threads", threads, 0)):
@@ -102,20 +105,31 @@ def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threa
     batching = {"dynamic_batching": {"max_queue_delay_microseconds": queue_delay_us}}
     embed = {"name": F.EMBED_MODEL, **_backend(runtime_name, F.EMBED_MODEL, threads, instances, device, prep),
              "max_batch_size": max_batch, "input": [images], "output": [embedding], **batching}
-    head = {"name": F.HEAD_MODEL, **_backend(runtime_name, F.HEAD_MODEL, 1, 1, prep=prep), "max_batch_size": max_batch,
+    head = {"name": F.HEAD_MODEL, **_backend("python", F.HEAD_MODEL, 1, 1, prep=prep), "max_batch_size": max_batch,
             "input": [embedding], "output": [_tensor(s) for s in served], **batching}
+    guard = runtime_name != "python" if guard is None else guard
+    steps = [{"model_name": F.EMBED_MODEL, "model_version": -1, "input_map": {F.IMAGES: F.IMAGES},
+              "output_map": {F.EMBEDDING: F.EMBEDDING}}]
+    models = {}
+    if guard:
+        check = _backend("python", F.EMBED_MODEL, 1, 1, prep=prep)
+        check["parameters"]["passthrough"] = {"string_value": "true"}
+        models[F.GUARD_MODEL] = {"name": F.GUARD_MODEL, **check, "max_batch_size": max_batch, "input": [images],
+                                 "output": [dict(images, name=F.CHECKED_IMAGES)], **batching}
+        steps = [{"model_name": F.GUARD_MODEL, "model_version": -1, "input_map": {F.IMAGES: F.IMAGES},
+                  "output_map": {F.CHECKED_IMAGES: F.CHECKED_IMAGES}},
+                 dict(steps[0], input_map={F.IMAGES: F.CHECKED_IMAGES})]
     entry = {
         "name": F.ENTRY_MODEL, "platform": "ensemble", "max_batch_size": max_batch, "input": [images],
         "output": [_tensor(s, reshape=False) for s in served],
         "parameters": {F.META_PREPROCESSING: {"string_value": json.dumps(prep, sort_keys=True)}},
         "ensemble_scheduling": {"step": [
-            {"model_name": F.EMBED_MODEL, "model_version": -1, "input_map": {F.IMAGES: F.IMAGES},
-             "output_map": {F.EMBEDDING: F.EMBEDDING}},
+            *steps,
             {"model_name": F.HEAD_MODEL, "model_version": -1, "input_map": {F.EMBEDDING: F.EMBEDDING},
              "output_map": {s.name: s.name for s in served}},
         ]},
     }
-    return {F.ENTRY_MODEL: entry, F.EMBED_MODEL: embed, F.HEAD_MODEL: head}
+    return {F.ENTRY_MODEL: entry, **models, F.EMBED_MODEL: embed, F.HEAD_MODEL: head}
 
 
 _ORDER = ("name", "platform", "backend", "default_model_filename", "max_batch_size", "input", "output",
@@ -195,7 +209,8 @@ def _check_destination(repo: Path) -> None:
 
 
 def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python", centroids: str | Path | None = None,
-          max_batch: int = 64, top_k: int = 5, threads: int = 0, instances: int = 1, device: str = "auto") -> dict:
+          max_batch: int = 64, top_k: int = 5, threads: int = 0, instances: int = 1, device: str = "auto",
+          guard: bool | None = None) -> dict:
     """Write a model repository for an export (and optionally another centroid set); returns its info.
 
     The repository is written in full beside `repo` and then moved into place."""
@@ -218,7 +233,7 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
                          f"({meta['max_batch']}, `dnc export --max-batch`)")
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
-    cfgs = configs(meta["preprocessing"], runtime_name, max_batch, threads, instances, device)
+    cfgs = configs(meta["preprocessing"], runtime_name, max_batch, threads, instances, device, guard=guard)
     _check_destination(repo)
     with staged(repo) as tmp:
         (tmp / "README.md").write_text(README.format(entry=F.ENTRY_MODEL, embed=F.EMBED_MODEL, head=F.HEAD_MODEL,
@@ -226,7 +241,7 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
         for name, cfg in cfgs.items():
             (tmp / name / "1").mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(to_pbtxt(cfg))
-            if runtime_name == "python" and name != F.ENTRY_MODEL:
+            if cfg.get("backend") == "python":
                 shutil.copyfile(Path(__file__).with_name("python_model.py"), tmp / name / "1" / "model.py")
                 # Compiled now: a __pycache__ the stub wrote into the model folder would look to the polling
                 # server like a changed model, reloaded once after every start.
@@ -239,7 +254,8 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
                 "export": str(export_dir.resolve()), "embed_fingerprint": fingerprint, "dim": dim,
                 "preprocessing": meta["preprocessing"], "max_batch": max_batch, "top_k": top_k,
                 "threads": threads, "instances": instances, "device": device,
-                "models": {"entry": F.ENTRY_MODEL, "embed": F.EMBED_MODEL, "head": F.HEAD_MODEL},
+                "models": {"entry": F.ENTRY_MODEL, "embed": F.EMBED_MODEL, "head": F.HEAD_MODEL,
+                           **({"guard": F.GUARD_MODEL} if F.GUARD_MODEL in cfgs else {})},
                 "set": set_info(cs), "swaps": []}
         write_info(tmp, info)
     return info

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from training.backbones import build_backbone
+from training.class_names import check_class_names
 from training.head import DNCHead, LinearHead, normalise_ks
 
 HEADS = ("dnc", "softmax")
@@ -54,6 +55,8 @@ class ModelConfig:
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
             raise ValueError(f"mean/std need {self.in_chans} values (one per channel), "
                              f"got {len(self.mean)}/{len(self.std)}")
+        if self.class_names:
+            check_class_names(self.class_names, "model config")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 

@@ -49,7 +49,7 @@ def test_wrong_fingerprint_and_width_are_refused(rng):
     (lambda cs: cs.centroids.__setitem__((1, 0, 2), np.nan), "non-finite values .* class 1 \\(dog\\)"),
     (lambda cs: cs.centroids.__setitem__((2, 0), cs.centroids[2, 0] * 3), "class 2 \\(fox\\) are not L2-normalised"),
     (lambda cs: cs.centroids.__setitem__((1, 2), 1.0), "padded sub-centroid slots must be zero"),
-    (lambda cs: cs.class_names.__setitem__(1, "cat"), "distinct"),
+    (lambda cs: cs.class_names.__setitem__(1, "cat"), "are both .cat."),
     (lambda cs: cs.ks.__setitem__(0, 0), "class 0 \\(cat\\) has K=0"),
     (lambda cs: cs.centroids.__setitem__((0, 1, 0), np.inf), "non-finite values .* class 0"),
 ])

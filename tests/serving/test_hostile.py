@@ -335,3 +335,28 @@ def test_serve_listens_on_loopback_unless_told(served, capsys):
     assert "--allow-remote" in capsys.readouterr().err
     assert main(["swap", "--repo", str(served), "--centroids", str(served), "--url", ""]) == 2
     assert "--url is empty" in capsys.readouterr().err
+
+
+def test_the_guard_step_of_native_runtimes_checks_images(exported, reference, tmp_path):
+    """The native runtimes' embedding model cannot check its input, so their ensemble starts with a python
+    guard step (the same checks, then the images passed on). Served here with the python runtime's
+    embedding model behind it (the local server has no native backends): refused with 400 by the guard,
+    answered as without it otherwise."""
+    from serving.server import TritonServer
+
+    repo = tmp_path / "guarded"
+    repository.build(exported[0], repo, top_k=3, threads=1, guard=True)
+    x, want, _ = reference
+    with TritonServer(repo, 0, 0, 0) as server:
+        state = {"http": server.http_url}
+        status, body = _post(state, f"/v2/models/{F.ENTRY_MODEL}/infer", _json_infer(F.IMAGES, IMG, [2.0] * 784))
+        assert status == 400 and "outside the range" in json.loads(body)["error"], body
+        client = http.InferenceServerClient(server.http_url)
+
+        def executions(model):
+            return int(client.get_inference_statistics(model)["model_stats"][0].get("execution_count", 0))
+
+        assert executions(F.GUARD_MODEL) == 1 and executions(F.EMBED_MODEL) == 0  # refused by the guard itself
+        inp = http.InferInput(F.IMAGES, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        assert np.abs(client.infer(F.ENTRY_MODEL, [inp]).as_numpy(F.SCORES) - want).max() < 1e-4

@@ -74,17 +74,31 @@ def test_checked_in_repository_is_what_a_build_writes(repo):
         assert (checked / rel).read_text() == path.read_text(), f"{rel} differs: run `dnc repo build` again"
 
 
+PREP = {"channels": 1, "image_size": 28, "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
+
+
 def test_native_runtime_configs(tmp_path, exported):
     repository.build(exported[0], tmp_path / "r", runtime_name="onnxruntime")
     embed = _config(tmp_path / "r" / F.EMBED_MODEL / "config.pbtxt")
     assert embed.backend == "onnxruntime" and not (tmp_path / "r" / F.EMBED_MODEL / "1" / "model.py").exists()
+    # the native embedding model cannot check its input: a python guard step does, and the head is python
+    guard = _config(tmp_path / "r" / F.GUARD_MODEL / "config.pbtxt")
+    head = _config(tmp_path / "r" / F.HEAD_MODEL / "config.pbtxt")
+    entry = _config(tmp_path / "r" / F.ENTRY_MODEL / "config.pbtxt")
+    assert guard.backend == "python" and head.backend == "python"
+    assert json.loads(guard.parameters["input_check"].string_value) == {"kind": "images", "low": [-1.0],
+                                                                        "high": [1.0]}
+    assert [s.model_name for s in entry.ensemble_scheduling.step] == [F.GUARD_MODEL, F.EMBED_MODEL, F.HEAD_MODEL]
+    assert entry.ensemble_scheduling.step[1].input_map[F.IMAGES] == F.CHECKED_IMAGES
+    assert (tmp_path / "r" / F.GUARD_MODEL / "1" / "model.py").is_file()
+    assert not (tmp_path / "r" / F.GUARD_MODEL / "1" / "model.onnx").exists()
     with pytest.raises(ValueError, match="embed.plan"):
         repository.build(exported[0], tmp_path / "t", runtime_name="tensorrt")
     with pytest.raises(ValueError, match="--max-batch must be >= 1"):
         repository.build(exported[0], tmp_path / "t", max_batch=0)
     with pytest.raises(ValueError, match="--device cpu is not possible"):
-        repository.configs({"channels": 1, "image_size": 28}, "tensorrt", device="cpu")
-    gpu = repository.configs({"channels": 1, "image_size": 28}, "onnxruntime")
+        repository.configs(PREP, "tensorrt", device="cpu")
+    gpu = repository.configs(PREP, "onnxruntime")
     assert gpu[F.EMBED_MODEL]["instance_group"][0]["kind"] == "KIND_GPU"
     assert gpu[F.HEAD_MODEL]["instance_group"][0]["kind"] == "KIND_CPU"
 

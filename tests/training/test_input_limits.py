@@ -89,3 +89,12 @@ def test_centroid_sets_and_folders_apply_the_rule(tmp_path):
         Image.new("L", (8, 8)).save(root / name / "x.png")
     with pytest.raises(DataError, match="class name 1 .* control character"):
         scan_image_folder(root)
+
+
+def test_checkpoints_apply_the_rule():
+    """A model config (what every checkpoint carries and is rebuilt from) refuses a bad class list."""
+    from training.model import ModelConfig
+
+    with pytest.raises(ValueError, match="model config: class name 2 .* control character"):
+        ModelConfig(num_classes=3, class_names=["a", "b", "c\x00"])
+    assert ModelConfig(num_classes=2, class_names=["a", "b"]).class_names == ["a", "b"]

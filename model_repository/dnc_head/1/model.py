@@ -2,7 +2,8 @@
 
 `dnc repo build --runtime python` copies this file to <model>/1/model.py beside <model>/1/model.onnx.
 It runs inside Triton's python stub, so it imports only numpy, onnxruntime and Triton's own utils.
-Config parameters: `intra_op_threads` (onnxruntime threads, 0: one per core) and `input_check` (JSON,
+Config parameters: `intra_op_threads` (onnxruntime threads, 0: one per core), `passthrough` ("true": no
+graph, the checked input is the output: the guard step of the native runtimes) and `input_check` (JSON,
 from repository.input_check): every request is checked before any arithmetic, and a bad one gets an
 INVALID_ARG error (HTTP 400) naming the image or embedding and the problem while the rest of the batch
 is served:
@@ -51,6 +52,10 @@ class TritonPythonModel:
             low, high = np.asarray(self.check["low"]), np.asarray(self.check["high"])
             slack = TOLERANCE * (high - low)
             self.low, self.high = (low - slack).reshape(1, -1, 1, 1), (high + slack).reshape(1, -1, 1, 1)
+        self.passthrough = params.get("passthrough", "false") == "true"  # a guard step: check, then pass on
+        if self.passthrough:
+            self.session = None
+            return
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         opts.inter_op_num_threads = 1
@@ -71,7 +76,8 @@ class TritonPythonModel:
                 served.append(i)
         if arrays:
             try:
-                outs = self.session.run(self.outputs, {self.input: np.concatenate(arrays)})
+                batch = np.concatenate(arrays)
+                outs = [batch] if self.passthrough else self.session.run(self.outputs, {self.input: batch})
             except Exception as e:  # one line to each client, not a traceback in the log per request
                 for i in served:
                     responses[i] = _error(f"inference failed: {str(e).splitlines()[0][:200]}", "INTERNAL")
