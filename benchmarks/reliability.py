@@ -34,7 +34,8 @@ from triton_serving import Load, pct  # this folder's serving benchmark
 from clients.cli import main as dnc
 from export import formats as F
 from serving import repository
-from serving.server import SHM_DIR, group_processes, read_state, stop_detached
+from serving.processes import SHM_DIR, group_processes
+from serving.state import read_state, stop_detached
 from serving.swap import served_set, swap
 
 

@@ -83,7 +83,8 @@ def cmd_repo_build(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from serving.server import TritonServer, find_tritonserver, is_running, read_state
+    from serving.server import TritonServer, find_tritonserver
+    from serving.state import is_running, read_state
 
     repo = Path(a.repo)
     _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)
@@ -99,8 +100,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
     server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host, run_dir=run_dir)
     # Explicit handlers, set before the (long) start so an interrupt then still stops the server: a
     # process started in the background of a non-interactive shell inherits SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal of a foreground serve closed
+        signal.signal(sig, _interrupt)
     try:
         return Supervisor(server, a.timeout).run(on_ready=_announce)
     except KeyboardInterrupt:
@@ -127,11 +128,12 @@ def _announce(server) -> None:
 
 def _detach(a: argparse.Namespace, run_dir: Path) -> int:
     """Start `dnc serve` (the supervisor) in a session of its own and return once its server is ready."""
-    from serving.server import read_state
+    from serving.server import ServerError
+    from serving.state import read_state
 
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "supervisor.log"
-    cmd = [sys.executable, "-m", "clients.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
+    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
            "--grpc-port", str(a.grpc_port), "--metrics-port", str(a.metrics_port), "--host", a.host,
            "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else [])]
     with open(out, "ab") as f:
@@ -146,14 +148,14 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
             return 0
         if proc.poll() is not None:
             tail = "\n".join(out.read_text(errors="replace").splitlines()[-15:])
-            raise RuntimeError(f"`dnc serve` exited with status {proc.returncode} before the server was ready:\n{tail}")
+            raise ServerError(f"`dnc serve` exited with status {proc.returncode} before the server was ready:\n{tail}")
         time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError(f"the server was not ready within {a.timeout + 30:.0f} s (log {out})")
+    raise ServerError(f"the server was not ready within {a.timeout + 30:.0f} s (log {out})")
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
-    from serving.server import stop_detached
+    from serving.state import stop_detached
 
     pid = stop_detached(a.repo)
     print(f"stopped the server of {a.repo} (pid {pid})" if pid else f"no server running for {a.repo}")
@@ -161,7 +163,7 @@ def cmd_stop(a: argparse.Namespace) -> int:
 
 
 def cmd_swap(a: argparse.Namespace) -> int:
-    from serving.server import read_state
+    from serving.state import read_state
     from serving.swap import swap
 
     state = read_state(a.repo) or {}
@@ -180,3 +182,26 @@ def cmd_swap(a: argparse.Namespace) -> int:
 
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.cli serve ...`: what `dnc serve --detach` runs in the background (the serving
+    commands alone, without the training and client layers' imports)."""
+    import logging
+
+    from serving.server import ServerError
+
+    ap = argparse.ArgumentParser(prog="dnc")
+    add_commands(ap.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except (ValueError, ServerError) as e:
+        print(f"dnc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

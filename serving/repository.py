@@ -196,7 +196,7 @@ centroid set and `repository.json` are generated from an export and not committe
 def _check_destination(repo: Path) -> None:
     if not repo.exists() or (repo.is_dir() and not any(repo.iterdir())):
         return
-    from serving.server import is_running, read_state
+    from serving.state import is_running, read_state
 
     state = read_state(repo)
     if state is not None and is_running(state):

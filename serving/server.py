@@ -19,11 +19,9 @@ crash leaves in /dev/shm is found and removed (`cleanup`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,14 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from export import formats as F
+from serving.processes import cleanup_shm, restrict_shm, stop_group
 
 log = logging.getLogger(__name__)
 
-LOCK_HEADER = "dnc-locked"  # the header the server-changing APIs ask for ...
+LOCK_HEADER = "dnc-locked"  # the header the server-changing APIs ask for (HTTP) ...
+GRPC_LOCK_HEADER = f"triton-grpc-protocol-{LOCK_HEADER}"  # (its gRPC form: Triton adds this prefix)
 LOCK_VALUE = "\n"  # ... with a value no HTTP header or gRPC metadata can hold: locked for every client
 LOCKED = "model-repository,shared-memory,trace,logging"  # Triton API categories behind the lock
 POLL_SECONDS = 1  # how often the server looks for a changed model in the repository
-SHM_DIR = Path("/dev/shm")
 
 
 class ServerError(RuntimeError):
@@ -98,7 +97,8 @@ class TritonServer:
     """One tritonserver process on `repo`. Use as a context manager, or start()/stop().
 
     Ports of 0 are replaced by free ones (kept across restarts). `shm_prefix` names the python
-    backend's shared-memory regions of this server (a new one per start when empty)."""
+    backend's shared-memory regions of this server (chosen at the first start when empty, then kept:
+    a restart first removes what the previous process left under it)."""
 
     repo: Path
     http_port: int = 8000
@@ -176,6 +176,7 @@ class TritonServer:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
         self.wait_ready(timeout)
+        restrict_shm(self.shm_prefix)
 
     def wait_ready(self, timeout: float, model: str = F.ENTRY_MODEL) -> None:
         """Poll the model's readiness (not /v2/health/ready, which is false while any model loads)."""
@@ -195,10 +196,14 @@ class TritonServer:
         raise ServerError(f"{model} not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 25) -> str:
+        """The last lines of the server log (read from its last 64 KB: a log may be large)."""
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except (OSError, AttributeError):
+            with open(self.log_file, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+                text = f.read().decode(errors="replace")
+        except (OSError, TypeError):
             return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server's process group (server and stubs, see stop_group) and remove its shared memory."""
@@ -209,6 +214,8 @@ class TritonServer:
             self.proc.wait()
         cleanup_shm(self.shm_prefix)
         if self._tmp is not None:
+            if self.log_file is not None and self._tmp in Path(self.log_file).parents:
+                self.log_file = None  # a restart logs into its own new temporary folder
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
@@ -217,136 +224,3 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-STATE_FILE = ".dnc-server.json"  # in the repository: the supervisor of `dnc serve`, its server and addresses
-
-
-def write_state(server: TritonServer, restarts: int = 0) -> Path:
-    """Record the running server and the process supervising it (this one) in its repository."""
-    path = server.repo / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"supervisor": os.getpid(), "supervisor_started": start_ticks(os.getpid()),
-                               "pid": server.proc.pid, "http": server.http_url, "grpc": server.grpc_url,
-                               "metrics": server.metrics_url, "log": str(server.log_file),
-                               "shm_prefix": server.shm_prefix, "restarts": restarts}))
-    tmp.replace(path)
-    return path
-
-
-def read_state(repo: str | Path) -> dict | None:
-    path = Path(repo) / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def supervisor_alive(state: dict) -> bool:
-    """Whether the state's supervisor still runs (the same process: its pid may have been reused)."""
-    pid = state.get("supervisor")
-    return bool(pid) and start_ticks(int(pid)) == state.get("supervisor_started")
-
-
-def is_running(state: dict) -> bool:
-    """Whether what a state file records still runs: its supervisor, or (a supervisor killed) its server."""
-    return supervisor_alive(state) or triton_group(int(state["pid"]))
-
-
-def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
-    """Stop what `dnc serve` left running on `repo`: its supervisor (which stops its server), then whatever
-    a supervisor killed without notice leaves (server, stubs, shared memory). Returns the pid stopped
-    (None if nothing ran)."""
-    state = read_state(repo)
-    if state is None:
-        return None
-    stopped = None
-    if supervisor_alive(state):
-        pid = int(state["supervisor"])
-        _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout + 15
-        while start_ticks(pid) == state["supervisor_started"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        stopped = pid
-    server = int(state["pid"])
-    if triton_group(server):
-        stop_group(server, timeout)
-        stopped = stopped or server
-    cleanup_shm(state.get("shm_prefix", ""))
-    (Path(repo) / STATE_FILE).unlink(missing_ok=True)
-    return stopped
-
-
-def cleanup_shm(prefix: str) -> list[str]:
-    """Remove the shared-memory regions a server started with `prefix` left (after a crash or a kill)."""
-    if not prefix:
-        return []
-    gone = []
-    for region in SHM_DIR.glob(f"{prefix}*"):
-        region.unlink(missing_ok=True)
-        gone.append(region.name)
-    if gone:
-        log.info("removed %d shared-memory region(s) left by tritonserver (%s*)", len(gone), prefix)
-    return gone
-
-
-def stop_group(pgid: int, timeout: float = 30.0) -> None:
-    """SIGTERM a server's process group (tritonserver and its stubs), wait until it is empty, and SIGKILL
-    whatever is left after `timeout`."""
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while group_processes(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if group_processes(pgid):
-        log.warning("tritonserver (pid %d) did not stop in %.0f s; killing it", pgid, timeout)
-    _signal_group(pgid, signal.SIGKILL)
-
-
-def start_ticks(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot), None if it is gone or a zombie: with the pid,
-    it names one process even after the pid is reused."""
-    try:
-        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError, ValueError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def triton_group(pgid: int) -> bool:
-    """Whether process group `pgid` is a tritonserver's: live members, each tritonserver or its python stub
-    (a stale pid whose group now belongs to something else is never signalled)."""
-    members = group_processes(pgid)
-    for pid in members:
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if not argv0.endswith((b"tritonserver", b"triton_python_backend_stub")):
-            return False
-    return bool(members)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def group_processes(pgid: int) -> list[int]:
-    """Live processes in a process group (from /proc): what a clean stop must leave empty."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
-            pids.append(int(d.name))
-    return pids

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from serving.server import STATE_FILE, ServerError, TritonServer, write_state
+from serving.processes import restrict_shm
+from serving.server import ServerError, TritonServer
+from serving.state import remove_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,9 @@ def crash_lines(tail: str, keep: int = 6) -> str:
 
 
 class Supervisor:
-    """Runs `server` until interrupted (SIGINT/SIGTERM raise KeyboardInterrupt in the caller's handler),
-    restarting it after each crash; the repository's state file always names the live server."""
+    """Runs `server` until interrupted (SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt in the caller's
+    handler), restarting it after each crash; the repository's state file names the server started last
+    (between a crash and the restart, the dead one)."""
 
     def __init__(self, server: TritonServer, timeout: float = 180.0):
         self.server = server
@@ -62,7 +66,7 @@ class Supervisor:
             write_state(self.server)
             on_ready(self.server)
             while True:
-                code = self.server.proc.wait()
+                code = self._watch()
                 crashed = self.server.proc.pid
                 log.error("tritonserver (pid %d) %s; restarting it. Its log ends:\n%s", crashed,
                           describe_exit(code), crash_lines(self.server.log_tail(60)))
@@ -70,8 +74,19 @@ class Supervisor:
                 if not self._restart(recent):
                     return 1
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the cleanup
+                signal.signal(sig, signal.SIG_IGN)
             self.server.stop()
-            (self.server.repo / STATE_FILE).unlink(missing_ok=True)
+            remove_state(self.server.repo)
+
+    def _watch(self) -> int:
+        """Wait for the server to exit, meanwhile closing its new shared-memory regions to other users
+        (a reload creates new ones, world-readable, every second at most)."""
+        while True:
+            try:
+                return self.server.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                restrict_shm(self.server.shm_prefix)
 
     def _restart(self, recent: list[float]) -> bool:
         """Start the server again (retrying within the restart budget); False when the budget is spent."""

@@ -68,22 +68,26 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
     cs = centroid_set.load(centroids, expect_fingerprint=info["embed_fingerprint"], expect_dim=info["dim"])
     info = _reconcile(repo, info, served_set(url, info["preprocessing"]), url)
     old_id = info["set"]["set_id"]
-    if cs.set_id == old_id:
+    if cs.set_id == old_id and _set_on_disk(repo) == old_id:
         log.info("class list %s is already served", old_id)
         return {"from": old_id, "to": old_id, "classes": list(cs.class_names), "answering_seconds": 0.0}
     backup = _head_files(repo)
-    log_start = log_file.stat().st_size if log_file and log_file.is_file() else 0
+    watch = _LogWatch(log_file)
     try:
         repository.write_head(repo, cs, info["top_k"])  # built and checked to run before anything is written
     except BaseException:
         _restore(repo, backup)
         raise
     try:
-        answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout,
-                                 failed=lambda: _load_failure(log_file, log_start))
+        answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout, failed=watch.head_failed)
     except SwapError as e:
         _restore(repo, backup)
-        raise SwapError(f"{e}; the old head is back in {repo} and class list {old_id} is still serving") from e
+        try:  # the server may have loaded the new head just after the deadline: say what answers now
+            wait_for_set(url, old_id, info["preprocessing"], min(timeout, 30.0))
+            now = f"class list {old_id} is serving"
+        except SwapError:
+            now = f"the server does not answer with {old_id} yet (see its log); `dnc swap` again to settle it"
+        raise SwapError(f"{e}; the old head is back in {repo} and {now}") from e
     except KeyboardInterrupt:
         log.warning("interrupted: the repository holds the head of %s, which the server loads; `dnc swap` "
                     "again records it", cs.set_id)
@@ -147,15 +151,32 @@ def _restore(repo: Path, files: dict[str, bytes]) -> None:
     tmp.replace(graph)
 
 
-def _load_failure(log_file: Path | None, start: int) -> str | None:
-    """Triton's reason, if the server log says since `start` that the head failed to load."""
-    if log_file is None or not log_file.is_file():
+def _set_on_disk(repo: Path) -> str | None:
+    try:
+        return centroid_set.load(repo / F.HEAD_MODEL / repository.SET_FOLDER).set_id
+    except centroid_set.CentroidSetError:
         return None
-    with open(log_file, "rb") as f:
-        f.seek(start)
-        text = f.read().decode(errors="replace")
-    found = HEAD_FAILED.search(text)
-    return found.group(0)[:300] if found else None
+
+
+class _LogWatch:
+    """Reads what the server log gains from now on (incrementally) for Triton's report of a failed head load."""
+
+    def __init__(self, log_file: Path | None):
+        self.path = log_file if log_file is not None and log_file.is_file() else None
+        self.offset = self.path.stat().st_size if self.path else 0
+        self.tail = ""
+
+    def head_failed(self) -> str | None:
+        if self.path is None:
+            return None
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(1 << 20)
+        self.offset += len(data)
+        text = self.tail + data.decode(errors="replace")
+        found = HEAD_FAILED.search(text)
+        self.tail = text[-4096:]  # a line split between two reads is still found
+        return found.group(0)[:300] if found else None
 
 
 def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:

@@ -3,7 +3,8 @@
 A class name travels into checkpoints, exports, centroid sets, the served head graph (as labels),
 responses and terminals, so it is checked where it enters: strings, non-empty, unique, at most
 MAX_LENGTH characters, and no control or line-separator characters (a newline, a NUL or an escape
-sequence in a label would corrupt logs, tables and the terminals that print them).
+sequence in a label would corrupt logs, tables and the terminals that print them; a bidirectional
+override would make a label display as another).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import unicodedata
 
 MAX_LENGTH = 100
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder what a terminal shows
 
 
 def class_name_problem(name: object) -> str | None:
@@ -21,7 +23,7 @@ def class_name_problem(name: object) -> str | None:
         return "is empty"
     if len(name) > MAX_LENGTH:
         return f"has {len(name)} characters (at most {MAX_LENGTH})"
-    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in BIDI_CONTROLS]
     if bad:
         return f"holds the control character {bad[0]!r}"
     return None

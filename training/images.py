@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from training.class_names import check_class_names
 
@@ -40,8 +40,10 @@ def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
             left, top = (nw - size) // 2, (nh - size) // 2
             im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+    except DataError:
+        raise
+    except Exception as e:  # a crafted file makes PIL raise many kinds (SyntaxError, struct.error, EOFError...)
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr.transpose(2, 0, 1).copy()  # (C, H, W), writable (np.asarray of a PIL image is read-only)

@@ -24,7 +24,8 @@ from clients.cli import main
 from export import centroid_set, runtime
 from export import formats as F
 from serving import repository
-from serving.server import read_state, stop_detached, triton_group
+from serving.processes import triton_group
+from serving.state import read_state, stop_detached
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -87,6 +88,14 @@ def assert_serving(repo, reference, within: float = 15.0) -> float:
     return ready
 
 
+def _wait_restart(repo, before: dict, within: float) -> None:
+    """Wait until the supervisor has recorded a new server (after a crash)."""
+    deadline = time.monotonic() + within
+    while _state(repo)["pid"] == before["pid"]:
+        assert time.monotonic() < deadline, f"no restart within {within:.0f} s"
+        time.sleep(0.1)
+
+
 def _post(state, path, body: bytes, headers: dict | None = None, timeout=60) -> tuple[int, bytes]:
     req = urllib.request.Request(f"http://{state['http']}{path}", data=body,
                                  headers={"Content-Type": "application/json", **(headers or {})})
@@ -124,11 +133,13 @@ ZEROS = [0.0] * 784
     ("batch above 2^32 (truncated by Triton 2.51)", F.ENTRY_MODEL, F.IMAGES, [2**32 + 1, 1, 28, 28], ZEROS, None),
 ])
 def test_bad_values_get_400_naming_the_problem(served, reference, what, model, name, shape, data, says):
+    before = _state(served)
     try:
-        status, body = _post(_state(served), f"/v2/models/{model}/infer", _json_infer(name, shape, data))
+        status, body = _post(before, f"/v2/models/{model}/infer", _json_infer(name, shape, data))
     except (ConnectionError, urllib.error.URLError):
         assert says is None, f"{what}: the server dropped the connection"
-        assert_serving(served, reference, within=15.0)  # Triton 2.51 aborted; its supervisor restarted it
+        _wait_restart(served, before, within=15.0)  # Triton 2.51 aborted; its supervisor restarts it
+        assert_serving(served, reference, within=15.0)
         return
     _no_nan(body)
     if says is None:  # Triton 2.51 reads dimensions modulo 2^32; it may also abort (handled above)
@@ -150,7 +161,9 @@ def test_the_request_that_aborts_triton_is_survived(served, reference):
         _post(before, f"/v2/models/{F.ENTRY_MODEL}/infer", body, timeout=30)
     except (ConnectionError, urllib.error.URLError):
         pass  # the server died with the connection open
-    ready = assert_serving(served, reference, within=15.0)
+    t0 = time.monotonic()
+    _wait_restart(served, before, within=15.0)  # the connection drops a moment before the abort completes
+    ready = assert_serving(served, reference, within=15.0 - (time.monotonic() - t0)) + time.monotonic() - t0
     after = _state(served)
     assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"] + 1, "no crash: case moot?"
     assert after["http"] == before["http"] and not triton_group(before["pid"])  # old stubs gone
@@ -272,14 +285,17 @@ def test_responses_never_carry_nan(served, reference):
 
 
 def test_bad_request_costs_one_log_line(served, reference):
-    log = read_state(served)["log"]
+    """Each request our models refuse is one line in the server log: no traceback, nothing more."""
     from pathlib import Path
 
-    before = len(Path(log).read_text(errors="replace").splitlines())
+    log = Path(read_state(served)["log"])
+    text = log.read_text(errors="replace")
+    lines, refused = len(text.splitlines()), text.count("refused a request")
     for _ in range(20):
         _post(_state(served), f"/v2/models/{F.ENTRY_MODEL}/infer", _json_infer(F.IMAGES, IMG, [9.0] * 784))
-    added = len(Path(log).read_text(errors="replace").splitlines()) - before
-    assert added <= 20, f"{added} log lines for 20 bad requests"
+    text = log.read_text(errors="replace")
+    assert text.count("refused a request") - refused == 20
+    assert len(text.splitlines()) - lines == 20
     assert_serving(served, reference)
 
 
@@ -289,23 +305,24 @@ def test_kill_9_of_tritonserver_is_recovered(served, reference):
     import os
     import signal
 
-    from serving.server import SHM_DIR, group_processes
+    from serving.processes import SHM_DIR, group_processes
 
     before = _state(served)
     old_regions = {p.name for p in SHM_DIR.glob(f"{before['shm_prefix']}*")}
     os.kill(before["pid"], signal.SIGKILL)
-    time.sleep(0.5)
-    ready = assert_serving(served, reference, within=15.0)
+    t0 = time.monotonic()
+    _wait_restart(served, before, within=15.0)
+    ready = assert_serving(served, reference, within=15.0) + time.monotonic() - t0
     after = _state(served)
     assert after["pid"] != before["pid"] and group_processes(before["pid"]) == []
     assert not old_regions & {p.name for p in SHM_DIR.glob(f"{before['shm_prefix']}*")}
-    print(f"ready {ready + 0.5:.1f} s after kill -9")
+    print(f"ready {ready:.1f} s after kill -9")
 
 
 def test_a_swap_after_failing_head_requests_leaves_no_stub(served, reference, tmp_path):
     """Failing requests straight to the head, then a swap and back: the replaced heads' stubs exit, the
     process count and shared-memory regions return to what they were."""
-    from serving.server import SHM_DIR, group_processes
+    from serving.processes import SHM_DIR, group_processes
     from serving.swap import swap
 
     state = _state(served)

@@ -19,7 +19,8 @@ from export import centroid_set, runtime
 from export import formats as F
 from export.recompute import compute_set
 from serving import repository
-from serving.server import LOCK_HEADER, TritonServer, group_processes
+from serving.processes import group_processes
+from serving.server import GRPC_LOCK_HEADER, LOCK_HEADER, TritonServer
 from serving.swap import SwapError, swap
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -116,8 +117,9 @@ def test_nothing_over_the_network_changes_what_is_served(server, repo):
     served = repository.read_info(repo)["set"]["set_id"]
     grpc_client = grpc.InferenceServerClient(server.grpc_url)
     http_client = http.InferenceServerClient(server.http_url)
-    for headers in ({}, {LOCK_HEADER: ""}, {LOCK_HEADER: " "}, {LOCK_HEADER: "\\n"}):
-        for client in (grpc_client, http_client):
+    for value in (None, "", " ", "\\n", "x"):
+        for client, name in ((grpc_client, GRPC_LOCK_HEADER), (http_client, LOCK_HEADER)):
+            headers = {} if value is None else {name: value}
             for call in (lambda c, h: c.unload_model(F.HEAD_MODEL, headers=h),
                          lambda c, h: c.load_model(F.HEAD_MODEL, headers=h,
                                                    config=json.dumps(repository.head_config(repo)),
@@ -139,7 +141,7 @@ def test_a_head_that_fails_to_load_leaves_the_old_list(server, repo, other_set, 
     files = _head_files(repo)
     real = repository.head_bytes
     monkeypatch.setattr(repository, "head_bytes", lambda cs, top_k: real(cs, top_k)[:-100])  # truncated graph
-    with pytest.raises(SwapError, match=f"did not load the new head.*{before} is still serving"):
+    with pytest.raises(SwapError, match=f"did not load the new head.*old head is back.*class list {before} is serving"):
         swap(repo, other_set, server.grpc_url, timeout=60, log_file=server.log_file)
     assert _head_files(repo) == files and repository.read_info(repo)["set"]["set_id"] == before
     assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
@@ -270,7 +272,7 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
     import subprocess
     import sys
 
-    from serving.server import read_state, stop_detached
+    from serving.state import read_state, stop_detached
 
     cmd = [sys.executable, "-m", "clients.cli", "serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0",
            "--metrics-port", "0"]
@@ -322,7 +324,8 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     import os
     import signal
 
-    from serving.server import SHM_DIR, read_state
+    from serving.processes import SHM_DIR
+    from serving.state import read_state
 
     assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                  "--detach"]) == 0
@@ -334,10 +337,8 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     os.kill(state["supervisor"], signal.SIGKILL)
     os.kill(state["pid"], signal.SIGKILL)
     time.sleep(1.0)
-    left = group_processes(state["pid"])
-    assert left, "the stubs outlive a killed tritonserver (what `dnc stop` must clean)"
-    with pytest.raises(ValueError, match="is being served"):  # its stubs still hold the repository
-        repository.build(exported[0], repo)
+    left = group_processes(state["pid"]), list(SHM_DIR.glob(f"{state['shm_prefix']}*"))
+    assert left[0] or left[1], "nothing left to clean: the case is moot"  # stubs may outlive it; regions do
     assert main(["stop", "--repo", str(repo)]) == 0
     assert group_processes(state["pid"]) == [] and read_state(repo) is None
     assert list(SHM_DIR.glob(f"{state['shm_prefix']}*")) == []

@@ -5,7 +5,8 @@ The server runs as this test's user on a repository that everyone may read; a sc
 for a secret, call every server-changing API over HTTP with any header value it could find (load with a
 `file:` override carrying code, unload, shared memory, logging, tracing), write into the repository, and
 do what `dnc swap` does (take its lock, stage a centroid set, replace the head graph). Each attempt must
-fail, and the server must answer as before, from the same class list. The script uses only the standard
+fail (so must opening the server's shared-memory regions, which hold requests and responses), and the
+server must answer as before, from the same class list. The script uses only the standard
 library of the system's /usr/bin/python3, so it runs wherever the checkout and its environment are."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from clients.cli import main
 from clients.client import DNCClient
 from export import formats as F
 from serving import repository
-from serving.server import read_state, stop_detached
+from serving.state import read_state, stop_detached
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -73,6 +74,14 @@ for name, (path, body) in calls.items():
         except ValueError:  # a value urllib itself refuses to send (the newline)
             codes.add("unsendable")
     out["api"][name] = sorted(map(str, codes))
+out["shm"] = {}  # the python backend's shared memory holds requests and responses
+for region in Path("/dev/shm").glob(state["shm_prefix"] + "*"):
+    for mode in ("rb", "r+b"):
+        try:
+            open(region, mode).close()
+            out["shm"][f"{region.name} {mode}"] = "opened"
+        except OSError as e:
+            out["shm"][f"{region.name} {mode}"] = type(e).__name__
 out["writes"] = {}
 for name, target in {"head graph": repo / "dnc_head" / "1" / "model.onnx",
                      "new model": repo / "evil" / "config.pbtxt",
@@ -125,6 +134,7 @@ def test_an_unprivileged_user_cannot_change_what_is_served(public_repo):
     for name, codes in got["api"].items():
         assert set(codes) <= {"403", "unsendable"}, f"{name}: {codes}"
     assert set(got["writes"].values()) == {"PermissionError"}, got["writes"]
+    assert got["shm"] and set(got["shm"].values()) == {"PermissionError"}, got["shm"]
     assert repository.read_info(public_repo)["set"]["set_id"] == before
     with DNCClient(state["http"]) as c:
         after = c.infer(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -18,23 +19,37 @@ from training.class_names import MAX_LENGTH, check_class_names
 from training.images import MAX_ASPECT, DataError, read_image_array, scan_image_folder
 
 
-@pytest.mark.parametrize(("w", "h", "says"), [(2_000_000, 1, "aspect ratio"), (1, 50_000_000, "million"),
+@pytest.mark.parametrize(("w", "h", "says"), [(2_000_000, 1, "aspect ratio"), (1, 50_000_001, "million"),
                                               (10_000, 10_000, "million"), (33 * 20, 20, "aspect ratio")])
 def test_images_too_large_or_too_thin_are_refused_before_decoding(tmp_path, w, h, says):
     """A PNG header may declare any size: the file is a few KB, the refusal takes milliseconds."""
     path = tmp_path / "img.png"
     if w * h <= 4_000_000:
         Image.new("L", (w, h)).save(path)
-    else:  # too big to make honestly: a real small PNG whose header is rewritten to the declared size
+    else:  # too big to make honestly: a real small PNG whose header (IHDR, CRC recomputed) declares w x h
         Image.new("L", (8, 8)).save(path)
         data = bytearray(path.read_bytes())
-        data[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")  # IHDR width, height (CRC no longer matches)
+        data[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")
+        data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
         path.write_bytes(bytes(data))
+        with Image.open(path) as im:
+            assert im.size == (w, h)  # a valid header: the size check, not a decoding error, must refuse it
     assert path.stat().st_size < 100_000
     t0 = time.perf_counter()
-    with pytest.raises(DataError, match=f"img.png.*{says}|img.png"):
+    with pytest.raises(DataError, match=f"img.png is {w} x {h} pixels.*{says}"):
         read_image_array(path, 1, 28)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_crafted_files_are_refused_not_crashed(tmp_path):
+    """Whatever PIL raises on a damaged file becomes a DataError naming it (callers skip or report it)."""
+    Image.new("L", (8, 8)).save(tmp_path / "ok.png")
+    data = bytearray((tmp_path / "ok.png").read_bytes())
+    flipped = data[:45] + bytes(b ^ 0xFF for b in data[45:55]) + data[55:]  # damaged compressed pixels
+    for i, bad in enumerate((data[:20], data[:40], flipped)):
+        (tmp_path / f"bad{i}.png").write_bytes(bytes(bad))
+        with pytest.raises(DataError, match=f"bad{i}.png"):
+            read_image_array(tmp_path / f"bad{i}.png", 1, 8)
 
 
 def test_images_within_the_limits_are_read(tmp_path):
@@ -55,6 +70,7 @@ def test_images_within_the_limits_are_read(tmp_path):
     (["cat", "d\x00og"], "control character '\\\\x00'"),
     (["cat", "\x1b[31mred"], "control character '\\\\x1b'"),
     (["cat", "x" * 100_000], f"100000 characters \\(at most {MAX_LENGTH}\\)"),
+    (["cat", "\u202egod"], "control character '\\\\u202e'"),
     (["cat", "dog", "cat"], "class names 0 and 2 are both 'cat'"),
     ("cat,dog", "must be a list"),
 ])

@@ -1,0 +1,92 @@
+"""The record of a served repository, REPO/.dnc-server.json: who supervises it, its server, its addresses.
+
+`dnc serve` writes it once the server is ready and after every restart; `dnc swap` reads the addresses
+and the server log from it; `dnc stop` stops what it names. It holds no secret. Anyone who may write the
+repository may also edit it, so nothing in it is acted on unchecked: a pid is signalled only with the
+start time recorded for it and a command line of the kind expected, a shared-memory prefix only when it
+has the form the server gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from serving.processes import cleanup_shm, command_line, start_ticks, stop_group, triton_group
+from serving.server import ServerError, TritonServer
+
+STATE_FILE = ".dnc-server.json"
+
+
+def write_state(server: TritonServer, restarts: int = 0) -> Path:
+    """Record the running server and the process supervising it (this one) in its repository."""
+    path = server.repo / STATE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"supervisor": os.getpid(), "supervisor_started": start_ticks(os.getpid()),
+                               "pid": server.proc.pid, "server_started": start_ticks(server.proc.pid),
+                               "http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url,
+                               "log": str(server.log_file), "shm_prefix": server.shm_prefix,
+                               "restarts": restarts}))
+    tmp.replace(path)
+    return path
+
+
+def read_state(repo: str | Path) -> dict | None:
+    path = Path(repo) / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def remove_state(repo: str | Path) -> None:
+    (Path(repo) / STATE_FILE).unlink(missing_ok=True)
+
+
+def supervisor_alive(state: dict) -> bool:
+    """Whether the state's supervisor still runs: the same process (pid and start time), a `dnc serve`."""
+    pid = state.get("supervisor")
+    if not pid or start_ticks(int(pid)) != state.get("supervisor_started"):
+        return False
+    return b"serve" in command_line(int(pid))
+
+
+def server_alive(state: dict) -> bool:
+    """Whether the state's tritonserver, or the stubs it left, still run."""
+    return triton_group(int(state["pid"]), state.get("server_started"))
+
+
+def is_running(state: dict) -> bool:
+    """Whether what a state file records still runs: its supervisor, or (a supervisor killed) its server."""
+    return supervisor_alive(state) or server_alive(state)
+
+
+def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
+    """Stop what `dnc serve` left running on `repo`: its supervisor (which stops its server), then whatever
+    a supervisor killed without notice leaves (server, stubs, shared memory). Returns the pid stopped
+    (None if nothing ran). A supervisor that does not stop is reported and left recorded."""
+    state = read_state(repo)
+    if state is None:
+        return None
+    stopped = None
+    if supervisor_alive(state):
+        pid = int(state["supervisor"])
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except PermissionError as e:
+            raise ServerError(f"cannot stop the supervisor of {repo} (pid {pid}): {e}") from e
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout + 15
+        while start_ticks(pid) == state["supervisor_started"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if start_ticks(pid) == state["supervisor_started"]:
+            raise ServerError(f"the supervisor of {repo} (pid {pid}) did not stop within {timeout + 15:.0f} s; "
+                              f"nothing else was touched")
+        stopped = pid
+    if server_alive(state):
+        stop_group(int(state["pid"]), timeout)
+        stopped = stopped or int(state["pid"])
+    cleanup_shm(state.get("shm_prefix", ""))
+    remove_state(repo)
+    return stopped
