@@ -97,6 +97,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         return _detach(a, run_dir)
     from serving.supervisor import Supervisor
 
+    lock = _hold_serve_lock(repo, run_dir)  # held until this process exits  # noqa: F841
     server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host, run_dir=run_dir)
     # Explicit handlers, set before the (long) start so an interrupt then still stops the server: a
     # process started in the background of a non-interactive shell inherits SIGINT ignored.
@@ -107,6 +108,22 @@ def cmd_serve(a: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopping", flush=True)
         return 0
+
+
+def _hold_serve_lock(repo: Path, run_dir: Path):
+    """One supervisor per repository: an exclusive lock in its run folder, taken before anything starts
+    (closes the window between the state-file check and the state file being written)."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / "serve.lock", "a")  # noqa: SIM115 (kept open: the lock lives with the process)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ValueError(f"another `dnc serve` is starting or running on {repo}; stop it with "
+                         f"`dnc stop --repo {repo}`") from None
+    return lock
 
 
 def _check_host(host: str, allow_remote: bool, bundled: bool) -> None:

@@ -342,3 +342,17 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     assert main(["stop", "--repo", str(repo)]) == 0
     assert group_processes(state["pid"]) == [] and read_state(repo) is None
     assert list(SHM_DIR.glob(f"{state['shm_prefix']}*")) == []
+
+
+def test_one_supervisor_per_repository(repo, capsys):
+    """A second `dnc serve` on a repository whose supervisor is still starting (no state file yet) is
+    refused by the supervisor's lock, before it starts anything."""
+    import fcntl
+
+    run_dir = repo.resolve().with_name(f".{repo.resolve().name}.server")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "serve.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0",
+                     "--metrics-port", "0"]) == 2
+    assert "another `dnc serve` is starting or running" in capsys.readouterr().err
