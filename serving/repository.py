@@ -275,13 +275,27 @@ def head_bytes(cs: centroid_set.CentroidSet, top_k: int) -> bytes:
 def write_head(repo: Path, cs: centroid_set.CentroidSet, top_k: int) -> None:
     """Write a centroid set and its head graph into the repository's head model folder: the set first, the
     graph last and atomically, since a new graph is what a polling server loads (see swap.py)."""
-    head_dir = Path(repo) / F.HEAD_MODEL
     data = head_bytes(cs, top_k)
+    publish_head(repo, lambda folder: centroid_set.save(cs, folder), data)
+
+
+def publish_head(repo: Path, write_set, graph: bytes) -> None:
+    """Put a head into the repository in the one order a polling server may see: `write_set(folder)` fills
+    a staged centroid-set folder moved into place, then the graph replaces model.onnx atomically."""
+    head_dir = Path(repo) / F.HEAD_MODEL
     with staged(head_dir / SET_FOLDER) as folder:
-        centroid_set.save(cs, folder)
+        write_set(folder)
     tmp = head_dir / "1" / ".model.onnx.tmp"
-    tmp.write_bytes(data)
+    tmp.write_bytes(graph)
     tmp.replace(head_dir / "1" / "model.onnx")
+
+
+def head_files(repo: Path) -> dict[str, bytes]:
+    """The head model's graph and centroid set as they are on disk, path (relative to the head's folder)
+    -> bytes: what `publish_head` can put back byte for byte."""
+    head = Path(repo) / F.HEAD_MODEL
+    return {str(p.relative_to(head)): p.read_bytes() for p in sorted(head.rglob("*"))
+            if p.is_file() and (p.name == "model.onnx" or p.relative_to(head).parts[0] == SET_FOLDER)}
 
 
 def set_info(cs: centroid_set.CentroidSet) -> dict:

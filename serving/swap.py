@@ -28,7 +28,6 @@ import numpy as np
 
 from export import centroid_set
 from export import formats as F
-from export.staging import staged
 from serving import repository
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
     if cs.set_id == old_id and _set_on_disk(repo) == old_id:
         log.info("class list %s is already served", old_id)
         return {"from": old_id, "to": old_id, "classes": list(cs.class_names), "answering_seconds": 0.0}
-    backup = _head_files(repo)
+    backup = repository.head_files(repo)
     watch = _LogWatch(log_file)
     try:
         repository.write_head(repo, cs, info["top_k"])  # built and checked to run before anything is written
@@ -129,26 +128,16 @@ def _reason(e: Exception) -> str:
     return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
 
 
-def _head_files(repo: Path) -> dict[str, bytes]:
-    """The head model's graph and centroid set, path (relative to the head's folder) -> bytes."""
-    head = repo / F.HEAD_MODEL
-    return {str(p.relative_to(head)): p.read_bytes() for p in sorted(head.rglob("*"))
-            if p.is_file() and (p.name == "model.onnx" or p.relative_to(head).parts[0] == repository.SET_FOLDER)}
-
-
 def _restore(repo: Path, files: dict[str, bytes]) -> None:
-    """Write the previous head back: its centroid set, then its graph, atomically (as write_head does)."""
-    head = repo / F.HEAD_MODEL
-    with staged(head / repository.SET_FOLDER) as folder:
+    """Write the previous head (from repository.head_files) back, in the order a swap writes one."""
+    def write_set(folder: Path) -> None:
         for rel, data in files.items():
             if Path(rel).parts[0] == repository.SET_FOLDER:
                 dest = folder / Path(rel).relative_to(repository.SET_FOLDER)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
-    graph = head / "1" / "model.onnx"
-    tmp = graph.with_name(".model.onnx.restore")
-    tmp.write_bytes(files["1/model.onnx"])
-    tmp.replace(graph)
+
+    repository.publish_head(repo, write_set, files["1/model.onnx"])
 
 
 def _set_on_disk(repo: Path) -> str | None:
