@@ -17,7 +17,7 @@ from training.data import ImageData
 
 
 class _BatchReader(Dataset):
-    """Maps a list of index batches to (images uint8, labels, ids)."""
+    """Maps a list of index batches to (images uint8, labels or masks, ids)."""
 
     def __init__(self, data: ImageData, batches: list[torch.Tensor]):
         self.data, self.batches = data, batches
@@ -27,7 +27,7 @@ class _BatchReader(Dataset):
 
     def __getitem__(self, i: int):
         idx = self.batches[i]
-        return self.data.load(idx), self.data.labels[idx], idx
+        return (*self.data.batch(idx), idx)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, rank: int = 0,
@@ -48,7 +48,8 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool,
 
 def iterate(data: ImageData, batches: list[torch.Tensor], workers: int = 0
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (images uint8 (B, C, H, W), labels (B,), ids (B,)) for the given index batches."""
+    """Yield (images uint8 (B, C, H, W), labels (B,) or masks (B, H, W), ids (B,)) for the given index
+    batches of an ImageData or a SegData (anything with `batch(idx)`, `images`)."""
     reader = _BatchReader(data, batches)
     if data.images is not None or workers == 0:
         for i in range(len(reader)):

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from training.model import Classifier, ModelConfig
+from training.model import ModelConfig, build_model
 
 FORMAT = "dnc-checkpoint"
 VERSION = 1
@@ -38,9 +38,9 @@ class Checkpoint:
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # e.g. exemplar names after anchoring
 
-    def build_model(self) -> Classifier:
-        """A model in eval mode holding these weights and centroids."""
-        model = Classifier(self.model_config)
+    def build_model(self) -> torch.nn.Module:
+        """A model (classifier or segmenter) in eval mode holding these weights and centroids."""
+        model = build_model(self.model_config)
         model.load_state_dict(self.model_state)
         return model.eval()
 

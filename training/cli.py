@@ -10,7 +10,8 @@ from pathlib import Path
 
 from training import checkpoint as ckpt_io
 from training.loop import TrainConfig, check_data, evaluate, resolve_device, train
-from training.model import ModelConfig
+from training.model import SEGMENTATION_K, ModelConfig
+from training.seg_folder import is_seg_folder
 
 
 def _floats(text: str) -> list[float]:
@@ -47,7 +48,10 @@ MODEL_FLAGS = [
     ("--revive-every", int, _M.revive_every, "with --revive: updates between checks for dead sub-centroids"),
     ("--revive-momentum", float, _M.revive_momentum, "with --revive: momentum of sub-centroids clustered from data"),
     ("--assign-weight", float, _M.assign_weight, "experimental: weight of the sub-centroid assignment loss"),
-    ("--image-size", int, 32, "input size for image folders"),
+    ("--decoder-dim", int, _M.decoder_dim, "segmentation: channels of the light decoder"),
+    ("--pixel-samples", int, _M.pixel_samples, "segmentation: pixels per class and step (seeded) that update "
+     "the sub-centroids"),
+    ("--image-size", int, 32, "input size for image folders (segmentation folders: their first image's)"),
     ("--channels", int, 3, "input channels for image folders (1 or 3)"),
 ]
 # (flag, type, help) of TrainConfig fields; the field is the flag's name.
@@ -94,10 +98,11 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def add_commands(sub: argparse._SubParsersAction) -> None:
     t = TrainConfig()
     m = _M
-    p = sub.add_parser("train", help="train a DNC (or softmax twin) image classifier",
+    p = sub.add_parser("train", help="train a DNC (or softmax twin) image classifier or segmenter",
                        formatter_class=_Help)
     p.add_argument("--data", default=None, help="'fashion-mnist', or a path: IDX files, a CIFAR-10/100 python "
-                   f"folder, or an image folder (default {t.data})")
+                   "folder, an image folder, or a segmentation folder (trains a segmenter; see write-scenes) "
+                   f"(default {t.data})")
     p.add_argument("--out", default=None, help=f"run folder: checkpoint, log.csv/json, curves.png (default {t.out}; "
                    "on --resume, the checkpoint's)")
     g = p.add_argument_group("model (on --resume, the checkpoint's; a flag given that differs is refused)")
@@ -118,6 +123,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="step schedule: comma list of fractions of the run where lr is multiplied by --gamma "
                         f"(default {','.join(map(str, t.milestones))})")
     g.add_argument("--resume", default="", help="checkpoint to continue from (same run folder is typical)")
+    g.add_argument("--init", default=None, help="segmentation: start the backbone from this classifier "
+                   "checkpoint (DNC or softmax; arch and width follow it; a grey stem is spread over RGB)")
     g.add_argument("--anchor", action="store_true", help="after training, anchor sub-centroids to real "
                    "samples and evaluate the anchored model too")
     p.set_defaults(func=cmd_train)
@@ -150,6 +157,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "(default: as --per-class)")
     p.set_defaults(func=cmd_write_folder)
 
+    p = sub.add_parser("write-scenes", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="write FashionScenes: a segmentation set of real Fashion-MNIST items on real backgrounds")
+    p.add_argument("--out", required=True, help="segmentation folder to create (images/, masks/, classes.json)")
+    p.add_argument("--labels", choices=["fine", "coarse"], default="fine",
+                   help="fine: 10 item classes; coarse: Fashion-MNIST's 5 coarse classes (plus background)")
+    p.add_argument("--size", type=int, default=64, help="scene side in pixels")
+    p.add_argument("--train", type=int, default=10000, help="training scenes")
+    p.add_argument("--test", type=int, default=1000, help="test scenes")
+    p.add_argument("--seed", type=int, default=0, help="scene i of a split depends on (seed, split, i) only")
+    p.set_defaults(func=cmd_write_scenes)
+
 
 def cmd_train(a: argparse.Namespace) -> int:
     from training.data import load_dataset
@@ -170,10 +188,15 @@ def cmd_train(a: argparse.Namespace) -> int:
         mcfg = replace(ck.model_config, **given)
     else:
         tcfg = TrainConfig(**train_given)
-        probe = load_dataset(tcfg.data, "train", given.get("in_chans", 3), given.get("image_size", 32))
-        fixed = {k: v for k, v in given.items() if k not in ("in_chans", "image_size")}
-        mcfg = ModelConfig(num_classes=probe.num_classes, in_chans=probe.in_chans, image_size=probe.image_size,
-                           mean=probe.mean, std=probe.std, class_names=probe.class_names, **fixed)
+        if is_seg_folder(tcfg.data):
+            mcfg = _segmenter_config(tcfg, given)
+        else:
+            if tcfg.init:
+                raise ValueError("--init starts a segmenter from a classifier; --data is not a segmentation folder")
+            probe = load_dataset(tcfg.data, "train", given.get("in_chans", 3), given.get("image_size", 32))
+            fixed = {k: v for k, v in given.items() if k not in ("in_chans", "image_size")}
+            mcfg = ModelConfig(num_classes=probe.num_classes, in_chans=probe.in_chans, image_size=probe.image_size,
+                               mean=probe.mean, std=probe.std, class_names=probe.class_names, **fixed)
     result = train(tcfg, mcfg)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports and anchors
         return 0
@@ -181,10 +204,43 @@ def cmd_train(a: argparse.Namespace) -> int:
         print(f"stopped at step {result['step']} (--max-steps); continue with --resume {result['checkpoint']}")
         return 0
     last = result["history"][-1]
-    print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")
+    if "test_miou" in last:
+        print(f"test mIoU {last['test_miou']:.2f}%  pixel accuracy {last['test_pixel_acc']:.2f}%  "
+              f"-> {result['checkpoint']}")
+    else:
+        print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")
     if a.anchor:
         _anchor(result["checkpoint"], tcfg.data, Path(tcfg.out) / "anchored.safetensors", 512, tcfg.device)
     return 0
+
+
+def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
+    """The model config of a new segmenter on the segmentation folder tcfg.data: its classes; RGB at the
+    size of its first training image unless --image-size says otherwise; K = SEGMENTATION_K unless --K;
+    with --init, the classifier's backbone shape and its normalisation (spread over R, G, B)."""
+    from PIL import Image
+
+    from training.seg_folder import MEAN, STD, read_classes, split_files
+
+    classes = read_classes(tcfg.data)
+    size = given.pop("image_size", None)
+    if size is None:
+        with Image.open(split_files(tcfg.data, "train")[0][0]) as im:
+            size = min(im.size)
+    in_chans = given.pop("in_chans", 3)
+    mean, std = (MEAN, STD) if in_chans == 3 else ([0.5], [0.5])
+    if tcfg.init:
+        src = ckpt_io.load(tcfg.init).model_config
+        for name in ("arch", "width"):
+            if name in given and given[name] != getattr(src, name):
+                raise ValueError(f"--{name} {given[name]} differs from the --init classifier's {getattr(src, name)}")
+            given[name] = getattr(src, name)
+        mean, std = [src.mean[0]] * in_chans, [src.std[0]] * in_chans  # grey classifiers: one value
+        if src.in_chans == in_chans:
+            mean, std = list(src.mean), list(src.std)
+    given.setdefault("k", SEGMENTATION_K)
+    return ModelConfig(num_classes=len(classes.names), task="segmentation", in_chans=in_chans, image_size=size,
+                       mean=mean, std=std, class_names=classes.names, ignore_index=classes.ignore_index, **given)
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -255,4 +311,13 @@ def cmd_write_folder(a: argparse.Namespace) -> int:
     for split, counts in res.items():
         print(f"{Path(a.out) / split}: {sum(counts.values())} images in {len(counts)} classes "
               f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+def cmd_write_scenes(a: argparse.Namespace) -> int:
+    from training.scenes import write_scenes
+
+    classes = write_scenes(a.out, a.labels, a.size, a.train, a.test, a.seed)
+    print(f"{a.out}: {a.train} training and {a.test} test scenes of {a.size}x{a.size} px, "
+          f"{len(classes.names)} classes ({', '.join(classes.names)})")
     return 0

@@ -61,6 +61,10 @@ class ImageData:
             return self.paths[sample_id]
         return f"{self.name}/{self.split}/{sample_id}"
 
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) indices -> images (B, C, H, W) uint8, labels (B,) int64."""
+        return self.load(idx), self.labels[idx]
+
     def load(self, idx: torch.Tensor) -> torch.Tensor:
         """(B,) indices -> (B, C, H, W) uint8 images."""
         if self.images is not None:

@@ -1,9 +1,11 @@
-"""The training loop: one readable function, fit for long runs and for torchrun.
+"""The training loop: one readable function, fit for long runs and for torchrun, for both tasks.
 
 train(cfg) builds (or resumes) a model, runs epochs of SGD/AdamW with warm-up and a cosine or step
-schedule, updates the DNC centroids after every optimiser step, evaluates top-1/top-5 each epoch,
-writes the log, the plot and an atomic checkpoint, and returns the history. Resume replays the same
-batch order and augmentation draws, so it continues the run it interrupted.
+schedule, updates the DNC centroids after every optimiser step, evaluates each epoch, writes the log,
+the plot and an atomic checkpoint, and returns the history. Resume replays the same batch order and
+augmentation draws, so it continues the run it interrupted. What differs between classification and
+segmentation (data, the step, the metrics) is a task object: ClassificationTask here (top-1/top-5),
+SegmentationTask in training/seg_task.py (mIoU).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from training.batches import augment, epoch_batches, iterate, normalise
 from training.data import ImageData, load_dataset
 from training.head import DNCHead, normalise_ks
 from training.liveness import summarise, win_counts
-from training.model import Classifier, ModelConfig
+from training.model import Classifier, ModelConfig, build_model
 from training.report import topk_correct, write_log
+from training.seg_task import SegmentationTask
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class TrainConfig:
     train_limit: int = 0  # use only the first N training samples (0: all)
     test_limit: int = 0
     resume: str = ""
+    init: str = ""  # segmentation: start the backbone from this classifier checkpoint
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adamw"):
@@ -69,7 +73,7 @@ class TrainConfig:
 # Settings a resumed run must keep: they fix the batch order, the learning-rate schedule (epochs set
 # the cosine horizon) and the data, so the resumed run is the run it interrupted.
 RUN_DEFINING = ("data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "schedule",
-                "milestones", "gamma", "seed", "train_limit")
+                "milestones", "gamma", "seed", "train_limit", "init")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -204,6 +208,42 @@ def check_data(model_cfg: ModelConfig, data: ImageData) -> None:
                          f"{model_cfg.class_names[bad]!r}")
 
 
+class ClassificationTask:
+    """What the training loop needs to train a classifier: data, one step, evaluation, log columns."""
+
+    name = "classification"
+    train_metric = "train_top1"
+
+    def load(self, spec: str, split: str, model_cfg: ModelConfig, limit: int) -> ImageData:
+        return subset(load_dataset(spec, split, model_cfg.in_chans, model_cfg.image_size), limit)
+
+    def prepare(self, x, y, gen, model_cfg):
+        return normalise(augment(x, gen), model_cfg.mean, model_cfg.std), y
+
+    def step(self, encoder, head, opt, x, y, ids, amp, model, step, seed):
+        """Returns (loss, correct samples, samples)."""
+        loss, logits = train_step(encoder, head, opt, x, y, ids, amp, update=model.head.update,
+                                  loss_fn=model.head.loss)
+        return loss, int((logits.argmax(1) == y).sum()), len(y)
+
+    def evaluate(self, model, data, device, batch_size=512, workers=0, desc="eval") -> dict:
+        return evaluate(model, data, device, batch_size, workers, desc)
+
+    def row(self, ev: dict) -> dict:
+        return {"test_top1": ev["top1"], "test_top5": ev["top5"], "test_loss": ev["loss"]}
+
+    def summary(self, row: dict) -> str:
+        return f"test top-1 {row['test_top1']:.2f} top-5 {row['test_top5']:.2f}"
+
+    def epoch_end(self, model, data, device, out, epoch) -> None:
+        """Nothing beyond the log for classifiers."""
+
+
+def task_for(model_cfg: ModelConfig):
+    """The task object of a model config."""
+    return SegmentationTask() if model_cfg.task == "segmentation" else ClassificationTask()
+
+
 def _ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Wrap a module with learnable parameters in DDP (the DNC head has none: nothing to sync)."""
     if not distributed.is_active() or not any(p.requires_grad for p in module.parameters()):
@@ -233,8 +273,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                 if name in resume.train_config and mine != resume.train_config[name]:
                     raise ValueError(f"{name} mismatch on resume: checkpoint has {resume.train_config[name]}, "
                                      f"requested {getattr(cfg, name)}")
-        train_set = subset(load_dataset(cfg.data, "train", model_cfg.in_chans, model_cfg.image_size), cfg.train_limit)
-        test_set = subset(load_dataset(cfg.data, "test", model_cfg.in_chans, model_cfg.image_size), cfg.test_limit)
+        task = task_for(model_cfg)
+        train_set = task.load(cfg.data, "train", model_cfg, cfg.train_limit)
+        test_set = task.load(cfg.data, "test", model_cfg, cfg.test_limit)
         if not model_cfg.class_names:
             model_cfg.class_names = list(train_set.class_names)
         check_data(model_cfg, train_set)
@@ -242,7 +283,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
 
         torch.manual_seed(cfg.seed)
         # channels_last: about 25% faster convolutions on CPU (oneDNN) and on tensor cores.
-        model = Classifier(model_cfg, seed=cfg.seed).to(device, memory_format=torch.channels_last)
+        model = build_model(model_cfg, seed=cfg.seed)
+        if cfg.init and resume is None:
+            _init_backbone(model, cfg.init)
+        model = model.to(device, memory_format=torch.channels_last)
         opt = build_optimizer(model, cfg)
         aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + distributed.rank())
         epoch, step, skip, history = 0, 0, 0, []
@@ -284,7 +328,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
             if distributed.is_active():
                 torch.distributed.barrier()
 
-        log.info("training %s head on %s: %d samples, %d classes, %d steps/epoch, device %s",
+        log.info("training %s %s head on %s: %d samples, %d classes, %d steps/epoch, device %s", task.name,
                  model_cfg.head, cfg.data, len(train_set), model_cfg.num_classes, n_batches, device)
         stop = False
         while epoch < cfg.epochs and not stop:
@@ -299,18 +343,17 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                 lr = lr_at(step, total, warmup, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                x = normalise(augment(x.to(device), aug_gen), model_cfg.mean, model_cfg.std)
+                x, y = task.prepare(x.to(device), y.to(device), aug_gen, model_cfg)
                 x = x.contiguous(memory_format=torch.channels_last)
-                y, ids = y.to(device), ids.to(device)
-                loss, logits = train_step(encoder, head, opt, x, y, ids, amp, update=model.head.update,
-                                          loss_fn=model.head.loss)
+                loss, n_correct, n_seen = task.step(encoder, head, opt, x, y, ids.to(device), amp, model, step,
+                                                    cfg.seed)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
                 step += 1
                 step_losses.append(loss.item())
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
+                loss_sum += loss.item() * n_seen
+                correct += n_correct
+                seen += n_seen
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.3g}")
                 stop = bool(cfg.max_steps and step >= cfg.max_steps)
                 if i + 1 < n_batches and (stop or (cfg.save_every and step % cfg.save_every == 0)):
@@ -324,14 +367,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
             # Only rank 0 writes the history, from its own running sums (its shard's train metrics).
             skip, partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
             distributed.broadcast_buffers(model.encoder)  # every rank evaluates and saves one model
-            ev = evaluate(model, test_set, device, cfg.eval_batch_size, cfg.workers, desc="test")
+            ev = task.evaluate(model, test_set, device, cfg.eval_batch_size, cfg.workers, desc="test")
             row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": loss_sum / max(1, seen),
-                   "train_top1": 100 * correct / max(1, seen), "test_top1": ev["top1"], "test_top5": ev["top5"],
-                   "test_loss": ev["loss"], "seconds": round(time.time() - t0, 1)}
+                   task.train_metric: 100 * correct / max(1, seen), **task.row(ev),
+                   "seconds": round(time.time() - t0, 1)}
             row.update(_subcentroid_row(ev, model.head))
             history.append(row)
-            log.info("epoch %d: train loss %.4f top-1 %.2f | test top-1 %.2f top-5 %.2f (%.0fs)", epoch + 1,
-                     row["train_loss"], row["train_top1"], ev["top1"], ev["top5"], row["seconds"])
+            log.info("epoch %d: train loss %.4f | %s (%.0fs)", epoch + 1, row["train_loss"], task.summary(row),
+                     row["seconds"])
+            task.epoch_end(model, test_set, device, out, epoch + 1)
             epoch += 1
             save(epoch, step, 0)
             if distributed.is_main():
@@ -341,6 +385,30 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
     finally:
         if started_ddp:
             distributed.teardown()
+
+
+def _init_backbone(model: torch.nn.Module, path: str) -> None:
+    """Start a segmenter's backbone from a classifier checkpoint, logging what did and did not load."""
+    from training.segmenter import Segmenter, init_from_classifier
+
+    if not isinstance(model, Segmenter):
+        raise ValueError("--init starts a segmenter from a classifier checkpoint; this run trains a classifier")
+    source = ckpt_io.load(path)
+    if source.model_config.task != "classification":
+        raise ValueError(f"--init {path} is a {source.model_config.task} checkpoint; give a classifier's")
+    if source.model_config.arch != model.cfg.arch or source.model_config.width != model.cfg.width:
+        raise ValueError(f"--init {path} is a {source.model_config.arch} of width {source.model_config.width}; "
+                         f"this segmenter is a {model.cfg.arch} of width {model.cfg.width}")
+    rep = init_from_classifier(model, source.model_state)
+    log.info("--init %s: loaded %d backbone tensors (%s adapted from 1 to %d channels); not loaded from the "
+             "classifier: %s; left at initial values: %s", path, len(rep["loaded"]),
+             ", ".join(rep["adapted"]) or "none", model.cfg.in_chans, _groups(rep["not_loaded"]),
+             _groups(rep["not_initialised"]))
+
+
+def _groups(names: list[str]) -> str:
+    """Tensor names summarised by their first two name parts ('head.memory.feats' -> 'head.memory')."""
+    return ", ".join(dict.fromkeys(".".join(n.split(".")[:2]) for n in names)) or "none"
 
 
 def _subcentroid_row(ev: dict, head: torch.nn.Module) -> dict:

@@ -1,9 +1,11 @@
-"""The classifier: a ResNet encoder producing an embedding, and a DNC or softmax head on it.
+"""Models: the configuration that rebuilds one, the classifier, and `build_model` for either task.
 
 `ModelConfig` is the whole description needed to rebuild a model (it travels inside checkpoints),
-including the preprocessing a client must apply (image size, channels, mean/std) and class names.
-Twins for comparison share everything but `head`: "dnc" (K sub-centroids; K=1 gives class means)
-or "softmax" (a learned linear layer).
+including its task, the preprocessing a client must apply (image size, channels, mean/std) and class
+names. Task "classification": a ResNet encoder producing an embedding, and a head on it. Task
+"segmentation": the same backbone with a decoder giving pixel embeddings, and the same head per pixel
+(training/segmenter.py). Twins for comparison share everything but `head`: "dnc" (K sub-centroids;
+K=1 gives class means) or "softmax" (a learned linear layer; per pixel, a 1x1 convolution).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from training.class_names import check_class_names
 from training.head import DNCHead, LinearHead, normalise_ks
 
 HEADS = ("dnc", "softmax")
+TASKS = ("classification", "segmentation")
+SEGMENTATION_K = 10  # sub-centroids per class of a segmenter, as the paper's segmentation (its K ablation)
 
 
 @dataclass
 class ModelConfig:
     num_classes: int
+    task: str = "classification"
     arch: str = "resnet10"
     width: int = 32
     in_chans: int = 1
@@ -43,8 +48,17 @@ class ModelConfig:
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     class_names: list[str] = field(default_factory=list)
+    # segmentation only
+    decoder_dim: int = 128  # channels of the light decoder
+    ignore_index: int = 255  # mask value that counts for nothing
+    pixel_samples: int = 64  # pixels per class and step (seeded) that update the sub-centroids
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.decoder_dim < 4 or self.pixel_samples < 1:
+            raise ValueError(f"decoder width must be >= 4 and pixel samples >= 1, got {self.decoder_dim}, "
+                             f"{self.pixel_samples}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.num_classes < 2:
@@ -81,6 +95,25 @@ class Encoder(nn.Module):
         return self.proj(self.backbone(x))
 
 
+def make_head(cfg: ModelConfig, seed: int = 0) -> nn.Module:
+    """The head a config describes (its random initial sub-centroids drawn from `seed`)."""
+    if cfg.head == "softmax":
+        return LinearHead(cfg.num_classes, cfg.embed_dim)
+    gen = torch.Generator().manual_seed(seed + 1)
+    return DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum, cfg.epsilon,
+                   cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen, cfg.revive, cfg.revive_every, seed,
+                   cfg.assign_weight, cfg.revive_momentum)
+
+
+def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
+    """A classifier or a segmenter, as `cfg.task` says."""
+    if cfg.task == "segmentation":
+        from training.segmenter import Segmenter  # it builds on this module's config and head
+
+        return Segmenter(cfg, make_head(cfg, seed))
+    return Classifier(cfg, seed)
+
+
 class Classifier(nn.Module):
     """encoder -> head. forward returns (embedding (N, D), logits (N, C))."""
 
@@ -88,14 +121,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        if cfg.head == "dnc":
-            gen = torch.Generator().manual_seed(seed + 1)
-            self.head = DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum,
-                                cfg.epsilon, cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen,
-                                cfg.revive, cfg.revive_every, seed, cfg.assign_weight,
-                                cfg.revive_momentum)
-        else:
-            self.head = LinearHead(cfg.num_classes, cfg.embed_dim)
+        self.head = make_head(cfg, seed)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.encoder(x)

@@ -1,0 +1,280 @@
+"""The segmentation folder: the one module that reads and writes its layout.
+
+A segmentation data set is a folder holding
+    images/{train,test}/NAME.png   RGB (or gray) images, any size
+    masks/{train,test}/NAME.png    8-bit class-index PNGs of the same size (palette or gray)
+    classes.json                   {"format", "version", "classes": [names, index = class id],
+                                    "palette": [[r, g, b] per class], "background": id or null,
+                                    "ignore_index": 255}
+`dnc write-scenes` writes FashionScenes in it, and it is how users bring their own data: any folder in
+this layout trains, evaluates and yields centroid sets. A mask pixel equal to `ignore_index` counts for
+nothing (no loss, no metric, no centroid); any other value must be a class id.
+
+`SegData` holds one split in memory as uint8 arrays resized to a square training size (images
+bilinear, masks nearest, short side then centre crop, as classification images are read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from training.class_names import check_class_names
+from training.images import DataError, check_image_size
+
+log = logging.getLogger(__name__)
+
+FORMAT = "dnc-segmentation-folder"
+VERSION = 1
+CLASSES_FILE = "classes.json"
+IMAGES_DIR = "images"
+MASKS_DIR = "masks"
+SPLITS = ("train", "test")
+IGNORE_INDEX = 255
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # RGB, as for RGB image folders
+
+
+@dataclass
+class SegClasses:
+    """The class list of a segmentation folder."""
+
+    names: list[str]
+    palette: list[list[int]]  # (C, 3) RGB, one colour per class
+    background: int | None = 0
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self):
+        check_class_names(self.names, CLASSES_FILE)
+        c = len(self.names)
+        if not 2 <= c <= 255:
+            raise DataError(f"{CLASSES_FILE}: a segmentation set needs 2 to 255 classes (8-bit masks), got {c}")
+        if len(self.palette) != c or any(len(p) != 3 or not all(0 <= int(v) <= 255 for v in p) for p in self.palette):
+            raise DataError(f"{CLASSES_FILE}: the palette needs one [r, g, b] (0-255) per class ({c})")
+        if self.background is not None and not 0 <= self.background < c:
+            raise DataError(f"{CLASSES_FILE}: background {self.background} is not a class id (0-{c - 1})")
+        if not c <= self.ignore_index <= 255:
+            raise DataError(f"{CLASSES_FILE}: ignore_index {self.ignore_index} must be in {c}-255 (not a class id)")
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "classes": self.names,
+                "palette": [[int(v) for v in p] for p in self.palette], "background": self.background,
+                "ignore_index": self.ignore_index}
+
+
+def default_palette(n: int) -> list[list[int]]:
+    """n well-separated colours, background (class 0) black (the PASCAL VOC bit-interleaving rule)."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append([r, g, b])
+    return out
+
+
+def is_seg_folder(path: str | Path) -> bool:
+    """Whether `path` (or its parent, for a split folder) holds a segmentation folder's classes.json."""
+    p = Path(path)
+    return (p / CLASSES_FILE).is_file() or (p.parent / CLASSES_FILE).is_file() and p.name in SPLITS
+
+
+def read_classes(root: str | Path) -> SegClasses:
+    """Read and check `root`/classes.json; DataError naming the file and the problem."""
+    path = Path(root) / CLASSES_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{root} is not a segmentation folder: it has no {CLASSES_FILE}") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
+        raise DataError(f"{path} is not a {FORMAT} v{VERSION} class list")
+    try:
+        return SegClasses(list(meta["classes"]), meta["palette"], meta.get("background"),
+                          int(meta.get("ignore_index", IGNORE_INDEX)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: {e}") from e
+
+
+def _atomic_save(img: Image.Image, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_classes(root: str | Path, classes: SegClasses) -> None:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{CLASSES_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(classes.to_json(), indent=1))
+    os.replace(tmp, root / CLASSES_FILE)
+
+
+def write_pair(root: str | Path, split: str, name: str, image: np.ndarray, mask: np.ndarray,
+               classes: SegClasses) -> None:
+    """Write image (H, W, 3) uint8 and mask (H, W) uint8 class ids as images/SPLIT/NAME.png and
+    masks/SPLIT/NAME.png (a palette PNG), each atomically."""
+    root = Path(root)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    for d in (IMAGES_DIR, MASKS_DIR):
+        (root / d / split).mkdir(parents=True, exist_ok=True)
+    _atomic_save(Image.fromarray(image), root / IMAGES_DIR / split / f"{name}.png")
+    m = Image.fromarray(mask.astype(np.uint8), mode="P")
+    pal = [v for p in classes.palette for v in p]
+    pal += [255, 255, 255] * (256 - len(classes.palette))  # ignore (and anything else) shows white
+    m.putpalette(pal)
+    _atomic_save(m, root / MASKS_DIR / split / f"{name}.png")
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A class-index PNG as (H, W) uint8; DataError for colour (RGB) masks or unreadable files."""
+    try:
+        with Image.open(path) as im:
+            check_image_size(path, *im.size)
+            if im.mode not in ("P", "L", "I;16", "I"):
+                raise DataError(f"mask {path} is a {im.mode} image; masks hold class ids (8-bit palette or gray "
+                                "PNG), not colours")
+            arr = np.asarray(im)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read mask {path}: {type(e).__name__}: {e}") from e
+    if arr.max(initial=0) > 255:
+        raise DataError(f"mask {path} holds value {int(arr.max())}; class ids must fit 8 bits")
+    return arr.astype(np.uint8)
+
+
+def read_pair(image_path: str | Path, mask_path: str | Path, size: int = 0, in_chans: int = 3
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """An image (C, S, S) uint8 and its mask (S, S) uint8, resized and centre-cropped to `size` (images
+    bilinear, masks nearest); size 0 keeps the native size. DataError names a file that does not fit."""
+    mask = read_mask(mask_path)
+    try:
+        with Image.open(image_path) as im:
+            check_image_size(image_path, *im.size)
+            im = im.convert("L" if in_chans == 1 else "RGB")
+            if im.size != (mask.shape[1], mask.shape[0]):
+                raise DataError(f"image {image_path} is {im.size[0]} x {im.size[1]} but its mask {mask_path} is "
+                                f"{mask.shape[1]} x {mask.shape[0]}")
+            m = Image.fromarray(mask)
+            if size:
+                w, h = im.size
+                s = size / min(w, h)
+                nw, nh = max(size, round(w * s)), max(size, round(h * s))
+                left, top = (nw - size) // 2, (nh - size) // 2
+                box = (left, top, left + size, top + size)
+                if (nw, nh) != (w, h):
+                    im, m = im.resize((nw, nh), Image.BILINEAR), m.resize((nw, nh), Image.NEAREST)
+                im, m = im.crop(box), m.crop(box)
+            arr = np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read image {image_path}: {type(e).__name__}: {e}") from e
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return arr.transpose(2, 0, 1).copy(), np.asarray(m, dtype=np.uint8).copy()
+
+
+def check_mask_values(mask: np.ndarray, classes: SegClasses, path: str | Path) -> None:
+    """Refuse a mask holding a value that is neither a class id nor the ignore index."""
+    vals = np.unique(mask)
+    bad = vals[(vals >= len(classes.names)) & (vals != classes.ignore_index)]
+    if bad.size:
+        raise DataError(f"mask {path} holds value {int(bad[0])}, which is not a class id (0-{len(classes.names) - 1}) "
+                        f"nor the ignore index {classes.ignore_index} ({CLASSES_FILE})")
+
+
+def split_files(root: str | Path, split: str) -> list[tuple[Path, Path]]:
+    """(image, mask) path pairs of one split, sorted by name; DataError for a missing mask or split."""
+    root = Path(root)
+    idir, mdir = root / IMAGES_DIR / split, root / MASKS_DIR / split
+    if not idir.is_dir():
+        raise DataError(f"{root} has no {IMAGES_DIR}/{split}/ folder")
+    images = sorted(p for p in idir.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not images:
+        raise DataError(f"{idir} holds no images")
+    pairs = []
+    for p in images:
+        m = mdir / f"{p.stem}.png"
+        if not m.is_file():
+            raise DataError(f"image {p} has no mask {m}")
+        pairs.append((p, m))
+    return pairs
+
+
+@dataclass
+class SegData:
+    """One split of a segmentation folder, in memory: images (N, C, S, S) and masks (N, S, S) uint8."""
+
+    name: str
+    split: str
+    classes: SegClasses
+    images: torch.Tensor
+    masks: torch.Tensor
+    paths: list[str] = field(default_factory=list)
+    mean: list[float] = field(default_factory=lambda: list(MEAN))
+    std: list[float] = field(default_factory=lambda: list(STD))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes.names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes.names)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def ignore_index(self) -> int:
+        return self.classes.ignore_index
+
+    def name_of(self, sample_id: int) -> str:
+        return self.paths[sample_id]
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) indices -> images (B, C, S, S) uint8, masks (B, S, S) int64."""
+        return self.images[idx], self.masks[idx].long()
+
+
+def load_seg_folder(root: str | Path, split: str, size: int, in_chans: int = 3, limit: int = 0) -> SegData:
+    """Read one split of a segmentation folder into memory at `size` x `size` (see `read_pair`).
+    A split folder (ROOT/images/test is not one; ROOT is) is refused naming the root to give."""
+    root = Path(root)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
+    classes = read_classes(root)
+    pairs = split_files(root, split)
+    if limit:
+        pairs = pairs[:limit]
+    images = np.empty((len(pairs), in_chans, size, size), np.uint8)
+    masks = np.empty((len(pairs), size, size), np.uint8)
+    for i, (ip, mp) in enumerate(tqdm(pairs, desc=f"read {root.name}/{split}", leave=False)):
+        images[i], masks[i] = read_pair(ip, mp, size, in_chans)
+        check_mask_values(masks[i], classes, mp)
+    log.info("read %d %s scenes of %s (%d classes) at %dpx", len(pairs), split, root, len(classes.names), size)
+    mean, std = (MEAN, STD) if in_chans == 3 else ([0.5], [0.5])
+    return SegData(root.name, split, classes, torch.from_numpy(images), torch.from_numpy(masks),
+                   [str(p) for p, _ in pairs], list(mean), list(std))
