@@ -5,7 +5,9 @@ metadata) and `centroids.json` (the same description, for people):
     centroids: (C, Kmax, D) float32, L2-normalised rows; padded rows (k >= K_c) are zero
     ks: (C,) int32, sub-centroids per class
     exemplar_ids: (C, Kmax) int64, dataset id of the real image a sub-centroid is anchored to, -1 none
-and, in the JSON: class names, exemplar names (file paths or set/split/index), the fingerprint of
+    exemplar_yx: (C, Kmax, 2) int32, segmentation sets only: the anchoring pixel (y, x) in that image
+and, in the JSON: the task ("classification", or "segmentation" for a set made from masks: a head of
+the one cannot serve the other), class names, exemplar names (file paths or set/split/index), the fingerprint of
 the embedding graph the centroids live in, how the set was made, and `set_id`, a content hash that
 names this class list version. No pickle. Torch-free (`dnc centroids` runs on onnxruntime only).
 """
@@ -30,6 +32,7 @@ from training.class_names import check_class_names
 FORMAT = "dnc-centroid-set"
 VERSION = 1
 NORM_TOLERANCE = 1e-3
+TASKS = ("classification", "segmentation")
 
 
 class CentroidSetError(ValueError):
@@ -54,6 +57,8 @@ class CentroidSet:
     exemplar_ids: np.ndarray | None = None  # (C, Kmax) int64, -1 where not anchored
     exemplar_names: list[list[str | None]] | None = None  # (C, K_c) readable ids
     source: dict = field(default_factory=dict)  # how it was made
+    task: str = "classification"  # or "segmentation" (made from masks)
+    exemplar_yx: np.ndarray | None = None  # (C, Kmax, 2) int32 (y, x) of a segmentation exemplar, -1 none
 
     @property
     def num_classes(self) -> int:
@@ -77,13 +82,16 @@ class CentroidSet:
         """Content hash naming this class-list version: centroids, K per class and class names."""
         h = hashlib.sha256(np.ascontiguousarray(self.centroids, dtype=np.float32).tobytes())
         h.update(json.dumps([self.ks, self.class_names, self.embed_fingerprint]).encode())
+        if self.task != "classification":  # (classification sets keep the ids they were written with)
+            h.update(self.task.encode())
         return h.hexdigest()[:16]
 
     def describe(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "set_id": self.set_id, "num_classes": self.num_classes,
                 "dim": self.dim, "kmax": int(self.centroids.shape[1]), "ks": list(self.ks),
                 "class_names": list(self.class_names), "embed_fingerprint": self.embed_fingerprint,
-                "anchored": self.anchored, "exemplar_names": self.exemplar_names, "source": self.source}
+                "anchored": self.anchored, "exemplar_names": self.exemplar_names, "source": self.source,
+                "task": self.task}
 
 
 def validate(cs: CentroidSet, where: str = "centroid set") -> None:
@@ -124,6 +132,10 @@ def validate(cs: CentroidSet, where: str = "centroid set") -> None:
         raise CentroidSetError(f"{where}: embedding fingerprint {cs.embed_fingerprint!r} is not sha256:<64 hex>")
     if cs.exemplar_ids is not None and cs.exemplar_ids.shape != (c, kmax):
         raise CentroidSetError(f"{where}: exemplar ids have shape {tuple(cs.exemplar_ids.shape)}, expected {(c, kmax)}")
+    if cs.task not in TASKS:
+        raise CentroidSetError(f"{where}: unknown task {cs.task!r} (one of {', '.join(TASKS)})")
+    if cs.exemplar_yx is not None and (cs.task != "segmentation" or cs.exemplar_yx.shape != (c, kmax, 2)):
+        raise CentroidSetError(f"{where}: exemplar pixels need a segmentation set and shape {(c, kmax, 2)}")
     if cs.exemplar_names is not None and [len(r) for r in cs.exemplar_names] != list(cs.ks):
         raise CentroidSetError(f"{where}: exemplar names do not match K per class")
 
@@ -147,6 +159,8 @@ def save(cs: CentroidSet, folder: str | Path) -> Path:
     ids = cs.exemplar_ids if cs.exemplar_ids is not None else np.full((cs.num_classes, kmax), -1, np.int64)
     tensors = {"centroids": np.ascontiguousarray(cs.centroids, dtype=np.float32),
                "ks": np.asarray(cs.ks, dtype=np.int32), "exemplar_ids": np.ascontiguousarray(ids, dtype=np.int64)}
+    if cs.exemplar_yx is not None:
+        tensors["exemplar_yx"] = np.ascontiguousarray(cs.exemplar_yx, dtype=np.int32)
     meta = dict(cs.describe(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     tmp = folder / f".{SET_TENSORS_FILE}.tmp{os.getpid()}"
     save_file(tensors, str(tmp), metadata={"dnc": json.dumps(meta)})
@@ -178,7 +192,8 @@ def load(path: str | Path, expect_fingerprint: str | None = None, expect_dim: in
     cs = CentroidSet(centroids=tensors["centroids"], ks=[int(k) for k in tensors["ks"]],
                      class_names=meta.get("class_names", []), embed_fingerprint=meta.get("embed_fingerprint", ""),
                      exemplar_ids=tensors.get("exemplar_ids"), exemplar_names=meta.get("exemplar_names"),
-                     source=meta.get("source", {}))
+                     source=meta.get("source", {}), task=meta.get("task", "classification"),
+                     exemplar_yx=tensors.get("exemplar_yx"))
     validate(cs, str(file))
     if meta.get("set_id") and meta["set_id"] != cs.set_id:
         raise CentroidSetError(f"{file}: content does not match its recorded set id {meta['set_id']} "

@@ -57,6 +57,16 @@ def cmd_export(a: argparse.Namespace) -> int:
                           max_batch=a.max_batch, tensorrt_engines=a.tensorrt)
     if a.json:
         print(json.dumps(m))
+    elif m.get("task") == "segmentation":
+        for kind, row in m["parity"].items():
+            if isinstance(row, dict):
+                part = row["merged"]
+                print(f"parity on {row['n']} {kind} images: labels agree on {100 * part['label_agreement']:.3f}% of "
+                      f"pixels, scores max |diff| {part['pixel_score_max_abs']:.2e}"
+                      + (f"; fp16 labels agree {100 * row['fp16']['label_agreement']:.3f}%" if "fp16" in row else ""))
+        ev = m["evaluation"]
+        print(f"test mIoU {ev['miou']:.2f}%  pixel accuracy {ev['pixel_acc']:.2f}%  (onnx parity passed)")
+        print(f"exported to {a.out}: {', '.join(m['files'].values())}")
     else:
         par = m["parity"]
         for kind in ("real", "random"):

@@ -41,7 +41,8 @@ class ExportError(ValueError):
 
 
 def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet:
-    """The trained sub-centroids of a DNC checkpoint as a centroid set paired with `fingerprint`."""
+    """The trained sub-centroids of a DNC checkpoint (classifier or segmenter) as a centroid set paired
+    with `fingerprint`."""
     state = ck.model_state
     k_mask = state["head.k_mask"].numpy()  # (C, Kmax)
     ids = state["head.exemplar_ids"].numpy()  # (C, Kmax)
@@ -56,7 +57,18 @@ def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet
                        class_names=list(ck.model_config.class_names), embed_fingerprint=fingerprint,
                        exemplar_ids=ids if ck.extra.get("anchored") else None, exemplar_names=names,
                        source={"from": "checkpoint", "step": ck.step, "epoch": ck.epoch,
-                               "anchor_data": ck.extra.get("anchor_data")})
+                               "anchor_data": ck.extra.get("anchor_data")}, task=ck.model_config.task,
+                       exemplar_yx=_exemplar_pixels(ck) if ck.extra.get("anchored") else None)
+
+
+def _exemplar_pixels(ck: ckpt_io.Checkpoint) -> np.ndarray | None:
+    """(C, Kmax, 2) anchoring pixels (y, x) of an anchored segmenter, from its pixel ids; None for classifiers."""
+    if ck.model_config.task != "segmentation":
+        return None
+    pid = ck.model_state["head.exemplar_ids"].numpy()
+    size = ck.model_config.image_size
+    rest = np.where(pid >= 0, pid % (size * size), -1)
+    return np.where(pid[..., None] >= 0, np.stack([rest // size, rest % size], -1), -1).astype(np.int32)
 
 
 def subcentroid_use(model, data_spec: str, limit: int = 10000) -> dict:
@@ -103,6 +115,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     t0 = time.time()
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config
+    if mc.task == "segmentation":
+        from export.seg_exporter import export_segmenter
+
+        return export_segmenter(ck, checkpoint, out, data, n_real, n_random, threads, fp16, max_batch)
     model = ck.build_model().float()
     prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std)
     with staged(out) as tmp:

@@ -57,6 +57,42 @@ EVIDENCE_OUTPUTS = (
 EMBED_INPUT = TensorSpec(IMAGES, "float32", ("N", "Cin", "H", "W"))
 EMBED_OUTPUT = TensorSpec(EMBEDDING, "float32", ("N", "D"))
 
+# Segmentation (a segmenter's export): the embedding graph takes images of any height and width and
+# gives cell embeddings at its stride; the head upsamples class scores to OUTPUT_SIZE and answers per
+# pixel and, per image, per class. Labels and sub-centroid indices are uint8 (C, Kmax <= 255).
+PIXEL_EMBEDDING = "pixel_embedding"  # (N, D, h, w) float32, not normalised (the head normalises each cell)
+OUTPUT_SIZE = "output_size"  # (2,) int64: H, W of the answer (the merged graph reads the images' own)
+LABELS = "labels"  # (N, H, W) uint8: class id per pixel
+PIXEL_SUBCENTROID = "pixel_subcentroid"  # (N, H, W) uint8: winning sub-centroid of the label (nearest cell)
+PIXEL_SCORE = "pixel_score"  # (N, H, W) float32: the label's score (upsampled best-sub-centroid cosine)
+PIXEL_MARGIN = "pixel_margin"  # (N, H, W) float32: best minus second-best class score
+CLASS_PIXELS = "class_pixels"  # (N, C) int32: pixels labelled with each class
+CLASS_SCORE = "class_score"  # (N, C) float32: mean pixel_score over those pixels (0 for none)
+CLASS_SUBCENTROID = "class_subcentroid"  # (N, C) int32: the sub-centroid winning most of them (-1 for none)
+CLASS_EXEMPLAR_ID = "class_exemplar_id"  # (N, C) int64: its anchoring image's id, -1 when none
+CLASS_EXEMPLAR_YX = "class_exemplar_yx"  # (N, C, 2) int32: the anchoring pixel (y, x), -1 when none
+CLASS_EXEMPLAR = "class_exemplar"  # (N, C) string: the anchoring image's path or name, "" when none
+CLASS_LABEL = "class_label"  # (N, C) string: class names, index = class id
+SEG_EMBED_OUTPUT = TensorSpec(PIXEL_EMBEDDING, "float32", ("N", "D", "h", "w"))
+SEG_EMBED_INPUT = TensorSpec(IMAGES, "float32", ("N", "Cin", "H", "W"))
+SEG_HEAD_INPUTS = (SEG_EMBED_OUTPUT, TensorSpec(OUTPUT_SIZE, "int64", ("2",)))
+SEG_HEAD_OUTPUTS = (
+    TensorSpec(LABELS, "uint8", ("N", "H", "W")),
+    TensorSpec(PIXEL_SUBCENTROID, "uint8", ("N", "H", "W")),
+    TensorSpec(PIXEL_SCORE, "float32", ("N", "H", "W")),
+    TensorSpec(PIXEL_MARGIN, "float32", ("N", "H", "W")),
+    TensorSpec(CLASS_PIXELS, "int32", ("N", "C")),
+    TensorSpec(CLASS_SCORE, "float32", ("N", "C")),
+    TensorSpec(CLASS_SUBCENTROID, "int32", ("N", "C")),
+)
+SEG_EVIDENCE_OUTPUTS = (
+    TensorSpec(CLASS_EXEMPLAR_ID, "int64", ("N", "C")),
+    TensorSpec(CLASS_EXEMPLAR_YX, "int32", ("N", "C", "2")),
+    TensorSpec(CLASS_EXEMPLAR, "object", ("N", "C")),
+    TensorSpec(CLASS_LABEL, "object", ("N", "C")),
+    TensorSpec(SET_ID, "object", ("N",)),
+)
+
 # Files of an export folder and of a centroid set folder.
 EMBED_FILE = "embed.onnx"
 EMBED_FP16_FILE = "embed.fp16.onnx"
@@ -72,6 +108,7 @@ META_SET_ID = "dnc.set_id"  # on head graphs: the centroid set (class list versi
 META_CLASS_NAMES = "dnc.class_names"  # on head graphs: JSON list, index = class id
 META_FINGERPRINT = "dnc.embed_fingerprint"  # on head graphs: the embedding model it pairs with
 META_PRECISION = "dnc.precision"  # on embed graphs: fp32 or fp16 (backbone precision)
+META_TASK = "dnc.task"  # on segmentation graphs: "segmentation" (absent: classification)
 
 # Engines built by `dnc export --tensorrt`, beside the ONNX graphs.
 EMBED_PLAN_FILE = "embed.plan"

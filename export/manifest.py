@@ -20,12 +20,16 @@ FORMAT = "dnc-export"
 VERSION = 1
 
 
-def preprocessing(in_chans: int, image_size: int, mean: list[float], std: list[float]) -> dict:
-    """What a client does to an image file before it is a graph input (also in embed.onnx metadata)."""
+def preprocessing(in_chans: int, image_size: int, mean: list[float], std: list[float],
+                  task: str = "classification") -> dict:
+    """What a client does to an image file before it is a graph input (also in embed.onnx metadata).
+    A segmenter takes images at their own size (labels come back at that size); `image_size` is then
+    the size it was trained at."""
+    resize = ("none: any height and width (trained on image_size x image_size)" if task == "segmentation"
+              else "short side to image_size (bilinear), then centre crop image_size x image_size")
     return {"channels": in_chans, "color": "L" if in_chans == 1 else "RGB", "image_size": image_size,
-            "resize": "short side to image_size (bilinear), then centre crop image_size x image_size",
-            "scale": 1 / 255, "mean": list(mean), "std": list(std), "layout": "NCHW", "dtype": "float32",
-            "formula": "((pixel / 255) - mean[c]) / std[c]"}
+            "resize": resize, "scale": 1 / 255, "mean": list(mean), "std": list(std), "layout": "NCHW",
+            "dtype": "float32", "formula": "((pixel / 255) - mean[c]) / std[c]", "task": task}
 
 
 def normalise(images: np.ndarray, prep: dict) -> np.ndarray:

@@ -68,3 +68,41 @@ def sinkhorn_kmeans(x: np.ndarray, init: np.ndarray, rounds: int, epsilon: float
             if (assign == j).any():
                 cents[j] = normalise(x[assign == j].sum(0))
     return cents
+
+
+def bilinear_resize(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """(N, C, h, w) -> (N, C, H, W) bilinear with half-pixel centres, edges clamped, float64: output
+    pixel y reads source row (y + 0.5) * h / H - 0.5, written out loop by loop."""
+    x = x.astype(np.float64)
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, out_h, out_w))
+    for oy in range(out_h):
+        sy = max((oy + 0.5) * h / out_h - 0.5, 0.0)
+        y0 = min(int(np.floor(sy)), h - 1)
+        y1, fy = min(y0 + 1, h - 1), sy - y0
+        for ox in range(out_w):
+            sx = max((ox + 0.5) * w / out_w - 0.5, 0.0)
+            x0 = min(int(np.floor(sx)), w - 1)
+            x1, fx = min(x0 + 1, w - 1), sx - x0
+            out[:, :, oy, ox] = ((1 - fy) * (1 - fx) * x[:, :, y0, x0] + (1 - fy) * fx * x[:, :, y0, x1]
+                                 + fy * (1 - fx) * x[:, :, y1, x0] + fy * fx * x[:, :, y1, x1])
+    return out
+
+
+def segment(emb: np.ndarray, centroids: np.ndarray, ks: list[int], out_h: int, out_w: int) -> dict:
+    """The segmentation head in float64: cell embeddings (N, D, h, w) -> per pixel of (H, W) the class
+    scores (bilinear upsampling of each cell's best-sub-centroid cosines), label, top score, margin, and
+    the winning sub-centroid of the label at the pixel's nearest cell (the cell holding its centre)."""
+    n, d, h, w = emb.shape
+    flat = emb.transpose(0, 2, 3, 1).reshape(-1, d)
+    scores, win = dnc_scores(flat, centroids, ks)  # (N*h*w, C)
+    cells = scores.reshape(n, h, w, -1).transpose(0, 3, 1, 2)  # (N, C, h, w)
+    up = bilinear_resize(cells, out_h, out_w)  # (N, C, H, W)
+    labels = up.argmax(1)
+    top = np.sort(up, axis=1)
+    rows = np.minimum(np.floor((np.arange(out_h) + 0.5) * h / out_h).astype(int), h - 1)
+    cols = np.minimum(np.floor((np.arange(out_w) + 0.5) * w / out_w).astype(int), w - 1)
+    win = win.reshape(n, h, w, -1)[:, rows][:, :, cols]  # (N, H, W, C)
+    sub = np.take_along_axis(win, labels[..., None], 3)[..., 0]
+    return {"scores": up, "labels": labels, "top_score": top[:, -1], "margin": top[:, -1] - top[:, -2],
+            "subcentroid": sub}

@@ -1,0 +1,101 @@
+"""The segmentation head graph against an independent float64 reference (tests/training/reference.py)
+on fresh random inputs: per-pixel labels, scores, margins and sub-centroids, per-image class evidence,
+ragged K whose padding never wins, ties, and the exemplar tables of the served variant."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from export import formats as F
+from export.centroid_set import CentroidSet, CentroidSetError
+from export.seg_head_graph import build_seg_head
+from tests.training import reference as ref
+
+FP = "sha256:" + "ab" * 32
+
+
+def _set(rng, ks=(3, 1, 4, 2, 4), d=12, **kw):
+    c, kmax = len(ks), max(ks)
+    p = rng.standard_normal((c, kmax, d))
+    p /= np.linalg.norm(p, axis=-1, keepdims=True)
+    p *= (np.arange(kmax)[None] < np.asarray(ks)[:, None])[..., None]
+    return CentroidSet(p.astype(np.float32), list(ks), [f"class {i}" for i in range(c)], FP, task="segmentation", **kw)
+
+
+def _run(model, emb, size):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    out = sess.run(None, {F.PIXEL_EMBEDDING: emb.astype(np.float32), F.OUTPUT_SIZE: np.array(size, np.int64)})
+    return dict(zip(names, out, strict=True))
+
+
+@pytest.mark.parametrize("cells,size", [((4, 5), (16, 20)), ((7, 3), (29, 10)), ((5, 5), (5, 5)), ((2, 9), (33, 70))])
+def test_seg_head_matches_float64_reference(rng, cells, size):
+    cs = _set(rng)
+    emb = rng.standard_normal((3, 12, *cells)) * rng.uniform(0.5, 3)
+    got = _run(build_seg_head(cs), emb, size)
+    want = ref.segment(emb, cs.centroids, cs.ks, *size)
+    labels = got[F.LABELS].astype(np.int64)
+    assert got[F.LABELS].dtype == np.uint8 and labels.shape == (3, *size)
+    same = labels == want["labels"]
+    assert same.mean() >= 0.999
+    np.testing.assert_allclose(got[F.PIXEL_SCORE], want["top_score"], atol=1e-5)
+    np.testing.assert_allclose(got[F.PIXEL_MARGIN], want["margin"], atol=1e-5)
+    assert np.array_equal(got[F.PIXEL_SUBCENTROID][same], want["subcentroid"][same])
+    # per image and class, from the reference's own labels (identical here when every pixel agrees)
+    if same.all():
+        c, kmax = len(cs.ks), max(cs.ks)
+        for i in range(3):
+            count = np.bincount(want["labels"][i].ravel(), minlength=c)
+            assert np.array_equal(got[F.CLASS_PIXELS][i], count)
+            sums = np.bincount(want["labels"][i].ravel(), weights=want["top_score"][i].ravel(), minlength=c)
+            np.testing.assert_allclose(got[F.CLASS_SCORE][i], sums / np.maximum(count, 1), atol=1e-5)
+            votes = np.bincount((want["labels"][i] * kmax + want["subcentroid"][i]).ravel(), minlength=c * kmax)
+            dom = np.where(count > 0, votes.reshape(c, kmax).argmax(1), -1)
+            assert np.array_equal(got[F.CLASS_SUBCENTROID][i], dom)
+
+
+def test_padding_never_wins_and_ties_go_to_the_lower_index(rng):
+    ks = [2, 4]
+    cs = _set(rng, ks=ks, d=4)
+    # cells pointing away from every real sub-centroid of class 0: a zero (padded) slot would score 0,
+    # above them, if padding were not pushed down
+    away = -(cs.centroids[0, 0] + cs.centroids[0, 1])
+    emb = np.tile(away[None, :, None, None], (1, 1, 3, 3))
+    got = _run(build_seg_head(cs), emb, (6, 6))
+    scores, win = ref.dnc_scores(away[None], cs.centroids, ks)
+    assert scores[0, 0] < 0
+    assert np.all(got[F.PIXEL_SUBCENTROID][got[F.LABELS] == 0] < 2)
+    # two classes holding the same sub-centroids tie everywhere: the lower class id wins
+    tie = CentroidSet(np.stack([cs.centroids[1], cs.centroids[1]]), [4, 4], ["a", "b"], FP, task="segmentation")
+    got = _run(build_seg_head(tie), rng.standard_normal((2, 4, 3, 3)), (7, 5))
+    assert np.all(got[F.LABELS] == 0) and np.allclose(got[F.PIXEL_MARGIN], 0)
+    assert np.all(got[F.CLASS_PIXELS][:, 0] == 35) and np.all(got[F.CLASS_SUBCENTROID][:, 1] == -1)
+
+
+def test_evidence_tables(rng):
+    cs = _set(rng)
+    c, kmax = len(cs.ks), max(cs.ks)
+    cs.exemplar_ids = np.where(cs.k_mask, rng.integers(0, 1000, (c, kmax)), -1)
+    cs.exemplar_yx = np.where(cs.k_mask[..., None], rng.integers(0, 64, (c, kmax, 2)), -1).astype(np.int32)
+    cs.exemplar_names = [[f"img{cs.exemplar_ids[i, k]}.png" for k in range(cs.ks[i])] for i in range(c)]
+    got = _run(build_seg_head(cs, evidence=True), rng.standard_normal((2, 12, 4, 4)), (12, 12))
+    for i in range(2):
+        for cls in range(c):
+            k = got[F.CLASS_SUBCENTROID][i, cls]
+            if k < 0:
+                assert got[F.CLASS_EXEMPLAR_ID][i, cls] == -1 and got[F.CLASS_EXEMPLAR][i, cls] == ""
+                assert list(got[F.CLASS_EXEMPLAR_YX][i, cls]) == [-1, -1]
+            else:
+                assert got[F.CLASS_EXEMPLAR_ID][i, cls] == cs.exemplar_ids[cls, k]
+                assert list(got[F.CLASS_EXEMPLAR_YX][i, cls]) == list(cs.exemplar_yx[cls, k])
+                assert got[F.CLASS_EXEMPLAR][i, cls] == f"img{cs.exemplar_ids[cls, k]}.png"
+        assert list(got[F.CLASS_LABEL][i]) == cs.class_names
+        assert got[F.SET_ID][i] == cs.set_id
+
+
+def test_a_classification_set_is_refused(rng):
+    cs = _set(rng)
+    cs.task = "classification"
+    with pytest.raises(CentroidSetError, match="is a classification set; a segmenter needs one made from masks"):
+        build_seg_head(cs)
