@@ -32,6 +32,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-means", action="store_true",
                    help="keep cluster means as sub-centroids instead of replacing them by their nearest image")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pixels-per-image", type=int, default=64,
+                   help="segmentation folders: at most this many cells of a class sampled from one image")
+    p.add_argument("--pixels-per-class", type=int, default=4096,
+                   help="segmentation folders: at most this many cells of a class in all (a seeded uniform sample)")
     p.set_defaults(func=cmd_centroids)
 
     p = sub.add_parser("eval-onnx", formatter_class=_D,
@@ -44,7 +48,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _onnx_input_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by the commands that embed a labelled image folder with embed.onnx."""
     p.add_argument("--embed", required=True, help="an exported embed.onnx")
-    p.add_argument("--data", required=True, help="image folder, one subfolder per class")
+    p.add_argument("--data", required=True, help="image folder, one subfolder per class; or a segmentation folder "
+                   "(images/, masks/, classes.json) with a segmenter's embed.onnx")
+    p.add_argument("--split", choices=["train", "test"], default=None,
+                   help="segmentation folders: the split to read (default: train for centroids, test for eval-onnx)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -91,7 +98,19 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def cmd_centroids(a: argparse.Namespace) -> int:
     from export.recompute import compute_set
+    from export.seg_recompute import compute_seg_set
+    from training.seg_folder import is_seg_folder
 
+    if is_seg_folder(a.data):
+        res = compute_seg_set(a.embed, a.data, a.out, a.K, a.method, a.keep_means, a.threads, a.seed,
+                              a.split or "train", a.pixels_per_image, a.pixels_per_class)
+        if a.json:
+            print(json.dumps(res))
+        else:
+            cells = ", ".join(f"{n} {v}" for n, v in zip(res["classes"], res["cells_per_class"], strict=True))
+            print(f"segmentation centroid set {res['set_id']}: {len(res['classes'])} classes from {res['images']} "
+                  f"images (cells sampled: {cells}), K per class {res['ks']} -> {res['out']}")
+        return 0
     res = compute_set(a.embed, a.data, a.out, a.K, a.method, a.keep_means, a.batch_size, a.threads, a.seed)
     if a.json:
         print(json.dumps(res))
@@ -103,7 +122,19 @@ def cmd_centroids(a: argparse.Namespace) -> int:
 
 def cmd_eval_onnx(a: argparse.Namespace) -> int:
     from export.evaluate import evaluate_folder
+    from export.seg_evaluate import evaluate_seg_folder
+    from training.seg_folder import is_seg_folder
 
+    if is_seg_folder(a.data):
+        res = evaluate_seg_folder(a.embed, a.centroids, a.data, a.threads, a.split or "test")
+        if a.json:
+            print(json.dumps(res))
+        else:
+            print(f"mIoU {res['miou']:.2f}%  pixel accuracy {res['pixel_acc']:.2f}%  on {res['images']} images "
+                  f"(set {res['set_id']})")
+            for name, v in res["iou_per_class"].items():
+                print(f"  {name:<16} IoU {'-' if v is None else f'{v:.2f}'}")
+        return 0
     res = evaluate_folder(a.embed, a.centroids, a.data, a.batch_size, a.threads)
     if a.json:
         print(json.dumps(res))

@@ -407,8 +407,9 @@ def _init_backbone(model: torch.nn.Module, path: str) -> None:
 
 
 def _groups(names: list[str]) -> str:
-    """Tensor names summarised by their first two name parts ('head.memory.feats' -> 'head.memory')."""
-    return ", ".join(dict.fromkeys(".".join(n.split(".")[:2]) for n in names)) or "none"
+    """Tensor names summarised by module: the head as one, encoder parts by their first two name parts."""
+    parts = [".".join(n.split(".")[:2]) if n.startswith("encoder.") else n.split(".")[0] for n in names]
+    return ", ".join(dict.fromkeys(parts)) or "none"
 
 
 def _subcentroid_row(ev: dict, head: torch.nn.Module) -> dict:

@@ -31,8 +31,9 @@ def write_log(history: list[dict], out_dir: Path) -> None:
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    """Training loss; train/test top-1 and test top-5; and, for DNC runs, the live sub-centroids per
-    class on test images (mean and fewest) with the mean pairwise cosine of a class's sub-centroids."""
+    """Training loss; train/test top-1 and test top-5 (segmenters: pixel accuracy and mIoU); and, for DNC
+    runs, the live sub-centroids per class on test images (mean and fewest) with the mean pairwise cosine
+    of a class's sub-centroids."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,10 +45,12 @@ def plot_history(history: list[dict], path: Path) -> None:
     a, b = axes[0], axes[1]
     a.plot(ep, [r.get("train_loss") for r in history], marker="o")
     a.set(xlabel="epoch", ylabel="training loss", title="loss")
-    for key in ("train_top1", "test_top1", "test_top5"):
+    for key in ("train_top1", "test_top1", "test_top5", "train_pixel_acc", "test_pixel_acc", "test_miou"):
         if any(key in r for r in history):
             b.plot(ep, [r.get(key) for r in history], marker="o", label=key)
-    b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    seg = any("test_miou" in r for r in history)
+    b.set(xlabel="epoch", ylabel="pixel accuracy, mIoU (%)" if seg else "accuracy (%)",
+          title="segmentation" if seg else "accuracy")
     b.legend()
     b.grid(alpha=0.3)
     if live:

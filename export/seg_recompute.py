@@ -1,0 +1,153 @@
+"""`dnc centroids` on a segmentation folder: a segmentation centroid set from masks and embed.onnx only.
+
+No PyTorch here. Each image of the split is read at its own size, embedded with onnxruntime (cell
+embeddings at the model's stride), and each cell is labelled by the mask pixel it stands for (nearest
+neighbour, as training labels cells; pixels at the ignore index label nothing). A seeded, bounded
+sample of cells per class is kept (at most `per_image` of a class from one image, at most
+`pixels_per_class` in all: a uniform reservoir over the split), each class is clustered into K
+sub-centroids with the training rule (export.clustering), and each sub-centroid is anchored to its
+nearest sampled cell (distinct per class): the exemplar is that cell's pixel, (image, y, x). By default
+the sub-centroid becomes that cell's embedding (paper section 4.3), so every class's evidence points at
+a real pixel. The set (task "segmentation") and its head.onnx are written to OUT together.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from export import centroid_set, runtime
+from export import formats as F
+from export.centroid_set import CentroidSet
+from export.clustering import cluster
+from export.manifest import normalise
+from export.recompute import nearest_distinct
+from export.seg_head_graph import build_seg_head
+from export.staging import check_destination, staged
+from training.images import DataError
+from training.seg_folder import SegClasses, read_classes, read_pair, split_files
+
+log = logging.getLogger(__name__)
+
+
+def check_segmentation_graph(sess, path: str | Path) -> dict:
+    """The preprocessing of a segmenter's embed.onnx; DataError for a classifier's graph."""
+    prep = runtime.preprocessing_of(sess, path)
+    if prep.get("task") != "segmentation":
+        raise DataError(f"{path} is a classifier's embedding graph; a segmentation folder needs a segmenter's "
+                        "(dnc export of a segmentation checkpoint)")
+    return prep
+
+
+def cell_pixels(size: tuple[int, int], cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel each cell stands for (nearest neighbour): rows floor(i * H / h), columns floor(j * W / w)."""
+    (hh, ww), (h, w) = size, cells
+    return np.arange(h) * hh // h, np.arange(w) * ww // w
+
+
+def embedded_scenes(sess, root: Path, split: str, prep: dict, classes: SegClasses, desc: str
+                    ) -> Iterator[tuple[int, Path, np.ndarray, np.ndarray]]:
+    """Yield (image index, path, cell embeddings (D, h, w), mask (H, W) uint8) for each image of a split,
+    each embedded at its own size. DataError names a file that cannot be read or holds a bad mask."""
+    from training.seg_folder import check_mask_values
+
+    pairs = split_files(root, split)
+    for i, (ip, mp) in enumerate(tqdm(pairs, desc=desc, unit="img")):
+        image, mask = read_pair(ip, mp, 0, prep["channels"])  # (C, H, W), (H, W)
+        check_mask_values(mask, classes, mp)
+        emb = sess.run([F.PIXEL_EMBEDDING], {F.IMAGES: normalise(image[None], prep)})[0][0]  # (D, h, w)
+        yield i, ip, emb, mask
+
+
+class Reservoir:
+    """A uniform random sample of at most `cap` rows, kept by smallest random key (seeded)."""
+
+    def __init__(self, cap: int, dim: int, rng: np.random.Generator):
+        self.cap, self.rng = cap, rng
+        self.x = np.zeros((0, dim), np.float32)
+        self.meta = np.zeros((0, 3), np.int64)  # image, y, x
+        self.keys = np.zeros(0)
+
+    def add(self, x: np.ndarray, meta: np.ndarray) -> None:
+        keys = np.concatenate([self.keys, self.rng.random(len(x))])
+        xs, ms = np.concatenate([self.x, x]), np.concatenate([self.meta, meta])
+        keep = np.argsort(keys, kind="stable")[:self.cap]
+        self.x, self.meta, self.keys = xs[keep], ms[keep], keys[keep]
+
+
+def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int = 10, method: str = "sinkhorn",
+                    keep_means: bool = False, threads: int = 0, seed: int = 0, split: str = "train",
+                    per_image: int = 64, pixels_per_class: int = 4096) -> dict:
+    """Compute and write a segmentation centroid set (and its head.onnx) from a segmentation folder.
+
+    Returns a summary: set id, classes, K per class, sampled cells per class, images, seconds.
+    """
+    if k < 1 or per_image < 1 or pixels_per_class < 1:
+        raise ValueError(f"--K, per-image and per-class samples must be >= 1, got {k}, {per_image}, {pixels_per_class}")
+    embed_path, out, root = Path(embed_path), Path(out), Path(data)
+    check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
+    sess = runtime.session(embed_path, threads)
+    prep = check_segmentation_graph(sess, embed_path)
+    classes = read_classes(root)
+    c = len(classes.names)
+    rng = np.random.default_rng(seed)
+    pools: list[Reservoir] = []
+    names: list[str] = []
+    t0 = time.time()
+    for i, path, emb, mask in embedded_scenes(sess, root, split, prep, classes, "embed"):
+        d, h, w = emb.shape
+        if not pools:
+            pools = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
+        names.append(str(path))
+        rows, cols = cell_pixels(mask.shape, (h, w))
+        lab = mask[rows][:, cols]  # (h, w)
+        cells = emb.transpose(1, 2, 0)  # (h, w, D)
+        for cls in np.unique(lab):
+            if cls >= c:  # the ignore index
+                continue
+            ys, xs = np.nonzero(lab == cls)
+            pick = rng.permutation(len(ys))[:per_image]
+            x = cells[ys[pick], xs[pick]]
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            pools[cls].add(x.astype(np.float32), np.stack([np.full(len(pick), i), rows[ys[pick]], cols[xs[pick]]], 1))
+    t_embed = time.time() - t0
+    counts = [len(p.x) for p in pools]
+    missing = [classes.names[i] for i in range(c) if counts[i] == 0]
+    if missing:
+        raise DataError(f"classes {missing} of {root}/classes.json appear in no mask of its {split} split; every class "
+                        "of a list needs labelled pixels")
+    t0 = time.time()
+    ks = [min(k, n) for n in counts]
+    kmax, d = max(ks), pools[0].x.shape[1]
+    cents = np.zeros((c, kmax, d), np.float32)
+    ids = np.full((c, kmax), -1, np.int64)
+    yx = np.full((c, kmax, 2), -1, np.int32)
+    ex_names: list[list[str | None]] = []
+    for cls in tqdm(range(c), desc="cluster", unit="class"):
+        x = pools[cls].x
+        cc, _ = cluster(x, ks[cls], method, seed=seed + cls)
+        near = nearest_distinct(cc, x)
+        cents[cls, :ks[cls]] = cc if keep_means else x[near] / np.linalg.norm(x[near], axis=1, keepdims=True)
+        meta = pools[cls].meta[near]
+        ids[cls, :ks[cls]] = meta[:, 0]
+        yx[cls, :ks[cls]] = meta[:, 1:]
+        ex_names.append([names[j] for j in meta[:, 0]])
+    t_cluster = time.time() - t0
+    cs = CentroidSet(centroids=cents, ks=ks, class_names=list(classes.names),
+                     embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
+                     exemplar_names=ex_names, task="segmentation", exemplar_yx=yx,
+                     source={"from": "masks", "data": str(root), "split": split, "method": method, "k": k,
+                             "keep_means": keep_means, "images": len(names), "cells_per_class": counts,
+                             "per_image": per_image, "seed": seed})
+    with staged(out) as tmp:
+        centroid_set.save(cs, tmp)
+        onnx.save(build_seg_head(cs), tmp / F.HEAD_FILE)
+    log.info("segmentation centroid set %s: %d classes from %d images -> %s", cs.set_id, c, len(names), out)
+    return {"set_id": cs.set_id, "classes": list(classes.names), "ks": ks, "images": len(names),
+            "cells_per_class": counts, "embed_seconds": t_embed, "cluster_seconds": t_cluster, "out": str(out)}
