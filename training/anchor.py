@@ -1,6 +1,7 @@
 """Exemplar anchoring (paper section 4.3): replace each sub-centroid by its nearest real sample.
 
-One pass over the training set without augmentation embeds every sample; for each class and each
+One pass over the training set without augmentation embeds every sample (for a segmenter, every
+labelled cell, identified by the pixel it stands for); for each class and each
 of its sub-centroids the most similar sample of that class is kept (a running max over batches, so
 memory stays C x K x D whatever the set size). The sub-centroids are then replaced by those
 samples' embeddings and their dataset ids recorded, so every prediction can point at a real image.
@@ -70,13 +71,18 @@ def anchor_model(model: Classifier, data: ImageData, device: torch.device, batch
         raise ValueError("exemplar anchoring needs a DNC head (this model has a softmax head)")
     model.eval()
     search = NearestSamples(head.centroids.to(device), head.k_mask.to(device))
-    batches = epoch_batches(len(data), batch_size, 0, 0, shuffle=False, drop_last=False)
+    seg = model.cfg.task == "segmentation"
+    batches = epoch_batches(len(data), min(batch_size, 32) if seg else batch_size, 0, 0, shuffle=False,
+                            drop_last=False)
     for x, y, ids in tqdm(iterate(data, batches, workers), total=len(batches), desc="anchor", leave=False):
         x = normalise(x.to(device), model.cfg.mean, model.cfg.std).contiguous(memory_format=torch.channels_last)
+        y, ids = y.to(device), ids.to(device)
         # The same precision as evaluation, so an anchored centroid is exactly what eval embeds.
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             emb = model.encoder(x)
-        search.add(emb, y.to(device), ids.to(device))
+        if seg:  # every labelled cell, as a pixel id (image * H * W + y * W + x) of the pixel it stands for
+            emb, y, ids = _labelled_cells(emb.float(), y, ids, model.cfg.ignore_index)
+        search.add(emb, y, ids)
     found = search.found()
     head.set_exemplars(search.feats, search.ids, found)
     missing = int((head.k_mask & ~found).sum())
@@ -85,3 +91,16 @@ def anchor_model(model: Classifier, data: ImageData, device: torch.device, batch
     return {"exemplars": search.ids.cpu().tolist(),
             "mean_similarity": float(search.best[found].mean()) if found.any() else float("nan"),
             "missing": missing}
+
+
+def _labelled_cells(emb: torch.Tensor, masks: torch.Tensor, ids: torch.Tensor, ignore: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cell embeddings (B, D, h, w), masks (B, H, W), image ids (B,) -> the labelled cells' embeddings (P, D),
+    labels (P,) and pixel ids (P,)."""
+    from training.seg_task import cell_labels
+
+    b, d, h, w = emb.shape
+    lab, where = cell_labels(masks, (h, w))  # (B, h, w) each
+    pid = ids[:, None, None] * (masks.shape[-2] * masks.shape[-1]) + where
+    keep = (lab != ignore).reshape(-1)
+    return emb.permute(0, 2, 3, 1).reshape(-1, d)[keep], lab.reshape(-1)[keep], pid.reshape(-1)[keep]

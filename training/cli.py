@@ -9,7 +9,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from training import checkpoint as ckpt_io
-from training.loop import TrainConfig, check_data, evaluate, resolve_device, train
+from training.loop import TrainConfig, check_data, resolve_device, task_for, train
 from training.model import SEGMENTATION_K, ModelConfig
 from training.seg_folder import is_seg_folder
 
@@ -244,17 +244,24 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from training.data import load_dataset
-
     ck = ckpt_io.load(a.checkpoint)
     mc = ck.model_config
-    data = load_dataset(a.data, a.split, mc.in_chans, mc.image_size)
+    task = task_for(mc)
+    data = task.load(a.data, a.split, mc, 0)
     check_data(mc, data)
     device = resolve_device(a.device)
-    res = evaluate(ck.build_model().to(device), data, device, a.batch_size)
-    res.update(checkpoint=a.checkpoint, data=a.data, split=a.split, head=mc.head)
-    print(json.dumps(res) if a.json else f"{a.checkpoint} on {a.data}/{a.split}: top-1 {res['top1']:.2f}%  "
-          f"top-5 {res['top5']:.2f}%  ({res['n']} images)" + _live_text(res, mc.class_names))
+    res = task.evaluate(ck.build_model().to(device), data, device, a.batch_size)
+    res.update(checkpoint=a.checkpoint, data=a.data, split=a.split, head=mc.head, task=mc.task)
+    if a.json:
+        print(json.dumps(res))
+    elif mc.task == "segmentation":
+        ious = ", ".join(f"{n} {'-' if v is None else f'{v:.1f}'}"
+                         for n, v in zip(mc.class_names, res["iou_per_class"], strict=True))
+        print(f"{a.checkpoint} on {a.data}/{a.split}: mIoU {res['miou']:.2f}%  pixel accuracy {res['pixel_acc']:.2f}%  "
+              f"({len(data)} images)\nIoU per class: {ious}" + _live_text(res, mc.class_names))
+    else:
+        print(f"{a.checkpoint} on {a.data}/{a.split}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+              f"({res['n']} images)" + _live_text(res, mc.class_names))
     return 0
 
 
@@ -275,26 +282,28 @@ def _live_text(res: dict, names: list[str]) -> str:
 
 def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_name: str) -> dict:
     from training.anchor import anchor_model
-    from training.data import load_dataset
 
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config
     device = resolve_device(device_name)
-    train_set = load_dataset(data_spec, "train", mc.in_chans, mc.image_size)
-    test_set = load_dataset(data_spec, "test", mc.in_chans, mc.image_size)
+    task = task_for(mc)
+    train_set, test_set = task.load(data_spec, "train", mc, 0), task.load(data_spec, "test", mc, 0)
     check_data(mc, train_set)
     check_data(mc, test_set)
     model = ck.build_model().to(device)
-    before = evaluate(model, test_set, device, batch_size)
+    metric = "miou" if mc.task == "segmentation" else "top1"
+    before = task.evaluate(model, test_set, device, batch_size)
     info = anchor_model(model, train_set, device, batch_size)
-    after = evaluate(model, test_set, device, batch_size)
-    names = [[train_set.name_of(i) if i >= 0 else None for i in row] for row in info["exemplars"]]
+    after = task.evaluate(model, test_set, device, batch_size)
+    per_image = mc.image_size**2 if mc.task == "segmentation" else 1  # a segmenter's ids are pixel ids
+    names = [[train_set.name_of(i // per_image) if i >= 0 else None for i in row] for row in info["exemplars"]]
     extra = dict(ck.extra, anchored=True, exemplar_names=names, anchor_data=data_spec,
-                 unanchored_top1=before["top1"], anchored_top1=after["top1"])
+                 **{f"unanchored_{metric}": before[metric], f"anchored_{metric}": after[metric]})
     ckpt_io.save(ckpt_io.Checkpoint(mc, model.state_dict(), ck.train_config, ck.epoch, ck.step, 0, ck.history,
                                     None, {}, extra), out)
-    print(f"unanchored top-1 {before['top1']:.2f}%  anchored top-1 {after['top1']:.2f}%  "
-          f"(delta {after['top1'] - before['top1']:+.2f}; mean centroid-exemplar cosine "
+    label = "mIoU" if metric == "miou" else "top-1"
+    print(f"unanchored {label} {before[metric]:.2f}%  anchored {label} {after[metric]:.2f}%  "
+          f"(delta {after[metric] - before[metric]:+.2f}; mean centroid-exemplar cosine "
           f"{info['mean_similarity']:.3f})  -> {out}")
     return {"unanchored": before, "anchored": after, **info}
 

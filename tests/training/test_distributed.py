@@ -15,14 +15,14 @@ from training.batches import epoch_batches
 from training.head import DNCHead
 
 
-def _torchrun(tmp_path, head):
+def _torchrun(tmp_path, head, *extra):
     worker = Path(__file__).with_name("ddp_worker.py")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), OMP_NUM_THREADS="1")
     with socket.socket() as s:  # a free port for the rendezvous (port 0 hangs the static rendezvous)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), str(worker), str(tmp_path), head]
+           "--master_port", str(port), str(worker), str(tmp_path), head, *extra]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
@@ -50,6 +50,21 @@ def test_two_process_revival_is_identical_on_both_ranks(tmp_path, fmnist_ready):
     assert int(r0["head.updates"]) == 6
     for key in r0:
         assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks"
+
+
+@pytest.mark.slow
+def test_two_process_segmenter_keeps_identical_subcentroids(tmp_path, fmnist_ready):
+    from training.scenes import write_scenes
+
+    write_scenes(tmp_path / "scenes", "coarse", size=32, train=64, test=8, seed=0)
+    r0, r1 = _torchrun(tmp_path, "seg", str(tmp_path / "scenes"))
+    assert int(r0["head.updates"]) == 4 and bool(r0["head.initialised"].any())
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks"
+    # cells of both ranks' images reached the memory (pixel id // (32 * 32) is the scene)
+    scenes = set((r0["head.memory.ids"][r0["head.memory.ids"] >= 0] // 1024).tolist())
+    shards = [set(torch.cat(epoch_batches(64, 8, 0, 0, True, r, 2)[:4]).tolist()) for r in (0, 1)]
+    assert scenes <= shards[0] | shards[1] and scenes & shards[0] and scenes & shards[1]
 
 
 @pytest.mark.slow
