@@ -3,7 +3,6 @@ background everywhere), resume continues the same run exactly, --init starts fro
 the command line refuses what does not fit."""
 
 import pytest
-import torch
 
 from training import checkpoint as ckpt_io
 from training.loop import TrainConfig, train

@@ -1,0 +1,142 @@
+"""A segmenter's export on real scenes: ONNX against PyTorch at several sizes, the files and manifest;
+centroid sets from masks anchored to real pixels; mIoU with onnxruntime equal to PyTorch's; refusals."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as tF
+
+from clients.cli import main
+from export import centroid_set, manifest, runtime
+from export import formats as F
+from export.exporter import export_checkpoint
+from export.seg_evaluate import evaluate_seg_folder
+from export.seg_recompute import compute_seg_set
+from training import checkpoint as ckpt_io
+from training.images import DataError
+from training.loop import TrainConfig, train
+from training.model import ModelConfig
+from training.scenes import write_scenes
+from training.seg_folder import read_pair
+from training.seg_task import SegmentationTask
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def seg_export(tmp_path_factory, fmnist_ready):
+    """(scenes, checkpoint, export folder, manifest): a small segmenter trained a few steps, its sub-centroids
+    then drawn at random so that its labels vary over the classes (parity is tested where it can fail)."""
+    root = tmp_path_factory.mktemp("seg-export")
+    scenes = root / "scenes"
+    write_scenes(scenes, "fine", size=32, train=48, test=12, seed=1)
+    t = TrainConfig(data=str(scenes), out=str(root / "run"), epochs=1, batch_size=16, lr=0.05, workers=0)
+    m = ModelConfig(num_classes=11, task="segmentation", in_chans=3, image_size=32, width=4, embed_dim=8,
+                    decoder_dim=8, k=[3] * 10 + [2], mean=[0.5] * 3, std=[0.5] * 3)
+    train(t, m)
+    ck = ckpt_io.load(root / "run" / "checkpoint.safetensors")
+    gen = torch.Generator().manual_seed(0)
+    mask = ck.model_state["head.k_mask"]
+    ck.model_state["head.centroids"] = tF.normalize(torch.randn(11, 3, 8, generator=gen), dim=-1) * mask[..., None]
+    path = ckpt_io.save(ck, root / "random-centroids.safetensors")
+    out = root / "export"
+    return scenes, path, out, export_checkpoint(path, out, n_real=12, n_random=6, threads=2)
+
+
+def test_segmenter_export_matches_pytorch_at_several_sizes(seg_export):
+    scenes, path, out, m = seg_export
+    assert m["task"] == "segmentation" and m["parity"]["passed"]
+    kinds = [k for k, v in m["parity"].items() if isinstance(v, dict)]
+    assert kinds == ["real 32x32", "random 37x53", "random 96x80", "random 64x64"]
+    for kind in kinds:
+        for part in ("chained", "merged"):
+            row = m["parity"][kind][part]
+            assert row["label_agreement"] >= 0.999 and row["pixel_score_max_abs"] < 1e-4, (kind, part)
+    for f in (F.EMBED_FILE, F.EMBED_FP16_FILE, F.HEAD_FILE, F.MERGED_FILE, F.SET_TENSORS_FILE, F.MANIFEST_FILE):
+        assert (out / f).is_file(), f
+    back = manifest.read(out)
+    assert back["preprocessing"]["task"] == "segmentation" and back["preprocessing"]["resize"].startswith("none")
+    assert [t["name"] for t in back["tensors"]["head_outputs"]] == [s.name for s in F.SEG_HEAD_OUTPUTS]
+    cs = centroid_set.load(out)
+    assert cs.task == "segmentation" and cs.ks == [3] * 10 + [2]
+    assert back["subcentroids"]["k_per_class"] == cs.ks
+    # independently of the export's own check: the merged graph on real scenes against the PyTorch model
+    model = ckpt_io.load(path).build_model()
+    merged = runtime.session(out / F.MERGED_FILE, 2)
+    pixels = [read_pair(scenes / f"images/test/{i:06d}.png", scenes / f"masks/test/{i:06d}.png")[0] for i in range(12)]
+    x = manifest.normalise(np.stack(pixels), back["preprocessing"])
+    labels, score, counts = merged.run([F.LABELS, F.PIXEL_SCORE, F.CLASS_PIXELS], {F.IMAGES: x})
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x))[1]
+    want = logits.argmax(1).numpy()
+    assert labels.dtype == np.uint8 and labels.shape == (12, 32, 32)
+    assert (labels == want).mean() >= 0.999 and len(np.unique(labels)) >= 3
+    np.testing.assert_allclose(score, logits.max(1).values.numpy() * model.head.temperature, atol=1e-4)
+    assert np.array_equal(counts.sum(1), np.full(12, 32 * 32))
+
+
+def test_onnx_miou_equals_pytorch(seg_export):
+    scenes, path, out, _ = seg_export
+    model = ckpt_io.load(path).build_model()
+    task = SegmentationTask()
+    want = task.evaluate(model, task.load(str(scenes), "test", model.cfg, 0), torch.device("cpu"))
+    got = evaluate_seg_folder(out / F.EMBED_FILE, out, scenes, threads=2)
+    assert got["images"] == 12
+    assert got["miou"] == pytest.approx(want["miou"], abs=0.05)
+    assert got["pixel_acc"] == pytest.approx(want["pixel_acc"], abs=0.05)
+
+
+def test_centroid_set_from_masks_is_anchored_to_real_pixels(seg_export, tmp_path):
+    scenes, _, out, _ = seg_export
+    res = compute_seg_set(out / F.EMBED_FILE, scenes, tmp_path / "set", k=4, threads=2, seed=3)
+    cs = centroid_set.load(tmp_path / "set", centroid_set.fingerprint_file(out / F.EMBED_FILE), 8)
+    assert cs.task == "segmentation" and res["images"] == 48 and cs.anchored
+    assert (tmp_path / "set" / F.HEAD_FILE).is_file()
+    sess = runtime.session(out / F.EMBED_FILE, 2)
+    prep = runtime.preprocessing_of(sess)
+    checked = 0
+    for c in range(cs.num_classes):
+        for k in range(cs.ks[c]):
+            name, (y, xx) = cs.exemplar_names[c][k], cs.exemplar_yx[c, k]
+            image, mask = read_pair(name, name.replace("/images/", "/masks/"))
+            assert mask[y, xx] == c  # the anchoring pixel is a real pixel of the class
+            emb = sess.run([F.PIXEL_EMBEDDING], {F.IMAGES: manifest.normalise(image[None], prep)})[0][0]
+            h, w = emb.shape[1:]
+            cell = emb[:, y * h // 32, xx * w // 32]  # the cell standing for that pixel
+            np.testing.assert_allclose(cs.centroids[c, k], cell / np.linalg.norm(cell), atol=1e-5)
+            checked += 1
+    assert checked == sum(cs.ks)
+    # the same seed gives the same set; another seed samples other cells
+    again = compute_seg_set(out / F.EMBED_FILE, scenes, tmp_path / "again", k=4, threads=2, seed=3)
+    other = compute_seg_set(out / F.EMBED_FILE, scenes, tmp_path / "other", k=4, threads=2, seed=4)
+    assert again["set_id"] == res["set_id"] != other["set_id"]
+
+
+def test_refusals(seg_export, tmp_path, exported, capsys):
+    scenes, _, out, _ = seg_export
+    # a classifier's embedding graph on a segmentation folder
+    with pytest.raises(DataError, match="is a classifier's embedding graph"):
+        compute_seg_set(exported[0] / F.EMBED_FILE, scenes, tmp_path / "x")
+    # a class that appears in no mask
+    meta = json.loads((scenes / "classes.json").read_text())
+    bad = tmp_path / "bad"
+    shutil.copytree(scenes, bad)
+    meta["classes"].append("Hat")
+    meta["palette"].append([1, 2, 3])
+    (bad / "classes.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"classes \['Hat'\] .* appear in no mask"):
+        compute_seg_set(out / F.EMBED_FILE, bad, tmp_path / "y")
+    # a set from another embedding, through the command line
+    assert main(["eval-onnx", "--embed", str(out / F.EMBED_FILE), "--centroids", str(exported[0]),
+                 "--data", str(scenes)]) == 2
+    assert "centroids have D=32 but the embedding model outputs D=8" in capsys.readouterr().err
+    # a classification set made in this very embedding
+    cs = centroid_set.load(out)
+    cs.task = "classification"
+    centroid_set.save(cs, tmp_path / "clf-set")
+    assert main(["eval-onnx", "--embed", str(out / F.EMBED_FILE), "--centroids", str(tmp_path / "clf-set"),
+                 "--data", str(scenes)]) == 2
+    assert "is a classification set; a segmenter needs one made from masks" in capsys.readouterr().err
