@@ -66,7 +66,9 @@ def cmd_export(a: argparse.Namespace) -> int:
         print(json.dumps(m))
     elif m.get("task") == "segmentation":
         for kind, row in m["parity"].items():
-            if isinstance(row, dict):
+            if isinstance(row, dict) and "merged" not in row:
+                print(f"parity on {row['n']} {kind} images: cell embeddings max |diff| {row['embedding_max_abs']:.2e}")
+            elif isinstance(row, dict):
                 part = row["merged"]
                 print(f"parity on {row['n']} {kind} images: labels agree on {100 * part['label_agreement']:.3f}% of "
                       f"pixels, scores max |diff| {part['pixel_score_max_abs']:.2e}"

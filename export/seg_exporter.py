@@ -4,7 +4,9 @@ Writes, staged beside OUT: embed.onnx (images of any height and width -> cell em
 variant), the centroid set (a segmentation set), head.onnx (export/seg_head_graph.py) and the merged
 model.onnx; checks parity with onnxruntime against PyTorch on real test scenes and random images of
 several sizes (export/seg_parity.py), measures mIoU and live sub-centroids on the test scenes, writes
-the manifest, and only if parity passed renames the folder to OUT. A failing export is kept as
+the manifest, and only if parity passed renames the folder to OUT. A parametric (softmax) segmenter has no
+centroid head: its export is the embedding graphs alone (parity of the cell embeddings), from which
+`dnc centroids` can still build class lists. A failing export is kept as
 OUT.failed and raises ExportError; OUT is untouched.
 """
 
@@ -64,9 +66,7 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
     t0 = time.time()
     mc = ck.model_config
     model = ck.build_model().float()
-    if not isinstance(model.head, DNCHead):
-        raise ValueError(f"{checkpoint} is a parametric (softmax) segmenter: only DNC segmenters export "
-                         "(their head is a centroid set)")
+    dnc = isinstance(model.head, DNCHead)  # a parametric twin exports its embedding only (for new class lists)
     prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std, task="segmentation")
     data_spec = data or ck.train_config.get("data")
     if not data_spec:
@@ -80,13 +80,15 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
             onnx.save(export_embed(model.encoder, mc.in_chans, mc.image_size, prep, fp16=True, task="segmentation"),
                       tmp / F.EMBED_FP16_FILE)
             files["embed_fp16"] = F.EMBED_FP16_FILE
-        cs = set_from_checkpoint(ck, fingerprint)
-        centroid_set.save(cs, tmp)
-        onnx.save(build_seg_head(cs), tmp / F.HEAD_FILE)
-        onnx.save(attach_seg_head(embed, build_seg_head(cs)), tmp / F.MERGED_FILE)
-        files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
+        cs = None
+        if dnc:
+            cs = set_from_checkpoint(ck, fingerprint)
+            centroid_set.save(cs, tmp)
+            onnx.save(build_seg_head(cs), tmp / F.HEAD_FILE)
+            onnx.save(attach_seg_head(embed, build_seg_head(cs)), tmp / F.MERGED_FILE)
+            files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
         inputs, prep_diff = parity_inputs(data_spec, mc, prep, n_real, n_random)
-        figures = seg_parity.check(model, tmp, inputs, threads, fp16)
+        figures = (seg_parity.check if dnc else seg_parity.check_embedding)(model, tmp, inputs, threads)
         figures["preprocessing_max_abs"] = prep_diff
         figures["passed"] &= prep_diff < SCORE_TOLERANCE
         ev = SegmentationTask().evaluate(model, load_seg_folder(data_spec, "test", mc.image_size, mc.in_chans),
@@ -103,13 +105,13 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
             "embed_fingerprint": fingerprint, "embed_dim": mc.embed_dim, "files": files,
             "tensors": {"input": [F.SEG_EMBED_INPUT.__dict__], "embedding": [F.SEG_EMBED_OUTPUT.__dict__],
                         "head_inputs": [s.__dict__ for s in F.SEG_HEAD_INPUTS],
-                        "head_outputs": [s.__dict__ for s in F.SEG_HEAD_OUTPUTS]},
-            "centroid_set": cs.describe(), "parity": figures, "tensorrt": None,
+                        "head_outputs": [s.__dict__ for s in F.SEG_HEAD_OUTPUTS] if dnc else []},
+            "centroid_set": cs.describe() if dnc else None, "parity": figures, "tensorrt": None,
             "evaluation": {"data": data_spec, "split": "test", "miou": ev["miou"], "pixel_acc": ev["pixel_acc"],
                            "iou_per_class": ev["iou_per_class"]},
             "subcentroids": {"data": data_spec, "split": "test", "live_share": LIVE_SHARE,
                              **{k: ev[k] for k in ("live_mean", "live_min", "live_per_class", "k_per_class",
-                                                   "centroid_cos", "centroid_cos_per_class")}},
+                                                   "centroid_cos", "centroid_cos_per_class")}} if dnc else None,
         }
         manifest.write(tmp, meta)
         if not figures["passed"]:

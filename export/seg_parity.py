@@ -79,3 +79,18 @@ def check(model, folder, inputs: dict[str, np.ndarray], threads: int = 0, fp16: 
         out[kind] = row
     out["passed"] = passed
     return out
+
+
+def check_embedding(model, folder, inputs: dict[str, np.ndarray], threads: int = 0, fp16: bool = True) -> dict:
+    """Parity of the embedding graph alone (a parametric segmenter exports no centroid head)."""
+    embed = runtime.session(folder / F.EMBED_FILE, threads)
+    out, passed = {"tolerance": SCORE_TOLERANCE}, True
+    for kind, x in inputs.items():
+        with torch.no_grad():
+            ref = model.encoder(torch.from_numpy(x)).float().numpy()
+        diff = float(np.abs(embed.run([F.PIXEL_EMBEDDING], {F.IMAGES: x})[0] - ref).max())
+        out[kind] = {"n": len(x), "size": list(x.shape[-2:]), "embedding_max_abs": diff,
+                     "passed": diff < SCORE_TOLERANCE}
+        passed &= diff < SCORE_TOLERANCE
+    out["passed"] = passed
+    return out
