@@ -76,6 +76,8 @@ def cmd_export(a: argparse.Namespace) -> int:
         ev = m["evaluation"]
         print(f"test mIoU {ev['miou']:.2f}%  pixel accuracy {ev['pixel_acc']:.2f}%  (onnx parity passed)")
         print(f"exported to {a.out}: {', '.join(m['files'].values())}")
+        if m.get("tensorrt"):
+            print(f"TensorRT: {m['tensorrt']['reason']}")
     else:
         par = m["parity"]
         for kind in ("real", "random"):

@@ -53,6 +53,8 @@ def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet
     centroids = state["head.centroids"].float().numpy() * k_mask[..., None]
     norms = np.linalg.norm(centroids, axis=-1, keepdims=True)
     centroids = np.where(k_mask[..., None], centroids / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    if ck.model_config.task == "segmentation":  # pixel ids -> the image's id (the pixel goes to exemplar_yx)
+        ids = np.where(ids >= 0, ids // ck.model_config.image_size**2, -1)
     return CentroidSet(centroids=centroids, ks=[int(k) for k in k_mask.sum(1)],
                        class_names=list(ck.model_config.class_names), embed_fingerprint=fingerprint,
                        exemplar_ids=ids if ck.extra.get("anchored") else None, exemplar_names=names,
@@ -118,7 +120,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     if mc.task == "segmentation":
         from export.seg_exporter import export_segmenter
 
-        return export_segmenter(ck, checkpoint, out, data, n_real, n_random, threads, fp16, max_batch)
+        return export_segmenter(ck, checkpoint, out, data, n_real, n_random, threads, fp16, max_batch,
+                                tensorrt_engines)
     model = ck.build_model().float()
     prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std)
     with staged(out) as tmp:

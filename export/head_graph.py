@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import formats as F
-from export.centroid_set import CentroidSet, validate
+from export.centroid_set import CentroidSet, CentroidSetError, validate
 
 PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 1]
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize
@@ -34,6 +34,9 @@ def build_head(cs: CentroidSet, normalise_input: bool = True, top_k: int | None 
     embedding; the merged graph does not, since its embedding graph ends in that normalisation.
     top_k: also output formats.EVIDENCE_OUTPUTS for the best min(top_k, C) classes (the served head)."""
     validate(cs)
+    if cs.task != "classification":
+        raise CentroidSetError(f"centroid set {cs.set_id} is a {cs.task} set (made from masks); a classifier needs "
+                               "one made from labelled images")
     c, kmax, d = cs.centroids.shape
     flat = cs.centroids.reshape(c * kmax, d).astype(np.float32)  # (C*Kmax, D)
     init = [

@@ -27,9 +27,12 @@ def preprocessing(in_chans: int, image_size: int, mean: list[float], std: list[f
     the size it was trained at."""
     resize = ("none: any height and width (trained on image_size x image_size)" if task == "segmentation"
               else "short side to image_size (bilinear), then centre crop image_size x image_size")
-    return {"channels": in_chans, "color": "L" if in_chans == 1 else "RGB", "image_size": image_size,
+    prep = {"channels": in_chans, "color": "L" if in_chans == 1 else "RGB", "image_size": image_size,
             "resize": resize, "scale": 1 / 255, "mean": list(mean), "std": list(std), "layout": "NCHW",
-            "dtype": "float32", "formula": "((pixel / 255) - mean[c]) / std[c]", "task": task}
+            "dtype": "float32", "formula": "((pixel / 255) - mean[c]) / std[c]"}
+    if task != "classification":  # (a classifier's stays as exports have always written it)
+        prep["task"] = task
+    return prep
 
 
 def normalise(images: np.ndarray, prep: dict) -> np.ndarray:

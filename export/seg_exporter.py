@@ -59,7 +59,7 @@ def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, se
 
 
 def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, data: str | None, n_real: int,
-                     n_random: int, threads: int, fp16: bool, max_batch: int) -> dict:
+                     n_random: int, threads: int, fp16: bool, max_batch: int, tensorrt_engines: bool = False) -> dict:
     """Export a segmenter checkpoint (see export.exporter.export_checkpoint for the arguments)."""
     from export.exporter import ExportError, set_from_checkpoint
 
@@ -106,7 +106,9 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
             "tensors": {"input": [F.SEG_EMBED_INPUT.__dict__], "embedding": [F.SEG_EMBED_OUTPUT.__dict__],
                         "head_inputs": [s.__dict__ for s in F.SEG_HEAD_INPUTS],
                         "head_outputs": [s.__dict__ for s in F.SEG_HEAD_OUTPUTS] if dnc else []},
-            "centroid_set": cs.describe() if dnc else None, "parity": figures, "tensorrt": None,
+            "centroid_set": cs.describe() if dnc else None, "parity": figures,
+            "tensorrt": {"built": False, "reason": "TensorRT engines of segmenters are not built yet (the ONNX "
+                         "graphs are complete)"} if tensorrt_engines else None,
             "evaluation": {"data": data_spec, "split": "test", "miou": ev["miou"], "pixel_acc": ev["pixel_acc"],
                            "iou_per_class": ev["iou_per_class"]},
             "subcentroids": {"data": data_spec, "split": "test", "live_share": LIVE_SHARE,

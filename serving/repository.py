@@ -216,6 +216,9 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
     The repository is written in full beside `repo` and then moved into place."""
     export_dir, repo = Path(export_dir), Path(repo)
     meta = manifest.read(export_dir)
+    if meta.get("task", "classification") != "classification":
+        raise ValueError(f"{export_dir} is a {meta['task']} export; this version serves classifiers only (run a "
+                         "segmenter's export with onnxruntime: dnc eval-onnx, or its model.onnx)")
     if meta.get("head") != "dnc":
         raise ValueError(f"{export_dir} is an export of a {meta.get('head')} model; only DNC exports can be served")
     embed_path = export_dir / F.EMBED_FILE

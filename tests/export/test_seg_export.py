@@ -140,3 +140,42 @@ def test_refusals(seg_export, tmp_path, exported, capsys):
     assert main(["eval-onnx", "--embed", str(out / F.EMBED_FILE), "--centroids", str(tmp_path / "clf-set"),
                  "--data", str(scenes)]) == 2
     assert "is a classification set; a segmenter needs one made from masks" in capsys.readouterr().err
+
+
+def test_parametric_segmenter_exports_its_embedding_for_class_lists(seg_export, tmp_path):
+    scenes = seg_export[0]
+    t = TrainConfig(data=str(scenes), out=str(tmp_path / "run"), epochs=1, batch_size=16, lr=0.05, workers=0,
+                    max_steps=2)
+    m = ModelConfig(num_classes=11, task="segmentation", in_chans=3, image_size=32, width=4, embed_dim=8,
+                    decoder_dim=8, head="softmax", mean=[0.5] * 3, std=[0.5] * 3)
+    train(t, m)
+    meta = export_checkpoint(tmp_path / "run" / "checkpoint.safetensors", tmp_path / "export", data=str(scenes),
+                             n_real=4, n_random=3, threads=2)
+    assert meta["parity"]["passed"] and meta["centroid_set"] is None
+    assert sorted(meta["files"]) == ["embed", "embed_fp16"] and not (tmp_path / "export" / F.HEAD_FILE).exists()
+    res = compute_seg_set(tmp_path / "export" / F.EMBED_FILE, scenes, tmp_path / "set", k=2, threads=2)
+    assert res["ks"] == [2] * 11
+
+
+def test_anchored_segmenter_points_at_real_pixels(seg_export, tmp_path):
+    scenes, path, _, _ = seg_export
+    assert main(["anchor", "--checkpoint", str(path), "--data", str(scenes), "--out",
+                 str(tmp_path / "anchored.safetensors")]) == 0
+    ck = ckpt_io.load(tmp_path / "anchored.safetensors")
+    meta = export_checkpoint(tmp_path / "anchored.safetensors", tmp_path / "export", n_real=4, n_random=3, threads=2)
+    cs = centroid_set.load(tmp_path / "export")
+    assert meta["parity"]["passed"] and cs.anchored
+    model = ck.build_model()
+    for c in range(cs.num_classes):
+        for k in range(cs.ks[c]):
+            pid = int(ck.model_state["head.exemplar_ids"][c, k])
+            image, y, x = pid // 1024, pid % 1024 // 32, pid % 32  # 32 x 32 training scenes
+            assert (image, [y, x]) == (int(cs.exemplar_ids[c, k]), list(cs.exemplar_yx[c, k]))
+            assert cs.exemplar_names[c][k].endswith(f"images/train/{image:06d}.png")
+            pixels, mask = read_pair(cs.exemplar_names[c][k], cs.exemplar_names[c][k].replace("/images/", "/masks/"))
+            assert mask[y, x] == c
+            xin = (torch.from_numpy(pixels[None]).float() / 255 - 0.5) / 0.5
+            with torch.no_grad():
+                cells = model.encoder(xin)[0]  # (D, 8, 8): the cell of pixel (y, x) is (y // 4, x // 4)
+            np.testing.assert_allclose(tF.normalize(cells[:, y // 4, x // 4], dim=0).numpy(), cs.centroids[c, k],
+                                       atol=1e-5)

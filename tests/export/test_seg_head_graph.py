@@ -99,3 +99,10 @@ def test_a_classification_set_is_refused(rng):
     cs.task = "classification"
     with pytest.raises(CentroidSetError, match="is a classification set; a segmenter needs one made from masks"):
         build_seg_head(cs)
+
+
+def test_a_segmentation_set_is_refused_by_the_classification_head(rng):
+    from export.head_graph import build_head
+
+    with pytest.raises(CentroidSetError, match="is a segmentation set .*a classifier needs one made from labelled"):
+        build_head(_set(rng))
