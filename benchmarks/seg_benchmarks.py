@@ -70,7 +70,9 @@ def train(out: Path, name: str, data: Path, seed: int, head: str, init: Path | N
     last = json.loads((run_dir / "log.json").read_text())[-1]
     results[name] = {"command": " ".join(cmd[2:]), "seconds": round(time.time() - t0), "miou": last["test_miou"],
                      "pixel_acc": last["test_pixel_acc"], "iou": last["test_iou"], "live_mean": last.get("test_live"),
-                     "live_per_class": last.get("live_per_class"), "clustered_classes": last.get("clustered_classes")}
+                     "live_per_class": last.get("live_per_class"), "clustered_classes": last.get("clustered_classes"),
+                     "date": time.strftime("%Y-%m-%d %H:%M")}
+    (out / "results.json").write_text(json.dumps(results, indent=1))  # each finished run is kept at once
     return results[name]
 
 
@@ -86,6 +88,7 @@ def induction(out: Path, name: str, coarse: Path, fine: Path, results: dict) -> 
     res = json.loads(run(DNC + ["eval-onnx", "--embed", str(embed), "--centroids", fine_set, "--data", str(fine),
                                 "--json"]))
     results[key] = {"miou": res["miou"], "pixel_acc": res["pixel_acc"], "iou_per_class": res["iou_per_class"]}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
 
 
 def report(results: dict) -> None:

@@ -23,6 +23,7 @@ def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Pa
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     sess = runtime.session(embed_path, threads)
+    runtime.check_task(runtime.preprocessing_of(sess, embed_path), "classification", embed_path, data)
     cs = centroid_set.load(set_path, centroid_set.fingerprint_file(embed_path), runtime.embed_dim_of(sess))
     classes, files, labels = scan_labelled_folder(data)
     unknown = [c for c in classes if c not in cs.class_names]

@@ -32,6 +32,7 @@ from training.data import load_dataset
 from training.head import DNCHead
 from training.liveness import LIVE_SHARE
 from training.loop import evaluate, subset
+from training.seg_folder import pixel_of, source_pixel
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,18 @@ def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet
 
 
 def _exemplar_pixels(ck: ckpt_io.Checkpoint) -> np.ndarray | None:
-    """(C, Kmax, 2) anchoring pixels (y, x) of an anchored segmenter, from its pixel ids; None for classifiers."""
+    """(C, Kmax, 2) anchoring pixels (y, x) of an anchored segmenter in its exemplar files' own
+    coordinates (training saw each file resized and centre-cropped to image_size); None for classifiers."""
     if ck.model_config.task != "segmentation":
         return None
     pid = ck.model_state["head.exemplar_ids"].numpy()
+    names = ck.extra.get("exemplar_names") or []
     size = ck.model_config.image_size
-    rest = np.where(pid >= 0, pid % (size * size), -1)
-    return np.where(pid[..., None] >= 0, np.stack([rest // size, rest % size], -1), -1).astype(np.int32)
+    out = np.full((*pid.shape, 2), -1, np.int32)
+    for c, k in zip(*np.nonzero(pid >= 0), strict=True):
+        _, y, x = pixel_of(int(pid[c, k]), size)
+        out[c, k] = source_pixel(names[c][k], size, y, x) if names and names[c][k] else (y, x)
+    return out
 
 
 def subcentroid_use(model, data_spec: str, limit: int = 10000) -> dict:

@@ -85,6 +85,7 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
     prep = runtime.preprocessing_of(sess, embed_path)
+    runtime.check_task(prep, "classification", embed_path, data)
     classes, files, labels = scan_labelled_folder(data)
     t0 = time.time()
     x = embed_files(sess, files, prep, batch_size, threads or 2)  # (N, D)

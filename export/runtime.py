@@ -39,6 +39,15 @@ def preprocessing_of(sess: ort.InferenceSession, path: str | Path = "embedding g
     return json.loads(meta[F.META_PREPROCESSING])
 
 
+def check_task(prep: dict, task: str, graph: str | Path, data: str | Path) -> None:
+    """Refuse an embedding graph of the other task than the data (classes from folders vs from masks)."""
+    got = prep.get("task", "classification")
+    if got != task:
+        want = "a segmentation folder (images/, masks/, classes.json)" if got == "segmentation" else \
+            "an image folder with one subfolder per class"
+        raise ValueError(f"{graph} is a {got} model's embedding graph: its data is {want}, not {data}")
+
+
 def embed_dim_of(sess: ort.InferenceSession) -> int:
     out = {o.name: o for o in sess.get_outputs()}
     if F.EMBEDDING not in out or not isinstance(out[F.EMBEDDING].shape[-1], int):

@@ -88,7 +88,7 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
             onnx.save(attach_seg_head(embed, build_seg_head(cs)), tmp / F.MERGED_FILE)
             files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
         inputs, prep_diff = parity_inputs(data_spec, mc, prep, n_real, n_random)
-        figures = (seg_parity.check if dnc else seg_parity.check_embedding)(model, tmp, inputs, threads)
+        figures = (seg_parity.check if dnc else seg_parity.check_embedding)(model, tmp, inputs, threads, fp16)
         figures["preprocessing_max_abs"] = prep_diff
         figures["passed"] &= prep_diff < SCORE_TOLERANCE
         ev = SegmentationTask().evaluate(model, load_seg_folder(data_spec, "test", mc.image_size, mc.in_chans),

@@ -46,9 +46,12 @@ def check_segmentation_graph(sess, path: str | Path) -> dict:
 
 
 def cell_pixels(size: tuple[int, int], cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The pixel each cell stands for (nearest neighbour): rows floor(i * H / h), columns floor(j * W / w)."""
+    """The pixel each cell stands for, as training reads it (training/segmenter.py's cell_pixels, here
+    without torch): the first pixel whose centre lies in the cell, ceil(i * H / h - 0.5)."""
     (hh, ww), (h, w) = size, cells
-    return np.arange(h) * hh // h, np.arange(w) * ww // w
+    rows = np.clip(np.ceil(np.arange(h) * hh / h - 0.5), 0, hh - 1).astype(np.int64)
+    cols = np.clip(np.ceil(np.arange(w) * ww / w - 0.5), 0, ww - 1).astype(np.int64)
+    return rows, cols
 
 
 def embedded_scenes(sess, root: Path, split: str, prep: dict, classes: SegClasses, desc: str

@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.batches import epoch_batches, iterate, normalise
-from training.data import ImageData
 from training.head import DNCHead
-from training.model import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +57,10 @@ class NearestSamples:
 
 
 @torch.no_grad()
-def anchor_model(model: Classifier, data: ImageData, device: torch.device, batch_size: int = 512,
+def anchor_model(model: torch.nn.Module, data, device: torch.device, batch_size: int = 512,
                  workers: int = 0) -> dict:
-    """Anchor a DNC model's sub-centroids to real samples of `data` in place.
+    """Anchor a DNC model's (classifier's or segmenter's) sub-centroids to real samples of `data` (an
+    ImageData or a SegData) in place.
 
     Returns {"exemplars": (C, K) ids as nested lists (-1: none), "mean_similarity": mean cosine
     between each sub-centroid and its exemplar, "missing": sub-centroids with no sample}.
@@ -97,10 +96,11 @@ def _labelled_cells(emb: torch.Tensor, masks: torch.Tensor, ids: torch.Tensor, i
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cell embeddings (B, D, h, w), masks (B, H, W), image ids (B,) -> the labelled cells' embeddings (P, D),
     labels (P,) and pixel ids (P,)."""
+    from training.seg_folder import pixel_id
     from training.seg_task import cell_labels
 
     b, d, h, w = emb.shape
-    lab, where = cell_labels(masks, (h, w))  # (B, h, w) each
-    pid = ids[:, None, None] * (masks.shape[-2] * masks.shape[-1]) + where
+    lab, ys, xs = cell_labels(masks, (h, w))  # (B, h, w) each
+    pid = pixel_id(ids[:, None, None], ys, xs, masks.shape[-1])
     keep = (lab != ignore).reshape(-1)
     return emb.permute(0, 2, 3, 1).reshape(-1, d)[keep], lab.reshape(-1)[keep], pid.reshape(-1)[keep]

@@ -11,7 +11,7 @@ from pathlib import Path
 from training import checkpoint as ckpt_io
 from training.loop import TrainConfig, check_data, resolve_device, task_for, train
 from training.model import SEGMENTATION_K, ModelConfig
-from training.seg_folder import is_seg_folder
+from training.seg_folder import is_seg_folder, pixel_of
 
 
 def _floats(text: str) -> list[float]:
@@ -295,8 +295,10 @@ def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_
     before = task.evaluate(model, test_set, device, batch_size)
     info = anchor_model(model, train_set, device, batch_size)
     after = task.evaluate(model, test_set, device, batch_size)
-    per_image = mc.image_size**2 if mc.task == "segmentation" else 1  # a segmenter's ids are pixel ids
-    names = [[train_set.name_of(i // per_image) if i >= 0 else None for i in row] for row in info["exemplars"]]
+    def name(i: int) -> str | None:  # a segmenter's ids are pixel ids
+        return None if i < 0 else train_set.name_of(pixel_of(i, mc.image_size)[0] if metric == "miou" else i)
+
+    names = [[name(i) for i in row] for row in info["exemplars"]]
     extra = dict(ck.extra, anchored=True, exemplar_names=names, anchor_data=data_spec,
                  **{f"unanchored_{metric}": before[metric], f"anchored_{metric}": after[metric]})
     ckpt_io.save(ckpt_io.Checkpoint(mc, model.state_dict(), ck.train_config, ck.epoch, ck.step, 0, ck.history,

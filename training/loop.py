@@ -253,7 +253,7 @@ def _ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
-    """Train (or resume) a classifier. `model_cfg` may be None when resuming, or be checked against
+    """Train (or resume) a classifier or a segmenter. `model_cfg` may be None when resuming, or be checked against
     the checkpoint's. Returns {"history": per-epoch rows, "step_losses": losses of steps run here,
     "checkpoint": path, "model": the trained model, "finished": all epochs done, "step": steps so far}."""
     device = resolve_device(cfg.device)
@@ -354,7 +354,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                 loss_sum += loss.item() * n_seen
                 correct += n_correct
                 seen += n_seen
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.3g}")
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct / max(1, seen):.1f}", lr=f"{lr:.3g}")
                 stop = bool(cfg.max_steps and step >= cfg.max_steps)
                 if i + 1 < n_batches and (stop or (cfg.save_every and step % cfg.save_every == 0)):
                     part = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "seconds": time.time() - t0}
@@ -396,9 +396,15 @@ def _init_backbone(model: torch.nn.Module, path: str) -> None:
     source = ckpt_io.load(path)
     if source.model_config.task != "classification":
         raise ValueError(f"--init {path} is a {source.model_config.task} checkpoint; give a classifier's")
-    if source.model_config.arch != model.cfg.arch or source.model_config.width != model.cfg.width:
-        raise ValueError(f"--init {path} is a {source.model_config.arch} of width {source.model_config.width}; "
-                         f"this segmenter is a {model.cfg.arch} of width {model.cfg.width}")
+    src = source.model_config
+    if src.arch != model.cfg.arch or src.width != model.cfg.width:
+        raise ValueError(f"--init {path} is a {src.arch} of width {src.width}; this segmenter is a {model.cfg.arch} "
+                         f"of width {model.cfg.width}")
+    if src.small_stem != model.cfg.small_stem:
+        stems = ["3x3" if c.small_stem else "7x7" for c in (src, model.cfg)]
+        raise ValueError(f"--init {path} was trained on {src.image_size} px images ({stems[0]} stem) but this "
+                         f"segmenter takes {model.cfg.image_size} px ones ({stems[1]} stem): give --image-size on "
+                         "the same side of 64")
     rep = init_from_classifier(model, source.model_state)
     log.info("--init %s: loaded %d backbone tensors (%s adapted from 1 to %d channels); not loaded from the "
              "classifier: %s; left at initial values: %s", path, len(rep["loaded"]),

@@ -59,6 +59,16 @@ class ModelConfig:
         if self.decoder_dim < 4 or self.pixel_samples < 1:
             raise ValueError(f"decoder width must be >= 4 and pixel samples >= 1, got {self.decoder_dim}, "
                              f"{self.pixel_samples}")
+        if self.task == "segmentation":
+            if self.num_classes > 255 or max(normalise_ks(self.num_classes, self.k)) > 255:
+                raise ValueError("a segmenter has at most 255 classes and 255 sub-centroids per class (its maps "
+                                 f"are uint8); got {self.num_classes} classes, K up to "
+                                 f"{max(normalise_ks(self.num_classes, self.k))}")
+            if not self.num_classes <= self.ignore_index <= 255:
+                raise ValueError(f"ignore index {self.ignore_index} must be in {self.num_classes}-255 (not a class id)")
+            if self.assign_weight:
+                raise ValueError("the assignment loss (--assign-weight) is a classification experiment; segmenters "
+                                 "train with cross-entropy alone")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.num_classes < 2:
@@ -110,7 +120,7 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     if cfg.task == "segmentation":
         from training.segmenter import Segmenter  # it builds on this module's config and head
 
-        return Segmenter(cfg, make_head(cfg, seed))
+        return Segmenter(cfg, lambda: make_head(cfg, seed))
     return Classifier(cfg, seed)
 
 

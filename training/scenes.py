@@ -127,6 +127,9 @@ def write_scenes(out: str | Path, labels: str = "fine", size: int = 64, train: i
         raise DataError(f"scene size must be >= 16 px, got {size}")
     if train < 0 or test < 0 or train + test == 0:
         raise DataError(f"need scenes to write: --train {train} --test {test}")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise DataError(f"{out} exists and is not empty: scenes of another run would mix with these (give a new "
+                        "folder, or delete it; scenes are deterministic by --seed)")
     photos = load_photos()
     classes = None
     for split, n in (("train", train), ("test", test)):

@@ -11,7 +11,10 @@ this layout trains, evaluates and yields centroid sets. A mask pixel equal to `i
 nothing (no loss, no metric, no centroid); any other value must be a class id.
 
 `SegData` holds one split in memory as uint8 arrays resized to a square training size (images
-bilinear, masks nearest, short side then centre crop, as classification images are read).
+bilinear, masks nearest, short side then centre crop, as classification images are read). A pixel of a
+split at that size has one id, image * S * S + y * S + x (`pixel_id`, `pixel_of`); `source_pixel` maps
+it back to the file's own pixel. Torch is imported only where tensors are made, so `dnc centroids` on
+masks (onnxruntime only) reads folders without it.
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from training.class_names import check_class_names
 from training.images import DataError, check_image_size
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +91,32 @@ def default_palette(n: int) -> list[list[int]]:
 
 
 def is_seg_folder(path: str | Path) -> bool:
-    """Whether `path` (or its parent, for a split folder) holds a segmentation folder's classes.json."""
-    p = Path(path)
-    return (p / CLASSES_FILE).is_file() or (p.parent / CLASSES_FILE).is_file() and p.name in SPLITS
+    """Whether `path` holds a segmentation folder's classes.json."""
+    return (Path(path) / CLASSES_FILE).is_file()
+
+
+def pixel_id(image, y, x, size: int):
+    """The id of pixel (y, x) of image `image` in a split read at size x size (ints or tensors)."""
+    return image * (size * size) + y * size + x
+
+
+def pixel_of(pid: int, size: int) -> tuple[int, int, int]:
+    """A pixel id -> (image, y, x) at the training size."""
+    image, rest = divmod(int(pid), size * size)
+    return image, rest // size, rest % size
+
+
+def source_pixel(path: str | Path, size: int, y: int, x: int) -> tuple[int, int]:
+    """The file's own pixel (y, x) that pixel (y, x) of its size x size training view (short side resized
+    to `size`, centre crop; see `read_pair`) shows: nearest neighbour through the resize."""
+    with Image.open(path) as im:
+        w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    top, left = (nh - size) // 2, (nw - size) // 2
+    sy = min(h - 1, int((y + top + 0.5) * h / nh))
+    sx = min(w - 1, int((x + left + 0.5) * w / nw))
+    return sy, sx
 
 
 def read_classes(root: str | Path) -> SegClasses:
@@ -96,7 +125,9 @@ def read_classes(root: str | Path) -> SegClasses:
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"{root} is not a segmentation folder: it has no {CLASSES_FILE}") from None
+        up = next((p for p in Path(root).resolve().parents if (p / CLASSES_FILE).is_file()), None)
+        hint = f"; give the folder that holds it: {up}" if up else ""
+        raise DataError(f"{root} is not a segmentation folder: it has no {CLASSES_FILE}{hint}") from None
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read {path}: {e}") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
@@ -145,15 +176,16 @@ def read_mask(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             check_image_size(path, *im.size)
             if im.mode not in ("P", "L", "I;16", "I"):
-                raise DataError(f"mask {path} is a {im.mode} image; masks hold class ids (8-bit palette or gray "
-                                "PNG), not colours")
+                raise DataError(f"mask {path} is a {im.mode} image; masks are 8-bit class-index images (palette "
+                                "or gray PNG) holding a class id per pixel")
             arr = np.asarray(im)
     except DataError:
         raise
     except Exception as e:
         raise DataError(f"cannot read mask {path}: {type(e).__name__}: {e}") from e
-    if arr.max(initial=0) > 255:
-        raise DataError(f"mask {path} holds value {int(arr.max())}; class ids must fit 8 bits")
+    if arr.max(initial=0) > 255 or arr.min(initial=0) < 0:
+        bad = int(arr.max()) if arr.max(initial=0) > 255 else int(arr.min())
+        raise DataError(f"mask {path} holds value {bad}; class ids are 0-255")
     return arr.astype(np.uint8)
 
 
@@ -260,8 +292,8 @@ class SegData:
 
 
 def load_seg_folder(root: str | Path, split: str, size: int, in_chans: int = 3, limit: int = 0) -> SegData:
-    """Read one split of a segmentation folder into memory at `size` x `size` (see `read_pair`).
-    A split folder (ROOT/images/test is not one; ROOT is) is refused naming the root to give."""
+    """Read one split of a segmentation folder into memory at `size` x `size` (see `read_pair`). A folder
+    inside one (ROOT/images, ROOT/images/train) is refused naming ROOT, the folder to give."""
     root = Path(root)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
@@ -274,6 +306,8 @@ def load_seg_folder(root: str | Path, split: str, size: int, in_chans: int = 3, 
     for i, (ip, mp) in enumerate(tqdm(pairs, desc=f"read {root.name}/{split}", leave=False)):
         images[i], masks[i] = read_pair(ip, mp, size, in_chans)
         check_mask_values(masks[i], classes, mp)
+    import torch
+
     log.info("read %d %s scenes of %s (%d classes) at %dpx", len(pairs), split, root, len(classes.names), size)
     mean, std = (MEAN, STD) if in_chans == 3 else ([0.5], [0.5])
     return SegData(root.name, split, classes, torch.from_numpy(images), torch.from_numpy(masks),

@@ -26,7 +26,7 @@ from training.batches import epoch_batches, iterate, normalise
 from training.head import DNCHead
 from training.liveness import summarise, win_counts
 from training.memory import rank_in_class
-from training.seg_folder import SegData, load_seg_folder
+from training.seg_folder import SegData, load_seg_folder, pixel_id
 from training.segmenter import Segmenter, cell_pixels, nearest_cells, upsample
 
 log = logging.getLogger(__name__)
@@ -35,19 +35,14 @@ EVAL_BATCH = 32  # images per evaluation batch: pixel tensors are H*W times an i
 MONTAGE_IMAGES = 6
 
 
-def cell_labels(masks: torch.Tensor, cells: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masks (B, H, W) -> each cell's label (B, h, w) and the id of the pixel it was read from (B, h, w),
-    relative to its image: y * W + x (add image id * H * W for a data set id)."""
-    h, w = masks.shape[-2:]
-    rows, cols = cell_pixels((h, w), cells, masks.device)
-    where = (rows[:, None] * w + cols[None, :]).expand(masks.shape[0], -1, -1)
-    return masks[:, rows][:, :, cols], where
-
-
-def pixel_of(pid: int, h: int, w: int) -> tuple[int, int, int]:
-    """A pixel id (image * H * W + y * W + x) -> (image id, y, x)."""
-    image, rest = divmod(int(pid), h * w)
-    return image, rest // w, rest % w
+def cell_labels(masks: torch.Tensor, cells: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Masks (B, H, W) -> each cell's label (B, h, w), read at the pixel it stands for
+    (segmenter.cell_pixels), and that pixel's row and column (B, h, w) each."""
+    b = masks.shape[0]
+    rows, cols = cell_pixels(masks.shape[-2:], cells, masks.device)
+    ys = rows[:, None].expand(-1, len(cols)).expand(b, -1, -1)
+    xs = cols[None, :].expand(len(rows), -1).expand(b, -1, -1)
+    return masks[:, rows][:, :, cols], ys, xs
 
 
 def sample_per_class(labels: torch.Tensor, cap: int, gen: torch.Generator) -> torch.Tensor:
@@ -124,16 +119,15 @@ class SegmentationTask:
         valid = y != cfg.ignore_index
         n_correct = int(((logits.detach().argmax(1) == y) & valid).sum())
         # the head's update, from a bounded sample of cells per class
-        lab, where = cell_labels(y, emb.shape[-2:])  # (B, h, w) each
-        lab, where = lab.reshape(-1), where.reshape(-1)
+        lab, ys, xs = cell_labels(y, emb.shape[-2:])  # (B, h, w) each
+        pids = pixel_id(ids[:, None, None], ys, xs, y.shape[-1]).reshape(-1)  # of the augmented view
+        lab = lab.reshape(-1)
         flat = emb.detach().permute(0, 2, 3, 1).reshape(-1, emb.shape[1])  # (B*h*w, D)
         correct = cells.detach().argmax(1).reshape(-1) == lab
-        image = ids.repeat_interleave(emb.shape[-2] * emb.shape[-1])
         keep = (lab != cfg.ignore_index).nonzero().flatten()
         gen = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + distributed.rank())
         pick = keep[sample_per_class(lab[keep], cfg.pixel_samples, gen)]
-        pids = image[pick] * (y.shape[-2] * y.shape[-1]) + where[pick]
-        model.head.update(flat[pick], lab[pick], pids, correct[pick])
+        model.head.update(flat[pick], lab[pick], pids[pick], correct[pick])
         return loss.detach(), n_correct, int(valid.sum())
 
     @torch.no_grad()
@@ -161,7 +155,7 @@ class SegmentationTask:
             conf += torch.bincount(t * c + logits.argmax(1)[keep], minlength=c * c)
             loss_sum += F.cross_entropy(logits, y, ignore_index=model.cfg.ignore_index, reduction="sum").double()
             if head is not None:  # which own-class sub-centroid each labelled cell is nearest to
-                lab, _ = cell_labels(y, emb.shape[-2:])
+                lab, _, _ = cell_labels(y, emb.shape[-2:])
                 lab = lab.reshape(-1)
                 ok = lab != model.cfg.ignore_index
                 flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])[ok]

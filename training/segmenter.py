@@ -104,11 +104,12 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def cell_pixels(size: tuple[int, int], cells: tuple[int, int], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pixel each cell of an (h, w) map stands for in an (H, W) image, as nearest-neighbour
-    resizing picks it: rows (h,) = floor(i * H / h), columns (w,) = floor(j * W / w)."""
+    """The pixel each cell of an (h, w) map stands for in an (H, W) image: the first pixel whose centre
+    lies in the cell, rows (h,) = ceil(i * H / h - 0.5), columns likewise. `nearest_cells` maps it back to
+    the same cell at any size (at an integer stride s it is pixel i * s, nearest-neighbour downsampling)."""
     (hh, ww), (h, w) = size, cells
-    rows = torch.div(torch.arange(h, device=device) * hh, h, rounding_mode="floor")
-    cols = torch.div(torch.arange(w, device=device) * ww, w, rounding_mode="floor")
+    rows = (torch.arange(h, device=device, dtype=torch.float64) * hh / h - 0.5).ceil().long().clamp(0, hh - 1)
+    cols = (torch.arange(w, device=device, dtype=torch.float64) * ww / w - 0.5).ceil().long().clamp(0, ww - 1)
     return rows, cols
 
 
@@ -125,11 +126,13 @@ class Segmenter(nn.Module):
     """pixel encoder -> head per cell -> class scores upsampled to the input. forward returns (pixel
     embeddings (N, D, h, w), not normalised; logits (N, C, H, W) at the input's resolution)."""
 
-    def __init__(self, cfg, head: nn.Module):
+    def __init__(self, cfg, make_head):
+        """`make_head()` builds the head; it is called after the encoder, so twins whose heads differ (one
+        drawing from the global random state, one not) start from the same encoder."""
         super().__init__()
         self.cfg = cfg
         self.encoder = PixelEncoder(cfg.arch, cfg.width, cfg.in_chans, cfg.small_stem, cfg.embed_dim, cfg.decoder_dim)
-        self.head = head
+        self.head = make_head()
 
     def cell_logits(self, emb: torch.Tensor, head: nn.Module | None = None) -> torch.Tensor:
         """(N, D, h, w) -> (N, C, h, w): the head (or a wrapper of it, e.g. DDP) applied to every cell."""
@@ -163,12 +166,14 @@ def init_from_classifier(segmenter: Segmenter, state: dict[str, torch.Tensor]) -
                              "(another --arch?)")
         want = own[name].shape
         if value.shape != want:
-            if name == "stem.0.weight" and value.shape[1] == 1 and want[1] == 3 and value.shape[0] == want[0]:
+            if (name == "stem.0.weight" and value.shape[1] == 1 and want[1] == 3 and value.shape[0] == want[0]
+                    and value.shape[2:] == want[2:]):
                 value = value.repeat(1, 3, 1, 1) / 3.0
                 adapted.append(prefix + name)
             else:
                 raise ValueError(f"classifier tensor {prefix}{name} is {tuple(value.shape)} but the segmenter's is "
-                                 f"{tuple(want)} (another --arch or --width?)")
+                                 f"{tuple(want)} (another --arch, --width, or stem: images <= 64 px get the 3x3 "
+                                 "stem, larger ones the 7x7)")
         new[name] = value
         loaded.append(prefix + name)
     missing = [prefix + k for k in own if k not in new]

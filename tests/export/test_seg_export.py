@@ -3,6 +3,9 @@ centroid sets from masks anchored to real pixels; mIoU with onnxruntime equal to
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,7 +165,9 @@ def test_anchored_segmenter_points_at_real_pixels(seg_export, tmp_path):
     assert main(["anchor", "--checkpoint", str(path), "--data", str(scenes), "--out",
                  str(tmp_path / "anchored.safetensors")]) == 0
     ck = ckpt_io.load(tmp_path / "anchored.safetensors")
-    meta = export_checkpoint(tmp_path / "anchored.safetensors", tmp_path / "export", n_real=4, n_random=3, threads=2)
+    meta = export_checkpoint(tmp_path / "anchored.safetensors", tmp_path / "export", n_real=4, n_random=3, threads=2,
+                             fp16=False)
+    assert sorted(meta["files"]) == ["centroid_set", "embed", "head", "merged"]
     cs = centroid_set.load(tmp_path / "export")
     assert meta["parity"]["passed"] and cs.anchored
     model = ck.build_model()
@@ -179,3 +184,19 @@ def test_anchored_segmenter_points_at_real_pixels(seg_export, tmp_path):
                 cells = model.encoder(xin)[0]  # (D, 8, 8): the cell of pixel (y, x) is (y // 4, x // 4)
             np.testing.assert_allclose(tF.normalize(cells[:, y // 4, x // 4], dim=0).numpy(), cs.centroids[c, k],
                                        atol=1e-5)
+
+
+def test_sets_from_masks_run_and_are_evaluated_without_torch(seg_export, tmp_path):
+    scenes, _, out, _ = seg_export
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
+        "from export.seg_recompute import compute_seg_set\n"
+        "from export.seg_evaluate import evaluate_seg_folder\n"
+        f"r = compute_seg_set({str(out / F.EMBED_FILE)!r}, {str(scenes)!r}, {str(tmp_path / 's')!r}, k=2)\n"
+        f"e = evaluate_seg_folder({str(out / F.EMBED_FILE)!r}, {str(tmp_path / 's')!r}, {str(scenes)!r})\n"
+        "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(r['set_id'], e['images'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+                         env={"PYTHONPATH": str(Path(__file__).parents[2])})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == [centroid_set.load(tmp_path / "s").set_id, "12"]

@@ -42,32 +42,39 @@ def test_seg_head_matches_float64_reference(rng, cells, size):
     np.testing.assert_allclose(got[F.PIXEL_SCORE], want["top_score"], atol=1e-5)
     np.testing.assert_allclose(got[F.PIXEL_MARGIN], want["margin"], atol=1e-5)
     assert np.array_equal(got[F.PIXEL_SUBCENTROID][same], want["subcentroid"][same])
-    # per image and class, from the reference's own labels (identical here when every pixel agrees)
-    if same.all():
-        c, kmax = len(cs.ks), max(cs.ks)
-        for i in range(3):
-            count = np.bincount(want["labels"][i].ravel(), minlength=c)
-            assert np.array_equal(got[F.CLASS_PIXELS][i], count)
-            sums = np.bincount(want["labels"][i].ravel(), weights=want["top_score"][i].ravel(), minlength=c)
-            np.testing.assert_allclose(got[F.CLASS_SCORE][i], sums / np.maximum(count, 1), atol=1e-5)
-            votes = np.bincount((want["labels"][i] * kmax + want["subcentroid"][i]).ravel(), minlength=c * kmax)
-            dom = np.where(count > 0, votes.reshape(c, kmax).argmax(1), -1)
-            assert np.array_equal(got[F.CLASS_SUBCENTROID][i], dom)
+    # per image and class, from the graph's own per-pixel answer (so every image is checked)
+    c, kmax = len(cs.ks), max(cs.ks)
+    sub = got[F.PIXEL_SUBCENTROID].astype(np.int64)
+    for i in range(3):
+        count = np.bincount(labels[i].ravel(), minlength=c)
+        assert np.array_equal(got[F.CLASS_PIXELS][i], count)
+        sums = np.bincount(labels[i].ravel(), weights=got[F.PIXEL_SCORE][i].ravel().astype(np.float64), minlength=c)
+        np.testing.assert_allclose(got[F.CLASS_SCORE][i], sums / np.maximum(count, 1), atol=1e-5)
+        votes = np.bincount((labels[i] * kmax + sub[i]).ravel(), minlength=c * kmax)
+        dom = np.where(count > 0, votes.reshape(c, kmax).argmax(1), -1)
+        assert np.array_equal(got[F.CLASS_SUBCENTROID][i], dom)
 
 
 def test_padding_never_wins_and_ties_go_to_the_lower_index(rng):
-    ks = [2, 4]
-    cs = _set(rng, ks=ks, d=4)
-    # cells pointing away from every real sub-centroid of class 0: a zero (padded) slot would score 0,
-    # above them, if padding were not pushed down
-    away = -(cs.centroids[0, 0] + cs.centroids[0, 1])
-    emb = np.tile(away[None, :, None, None], (1, 1, 3, 3))
+    # class 0 has 2 real sub-centroids and 2 padded (zero) slots; class 1 one real sub-centroid. Cells
+    # pointing away from both of class 0's (cosines < 0) and further from class 1's: class 0 must win
+    # every pixel with a negative score, which a padded slot (cosine 0) would beat if it were not pushed down
+    d = 4
+    p0 = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
+    p1 = np.array([[0.6, 0.8, 0, 0]], np.float32)  # farther from the cells than class 0's
+    cents = np.zeros((2, 2, d), np.float32)
+    cents[0], cents[1, 0] = p0, p1[0]
+    cs = CentroidSet(cents, [2, 1], ["a", "b"], FP, task="segmentation")
+    cell = np.array([-0.6, -0.5, 0.3, 0.2])
+    emb = np.tile(cell[None, :, None, None], (1, 1, 3, 3))
     got = _run(build_seg_head(cs), emb, (6, 6))
-    scores, win = ref.dnc_scores(away[None], cs.centroids, ks)
-    assert scores[0, 0] < 0
-    assert np.all(got[F.PIXEL_SUBCENTROID][got[F.LABELS] == 0] < 2)
+    want = ref.segment(emb, cs.centroids, cs.ks, 6, 6)
+    assert want["scores"][0, 0].max() < 0 and np.all(want["labels"] == 0)
+    assert np.all(got[F.LABELS] == 0) and np.all(got[F.PIXEL_SUBCENTROID] < 2)
+    np.testing.assert_allclose(got[F.PIXEL_SCORE], want["top_score"], atol=1e-6)
     # two classes holding the same sub-centroids tie everywhere: the lower class id wins
-    tie = CentroidSet(np.stack([cs.centroids[1], cs.centroids[1]]), [4, 4], ["a", "b"], FP, task="segmentation")
+    same = _set(rng, ks=(4,), d=4).centroids[0]
+    tie = CentroidSet(np.stack([same, same]), [4, 4], ["a", "b"], FP, task="segmentation")
     got = _run(build_seg_head(tie), rng.standard_normal((2, 4, 3, 3)), (7, 5))
     assert np.all(got[F.LABELS] == 0) and np.allclose(got[F.PIXEL_MARGIN], 0)
     assert np.all(got[F.CLASS_PIXELS][:, 0] == 35) and np.all(got[F.CLASS_SUBCENTROID][:, 1] == -1)

@@ -33,6 +33,8 @@ def test_scenes_are_deterministic_by_seed(tmp_path, fmnist_ready):
     for i in range(5):
         name = f"images/train/{i:06d}.png"
         assert (tmp_path / "d" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    with pytest.raises(DataError, match="exists and is not empty"):
+        scenes.write_scenes(tmp_path / "a", "fine", size=32, train=1, test=1)
     classes = read_classes(tmp_path / "a")
     assert classes.names == ["background", "tops", "trouser", "dress", "footwear", "bag"]
     assert classes.background == 0 and classes.ignore_index == 255
@@ -91,6 +93,11 @@ def test_reader_refusals_name_the_file(small_folder):
     Image.fromarray(arr).save(m)
     with pytest.raises(DataError, match="000002.png holds value 20"):
         load_seg_folder(small_folder, "train", 32)
+    neg = np.zeros((32, 32), np.int32)
+    neg[3, 3] = -1  # would wrap to 255 (the ignore index) as uint8
+    Image.fromarray(neg, mode="I").save(m, format="TIFF")  # 32-bit signed content under the .png name
+    with pytest.raises(DataError, match="000002.png holds value -1"):
+        load_seg_folder(small_folder, "train", 32)
     arr[0, 0] = 255  # the ignore index is fine
     Image.fromarray(arr).save(m)
     assert int((load_seg_folder(small_folder, "train", 32).masks[2] == 255).sum()) == 1
@@ -106,3 +113,6 @@ def test_reader_refusals_name_the_file(small_folder):
     (small_folder / "classes.json").write_text('{"format": "something else"}')
     with pytest.raises(DataError, match="classes.json is not a dnc-segmentation-folder"):
         read_classes(small_folder)
+    with pytest.raises(DataError, match=f"images/train is not a segmentation folder.*give the folder that holds it: "
+                                        f"{small_folder}"):
+        load_seg_folder(small_folder / "images" / "train", "train", 32)

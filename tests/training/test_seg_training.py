@@ -1,6 +1,6 @@
 """Training segmenters end to end on generated scenes: a short run learns (beats predicting the
-background everywhere), resume continues the same run exactly, --init starts from a classifier, and
-the command line refuses what does not fit."""
+background everywhere), resume continues the same run exactly, --init loads a classifier's backbone,
+and the command line refuses what does not fit."""
 
 import pytest
 import torch
@@ -97,3 +97,31 @@ def test_short_run_from_a_classifier_learns_to_segment(more_scenes, dnc_checkpoi
     print(f"mIoU {got:.1f} vs background everywhere {trivial:.1f}")
     assert got > trivial + 2.5, (got, trivial)
     assert max(v for v in ck.history[-1]["test_iou"][1:] if v is not None) > 10  # an item class is found
+
+
+def test_init_loads_the_classifier_backbone_and_refuses_what_does_not_fit(scenes, dnc_checkpoint, tmp_path, capsys):
+    from clients.cli import main
+
+    out = tmp_path / "one-step"
+    # one step at a negligible learning rate and no weight decay: the backbone is still the classifier's
+    assert main(["train", "--data", str(scenes), "--out", str(out), "--init", str(dnc_checkpoint), "--epochs", "1",
+                 "--batch-size", "8", "--lr", "1e-12", "--weight-decay", "0", "--max-steps", "1",
+                 "--workers", "0"]) == 0
+    seg = ckpt_io.load(out / "checkpoint.safetensors").model_state
+    clf = ckpt_io.load(dnc_checkpoint).model_state
+    for name, value in clf.items():
+        if name.startswith("encoder.backbone.") and name.endswith("conv1.weight"):
+            torch.testing.assert_close(seg[name], value, atol=1e-6, rtol=0)
+    torch.testing.assert_close(seg["encoder.backbone.stem.0.weight"],
+                               clf["encoder.backbone.stem.0.weight"].repeat(1, 3, 1, 1) / 3, atol=1e-6, rtol=0)
+    capsys.readouterr()
+    cases = [
+        (["--data", "fashion-mnist", "--init", str(dnc_checkpoint)], "--data is not a segmentation folder"),
+        (["--data", str(scenes), "--init", str(out / "checkpoint.safetensors")], "is a segmentation checkpoint"),
+        (["--data", str(scenes), "--init", str(dnc_checkpoint), "--width", "16"], "--width 16 differs"),
+        (["--data", str(scenes), "--init", str(dnc_checkpoint), "--image-size", "96"], "the same side of 64"),
+        (["--data", str(scenes), "--assign-weight", "0.1"], "segmenters train with cross-entropy alone"),
+    ]
+    for args, message in cases:
+        assert main(["train", "--out", str(tmp_path / "x"), "--max-steps", "1", "--workers", "0", *args]) == 2, args
+        assert message in capsys.readouterr().err, args
