@@ -107,14 +107,17 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
                         "head_inputs": [s.__dict__ for s in F.SEG_HEAD_INPUTS],
                         "head_outputs": [s.__dict__ for s in F.SEG_HEAD_OUTPUTS] if dnc else []},
             "centroid_set": cs.describe() if dnc else None, "parity": figures,
-            "tensorrt": {"built": False, "reason": "TensorRT engines of segmenters are not built yet (the ONNX "
-                         "graphs are complete)"} if tensorrt_engines else None,
+            "tensorrt": _engine(tmp, inputs, max_batch, fp16, threads) if tensorrt_engines and dnc else None,
             "evaluation": {"data": data_spec, "split": "test", "miou": ev["miou"], "pixel_acc": ev["pixel_acc"],
                            "iou_per_class": ev["iou_per_class"]},
             "subcentroids": {"data": data_spec, "split": "test", "live_share": LIVE_SHARE,
                              **{k: ev[k] for k in ("live_mean", "live_min", "live_per_class", "k_per_class",
                                                    "centroid_cos", "centroid_cos_per_class")}} if dnc else None,
         }
+        if meta["tensorrt"] is not None:
+            figures["passed"] &= meta["tensorrt"].get("passed", True)
+            if meta["tensorrt"]["built"]:
+                files["embed_plan"] = F.EMBED_PLAN_FILE
         manifest.write(tmp, meta)
         if not figures["passed"]:
             failed = out.with_name(out.name + ".failed")
@@ -123,3 +126,16 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
             raise ExportError(f"parity check failed; figures in {failed}/{F.MANIFEST_FILE}: {figures}")
     log.info("exported segmenter %s to %s in %.1fs (parity passed)", checkpoint, out, time.time() - t0)
     return meta
+
+
+def _engine(folder: Path, inputs: dict[str, np.ndarray], max_batch: int, fp16: bool, threads: int) -> dict:
+    """A TensorRT engine of the embedding checked on the real parity scenes, or why none was built."""
+    from export import runtime, tensorrt
+
+    ok, why = tensorrt.available()
+    if not ok:
+        log.warning("TensorRT engine not built: %s", why)
+        return {"built": False, "reason": why}
+    real = next(x for kind, x in inputs.items() if kind.startswith("real"))
+    reference = runtime.session(folder / F.MERGED_FILE, threads).run([F.LABELS], {F.IMAGES: real})[0]
+    return tensorrt.build_and_check_segmenter(folder, max_batch, real, reference, fp16)

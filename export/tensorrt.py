@@ -38,11 +38,14 @@ def available() -> tuple[bool, str]:
 
 
 def build_engine(onnx_path: Path, plan_path: Path, input_name: str, sample_shape: tuple[int, ...],
-                 max_batch: int, workspace_gib: float = 2.0) -> Path:
+                 max_batch: int, workspace_gib: float = 2.0,
+                 sizes: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None) -> Path:
     """Parse an ONNX graph and write a serialised engine with a batch profile 1 / max_batch / max_batch.
 
-    sample_shape: the input's shape without the batch dimension. The plan is written under a
-    temporary name and renamed, so a failed build leaves no partial file."""
+    sample_shape: the input's shape without the batch dimension. sizes: for an input of free height
+    and width (a segmenter's), the (min, opt, max) (H, W) of the profile; sample_shape's last two
+    dimensions are then ignored. The plan is written under a temporary name and renamed, so a failed
+    build leaves no partial file."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -55,7 +58,12 @@ def build_engine(onnx_path: Path, plan_path: Path, input_name: str, sample_shape
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, *sample_shape), (max_batch, *sample_shape), (max_batch, *sample_shape))
+    if sizes is None:
+        profile.set_shape(input_name, (1, *sample_shape), (max_batch, *sample_shape), (max_batch, *sample_shape))
+    else:
+        lead = tuple(sample_shape[:-2])
+        (lo, opt, hi) = sizes
+        profile.set_shape(input_name, (1, *lead, *lo), (max_batch, *lead, *opt), (max_batch, *lead, *hi))
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
@@ -116,3 +124,33 @@ def build_and_check(folder: Path, max_batch: int, embed_dim: int, images: np.nda
     return {"built": True, "tensorrt": trt.__version__, "embed_from": embed_src,
             "files": [F.EMBED_PLAN_FILE, F.HEAD_PLAN_FILE], "n": len(images),
             "predicted_agreement_vs_onnxruntime_fp32": agreement, "passed": agreement >= AGREEMENT_TARGET}
+
+
+SEG_LABEL_TARGET = 0.995  # share of pixels whose label the engine (fp16) and onnxruntime fp32 agree on
+SEG_MAX_SIDE = 1024  # largest height and width of a segmenter's engine profile
+
+
+def build_and_check_segmenter(folder: Path, max_batch: int, images: np.ndarray, reference_labels: np.ndarray,
+                              fp16: bool = True) -> dict:
+    """Build embed.plan for a segmenter (from the fp16 graph when present; one profile over batch
+    1..max_batch and heights and widths 32..SEG_MAX_SIDE) and check it: the engine's cell embeddings go
+    through head.onnx in onnxruntime (the served head runs there too), and the labels are compared with
+    `reference_labels` (onnxruntime fp32, merged graph) on `images`.
+
+    Written for `dnc export --tensorrt` of segmenters; run only where a CUDA GPU is lent."""
+    import tensorrt as trt
+
+    from export import runtime
+
+    embed_src = F.EMBED_FP16_FILE if fp16 and (folder / F.EMBED_FP16_FILE).exists() else F.EMBED_FILE
+    h, w = images.shape[-2:]
+    build_engine(folder / embed_src, folder / F.EMBED_PLAN_FILE, F.IMAGES, tuple(images.shape[1:]), max_batch,
+                 sizes=((32, 32), (h, w), (SEG_MAX_SIDE, SEG_MAX_SIDE)))
+    cells = run_engine(folder / F.EMBED_PLAN_FILE, {F.IMAGES: images}, max_batch)[F.PIXEL_EMBEDDING]
+    head = runtime.session(folder / F.HEAD_FILE)
+    labels = head.run([F.LABELS], {F.PIXEL_EMBEDDING: cells.astype(np.float32),
+                                   F.OUTPUT_SIZE: np.array([h, w], np.int64)})[0]
+    agreement = float((labels == reference_labels).mean())
+    return {"built": True, "tensorrt": trt.__version__, "embed_from": embed_src, "files": [F.EMBED_PLAN_FILE],
+            "n": len(images), "label_agreement_vs_onnxruntime_fp32": agreement,
+            "profile_sides": [32, SEG_MAX_SIDE], "passed": agreement >= SEG_LABEL_TARGET}

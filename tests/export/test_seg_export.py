@@ -200,3 +200,27 @@ def test_sets_from_masks_run_and_are_evaluated_without_torch(seg_export, tmp_pat
                          env={"PYTHONPATH": str(Path(__file__).parents[2])})
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == [centroid_set.load(tmp_path / "s").set_id, "12"]
+
+
+@pytest.mark.gpu
+def test_tensorrt_fp16_labels_agree_with_onnxruntime(seg_export, tmp_path):
+    from export import tensorrt
+
+    ok, why = tensorrt.available()
+    if not ok:
+        pytest.skip(f"TensorRT engines need a CUDA GPU and tensorrt: {why}")
+    _, path, _, _ = seg_export
+    m = export_checkpoint(path, tmp_path / "trt", n_real=12, n_random=3, tensorrt_engines=True)
+    assert m["tensorrt"]["built"] and m["tensorrt"]["label_agreement_vs_onnxruntime_fp32"] >= 0.995
+    assert (tmp_path / "trt" / F.EMBED_PLAN_FILE).is_file()
+
+
+def test_without_a_gpu_the_export_says_why_no_engine(seg_export, tmp_path):
+    from export import tensorrt
+
+    ok, _ = tensorrt.available()
+    if ok:
+        pytest.skip("a GPU with tensorrt is present: the engine test above runs instead")
+    _, path, _, _ = seg_export
+    m = export_checkpoint(path, tmp_path / "no-trt", n_real=4, n_random=3, tensorrt_engines=True, fp16=False)
+    assert m["parity"]["passed"] and m["tensorrt"]["built"] is False and m["tensorrt"]["reason"]
