@@ -48,6 +48,8 @@ MODEL_FLAGS = [
     ("--revive-every", int, _M.revive_every, "with --revive: updates between checks for dead sub-centroids"),
     ("--revive-momentum", float, _M.revive_momentum, "with --revive: momentum of sub-centroids clustered from data"),
     ("--assign-weight", float, _M.assign_weight, "experimental: weight of the sub-centroid assignment loss"),
+    ("--ready-margin", float, "0.2", "with --revive: smoothed batch margin (own minus best other class) at which "
+     "sub-centroids are first clustered from memory"),
     ("--decoder-dim", int, _M.decoder_dim, "segmentation: channels of the light decoder"),
     ("--pixel-samples", int, _M.pixel_samples, "segmentation: pixels per class and step (seeded) that update "
      "the sub-centroids"),

@@ -109,6 +109,7 @@ class DNCHead(nn.Module):
         seed: int = 0,
         assign_weight: float = 0.0,
         revive_momentum: float = 0.99,
+        ready_margin: float | None = None,
     ):
         super().__init__()
         if temperature <= 0:
@@ -135,6 +136,7 @@ class DNCHead(nn.Module):
         if not 0.0 <= revive_momentum < 1.0:
             raise ValueError(f"revive momentum must be in [0, 1), got {revive_momentum}")
         self.revive_momentum = float(revive_momentum)
+        self.ready_gate = ready_margin  # None: READY_MARGIN
         if assign_weight < 0:
             raise ValueError(f"assignment-loss weight must be >= 0, got {assign_weight}")
         self.assign_weight = float(assign_weight)
@@ -281,7 +283,8 @@ class DNCHead(nn.Module):
         full = self.memory.count >= self.ready_count  # (C,)
         if waiting:  # the first clustering takes every class at once
             share = int(full.sum()) >= READY_SHARE * self.num_classes - 1e-9  # (a float32 mean rounds 18/20 down)
-            ready = share and float(self.ready_margin) >= READY_MARGIN
+            gate = READY_MARGIN if self.ready_gate is None else self.ready_gate
+            ready = share and float(self.ready_margin) >= gate
             # every class with a sample per sub-centroid; the others join later, as their memory fills
             fresh = (self.memory.count >= self.k_mask.sum(1)) & ready
         else:  # a class left out of the first clustering joins once its memory is full

@@ -45,6 +45,7 @@ class ModelConfig:
     revive_every: int = 200
     revive_momentum: float = 0.99  # momentum of sub-centroids once clustered from data (0.999 lags the embedding)
     assign_weight: float = 0.0  # weight of the sub-centroid assignment loss (training/head.py)
+    ready_margin: float | None = None  # smoothed batch margin that opens the first clustering (None: head.READY_MARGIN)
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     class_names: list[str] = field(default_factory=list)
@@ -112,7 +113,7 @@ def make_head(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed + 1)
     return DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum, cfg.epsilon,
                    cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen, cfg.revive, cfg.revive_every, seed,
-                   cfg.assign_weight, cfg.revive_momentum)
+                   cfg.assign_weight, cfg.revive_momentum, cfg.ready_margin)
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
