@@ -10,7 +10,7 @@ from pathlib import Path
 
 from training import checkpoint as ckpt_io
 from training.loop import TrainConfig, check_data, resolve_device, task_for, train
-from training.model import SEGMENTATION_K, ModelConfig
+from training.model import SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig
 from training.seg_folder import is_seg_folder, pixel_of
 
 
@@ -48,8 +48,8 @@ MODEL_FLAGS = [
     ("--revive-every", int, _M.revive_every, "with --revive: updates between checks for dead sub-centroids"),
     ("--revive-momentum", float, _M.revive_momentum, "with --revive: momentum of sub-centroids clustered from data"),
     ("--assign-weight", float, _M.assign_weight, "experimental: weight of the sub-centroid assignment loss"),
-    ("--ready-margin", float, "0.2", "with --revive: smoothed batch margin (own minus best other class) at which "
-     "sub-centroids are first clustered from memory"),
+    ("--ready-margin", float, "0.2; segmenters 0.05", "with --revive: smoothed batch margin (own minus best "
+     "other class) at which sub-centroids are first clustered from memory"),
     ("--decoder-dim", int, _M.decoder_dim, "segmentation: channels of the light decoder"),
     ("--pixel-samples", int, _M.pixel_samples, "segmentation: pixels per class and step (seeded) that update "
      "the sub-centroids"),
@@ -241,6 +241,7 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
         if src.in_chans == in_chans:
             mean, std = list(src.mean), list(src.std)
     given.setdefault("k", SEGMENTATION_K)
+    given.setdefault("ready_margin", SEGMENTATION_READY_MARGIN)
     return ModelConfig(num_classes=len(classes.names), task="segmentation", in_chans=in_chans, image_size=size,
                        mean=mean, std=std, class_names=classes.names, ignore_index=classes.ignore_index, **given)
 
