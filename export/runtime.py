@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from export import formats as F
 from export.manifest import normalise
+from training.images import DataError
 
 
 def session(graph: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:
@@ -40,12 +41,15 @@ def preprocessing_of(sess: ort.InferenceSession, path: str | Path = "embedding g
 
 
 def check_task(prep: dict, task: str, graph: str | Path, data: str | Path) -> None:
-    """Refuse an embedding graph of the other task than the data (classes from folders vs from masks)."""
+    """Refuse an embedding graph of the other task than the data (classes from folders vs from masks):
+    DataError naming the graph and what its data is."""
     got = prep.get("task", "classification")
     if got != task:
+        model = "classifier" if got == "classification" else "segmenter"
         want = "a segmentation folder (images/, masks/, classes.json)" if got == "segmentation" else \
             "an image folder with one subfolder per class"
-        raise ValueError(f"{graph} is a {got} model's embedding graph: its data is {want}, not {data}")
+        raise DataError(f"{graph} is a {model}'s embedding graph: its data is {want}, not {data} (give the "
+                        f"{task} model's embed.onnx, from dnc export of its checkpoint)")
 
 
 def embed_dim_of(sess: ort.InferenceSession) -> int:

@@ -39,9 +39,7 @@ log = logging.getLogger(__name__)
 def check_segmentation_graph(sess, path: str | Path) -> dict:
     """The preprocessing of a segmenter's embed.onnx; DataError for a classifier's graph."""
     prep = runtime.preprocessing_of(sess, path)
-    if prep.get("task") != "segmentation":
-        raise DataError(f"{path} is a classifier's embedding graph; a segmentation folder needs a segmenter's "
-                        "(dnc export of a segmentation checkpoint)")
+    runtime.check_task(prep, "segmentation", path, "a segmentation folder")
     return prep
 
 
