@@ -41,8 +41,9 @@ LOCK = threading.Lock()  # results and results.json are shared by concurrent run
 
 
 class Bench:
-    def __init__(self, out: Path, epochs: int, train_n: int, test_n: int, classifiers: Path):
+    def __init__(self, out: Path, epochs: int, train_n: int, test_n: int, classifiers: Path, train_only: bool = False):
         self.out, self.epochs, self.train_n, self.test_n, self.classifiers = out, epochs, train_n, test_n, classifiers
+        self.train_only = train_only  # induction: train only (the export and evaluation run elsewhere)
         self.path = out / "results.json"
         self.results = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
@@ -124,7 +125,8 @@ class Bench:
                     def job(s=s, head=head):
                         name = f"induction/{head}/s{s}"
                         self.train(name, coarse, s, head, self.classifier(head, s))
-                        self.induction(name, fine)
+                        if not self.train_only:
+                            self.induction(name, fine)
                     jobs.append(job)
         return jobs
 
@@ -162,11 +164,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--classifiers", default="runs/bench-twins3", help="where fmnist_twins.py keeps its runs")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
+    ap.add_argument("--train-only", action="store_true", help="induction: train, leave export and evaluation")
     ap.add_argument("--report", action="store_true")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(out, a.epochs, a.train, a.test, Path(a.classifiers))
+    bench = Bench(out, a.epochs, a.train, a.test, Path(a.classifiers), a.train_only)
     if a.report or not a.question:
         return report(bench.results)
     jobs = bench.plan(a.question, [int(s) for s in a.seeds.split(",")])
