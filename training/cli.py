@@ -10,7 +10,7 @@ from pathlib import Path
 
 from training import checkpoint as ckpt_io
 from training.loop import TrainConfig, check_data, resolve_device, task_for, train
-from training.model import SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig
+from training.model import SEGMENTATION_ANNEAL, SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig
 from training.seg_folder import is_seg_folder, pixel_of
 
 
@@ -82,6 +82,7 @@ def _model_overrides(a: argparse.Namespace) -> dict:
     given = {f[0].lstrip("-").replace("-", "_"): None for f in MODEL_FLAGS}
     given["head"] = None
     given["revive"] = None
+    given["anneal"] = None
     out = {}
     for dest in given:
         val = getattr(a, dest)
@@ -115,6 +116,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="cluster each class's memory into its sub-centroids after the warm-up and re-cluster "
                         f"classes whose sub-centroids stop winning (default {m.revive}; --no-revive is the paper's "
                         "random initialisation; see docs/BENCHMARKS.md)")
+    g.add_argument("--anneal", action=argparse.BooleanOptionalAction, default=None,
+                   help="sub-centroids move at the learning rate's pace (momentum 1 - (1 - mu) * lr / peak) and "
+                        "none is re-seeded once the rate is under a quarter of its peak (default: segmenters "
+                        "on, classifiers off)")
     g = p.add_argument_group("optimisation and run (on --resume, the checkpoint's unless given)")
     for flag, kind, text in TRAIN_FLAGS:
         dest = flag.lstrip("-").replace("-", "_")
@@ -242,6 +247,7 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
             mean, std = list(src.mean), list(src.std)
     given.setdefault("k", SEGMENTATION_K)
     given.setdefault("ready_margin", SEGMENTATION_READY_MARGIN)
+    given.setdefault("anneal", SEGMENTATION_ANNEAL)
     return ModelConfig(num_classes=len(classes.names), task="segmentation", in_chans=in_chans, image_size=size,
                        mean=mean, std=std, class_names=classes.names, ignore_index=classes.ignore_index, **given)
 

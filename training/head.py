@@ -23,6 +23,13 @@ is measured in docs/BENCHMARKS.md (issue 9): clustered too early (before the cla
 one class alone, training stalls; clustered after, the max-over-K loss pulls a class back towards one
 sub-centroid between checks, so liveness is held by the re-clustering, not by the loss.
 
+Annealing (`anneal`, segmenters' default): the sub-centroids move at the pace of the learning rate, a
+momentum mu becoming 1 - (1 - mu) * lr / peak lr (`set_pace`, called by the loop every step), and no
+dead sub-centroid is re-seeded once the pace is under REVIVE_MIN_PACE. Without it, the sub-centroids
+keep moving towards their memories' Sinkhorn means while the encoder, its learning rate near zero at the
+end of the schedule, can no longer follow: segmenters' training loss rose in their last epochs and their
+mIoU fell (docs/BENCHMARKS.md, issue 11).
+
 Optional assignment loss (`assign_weight`, off by default; an experiment): cross-entropy over a
 sample's own-class sub-centroids towards its Sinkhorn assignment (batch clustered with the memory),
 which makes the encoder keep a class spread over its K sub-centroids. It keeps them live on the
@@ -58,6 +65,9 @@ READY_MARGIN = 0.2
 READY_DECAY = 0.9
 # Share of the classes whose memory must hold `ready_count` samples before the first clustering.
 READY_SHARE = 0.9
+# With `anneal`: no sub-centroid is re-seeded once the learning rate is under this share of its peak (a
+# jump the encoder has no steps left to absorb).
+REVIVE_MIN_PACE = 0.25
 # Training samples a class needs in a check window before its sub-centroids are judged dead or alive.
 MIN_JUDGED = int(2 / LIVE_SHARE)
 
@@ -110,6 +120,7 @@ class DNCHead(nn.Module):
         assign_weight: float = 0.0,
         revive_momentum: float = 0.99,
         ready_margin: float | None = None,
+        anneal: bool = False,
     ):
         super().__init__()
         if temperature <= 0:
@@ -137,6 +148,9 @@ class DNCHead(nn.Module):
             raise ValueError(f"revive momentum must be in [0, 1), got {revive_momentum}")
         self.revive_momentum = float(revive_momentum)
         self.ready_gate = ready_margin  # None: READY_MARGIN
+        # pace: learning rate / peak, set by the loop every step (derived from the schedule, so resumed
+        # runs recompute it and it is no checkpointed state); only used with `anneal`
+        self.anneal, self.pace = bool(anneal), 1.0
         if assign_weight < 0:
             raise ValueError(f"assignment-loss weight must be >= 0, got {assign_weight}")
         self.assign_weight = float(assign_weight)
@@ -157,6 +171,12 @@ class DNCHead(nn.Module):
         learning-rate warm-up: before it the embedding moves too fast for the clusters to last)."""
         if self.revive:
             self.init_step.fill_(int(init_step))
+
+    def set_pace(self, pace: float) -> None:
+        """The learning rate's share of its peak this step (used with `anneal`)."""
+        if not 0.0 <= pace <= 1.0 + 1e-9:
+            raise ValueError(f"pace must be in [0, 1], got {pace}")
+        self.pace = float(pace)
 
     def similarities(self, emb: torch.Tensor) -> torch.Tensor:
         """(N, D) embeddings -> (N, C, Kmax) cosine similarities, padded slots at -inf."""
@@ -264,13 +284,15 @@ class DNCHead(nn.Module):
         onehot = F.one_hot(assign, kmax).to(feats.dtype) * mask[..., None]  # (T, M, K)
         counts = onehot.sum(1)  # (T, K)
         means = torch.bmm(onehot.transpose(1, 2), feats) / counts.clamp(min=1)[..., None]  # (T, K, D)
+        mu, mu_fast = self.momentum, self.revive_momentum
+        if self.anneal:  # 1 - mu scaled by the learning rate's share of its peak
+            mu, mu_fast = 1.0 - (1.0 - mu) * self.pace, 1.0 - (1.0 - mu_fast) * self.pace
         if self.revive:  # sub-centroids clustered from data follow the embedding; random ones stay targets
             fast = self.initialised[classes][:, None, None]  # (T, 1, 1)
-            moved = torch.where(fast, self.revive_momentum * old + (1 - self.revive_momentum) * means,
-                                self.momentum * old + (1 - self.momentum) * means)
+            moved = torch.where(fast, mu_fast * old + (1 - mu_fast) * means, mu * old + (1 - mu) * means)
             moved = F.normalize(moved, dim=-1)
         else:
-            moved = F.normalize(self.momentum * old + (1 - self.momentum) * means, dim=-1)
+            moved = F.normalize(mu * old + (1 - mu) * means, dim=-1)
         has = (counts > 0) & kmask
         self.centroids[classes] = torch.where(has[..., None], moved, old)
 
@@ -290,7 +312,7 @@ class DNCHead(nn.Module):
         else:  # a class left out of the first clustering joins once its memory is full
             fresh = ~self.initialised & full
         dead = torch.zeros_like(self.k_mask)
-        if step % self.revive_every == 0:
+        if step % self.revive_every == 0 and not (self.anneal and self.pace < REVIVE_MIN_PACE):
             # judged: enough training samples seen, and enough in memory to re-cluster from
             judged = self.initialised & (self.wins.sum(1) >= MIN_JUDGED) & full
             dead = judged[:, None] & self.k_mask & ~live_mask(self.wins, self.k_mask, LIVE_SHARE)
@@ -332,7 +354,7 @@ class DNCHead(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"C={self.num_classes}, D={self.dim}, K={sorted(set(self.ks))}, T={self.temperature}, "
-                f"mu={self.momentum}, eps={self.epsilon}, revive={self.revive}")
+                f"mu={self.momentum}, eps={self.epsilon}, revive={self.revive}, anneal={self.anneal}")
 
 
 class LinearHead(nn.Module):

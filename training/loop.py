@@ -343,6 +343,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
                 lr = lr_at(step, total, warmup, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
+                if isinstance(model.head, DNCHead):
+                    model.head.set_pace(min(1.0, lr / cfg.lr))
                 x, y = task.prepare(x.to(device), y.to(device), aug_gen, model_cfg)
                 x = x.contiguous(memory_format=torch.channels_last)
                 loss, n_correct, n_seen = task.step(encoder, head, opt, x, y, ids.to(device), amp, model, step,

@@ -25,6 +25,9 @@ SEGMENTATION_K = 10  # sub-centroids per class of a segmenter, as the paper's se
 # A segmenter's smoothed per-cell margin stays far below a classifier's (0.108 after 1,560 steps where the
 # classifiers' gate is 0.2, docs/BENCHMARKS.md issue 11): its first clustering from memory waits for 0.05.
 SEGMENTATION_READY_MARGIN = 0.05
+# Segmenters' sub-centroids slow down with the learning rate: without it their loss rose as the learning rate
+# ended (issue 11's 3-seed runs, docs/BENCHMARKS.md).
+SEGMENTATION_ANNEAL = True
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ModelConfig:
     revive_every: int = 200
     revive_momentum: float = 0.99  # momentum of sub-centroids once clustered from data (0.999 lags the embedding)
     assign_weight: float = 0.0  # weight of the sub-centroid assignment loss (training/head.py)
+    anneal: bool = False  # sub-centroids move at the pace of the learning rate (head.py); segmenters' default
     ready_margin: float | None = None  # smoothed batch margin that opens the first clustering (None: head.READY_MARGIN)
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
@@ -116,7 +120,7 @@ def make_head(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed + 1)
     return DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum, cfg.epsilon,
                    cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen, cfg.revive, cfg.revive_every, seed,
-                   cfg.assign_weight, cfg.revive_momentum, cfg.ready_margin)
+                   cfg.assign_weight, cfg.revive_momentum, cfg.ready_margin, cfg.anneal)
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:

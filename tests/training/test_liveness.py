@@ -183,6 +183,22 @@ def test_revive_reseeds_a_dead_sub_centroid_and_keeps_live_ones(rng):
     assert sorted(sim.argmax(1).tolist()) == [0, 1, 2] and sim.max(1).min() > 0.95
 
 
+@pytest.mark.parametrize("anneal,pace,revived", [(True, 0.2, 0), (True, 0.3, 1), (False, 0.2, 1)])
+def test_no_revival_in_the_annealed_tail(rng, anneal, pace, revived):
+    """With `anneal`, a dead sub-centroid is not re-seeded once the learning rate is under a quarter of its
+    peak (the encoder has no steps left to absorb the jump); without it the pace changes nothing."""
+    head, modes, x, labels = _filled_head(rng, revive_every=2)
+    head.anneal = anneal
+    head.schedule(init_step=1)
+    ones = torch.ones(len(labels), dtype=torch.bool)
+    head.update(x, labels, torch.arange(len(labels)), ones)  # clustered at update 1
+    head.centroids[1, 2] = -torch.nn.functional.normalize(x[labels == 1].mean(0), dim=0)  # dead
+    head.wins.zero_()
+    head.set_pace(pace)
+    head.update(x, labels, torch.arange(len(labels)), ones)  # update 2: a check
+    assert int(head.revivals.sum()) == revived
+
+
 def test_a_dead_sub_centroid_waits_for_a_memory_to_recluster_from(rng):
     head, modes, x, labels = _filled_head(rng, revive_every=2)
     head.schedule(init_step=1)

@@ -92,6 +92,7 @@ def test_short_run_from_a_classifier_learns_to_segment(more_scenes, dnc_checkpoi
     ck = ckpt_io.load(out / "checkpoint.safetensors")
     assert ck.model_config.width == 8 and ck.model_config.in_chans == 3 and ck.train_config["init"]
     assert ck.model_config.k == 3 and ck.model_config.ready_margin == 0.05  # the segmenters' gate by default
+    assert ck.model_config.anneal  # segmenters' sub-centroids slow down with the learning rate by default
     test = SegmentationTask().load(str(scenes), "test", ck.model_config, 0)
     trivial = _background_only_miou(test)
     got = ck.history[-1]["test_miou"]

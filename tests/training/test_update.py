@@ -2,6 +2,7 @@
 checked against a float64 numpy re-implementation on fresh random inputs."""
 
 import numpy as np
+import pytest
 import torch
 
 from tests.training.reference import normalise, sinkhorn_plan
@@ -22,9 +23,12 @@ def _reference_update(cent, ks, mem_feats, mu, eps, iters):
     return new
 
 
-def test_update_matches_reference_over_several_steps(rng):
+@pytest.mark.parametrize("anneal,pace", [(False, 1.0), (False, 0.3), (True, 0.3), (True, 1.0)])
+def test_update_matches_reference_over_several_steps(rng, anneal, pace):
+    """With `anneal` the momentum is 1 - (1 - mu) * pace; without it the pace is ignored."""
     ks, d, mu = [3, 1, 4, 2], 6, 0.9
-    head = DNCHead(4, d, ks, momentum=mu, memory_size=12, memory_cap=5)
+    head = DNCHead(4, d, ks, momentum=mu, memory_size=12, memory_cap=5, anneal=anneal)
+    head.set_pace(pace)
     cent = head.centroids.double().numpy().copy()
     memory = {c: [] for c in range(4)}
     for _ in range(4):
@@ -43,7 +47,7 @@ def test_update_matches_reference_over_several_steps(rng):
             if len(rows):
                 memory[c] = (memory[c] + list(rows))[-12:]
                 touched[c] = np.array(memory[c])
-        cent = _reference_update(cent, ks, touched, mu, 0.05, 3)
+        cent = _reference_update(cent, ks, touched, 1 - (1 - mu) * pace if anneal else mu, 0.05, 3)
         np.testing.assert_allclose(head.centroids.double().numpy(), cent, atol=2e-5)
     norms = head.centroids.norm(dim=-1)[head.k_mask]
     np.testing.assert_allclose(norms.numpy(), 1.0, atol=1e-5)
@@ -62,3 +66,16 @@ def test_incorrect_samples_do_not_update():
     changed = (head.centroids != before).any(-1)
     assert changed[1].sum() == 1 and not changed[0].any() and not changed[2].any()
     assert head.memory.ids[1, 0] == 2
+
+
+def test_annealed_update_at_zero_pace_moves_nothing(rng):
+    """At the end of a schedule (learning rate 0) the sub-centroids stop, memory still fills."""
+    head = DNCHead(3, 5, 2, momentum=0.5, revive=True, revive_momentum=0.5, anneal=True)
+    head.set_pace(0.0)
+    before = head.centroids.clone()
+    emb, labels = torch.from_numpy(rng.standard_normal((12, 5))).float(), torch.arange(12) % 3
+    head.update(emb, labels, torch.arange(12), torch.ones(12, dtype=torch.bool))
+    np.testing.assert_allclose(head.centroids.numpy(), before.numpy(), atol=1e-6)  # (renormalised: last bits)
+    assert int(head.memory.count.sum()) == 12
+    with pytest.raises(ValueError, match="pace"):
+        head.set_pace(1.5)
