@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # issue 11: DNC segmenters with --anneal (the default), seeds 1 and 2, then the parametric twin seed 0, on the CPU
-cd /work/main
+cd "$(dirname "$0")/.."
 while pgrep -f "out runs/bench-seg-anneal/dnc/s0" > /dev/null; do sleep 10; done
 run() { # name seed head init
   [ -s runs/bench-seg-anneal/$1/log.json ] && python3 -c "import json,sys; sys.exit(len(json.load(open('runs/bench-seg-anneal/$1/log.json')))<10)" && return
