@@ -104,7 +104,8 @@ class Bench:
         jobs = []
         labels = ["fine", "coarse"] if question in ("induction", "all") else ["fine"]
         with ThreadPoolExecutor(len(labels)) as pool:  # the scene sets are written side by side
-            fine, coarse = [*pool.map(self.scenes, labels), None][:2]
+            sets = dict(zip(labels, pool.map(self.scenes, labels), strict=True))
+        fine, coarse = sets["fine"], sets.get("coarse")
         if question in ("twins", "all"):
             for s in seeds:
                 jobs.append(lambda s=s: self.train(f"twins/dnc/s{s}", fine, s, "dnc", self.classifier("dnc", s)))
