@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 11's segmentation benchmarks (benchmarks/seg_benchmarks.py all) on a lent GPU machine, within one
-# device call: unpack .dev/ (benchmarks/device/pack_seg.py), write the scenes while a tiny smoke run checks
+# device call: unpack .dev/ (benchmarks/device/pack_seg.py pack), write the scenes while a tiny smoke run checks
 # the CUDA path end to end (train, export, centroids, eval-onnx), then every run at once on the one GPU.
 # Results come back under $OUT: results.json (copied as runs finish), logs, per-run curves and montages.
 #     run: benchmarks/device/seg_gpu.sh   (carry .dev; $OUT set by the device tool; LIMIT seconds for the runs)
@@ -9,14 +9,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 OUT=${OUT:-/tmp/seg-gpu-out}; B=${BENCH:-runs/bench-seg-gpu}; LIMIT=${LIMIT:-420}
 mkdir -p "$OUT" "$B"
 nvidia-smi -L; python3 -c "import torch, numpy, onnxruntime; print(torch.__version__, numpy.__version__, onnxruntime.__version__, torch.cuda.get_device_name())"
-python3 - <<'PY'
-import gzip, lzma, pathlib
-from training.data import FASHION_MNIST_DIR as d
-d.mkdir(parents=True, exist_ok=True)
-for f in pathlib.Path(".dev/fmnist").glob("*.xz"):
-    if not (d / f.name.replace(".xz", ".gz")).is_file():
-        (d / f.name.replace(".xz", ".gz")).write_bytes(gzip.compress(lzma.decompress(f.read_bytes()), 1))
-PY
+python3 benchmarks/device/pack_seg.py unpack
 for l in fine coarse; do
   [ -f "$B/scenes-$l/classes.json" ] || python3 -m clients.cli write-scenes --out "$B/scenes-$l" --labels $l \
       --train "${TRAIN:-5000}" --test "${TEST:-1000}" > "$OUT/scenes-$l.log" 2>&1 &
