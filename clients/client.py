@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from export import formats as F
-from export.manifest import normalise
 from training.images import IMAGE_EXTENSIONS, DataError, image_files, read_image_array
+from training.preprocess import normalise
 
 log = logging.getLogger(__name__)
 

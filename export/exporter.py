@@ -27,6 +27,7 @@ from export.embed_graph import export_embed
 from export.head_graph import attach_head, build_head
 from export.staging import check_destination, staged
 from training import checkpoint as ckpt_io
+from training import preprocess
 from training.batches import normalise
 from training.data import load_dataset
 from training.head import DNCHead
@@ -97,7 +98,7 @@ def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, se
     (so a client following the manifest feeds the model what it was trained on)."""
     test = load_dataset(data_spec, "test", mc.in_chans, mc.image_size)
     pixels = test.load(torch.arange(min(n_real, len(test))))  # (N, C, H, W) uint8
-    real = manifest.normalise(pixels.numpy(), prep)
+    real = preprocess.normalise(pixels.numpy(), prep)
     trained = normalise(pixels, mc.mean, mc.std).numpy()
     rng = np.random.default_rng(seed)
     rand = rng.standard_normal((n_random, mc.in_chans, mc.image_size, mc.image_size)).astype(np.float32)
@@ -129,7 +130,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
         return export_segmenter(ck, checkpoint, out, data, n_real, n_random, threads, fp16, max_batch,
                                 tensorrt_engines)
     model = ck.build_model().float()
-    prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std)
+    prep = preprocess.describe(mc.in_chans, mc.image_size, mc.mean, mc.std)
     with staged(out) as tmp:
         embed = export_embed(model.encoder, mc.in_chans, mc.image_size, prep)
         onnx.save(embed, tmp / F.EMBED_FILE)

@@ -2,7 +2,7 @@
 
 An export folder holds the graphs (formats.EMBED_FILE, EMBED_FP16_FILE, HEAD_FILE, MERGED_FILE,
 optional *.plan engines), the centroid set it was exported with, and this manifest: versions,
-tensor names and shapes, the preprocessing a client must apply, the embedding fingerprint and the
+tensor names and shapes, the preprocessing (training/preprocess.py's description), the embedding fingerprint and the
 parity figures measured before the export was declared done.
 """
 
@@ -12,34 +12,10 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from export.formats import MANIFEST_FILE
 
 FORMAT = "dnc-export"
 VERSION = 1
-
-
-def preprocessing(in_chans: int, image_size: int, mean: list[float], std: list[float],
-                  task: str = "classification") -> dict:
-    """What a client does to an image file before it is a graph input (also in embed.onnx metadata).
-    A segmenter takes images at their own size (labels come back at that size); `image_size` is then
-    the size it was trained at."""
-    resize = ("none: any height and width (trained on image_size x image_size)" if task == "segmentation"
-              else "short side to image_size (bilinear), then centre crop image_size x image_size")
-    prep = {"channels": in_chans, "color": "L" if in_chans == 1 else "RGB", "image_size": image_size,
-            "resize": resize, "scale": 1 / 255, "mean": list(mean), "std": list(std), "layout": "NCHW",
-            "dtype": "float32", "formula": "((pixel / 255) - mean[c]) / std[c]"}
-    if task != "classification":  # (a classifier's stays as exports have always written it)
-        prep["task"] = task
-    return prep
-
-
-def normalise(images: np.ndarray, prep: dict) -> np.ndarray:
-    """uint8 (N, C, H, W) -> float32 (N, C, H, W), as the preprocessing's formula says."""
-    mean = np.asarray(prep["mean"], np.float32)[None, :, None, None]
-    std = np.asarray(prep["std"], np.float32)[None, :, None, None]
-    return ((images.astype(np.float32) * np.float32(prep["scale"])) - mean) / std
 
 
 def write(folder: str | Path, manifest: dict) -> Path:

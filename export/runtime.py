@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from export import formats as F
-from export.manifest import normalise
 from training.images import DataError
+from training.preprocess import normalise
 
 
 def session(graph: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:

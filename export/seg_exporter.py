@@ -30,6 +30,7 @@ from export.parity import SCORE_TOLERANCE
 from export.seg_head_graph import attach_seg_head, build_seg_head
 from export.staging import staged
 from training import checkpoint as ckpt_io
+from training import preprocess
 from training.batches import normalise
 from training.head import DNCHead
 from training.liveness import LIVE_SHARE
@@ -48,7 +49,7 @@ def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, se
     that preprocessing and training's own."""
     test = load_seg_folder(data_spec, "test", mc.image_size, mc.in_chans, limit=n_real)
     pixels = test.images  # (N, C, S, S) uint8
-    real = manifest.normalise(pixels.numpy(), prep)
+    real = preprocess.normalise(pixels.numpy(), prep)
     trained = normalise(pixels, mc.mean, mc.std).numpy()
     rng = np.random.default_rng(seed)
     inputs = {f"real {mc.image_size}x{mc.image_size}": real}
@@ -67,7 +68,7 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
     mc = ck.model_config
     model = ck.build_model().float()
     dnc = isinstance(model.head, DNCHead)  # a parametric twin exports its embedding only (for new class lists)
-    prep = manifest.preprocessing(mc.in_chans, mc.image_size, mc.mean, mc.std, task="segmentation")
+    prep = preprocess.describe(mc.in_chans, mc.image_size, mc.mean, mc.std, task="segmentation")
     data_spec = data or ck.train_config.get("data")
     if not data_spec:
         raise ValueError(f"{checkpoint} does not say what it was trained on: give --data SEGMENTATION_FOLDER")

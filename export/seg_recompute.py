@@ -26,11 +26,11 @@ from export import centroid_set, runtime
 from export import formats as F
 from export.centroid_set import CentroidSet
 from export.clustering import cluster
-from export.manifest import normalise
 from export.recompute import nearest_distinct
 from export.seg_head_graph import build_seg_head
 from export.staging import check_destination, staged
 from training.images import DataError
+from training.preprocess import normalise
 from training.seg_folder import SegClasses, read_classes, read_pair, split_files
 
 log = logging.getLogger(__name__)

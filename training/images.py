@@ -1,8 +1,7 @@
 """Image files without torch: decoding to fixed-size uint8 arrays and scanning class folders.
 
 Kept free of torch so that the export layer's `dnc centroids` (which runs on onnxruntime only) reads
-images exactly as training and the clients do: convert to gray or RGB, resize the short side to
-the model's size, centre-crop.
+images exactly as training and the clients do: the geometry is training/preprocess.py's.
 """
 
 from __future__ import annotations
@@ -13,13 +12,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from training import preprocess
 from training.class_names import check_class_names
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_PIXELS = 50_000_000  # decoded width x height (a 8,000 x 6,000 photo is 48 million)
-MAX_ASPECT = 32.0  # longer side / shorter side: a thinner image would be enlarged into a huge one first
+MAX_ASPECT = preprocess.MAX_ASPECT
 
 
 class DataError(ValueError):
@@ -28,37 +28,25 @@ class DataError(ValueError):
 
 def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
     """Read any image file as (C, size, size) uint8: convert to gray/RGB, resize the short side to
-    `size`, centre-crop. Raises DataError naming the file if it cannot be decoded."""
+    `size`, centre-crop (training/preprocess.py executes it). Raises DataError naming the file if it
+    cannot be decoded or is refused by the size limits."""
+    prep = {"color": "L" if in_chans == 1 else "RGB", "resize": "short_side", "image_size": size}
     try:
         with Image.open(path) as im:
-            w, h = im.size  # from the header: nothing is decoded yet
-            check_image_size(path, w, h)
-            im = im.convert("L" if in_chans == 1 else "RGB")
-            s = size / min(w, h)
-            nw, nh = max(size, round(w * s)), max(size, round(h * s))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            arr = np.asarray(im, dtype=np.uint8)
+            check_image_size(path, *im.size)  # from the header: nothing is decoded yet
+            return preprocess.prepare(im, prep)
     except DataError:
         raise
     except Exception as e:  # a crafted file makes PIL raise many kinds (SyntaxError, struct.error, EOFError...)
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return arr.transpose(2, 0, 1).copy()  # (C, H, W), writable (np.asarray of a PIL image is read-only)
 
 
 def check_image_size(path: str | Path, w: int, h: int) -> None:
     """Refuse an image whose decoded size or shape would cost far more than the model's input is worth."""
-    if w < 1 or h < 1:
-        raise DataError(f"cannot read image {path}: it has no pixels ({w} x {h})")
-    if w * h > MAX_PIXELS:
-        raise DataError(f"image {path} is {w} x {h} pixels ({w * h / 1e6:.0f} million), more than the "
-                        f"{MAX_PIXELS / 1e6:.0f} million this reader decodes")
-    if max(w, h) / min(w, h) > MAX_ASPECT:
-        raise DataError(f"image {path} is {w} x {h} pixels, an aspect ratio of {max(w, h) / min(w, h):.0f}:1, beyond "
-                        f"the {MAX_ASPECT:.0f}:1 this reader accepts (it would be enlarged before the centre crop)")
+    try:
+        preprocess.check_size(f"image {path}", w, h, MAX_PIXELS)
+    except preprocess.ImageError as e:
+        raise DataError(str(e)) from None
 
 
 def class_folders(root: Path) -> list[str]:

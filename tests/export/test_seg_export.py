@@ -19,6 +19,7 @@ from export.exporter import export_checkpoint
 from export.seg_evaluate import evaluate_seg_folder
 from export.seg_recompute import compute_seg_set
 from training import checkpoint as ckpt_io
+from training import preprocess
 from training.images import DataError
 from training.loop import TrainConfig, train
 from training.model import ModelConfig
@@ -70,7 +71,7 @@ def test_segmenter_export_matches_pytorch_at_several_sizes(seg_export):
     model = ckpt_io.load(path).build_model()
     merged = runtime.session(out / F.MERGED_FILE, 2)
     pixels = [read_pair(scenes / f"images/test/{i:06d}.png", scenes / f"masks/test/{i:06d}.png")[0] for i in range(12)]
-    x = manifest.normalise(np.stack(pixels), back["preprocessing"])
+    x = preprocess.normalise(np.stack(pixels), back["preprocessing"])
     labels, score, counts = merged.run([F.LABELS, F.PIXEL_SCORE, F.CLASS_PIXELS], {F.IMAGES: x})
     with torch.no_grad():
         logits = model(torch.from_numpy(x))[1]
@@ -106,7 +107,7 @@ def test_centroid_set_from_masks_is_anchored_to_real_pixels(seg_export, tmp_path
             name, (y, xx) = cs.exemplar_names[c][k], cs.exemplar_yx[c, k]
             image, mask = read_pair(name, name.replace("/images/", "/masks/"))
             assert mask[y, xx] == c  # the anchoring pixel is a real pixel of the class
-            emb = sess.run([F.PIXEL_EMBEDDING], {F.IMAGES: manifest.normalise(image[None], prep)})[0][0]
+            emb = sess.run([F.PIXEL_EMBEDDING], {F.IMAGES: preprocess.normalise(image[None], prep)})[0][0]
             h, w = emb.shape[1:]
             cell = emb[:, y * h // 32, xx * w // 32]  # the cell standing for that pixel
             np.testing.assert_allclose(cs.centroids[c, k], cell / np.linalg.norm(cell), atol=1e-5)
