@@ -36,7 +36,7 @@ from export import formats as F
 from serving import repository
 from serving.processes import SHM_DIR, group_processes
 from serving.state import read_state, stop_detached
-from serving.swap import served_set, swap
+from serving.swap import Probe, swap
 
 
 def footprint(state: dict) -> dict:
@@ -100,7 +100,7 @@ def wait_answer(state_of, set_id: str, prep: dict, timeout: float = 60.0) -> flo
     while time.perf_counter() - t0 < timeout:
         state = state_of()
         try:
-            if state and served_set(state["grpc"], prep, timeout=2.0) == set_id:
+            if state and Probe(state["grpc"], F.DEFAULT_MODEL, prep).set_id(timeout=2.0) == set_id:
                 return time.perf_counter() - t0
         except Exception:  # not up yet
             pass
@@ -122,7 +122,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="dnc-reliability-"))
     repo = base / "repo"
     repository.build(a.export, repo, threads=1)
-    info = repository.read_info(repo)
+    info = repository.model_info(repo)
     prep = info["preprocessing"]
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "cpus": os.cpu_count(),
                  "args": vars(a)}
@@ -133,7 +133,7 @@ def main() -> None:
         size = int(prep["image_size"])
         x = np.random.default_rng(0).uniform(-1, 1, (8, int(prep["channels"]), size, size)).astype(np.float32)
         sets = [a.centroids, a.export]
-        ids = {served_set(state["grpc"], prep)}
+        ids = {Probe(state["grpc"], F.DEFAULT_MODEL, prep).set_id()}
         res["before"] = footprint(state)
         with Load(state["http"], "http", x, a.threads_per_protocol) as http_load, \
                 Load(state["grpc"], "grpc", x, a.threads_per_protocol) as grpc_load:
@@ -162,7 +162,7 @@ def main() -> None:
         res["after_swaps"] = footprint(read_state(repo))
         print("swaps", json.dumps(res["swaps"]), res["before"], res["after_swaps"], flush=True)
 
-        served = served_set(state["grpc"], prep)
+        served = Probe(state["grpc"], F.DEFAULT_MODEL, prep).set_id()
         kills = []
         for _ in range(a.kills):
             state = read_state(repo)
@@ -183,7 +183,8 @@ def main() -> None:
                                "before": mem0, "after": footprint(read_state(repo)),
                                "log_lines_added": len(log.read_text(errors="replace").splitlines()) - lines0,
                                "restarts_during": read_state(repo)["restarts"] - state["restarts"],
-                               "still_same_list": served_set(read_state(repo)["grpc"], prep) == served}
+                               "still_same_list": served == Probe(read_state(repo)["grpc"], F.DEFAULT_MODEL,
+                                                                  prep).set_id()}
         print("bad requests", json.dumps(res["bad_requests"]), flush=True)
     finally:
         stop_detached(repo)

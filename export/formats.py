@@ -114,10 +114,36 @@ META_TASK = "dnc.task"  # on segmentation graphs: "segmentation" (absent: classi
 EMBED_PLAN_FILE = "embed.plan"
 HEAD_PLAN_FILE = "head.plan"
 
-# Triton model names of a repository built by `dnc repo build`: the entry model clients call, and
-# the two steps it chains (the head is the part a swap replaces).
-ENTRY_MODEL = "dnc"
-EMBED_MODEL = "dnc_embed"
-HEAD_MODEL = "dnc_head"
-GUARD_MODEL = "dnc_guard"  # native runtimes: a python step checking images before the embedding model
-CHECKED_IMAGES = "images_checked"  # the guard's output: the request's images, passed on once checked
+# Raw inputs of a served entry model (give exactly one of images, pixels, encoded per request): the
+# server's prep step executes the manifest's preprocessing (training/preprocess.py) on them.
+PIXELS = "pixels"  # (N, H, W, Cin') uint8 at the pictures' own size; Cin' 1 (gray) or 3 (RGB)
+ENCODED = "encoded"  # (N, 1) bytes: one PNG or JPEG file per picture
+MAPS = "maps"  # (N, 1) bool, segmenters, optional: true also fills pixel_subcentroid/score/margin (else 0 x 0)
+MAP_OUTPUTS = (PIXEL_SUBCENTROID, PIXEL_SCORE, PIXEL_MARGIN)
+CHECKED_IMAGES = "images_checked"  # the prep step's output: the request's images, preprocessed and checked
+RAW_INPUTS = (
+    TensorSpec(IMAGES, "float32", ("N", "Cin", "H", "W")),
+    TensorSpec(PIXELS, "uint8", ("N", "H", "W", "Cin")),
+    TensorSpec(ENCODED, "object", ("N", "1")),
+)
+
+# Triton model names: a repository serves several models, each a family of four Triton models named
+# after it (`dnc repo build --name NAME`): NAME, the entry model clients call (an ensemble), and the
+# three steps it chains; the head is the part a swap replaces.
+DEFAULT_MODEL = "dnc"
+MODEL_NAME_RULE = r"[a-z][a-z0-9-]{0,39}"  # no "_": a family's step names can never be another's entry
+
+
+@dataclass(frozen=True)
+class Family:
+    entry: str
+    prep: str  # python: pixels/bytes/floats -> checked, preprocessed images
+    embed: str  # images -> embedding (classifier) or cell embeddings (segmenter)
+    head: str  # embedding -> scores and evidence from a frozen centroid set
+
+
+def family(name: str = DEFAULT_MODEL) -> Family:
+    return Family(name, f"{name}_prep", f"{name}_embed", f"{name}_head")
+
+
+ENTRY_MODEL, PREP_MODEL, EMBED_MODEL, HEAD_MODEL = (getattr(family(), f) for f in ("entry", "prep", "embed", "head"))

@@ -25,7 +25,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=RUNTIMES, default="python",
                    help="python: python-backend models running onnxruntime (the local server); onnxruntime, "
                         "tensorrt: native backends of the official Triton container")
+    p.add_argument("--name", default="dnc", help="the model's name in the repository (clients' --model); other "
+                   "models of the repository are left as they are")
     p.add_argument("--centroids", default=None, help="serve this centroid set instead of the export's")
+    p.add_argument("--max-pixels", type=int, default=None, help="largest picture (height x width) the server "
+                   "accepts in a request (default: 16.8 million for a classifier, 4.2 million for a segmenter)")
     p.add_argument("--max-batch", type=int, default=64, help="largest batch Triton forms")
     p.add_argument("--top-k", type=int, default=5, help="classes ranked with evidence in every response")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads of the embedding model (0: per core)")
@@ -61,6 +65,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="replace the class list of a running server by a centroid set (one reload, no gap)")
     p.add_argument("--repo", default="model_repository", help="the repository the server serves")
     p.add_argument("--centroids", required=True, help="centroid set folder (from `dnc centroids`)")
+    p.add_argument("--model", default=None, help="the model whose class list changes (default: the repository's "
+                   "only model)")
     p.add_argument("--url", default=None, help="gRPC address of the server of --repo, asked which list it "
                    "answers with (default: from `dnc serve`'s state file, else localhost:8001)")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the server to answer with "
@@ -72,13 +78,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_repo_build(a: argparse.Namespace) -> int:
     from serving.repository import build
 
-    info = build(a.export, a.repo, a.runtime, a.centroids, a.max_batch, a.top_k, a.threads, a.instances, a.device)
+    info = build(a.export, a.repo, a.runtime, a.centroids, a.max_batch, a.top_k, a.threads, a.instances, a.device,
+                 name=a.name, max_pixels=a.max_pixels)
     if a.json:
         print(json.dumps(info))
     else:
         s = info["set"]
-        print(f"model repository {a.repo} ({info['runtime']} runtime): entry model {info['models']['entry']}, "
-              f"class list {s['set_id']} with {s['num_classes']} classes ({', '.join(s['class_names'])})")
+        print(f"model repository {a.repo} ({info['runtime']} runtime): {info['task']} model {a.name} (entry model "
+              f"{info['models']['entry']}), class list {s['set_id']} with {s['num_classes']} classes "
+              f"({', '.join(s['class_names'])})")
     return 0
 
 
@@ -188,12 +196,12 @@ def cmd_swap(a: argparse.Namespace) -> int:
         raise ValueError("--url is empty: give the server's gRPC HOST:PORT, or leave --url out to use the "
                          "state file of `dnc serve`")
     url = a.url or state.get("grpc") or "localhost:8001"
-    res = swap(a.repo, a.centroids, url, a.timeout, log_file=state.get("log"))
+    res = swap(a.repo, a.centroids, url, a.timeout, log_file=state.get("log"), name=a.model)
     if a.json:
         print(json.dumps(res))
     else:
-        print(f"class list {res['from']} -> {res['to']} ({len(res['classes'])} classes: {', '.join(res['classes'])}); "
-              f"answering {res['total_seconds']:.2f} s after `dnc swap` started")
+        print(f"{res['model']}: class list {res['from']} -> {res['to']} ({len(res['classes'])} classes: "
+              f"{', '.join(res['classes'])}); answering {res['total_seconds']:.2f} s after `dnc swap` started")
     return 0
 
 

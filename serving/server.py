@@ -35,6 +35,7 @@ from pathlib import Path
 
 from export import formats as F
 from serving.processes import cleanup_shm, restrict_shm, stop_group
+from serving.repository import read_info
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class TritonServer:
     shm_prefix: str = ""
     proc: subprocess.Popen | None = field(default=None, init=False)
     _tmp: Path | None = field(default=None, init=False)
+    entries: list[str] = field(default_factory=list, init=False)  # entry models, from repository.json
 
     def __post_init__(self):
         self.repo = Path(self.repo).resolve()
@@ -144,9 +146,14 @@ class TritonServer:
         return cmd
 
     def start(self, timeout: float = 120.0) -> TritonServer:
-        if not (self.repo / F.ENTRY_MODEL / "config.pbtxt").is_file():
-            raise ServerError(f"{self.repo} is not a model repository (no {F.ENTRY_MODEL}/config.pbtxt): "
-                              "build one with `dnc repo build`")
+        try:
+            self.entries = [info["models"]["entry"] for info in read_info(self.repo)["models"].values()]
+        except ValueError as e:
+            raise ServerError(str(e)) from None
+        missing = [m for m in self.entries if not (self.repo / m / "config.pbtxt").is_file()]
+        if not self.entries or missing:
+            raise ServerError(f"{self.repo} is not a whole model repository (no {missing[0] if missing else 'model'}"
+                              "/config.pbtxt): build one with `dnc repo build`")
         binary, wheel = find_tritonserver()
         self.shm_prefix = self.shm_prefix or f"dnc_{os.getpid()}_{time.monotonic_ns() % 10**9}_"
         if self.run_dir is None:
@@ -175,7 +182,9 @@ class TritonServer:
         with open(self.log_file, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
-        self.wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        for entry in self.entries:  # every model the repository serves
+            self.wait_ready(max(1.0, deadline - time.monotonic()), entry)
         restrict_shm(self.shm_prefix)
 
     def wait_ready(self, timeout: float, model: str = F.ENTRY_MODEL) -> None:

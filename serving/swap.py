@@ -18,7 +18,6 @@ write the repository, and nothing else can make one. Order of a swap, and why:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import re
 import time
@@ -33,8 +32,10 @@ from serving import repository
 log = logging.getLogger(__name__)
 
 
-LOCK_FILE = ".swap.lock"
-HEAD_FAILED = re.compile(rf"failed to load (?:model )?'{F.HEAD_MODEL}'.*")  # Triton's log line for a failed load
+
+
+def _head_failed(head: str) -> re.Pattern:
+    return re.compile(rf"failed to load (?:model )?'{re.escape(head)}'.*")  # Triton's log line for a failed load
 
 
 class SwapError(ValueError):
@@ -42,47 +43,54 @@ class SwapError(ValueError):
 
 
 def swap(repo: str | Path, centroids: str | Path, url: str, timeout: float = 120.0,
-         log_file: str | Path | None = None) -> dict:
-    """Swap the served class list to the set at `centroids` on the server of `repo` whose gRPC address is
-    `url`; returns timings and the old/new set ids. `log_file` (the server's log) lets a failed load be
-    reported at once, with Triton's reason. Concurrent swaps of one repository run one after the other."""
+         log_file: str | Path | None = None, name: str | None = None) -> dict:
+    """Swap the class list of model `name` (None: the repository's only model) to the set at `centroids` on
+    the server of `repo` whose gRPC address is `url`; returns timings and the old/new set ids. `log_file`
+    (the server's log) lets a failed load be reported at once, with Triton's reason. Concurrent swaps and
+    builds of one repository run one after the other; other models of the repository are not touched."""
     repo = Path(repo)
     t0 = time.perf_counter()
-    repository.read_info(repo)  # refuse a folder that is not a repository before creating the lock there
+    repository.model_info(repo, name)  # refuse a folder that is not a repository before creating the lock there
     try:
-        lock = open(repo / LOCK_FILE, "a")  # noqa: SIM115 (closed below)
-    except PermissionError:
-        raise SwapError(f"cannot write {repo}: only a user who may write the repository can swap what it "
-                        "serves") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        res = _swap_locked(repo, centroids, url, timeout, Path(log_file) if log_file else None)
+        with repository.locked(repo):
+            res = _swap_locked(repo, centroids, url, timeout, Path(log_file) if log_file else None, name)
+    except ValueError as e:
+        if isinstance(e, SwapError | centroid_set.CentroidSetError):
+            raise
+        raise SwapError(str(e)) from None
     res["total_seconds"] = time.perf_counter() - t0
     return res
 
 
-def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, log_file: Path | None) -> dict:
+def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, log_file: Path | None,
+                 name: str | None) -> dict:
     t0 = time.perf_counter()
-    info = repository.read_info(repo)
+    info = repository.model_info(repo, name)
+    name, task = info["name"], info.get("task", "classification")
     cs = centroid_set.load(centroids, expect_fingerprint=info["embed_fingerprint"], expect_dim=info["dim"])
-    info = _reconcile(repo, info, served_set(url, info["preprocessing"]), url)
+    if cs.task != task:
+        data = "a segmentation folder" if task == "segmentation" else "class folders"
+        raise SwapError(f"{centroids} is a {cs.task} centroid set; model {name} is a {task} model (make its set "
+                        f"with `dnc centroids` on {data}); nothing changed")
+    probe = Probe(url, name, info["preprocessing"])
+    info = _reconcile(repo, info, probe.set_id(), url)
     old_id = info["set"]["set_id"]
-    if cs.set_id == old_id and _set_on_disk(repo) == old_id:
-        log.info("class list %s is already served", old_id)
-        return {"from": old_id, "to": old_id, "classes": list(cs.class_names), "answering_seconds": 0.0}
-    backup = repository.head_files(repo)
-    watch = _LogWatch(log_file)
+    if cs.set_id == old_id and _set_on_disk(repo, name) == old_id:
+        log.info("class list %s is already served by %s", old_id, name)
+        return {"model": name, "from": old_id, "to": old_id, "classes": list(cs.class_names), "answering_seconds": 0.0}
+    backup = repository.head_files(repo, name)
+    watch = _LogWatch(log_file, F.family(name).head)
     try:
-        repository.write_head(repo, cs, info["top_k"])  # built and checked to run before anything is written
+        repository.write_head(repo, cs, info["top_k"], name)  # built and checked to run before anything is written
     except BaseException:
-        _restore(repo, backup)
+        _restore(repo, backup, name)
         raise
     try:
-        answering = wait_for_set(url, cs.set_id, info["preprocessing"], timeout, failed=watch.head_failed)
+        answering = probe.wait_for(cs.set_id, timeout, failed=watch.head_failed)
     except SwapError as e:
-        _restore(repo, backup)
+        _restore(repo, backup, name)
         try:  # the server may have loaded the new head just after the deadline: say what answers now
-            wait_for_set(url, old_id, info["preprocessing"], min(timeout, 30.0))
+            probe.wait_for(old_id, min(timeout, 30.0))
             now = f"class list {old_id} is serving"
         except SwapError:
             now = f"the server does not answer with {old_id} yet (see its log); `dnc swap` again to settle it"
@@ -93,15 +101,16 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
         raise
     _record(repo, info, cs, old_id, str(centroids))
     total = time.perf_counter() - t0
-    log.info("swapped %s -> %s (%d classes) in %.2f s", old_id, cs.set_id, cs.num_classes, total)
-    return {"from": old_id, "to": cs.set_id, "classes": list(cs.class_names), "answering_seconds": answering}
+    log.info("%s: swapped %s -> %s (%d classes) in %.2f s", name, old_id, cs.set_id, cs.num_classes, total)
+    return {"model": name, "from": old_id, "to": cs.set_id, "classes": list(cs.class_names),
+            "answering_seconds": answering}
 
 
 def _record(repo: Path, info: dict, cs: centroid_set.CentroidSet, old_id: str, source: str) -> None:
     info["set"] = repository.set_info(cs)
     info["swaps"] = (info.get("swaps", []) + [{"at": repository.now(), "from": old_id, "to": cs.set_id,
                                                 "centroids": source}])[-50:]
-    repository.write_info(repo, info)
+    repository.record_model(repo, info["name"], info)
 
 
 def _reconcile(repo: Path, info: dict, served: str, url: str) -> dict:
@@ -109,17 +118,17 @@ def _reconcile(repo: Path, info: dict, served: str, url: str) -> dict:
     repository.json names another (a swap whose reload call was lost, then loaded), record it."""
     if served == info["set"]["set_id"]:
         return info
-    on_disk = repo / F.HEAD_MODEL / repository.SET_FOLDER
+    on_disk = repository.head_dir(repo, info["name"]) / repository.SET_FOLDER
     try:
         disk = centroid_set.load(on_disk)
     except centroid_set.CentroidSetError:
         disk = None
     if disk is not None and disk.set_id == served:
-        log.warning("the server answers with %s, the head on disk; recording it in %s (was %s)", served,
-                    repository.INFO_FILE, info["set"]["set_id"])
+        log.warning("%s: the server answers with %s, the head on disk; recording it in %s (was %s)", info["name"],
+                    served, repository.INFO_FILE, info["set"]["set_id"])
         _record(repo, info, disk, info["set"]["set_id"], str(on_disk))
         return info
-    raise SwapError(f"the server at {url} answers with class list {served}, but {repo} serves "
+    raise SwapError(f"the server at {url} answers {info['name']} with class list {served}, but {repo} serves "
                     f"{info['set']['set_id']}: is --url the server of --repo? (nothing changed)")
 
 
@@ -128,7 +137,7 @@ def _reason(e: Exception) -> str:
     return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
 
 
-def _restore(repo: Path, files: dict[str, bytes]) -> None:
+def _restore(repo: Path, files: dict[str, bytes], name: str) -> None:
     """Write the previous head (from repository.head_files) back, in the order a swap writes one."""
     def write_set(folder: Path) -> None:
         for rel, data in files.items():
@@ -137,12 +146,12 @@ def _restore(repo: Path, files: dict[str, bytes]) -> None:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
 
-    repository.publish_head(repo, write_set, files["1/model.onnx"])
+    repository.publish_head(repo, write_set, files["1/model.onnx"], name)
 
 
-def _set_on_disk(repo: Path) -> str | None:
+def _set_on_disk(repo: Path, name: str) -> str | None:
     try:
-        return centroid_set.load(repo / F.HEAD_MODEL / repository.SET_FOLDER).set_id
+        return centroid_set.load(repository.head_dir(repo, name) / repository.SET_FOLDER).set_id
     except centroid_set.CentroidSetError:
         return None
 
@@ -150,7 +159,8 @@ def _set_on_disk(repo: Path) -> str | None:
 class _LogWatch:
     """Reads what the server log gains from now on (incrementally) for Triton's report of a failed head load."""
 
-    def __init__(self, log_file: Path | None):
+    def __init__(self, log_file: Path | None, head: str):
+        self.pattern = _head_failed(head)
         self.path = log_file if log_file is not None and log_file.is_file() else None
         self.offset = self.path.stat().st_size if self.path else 0
         self.tail = ""
@@ -163,41 +173,63 @@ class _LogWatch:
             data = f.read(1 << 20)
         self.offset += len(data)
         text = self.tail + data.decode(errors="replace")
-        found = HEAD_FAILED.search(text)
+        found = self.pattern.search(text)
         self.tail = text[-4096:]  # a line split between two reads is still found
         return found.group(0)[:300] if found else None
 
 
-def served_set(url: str, prep: dict, timeout: float = 30.0) -> str:
-    """The set id the entry model answers with now (one probe of a blank image over gRPC)."""
-    client = _client(url)
-    try:
-        return _probe(client, url, prep, timeout)
-    finally:
-        client.close()
+class Probe:
+    """Asks the entry model of one served model, over gRPC, which class list answers: one blank picture
+    (uint8 pixels at the trained size), output set_id only."""
 
+    def __init__(self, url: str, name: str, prep: dict):
+        self.url, self.entry = url, F.family(name).entry
+        size, chans = int(prep["image_size"]), int(prep["channels"])
+        self.pixels = np.zeros((1, size, size, chans), np.uint8)  # (1, H, W, C)
 
-def wait_for_set(url: str, set_id: str, prep: dict, timeout: float, failed=lambda: None) -> float:
-    """Seconds until the entry model answers a probe with `set_id` (the ensemble reloads after the head);
-    SwapError when `failed()` gives a reason or after `timeout`."""
-    t0 = time.perf_counter()
-    client = _client(url)
-    try:
-        while True:
-            reason = failed()
-            if reason:
-                raise SwapError(f"the server did not load the new head: {reason}")
-            try:
-                if _probe(client, url, prep, max(1.0, timeout - (time.perf_counter() - t0))) == set_id:
-                    return time.perf_counter() - t0
-            except SwapError:
-                pass  # keep probing until the deadline
-            if time.perf_counter() - t0 > timeout:
-                raise SwapError(f"the server has not answered with the new list {set_id} within {timeout:.0f} s "
-                                "(see the server log)")
-            time.sleep(0.05)
-    finally:
-        client.close()
+    def set_id(self, timeout: float = 30.0) -> str:
+        """The set id the entry model answers with now."""
+        client = _client(self.url)
+        try:
+            return self._ask(client, timeout)
+        finally:
+            client.close()
+
+    def wait_for(self, set_id: str, timeout: float, failed=lambda: None) -> float:
+        """Seconds until the entry model answers with `set_id` (the ensemble reloads after the head);
+        SwapError when `failed()` gives a reason or after `timeout`."""
+        t0 = time.perf_counter()
+        client = _client(self.url)
+        try:
+            while True:
+                reason = failed()
+                if reason:
+                    raise SwapError(f"the server did not load the new head: {reason}")
+                try:
+                    if self._ask(client, max(1.0, timeout - (time.perf_counter() - t0))) == set_id:
+                        return time.perf_counter() - t0
+                except SwapError:
+                    pass  # keep probing until the deadline
+                if time.perf_counter() - t0 > timeout:
+                    raise SwapError(f"the server has not answered with the new list {set_id} within {timeout:.0f} s "
+                                    "(see the server log)")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def _ask(self, client, timeout: float) -> str:
+        import tritonclient.grpc as grpc
+        from tritonclient.utils import InferenceServerException
+
+        inp = grpc.InferInput(F.PIXELS, list(self.pixels.shape), "UINT8")
+        inp.set_data_from_numpy(self.pixels)
+        try:
+            got = client.infer(self.entry, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)],
+                               client_timeout=timeout)
+        except InferenceServerException as e:
+            raise SwapError(f"no DNC model {self.entry!r} answers over gRPC at {self.url} ({_reason(e)}); `dnc swap "
+                            "--url` takes the gRPC address (default port 8001)") from e
+        return got.as_numpy(F.SET_ID).reshape(-1)[0].decode()
 
 
 def _client(url: str):
@@ -208,20 +240,3 @@ def _client(url: str):
         return grpc.InferenceServerClient(url)
     except InferenceServerException as e:
         raise SwapError(f"cannot use --url {url}: {_reason(e)} (give HOST:PORT of the gRPC endpoint)") from e
-
-
-def _probe(client, url: str, prep: dict, timeout: float) -> str:
-    import tritonclient.grpc as grpc
-    from tritonclient.utils import InferenceServerException
-
-    size = int(prep["image_size"])
-    x = np.zeros((1, int(prep["channels"]), size, size), np.float32)  # (1, C, H, W)
-    inp = grpc.InferInput(F.IMAGES, list(x.shape), "FP32")
-    inp.set_data_from_numpy(x)
-    try:
-        got = client.infer(F.ENTRY_MODEL, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)],
-                           client_timeout=timeout)
-    except InferenceServerException as e:
-        raise SwapError(f"no DNC server answers over gRPC at {url} ({_reason(e)}); `dnc swap --url` takes the "
-                        "gRPC address (default port 8001)") from e
-    return got.as_numpy(F.SET_ID).reshape(-1)[0].decode()

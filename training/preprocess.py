@@ -88,18 +88,21 @@ def decode(data: bytes, max_pixels: int, what: str = "image", prep: dict | None 
     return im
 
 
-def from_pixels(pixels: np.ndarray, what: str = "image") -> Image.Image:
-    """uint8 pixels (H, W), (H, W, 1) or (H, W, 3) -> a PIL image (L or RGB)."""
+def pixel_channels(pixels: np.ndarray, what: str = "image") -> int:
+    """The channel count of uint8 pixels (H, W), (H, W, 1) or (H, W, 3): 1 or 3; ImageError otherwise."""
     if pixels.dtype != np.uint8:
         raise ImageError(f"{what} has dtype {pixels.dtype}; pixels are uint8")
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[:, :, 0]
-    if pixels.ndim == 2:
-        return Image.fromarray(np.ascontiguousarray(pixels), "L")
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
-        return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (1, 3)):
+        return 1 if pixels.ndim == 2 else int(pixels.shape[2])
     raise ImageError(f"{what} has shape {tuple(pixels.shape)}; give height x width x channels with 1 (gray) "
                      "or 3 (RGB) channels")
+
+
+def from_pixels(pixels: np.ndarray, what: str = "image") -> Image.Image:
+    """uint8 pixels (H, W), (H, W, 1) or (H, W, 3) -> a PIL image (L or RGB)."""
+    if pixel_channels(pixels, what) == 1:
+        return Image.fromarray(np.ascontiguousarray(pixels.reshape(pixels.shape[:2])), "L")
+    return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
 
 
 def prepare(im: Image.Image, prep: dict) -> np.ndarray:
@@ -120,15 +123,14 @@ def prepare(im: Image.Image, prep: dict) -> np.ndarray:
 
 
 def prepare_pixels(pixels: np.ndarray, prep: dict, max_pixels: int, what: str = "image") -> np.ndarray:
-    """uint8 (H, W[, C]) -> (C, H', W') uint8. Pixels that need no change skip PIL (a copy-free path for
-    video frames at their own size)."""
-    h, w = pixels.shape[:2] if pixels.ndim >= 2 else (0, 0)
-    im = from_pixels(pixels, what)  # refuses dtype and channel counts first
+    """uint8 (H, W[, C]) -> (C, H', W') uint8, checked before any copy. Pixels that need no change skip
+    PIL (video frames at their own size)."""
+    channels = pixel_channels(pixels, what)
+    h, w = pixels.shape[:2]
     check_size(what, w, h, max_pixels, prep)
-    channels = 1 if im.mode == "L" else 3
     if resize_mode(prep) == "none" and channels == int(prep["channels"]):
-        return (pixels.reshape(h, w, channels)).transpose(2, 0, 1).copy()
-    return prepare(im, prep)
+        return pixels.reshape(h, w, channels).transpose(2, 0, 1).copy()
+    return prepare(from_pixels(pixels, what), prep)
 
 
 def normalise(images: np.ndarray, prep: dict) -> np.ndarray:
