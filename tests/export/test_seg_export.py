@@ -23,31 +23,10 @@ from training import preprocess
 from training.images import DataError
 from training.loop import TrainConfig, train
 from training.model import ModelConfig
-from training.scenes import write_scenes
 from training.seg_folder import read_pair
 from training.seg_task import SegmentationTask
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def seg_export(tmp_path_factory, fmnist_ready):
-    """(scenes, checkpoint, export folder, manifest): a small segmenter trained a few steps, its sub-centroids
-    then drawn at random so that its labels vary over the classes (parity is tested where it can fail)."""
-    root = tmp_path_factory.mktemp("seg-export")
-    scenes = root / "scenes"
-    write_scenes(scenes, "fine", size=32, train=48, test=12, seed=1)
-    t = TrainConfig(data=str(scenes), out=str(root / "run"), epochs=1, batch_size=16, lr=0.05, workers=0)
-    m = ModelConfig(num_classes=11, task="segmentation", in_chans=3, image_size=32, width=4, embed_dim=8,
-                    decoder_dim=8, k=[3] * 10 + [2], mean=[0.5] * 3, std=[0.5] * 3)
-    train(t, m)
-    ck = ckpt_io.load(root / "run" / "checkpoint.safetensors")
-    gen = torch.Generator().manual_seed(0)
-    mask = ck.model_state["head.k_mask"]
-    ck.model_state["head.centroids"] = tF.normalize(torch.randn(11, 3, 8, generator=gen), dim=-1) * mask[..., None]
-    path = ckpt_io.save(ck, root / "random-centroids.safetensors")
-    out = root / "export"
-    return scenes, path, out, export_checkpoint(path, out, n_real=12, n_random=6, threads=2)
 
 
 def test_segmenter_export_matches_pytorch_at_several_sizes(seg_export):

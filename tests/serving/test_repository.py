@@ -15,7 +15,7 @@ from serving import repository
 
 ROOT = Path(__file__).resolve().parents[2]
 _NP = {"TYPE_FP32": "tensor(float)", "TYPE_INT32": "tensor(int32)", "TYPE_INT64": "tensor(int64)",
-       "TYPE_STRING": "tensor(string)"}
+       "TYPE_STRING": "tensor(string)", "TYPE_UINT8": "tensor(uint8)"}
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +30,15 @@ def _config(path: Path) -> mc.ModelConfig:
 
 
 def test_layout_and_configs_parse(repo):
-    for name in (F.ENTRY_MODEL, F.EMBED_MODEL, F.HEAD_MODEL):
+    for name in (F.ENTRY_MODEL, F.PREP_MODEL, F.EMBED_MODEL, F.HEAD_MODEL):
         cfg = _config(repo / name / "config.pbtxt")
         assert cfg.name == name and cfg.max_batch_size == 64
         assert (repo / name / "1").is_dir()
     for name in (F.EMBED_MODEL, F.HEAD_MODEL):
         assert (repo / name / "1" / "model.onnx").is_file() and (repo / name / "1" / "model.py").is_file()
+    assert {"model.py", "preprocess.py"} <= {p.name for p in (repo / F.PREP_MODEL / "1").iterdir()}
     assert _config(repo / F.EMBED_MODEL / "config.pbtxt").HasField("dynamic_batching")
-    info = repository.read_info(repo)
+    info = repository.model_info(repo)
     assert info["runtime"] == "python" and info["set"]["num_classes"] == 10
 
 
@@ -81,17 +82,17 @@ def test_native_runtime_configs(tmp_path, exported):
     repository.build(exported[0], tmp_path / "r", runtime_name="onnxruntime")
     embed = _config(tmp_path / "r" / F.EMBED_MODEL / "config.pbtxt")
     assert embed.backend == "onnxruntime" and not (tmp_path / "r" / F.EMBED_MODEL / "1" / "model.py").exists()
-    # the native embedding model cannot check its input: a python guard step does, and the head is python
-    guard = _config(tmp_path / "r" / F.GUARD_MODEL / "config.pbtxt")
+    # the native embedding model cannot check its input: the python prep step does, and the head is python
+    guard = _config(tmp_path / "r" / F.PREP_MODEL / "config.pbtxt")
     head = _config(tmp_path / "r" / F.HEAD_MODEL / "config.pbtxt")
     entry = _config(tmp_path / "r" / F.ENTRY_MODEL / "config.pbtxt")
     assert guard.backend == "python" and head.backend == "python"
     assert json.loads(guard.parameters["input_check"].string_value) == {"kind": "images", "low": [-1.0],
                                                                         "high": [1.0]}
-    assert [s.model_name for s in entry.ensemble_scheduling.step] == [F.GUARD_MODEL, F.EMBED_MODEL, F.HEAD_MODEL]
+    assert [s.model_name for s in entry.ensemble_scheduling.step] == [F.PREP_MODEL, F.EMBED_MODEL, F.HEAD_MODEL]
     assert entry.ensemble_scheduling.step[1].input_map[F.IMAGES] == F.CHECKED_IMAGES
-    assert (tmp_path / "r" / F.GUARD_MODEL / "1" / "model.py").is_file()
-    assert not (tmp_path / "r" / F.GUARD_MODEL / "1" / "model.onnx").exists()
+    assert (tmp_path / "r" / F.PREP_MODEL / "1" / "model.py").is_file()
+    assert not (tmp_path / "r" / F.PREP_MODEL / "1" / "model.onnx").exists()
     with pytest.raises(ValueError, match="embed.plan"):
         repository.build(exported[0], tmp_path / "t", runtime_name="tensorrt")
     with pytest.raises(ValueError, match="--max-batch must be >= 1"):
@@ -122,7 +123,7 @@ def test_refuses_a_set_of_another_model(tmp_path, exported):
 
 def test_head_in_repository_answers_with_its_labels(repo, exported):
     sess = runtime.session(repo / F.HEAD_MODEL / "1" / "model.onnx", 1)
-    x = np.random.default_rng(3).standard_normal((4, repository.read_info(repo)["dim"])).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((4, repository.model_info(repo)["dim"])).astype(np.float32)
     labels, set_ids = sess.run([F.TOPK_LABEL, F.SET_ID], {F.EMBEDDING: x})
     cs = centroid_set.load(exported[0])
     assert set(labels.reshape(-1)) <= set(cs.class_names) and set(set_ids) == {cs.set_id}
@@ -149,3 +150,47 @@ def test_dockerfile_serves_as_dnc_serve_does():
               if a.startswith(("--model-control-mode", "--repository-poll-secs", "--http-restricted-api",
                                "--grpc-restricted-protocol", "--strict-readiness"))]
     assert len(wanted) == 5 and all(a in cmd for a in wanted), (wanted, cmd)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_several_models_in_one_repository(tmp_path, exported, seg_export):
+    """A segmenter beside a classifier; rebuilding one leaves the other's files byte for byte; names checked."""
+    r = tmp_path / "r"
+    repository.build(exported[0], r)
+    seg = repository.build(seg_export[2], r, name="scenes")
+    assert seg["task"] == "segmentation" and seg["models"] == {"entry": "scenes", "prep": "scenes_prep",
+                                                               "embed": "scenes_embed", "head": "scenes_head"}
+    before = {m: _tree(r / m) for m in ("scenes", "scenes_prep", "scenes_embed", "scenes_head")}
+    repository.build(exported[0], r, top_k=3)  # replace the classifier
+    assert {m: _tree(r / m) for m in before} == before
+    assert sorted(repository.read_info(r)["models"]) == ["dnc", "scenes"]
+    assert repository.model_info(r, "dnc")["top_k"] == 3
+    with pytest.raises(ValueError, match="serves 2 models"):
+        repository.model_info(r)
+    with pytest.raises(ValueError, match="serves no model 'nope'"):
+        repository.model_info(r, "nope")
+    for bad in ("Dnc", "dnc_head", "1abc", "", "a" * 41, "../x", "a b"):
+        with pytest.raises(ValueError, match="is not allowed"):
+            repository.build(exported[0], r, name=bad)
+    # a segmentation set cannot become a classifier's class list (and the other way round)
+    with pytest.raises(ValueError, match="D=8 but|segmentation set"):
+        repository.build(exported[0], tmp_path / "x", centroids=seg_export[2])
+
+
+def test_segmenter_configs_describe_its_graphs(tmp_path, seg_export):
+    r = tmp_path / "r"
+    repository.build(seg_export[2], r, name="seg")
+    fam = F.family("seg")
+    entry, head = _config(r / fam.entry / "config.pbtxt"), _config(r / fam.head / "config.pbtxt")
+    assert {t.name for t in entry.input} == {F.IMAGES, F.PIXELS, F.ENCODED, F.MAPS}
+    assert all(t.optional for t in entry.input)
+    assert {t.name for t in entry.output} == {s.name for s in F.SEG_HEAD_OUTPUTS + F.SEG_EVIDENCE_OUTPUTS}
+    sess = runtime.session(r / fam.head / "1" / "model.onnx", 1)
+    graph = {t.name: t for t in sess.get_inputs() + sess.get_outputs()}
+    for t in head.output:
+        assert graph[t.name].type == _NP[mc.DataType.Name(t.data_type)], t.name
+    assert json.loads(entry.parameters[F.META_PREPROCESSING].string_value)["resize"] == "none"
+    assert repository.model_info(r, "seg")["max_pixels"] == 2048 * 2048

@@ -1,21 +1,26 @@
-"""Triton python-backend model that runs one ONNX graph with onnxruntime (the `python` runtime).
+"""Triton python-backend model of a DNC repository: the prep step, or one ONNX graph run with onnxruntime.
 
-`dnc repo build --runtime python` copies this file to <model>/1/model.py beside <model>/1/model.onnx.
-It runs inside Triton's python stub, so it imports only numpy, onnxruntime and Triton's own utils.
-Config parameters: `intra_op_threads` (onnxruntime threads, 0: one per core), `passthrough` ("true": no
-graph, the checked input is the output: the guard step of the native runtimes) and `input_check` (JSON,
-from repository.input_check): every request is checked before any arithmetic, and a bad one gets an
-INVALID_ARG error (HTTP 400) naming the image or embedding and the problem while the rest of the batch
-is served:
-- images: finite and within [low, high] per channel, the range the export's preprocessing produces;
-- embeddings: finite, no value beyond max_abs, not all zero.
-An output holding NaN or inf is never sent: that request gets an error instead. Each failure is one
-line in the server log (no traceback). The dynamic batcher hands several requests at once:
-they are run as one batch and split again. The stub's embedded interpreter ignores PYTHONPATH, so
-`dnc serve` names the environment holding numpy and onnxruntime in DNC_SITE_PACKAGES (unset in the
-official container, which has them).
+`dnc repo build` copies this file to <model>/1/model.py (and, for the prep step, training/preprocess.py
+beside it). It runs inside Triton's python stub, so it imports only numpy, onnxruntime, PIL and Triton's
+own utils. Every request is checked before any arithmetic; a bad one gets an INVALID_ARG error (HTTP 400)
+naming the picture or tensor and the problem while the rest of the batch is served, and one line in the
+server log (no traceback). Config parameters:
+- role "prep": exactly one of float32 `images` (preprocessed), uint8 `pixels` (N, H, W, 1|3) at any size,
+  or `encoded` PNG/JPEG bytes (N, 1); pixels and bytes are preprocessed by preprocess.py as the
+  `preprocessing` parameter (the export's manifest) says, refused beyond `max_pixels` per picture;
+  floats must be finite and within the range the preprocessing produces. Out: the checked images and,
+  for a segmenter, each picture's own (height, width) for the head.
+- role "graph": `intra_op_threads` (0: one per core), `input_check` (JSON, repository.input_check):
+  images finite and in range, or embeddings finite, not all zero, no value beyond max_abs. A segmenter's
+  head also has `size_input` (the (N, 2) output sizes: one per request, checked against `max_pixels`),
+  `maps_input` (optional bool: fill the score maps) and `map_outputs` (sent as 0 x 0 unless asked).
+An output holding NaN or inf is never sent: that request gets an error instead. The dynamic batcher hands
+several requests at once: those of one input shape are run as one batch and split again. The stub's
+embedded interpreter ignores PYTHONPATH, so `dnc serve` names the environment holding numpy, PIL and
+onnxruntime in DNC_SITE_PACKAGES (unset in the official container, which has them).
 """
 
+import importlib.util
 import json
 import os
 import site
@@ -41,87 +46,188 @@ def _error(message, code="INVALID_ARG"):
     return pb_utils.InferenceResponse(error=err)
 
 
+def _sibling(name):
+    """A module copied beside this file (Triton's stub does not put the model folder on sys.path)."""
+    spec = importlib.util.spec_from_file_location(f"dnc_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class TritonPythonModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-        self.input = cfg["input"][0]["name"]
+        self.role = params.get("role", "graph")
+        self.inputs = [i["name"] for i in cfg["input"]]
         self.outputs = [o["name"] for o in cfg["output"]]
         self.check = json.loads(params.get("input_check", "{}"))
         if self.check.get("kind") == "images":
             low, high = np.asarray(self.check["low"]), np.asarray(self.check["high"])
             slack = TOLERANCE * (high - low)
             self.low, self.high = (low - slack).reshape(1, -1, 1, 1), (high + slack).reshape(1, -1, 1, 1)
-        self.passthrough = params.get("passthrough", "false") == "true"  # a guard step: check, then pass on
-        if self.passthrough:
-            self.session = None
+        self.max_pixels = int(params.get("max_pixels", "0")) or None
+        if self.role == "prep":
+            self.P = _sibling("preprocess")
+            self.prep = json.loads(params["preprocessing"])
+            self.names = json.loads(params["names"])
             return
+        self.size_input = params.get("size_input") or None
+        self.maps_input = params.get("maps_input") or None
+        self.map_outputs = set(filter(None, params.get("map_outputs", "").split(",")))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.graph_inputs = [i.name for i in self.session.get_inputs()]
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        arrays, served = [], []
-        for i, request in enumerate(requests):
-            x = pb_utils.get_input_tensor_by_name(request, self.input).as_numpy()
-            problem = self._problem(x)
-            if problem:
-                responses[i] = _error(f"{self.input}: {problem}")
+        if self.role == "prep":
+            return [self._prep(r) for r in requests]
+        return self._run_graph(requests)
+
+    # -- prep ---------------------------------------------------------------------------------------
+    def _prep(self, request):
+        given = {}
+        for kind in ("images", "pixels", "encoded"):
+            t = pb_utils.get_input_tensor_by_name(request, self.names[kind])
+            if t is not None:
+                given[kind] = t.as_numpy()
+        if len(given) != 1:
+            return _error(f"give exactly one of {self.names['images']} (float32, preprocessed), {self.names['pixels']} "
+                          f"(uint8, N x height x width x channels) or {self.names['encoded']} (PNG/JPEG bytes, N x 1); "
+                          f"got {', '.join(self.names[k] for k in given) or 'none'}")
+        kind, x = given.popitem()
+        if x.shape[0] == 0:
+            return _error(f"{self.names[kind]}: empty batch (0 items)")
+        try:
+            if kind == "images":
+                problem = self._image_problem(x)
+                if problem:
+                    return _error(f"{self.names['images']}: {problem}")
+                images = x.astype(np.float32, copy=False)
+                for_size = images.shape[2:]
+                self.P.check_size(f"{self.names['images']} (each image)", for_size[1], for_size[0],
+                                  self.max_pixels, self.prep)
             else:
-                arrays.append(x)
-                served.append(i)
-        if arrays:
-            try:
-                batch = np.concatenate(arrays)
-                outs = [batch] if self.passthrough else self.session.run(self.outputs, {self.input: batch})
-            except Exception as e:  # one line to each client, not a traceback in the log per request
-                for i in served:
-                    responses[i] = _error(f"inference failed: {str(e).splitlines()[0][:200]}", "INTERNAL")
-                return responses
-            start = 0
-            for i, x in zip(served, arrays, strict=True):
-                stop = start + len(x)
-                parts = [out[start:stop] for out in outs]
-                bad = [name for name, p in zip(self.outputs, parts, strict=True)
-                       if p.dtype.kind == "f" and not np.isfinite(p).all()]
-                if bad:
-                    responses[i] = _error(f"{bad[0]}: the model produced NaN or inf for this request", "INTERNAL")
-                else:
-                    tensors = [pb_utils.Tensor(name, _triton_array(p))
-                               for name, p in zip(self.outputs, parts, strict=True)]
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-                start = stop
+                arrays = [self._one(kind, x[i], i) for i in range(len(x))]
+                shapes = {a.shape for a in arrays}
+                if len(shapes) > 1:
+                    return _error(f"{self.names[kind]}: the pictures of one request come out at different sizes "
+                                  f"({', '.join('x'.join(map(str, s[1:])) for s in sorted(shapes))}); send "
+                                  "pictures of different sizes in separate requests")
+                images = self.P.normalise(np.stack(arrays), self.prep)
+        except self.P.ImageError as e:
+            return _error(str(e))
+        tensors = [pb_utils.Tensor(self.names["out"], images)]
+        if self.names.get("size"):
+            hw = np.tile(np.asarray(images.shape[2:], np.int64), (len(images), 1))  # (N, 2)
+            tensors.append(pb_utils.Tensor(self.names["size"], hw))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def _one(self, kind, item, i):
+        what = f"picture {i} of the request"
+        if kind == "pixels":
+            return self.P.prepare_pixels(item, self.prep, self.max_pixels, what)
+        data = item.reshape(-1)[0] if item.size == 1 else None
+        if not isinstance(data, bytes):
+            raise self.P.ImageError(f"{what}: {self.names['encoded']} holds one PNG or JPEG file per picture "
+                                    "(N x 1 bytes)")
+        return self.P.prepare(self.P.decode(data, self.max_pixels, what, self.prep), self.prep)
+
+    # -- graphs -------------------------------------------------------------------------------------
+    def _run_graph(self, requests):
+        responses = [None] * len(requests)
+        groups = {}  # input shapes (and output size) -> [(request index, feeds, maps wanted)]
+        for i, request in enumerate(requests):
+            feeds, maps = {}, False
+            for name in self.inputs:
+                t = pb_utils.get_input_tensor_by_name(request, name)
+                if name == self.maps_input:
+                    maps = t is not None and bool(t.as_numpy().any())
+                elif t is not None:
+                    feeds[name] = t.as_numpy()
+            problem = self._problem(feeds)
+            if problem:
+                responses[i] = _error(problem)
+                continue
+            if self.size_input:
+                feeds[self.size_input] = feeds[self.size_input][0]  # (2,): one size per request (checked)
+            key = tuple((n, a.shape[1:] if n != self.size_input else tuple(a)) for n, a in sorted(feeds.items()))
+            groups.setdefault(key, []).append((i, feeds, maps))
+        for members in groups.values():
+            self._run_group(members, responses)
         return responses
 
-    def _problem(self, x):
-        """What is wrong with one request's input, in words, or None."""
+    def _run_group(self, members, responses):
+        batched = {n: (np.concatenate([f[n] for _, f, _ in members]) if n != self.size_input else members[0][1][n])
+                   for n in members[0][1]}
+        try:
+            outs = self.session.run(self.outputs, {n: batched[n] for n in self.graph_inputs})
+        except Exception as e:  # one line to each client, not a traceback in the log per request
+            for i, _, _ in members:
+                responses[i] = _error(f"inference failed: {str(e).splitlines()[0][:200]}", "INTERNAL")
+            return
+        start = 0
+        for i, feeds, maps in members:
+            stop = start + len(feeds[self.inputs[0]])
+            parts = [out[start:stop] for out in outs]
+            bad = [name for name, p in zip(self.outputs, parts, strict=True)
+                   if p.dtype.kind == "f" and not np.isfinite(p).all()]
+            if bad:
+                responses[i] = _error(f"{bad[0]}: the model produced NaN or inf for this request", "INTERNAL")
+            else:
+                tensors = [pb_utils.Tensor(name, _triton_array(p[:, :0, :0] if name in self.map_outputs and not maps
+                                                               else p))
+                           for name, p in zip(self.outputs, parts, strict=True)]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start = stop
+
+    def _problem(self, feeds):
+        """What is wrong with one request's inputs, in words, or None."""
+        first = self.inputs[0]
+        x = feeds.get(first)
+        if x is None:
+            return f"{first}: missing"
         if x.shape[0] == 0:
-            return "empty batch (0 items)"
-        if x.dtype.kind != "f":
-            return None
-        what = "image" if self.check.get("kind") == "images" else "embedding"
+            return f"{first}: empty batch (0 items)"
+        if self.size_input:
+            size = feeds.get(self.size_input)
+            if size is None or size.shape != (len(x), 2) or (size != size[:1]).any():
+                return f"{self.size_input}: one (height, width) per item, the same for the whole request"
+            h, w = (int(v) for v in size[0])
+            if h < 1 or w < 1 or h * w > self.max_pixels:
+                return f"{self.size_input}: {h} x {w} is not an output size this model answers (1 to " \
+                       f"{self.max_pixels} pixels)"
+        if self.check.get("kind") == "images":
+            problem = self._image_problem(x)
+            return f"{first}: {problem}" if problem else None
+        what = "embedding"
         rows = x.reshape(len(x), -1)
         finite = np.isfinite(rows).all(axis=1)
         if not finite.all():
-            return f"{what} {int(np.argmin(finite))} of the request holds NaN or inf values"
-        if self.check.get("kind") == "images":
-            outside = ((x < self.low) | (x > self.high)).reshape(len(x), -1).any(axis=1)
-            if outside.any():
-                i = int(np.argmax(outside))
-                return (f"image {i} of the request has values in [{x[i].min():.4g}, {x[i].max():.4g}], outside the "
-                        f"range the preprocessing produces ({_ranges(self.check)}): send preprocessed pixels, "
-                        "((pixel / 255) - mean) / std")
-        if self.check.get("kind") == "embeddings":
-            big = (np.abs(rows) > self.check["max_abs"]).any(axis=1)
-            if big.any():
-                return f"embedding {int(np.argmax(big))} of the request has values beyond +-{self.check['max_abs']:g}"
-            zero = ~rows.any(axis=1)
-            if zero.any():
-                return f"embedding {int(np.argmax(zero))} of the request is all zeros"
+            return f"{first}: {what} {int(np.argmin(finite))} of the request holds NaN or inf values"
+        big = (np.abs(rows) > self.check["max_abs"]).any(axis=1)
+        if big.any():
+            return f"{first}: {what} {int(np.argmax(big))} of the request has values beyond +-{self.check['max_abs']:g}"
+        zero = ~rows.any(axis=1)
+        if zero.any():
+            return f"{first}: {what} {int(np.argmax(zero))} of the request is all zeros"
+        return None
+
+    def _image_problem(self, x):
+        rows = x.reshape(len(x), -1)
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            return f"image {int(np.argmin(finite))} of the request holds NaN or inf values"
+        outside = ((x < self.low) | (x > self.high)).reshape(len(x), -1).any(axis=1)
+        if outside.any():
+            i = int(np.argmax(outside))
+            return (f"image {i} of the request has values in [{x[i].min():.4g}, {x[i].max():.4g}], outside the "
+                    f"range the preprocessing produces ({_ranges(self.check)}): send preprocessed pixels, "
+                    "((pixel / 255) - mean) / std, or send uint8 pixels or PNG/JPEG bytes instead")
         return None
 
 

@@ -1,0 +1,146 @@
+"""A model's preprocessing: described as data, and the one code that executes the description.
+
+The description (`describe`) travels with the weights: in the export's manifest, in embed.onnx's metadata
+and in the served entry model's config. Everything that turns an image into a graph input executes it
+with this module: training's file reader (training/images.py), `dnc centroids`, the clients in-process,
+and the server's prep model for uint8 pixels and PNG/JPEG bytes (serving/repository.py copies this file
+beside it). So it imports numpy and PIL only, nothing of the project.
+
+Steps, for a picture of any size (a file, decoded bytes, or uint8 pixels H x W [x C]):
+    color:     convert to "L" (gray) or "RGB" (PIL's conversion, ITU-R 601-2 luma for RGB -> L)
+    resize:    "short_side": the short side to image_size (bilinear), then a centre crop image_size^2
+               "none": the picture's own size (segmenters: labels come back at that size)
+    normalise: ((pixel * scale) - mean[c]) / std[c] in float32, layout NCHW
+Refusals (ImageError, naming the image and the limit) come before any pixel is decoded or resized:
+an empty or too large picture, a too thin one under "short_side", a channel count other than 1 or 3,
+a format other than PNG or JPEG for bytes, truncated or corrupt bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+ENCODED_FORMATS = ("PNG", "JPEG")
+MAX_ASPECT = 32.0  # longer side / shorter side under "short_side": a thinner one is enlarged into a huge one
+
+
+class ImageError(ValueError):
+    """A picture that cannot be preprocessed; the message names it and the problem."""
+
+
+def describe(in_chans: int, image_size: int, mean: list[float], std: list[float],
+             task: str = "classification") -> dict:
+    """The preprocessing of a model trained on image_size^2 pictures with in_chans channels. A segmenter
+    takes pictures at their own size (resize "none"); `image_size` is then the size it was trained at."""
+    seg = task == "segmentation"
+    prep = {"channels": in_chans, "color": "L" if in_chans == 1 else "RGB", "image_size": image_size,
+            "resize": "none" if seg else "short_side", "interpolation": "bilinear", "crop": "none" if seg else "centre",
+            "scale": 1 / 255, "mean": list(mean), "std": list(std), "layout": "NCHW", "dtype": "float32",
+            "formula": "((pixel / 255) - mean[c]) / std[c]"}
+    if task != "classification":
+        prep["task"] = task
+    return prep
+
+
+def resize_mode(prep: dict) -> str:
+    """"short_side" or "none" (exports before 2026-11-26 wrote the mode as a sentence)."""
+    mode = str(prep.get("resize", ""))
+    if mode in ("short_side", "none"):
+        return mode
+    if mode.startswith("short side"):
+        return "short_side"
+    if mode.startswith("none"):
+        return "none"
+    raise ImageError(f"unknown resize mode {mode!r} in the preprocessing description")
+
+
+def check_size(what: str, w: int, h: int, max_pixels: int, prep: dict | None = None) -> None:
+    """Refuse a picture whose size costs far more than the model's input is worth (before decoding it)."""
+    if w < 1 or h < 1:
+        raise ImageError(f"{what} has no pixels ({w} x {h})")
+    if w * h > max_pixels:
+        raise ImageError(f"{what} is {w} x {h} pixels ({w * h / 1e6:.1f} million), more than the "
+                         f"{max_pixels / 1e6:.1f} million accepted")
+    if (prep is None or resize_mode(prep) == "short_side") and max(w, h) / min(w, h) > MAX_ASPECT:
+        raise ImageError(f"{what} is {w} x {h} pixels, an aspect ratio of {max(w, h) / min(w, h):.0f}:1, beyond "
+                         f"the {MAX_ASPECT:.0f}:1 accepted (it would be enlarged before the centre crop)")
+
+
+def decode(data: bytes, max_pixels: int, what: str = "image", prep: dict | None = None) -> Image.Image:
+    """PNG or JPEG bytes -> a decoded PIL image; the size is checked from the header before decoding."""
+    if not data:
+        raise ImageError(f"{what} is empty (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data), formats=ENCODED_FORMATS)
+    except Image.DecompressionBombError:  # PIL's own refusal, from the header, of a far too large picture
+        raise ImageError(f"{what} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million pixels, more "
+                         f"than the {max_pixels / 1e6:.1f} million accepted") from None
+    except Exception as e:  # PIL raises UnidentifiedImageError, SyntaxError, struct.error... for crafted bytes
+        raise ImageError(f"{what} is not a PNG or JPEG image ({type(e).__name__})") from None
+    check_size(what, *im.size, max_pixels, prep)
+    try:
+        im.load()
+    except Exception as e:  # truncated or corrupt data
+        raise ImageError(f"{what}: cannot decode its {im.format} data ({type(e).__name__}: {str(e)[:120]})") from None
+    return im
+
+
+def pixel_channels(pixels: np.ndarray, what: str = "image") -> int:
+    """The channel count of uint8 pixels (H, W), (H, W, 1) or (H, W, 3): 1 or 3; ImageError otherwise."""
+    if pixels.dtype != np.uint8:
+        raise ImageError(f"{what} has dtype {pixels.dtype}; pixels are uint8")
+    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (1, 3)):
+        return 1 if pixels.ndim == 2 else int(pixels.shape[2])
+    raise ImageError(f"{what} has shape {tuple(pixels.shape)}; give height x width x channels with 1 (gray) "
+                     "or 3 (RGB) channels")
+
+
+def from_pixels(pixels: np.ndarray, what: str = "image") -> Image.Image:
+    """uint8 pixels (H, W), (H, W, 1) or (H, W, 3) -> a PIL image (L or RGB)."""
+    if pixel_channels(pixels, what) == 1:
+        return Image.fromarray(np.ascontiguousarray(pixels.reshape(pixels.shape[:2])), "L")
+    return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+
+
+def prepare(im: Image.Image, prep: dict) -> np.ndarray:
+    """A PIL image -> (C, H, W) uint8 as the description says (color, then geometry)."""
+    im = im.convert(prep["color"])
+    if resize_mode(prep) == "short_side":
+        size = int(prep["image_size"])
+        w, h = im.size
+        s = size / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        im = im.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr.transpose(2, 0, 1).copy()  # (C, H, W), writable
+
+
+def prepare_pixels(pixels: np.ndarray, prep: dict, max_pixels: int, what: str = "image") -> np.ndarray:
+    """uint8 (H, W[, C]) -> (C, H', W') uint8, checked before any copy. Pixels that need no change skip
+    PIL (video frames at their own size)."""
+    channels = pixel_channels(pixels, what)
+    h, w = pixels.shape[:2]
+    check_size(what, w, h, max_pixels, prep)
+    if resize_mode(prep) == "none" and channels == int(prep["channels"]):
+        return pixels.reshape(h, w, channels).transpose(2, 0, 1).copy()
+    return prepare(from_pixels(pixels, what), prep)
+
+
+def normalise(images: np.ndarray, prep: dict) -> np.ndarray:
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W): ((pixel * scale) - mean[c]) / std[c]."""
+    mean = np.asarray(prep["mean"], np.float32)[None, :, None, None]
+    std = np.asarray(prep["std"], np.float32)[None, :, None, None]
+    return ((images.astype(np.float32) * np.float32(prep["scale"])) - mean) / std
+
+
+def value_range(prep: dict) -> tuple[list[float], list[float]]:
+    """Per channel, the lowest and highest value normalise() can produce (what a float32 request may hold)."""
+    mean, std, scale = np.asarray(prep["mean"], float), np.asarray(prep["std"], float), float(prep["scale"])
+    return list((0.0 - mean) / std), list((255.0 * scale - mean) / std)
