@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from clients.client import DEFAULT_URLS, PROTOCOLS, DNCClient, Prediction, collect_images
+from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, Prediction, collect_images
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -18,7 +18,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url", default=None, help=f"server address (default {DEFAULT_URLS['http']} for http, "
                    f"{DEFAULT_URLS['grpc']} for grpc)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="http")
-    p.add_argument("--model", default="dnc", help="entry model name")
+    p.add_argument("--model", default="dnc", help="the served model's name (`dnc repo build --name`)")
+    p.add_argument("--input", choices=INPUTS, default="pixels", dest="how",
+                   help="how pictures travel: uint8 pixels at their own size (the server resizes and normalises), "
+                        "the files' PNG/JPEG bytes, or float32 preprocessed here")
     p.add_argument("--top-k", type=int, default=1, help="best classes to show per image")
     p.add_argument("--batch-size", type=int, default=64, help="images per request")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -31,7 +34,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
     files = collect_images(a.paths)  # a missing path is named before any server is contacted
     skipped: list[tuple[str, str]] = []
     with DNCClient(a.url, a.protocol, a.model) as client:
-        preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped)
+        preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped, how=a.how)
     if a.json:
         for p in preds:
             print(json.dumps(p.to_dict()))

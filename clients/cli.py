@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from clients import classify_cli
+from clients import classify_cli, segment_cli
 from export import cli as export_cli
 from serving import cli as serving_cli
 from serving.server import ServerError
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.add_commands(sub)
     serving_cli.add_commands(sub)
     classify_cli.add_commands(sub)
+    segment_cli.add_commands(sub)
     return ap
 
 

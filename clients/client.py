@@ -1,13 +1,17 @@
 """Python client of a DNC Triton server: images in, predictions with nearest-centroid evidence out.
 
-    with DNCClient("localhost:8000", protocol="http") as c:
+    with DNCClient("localhost:8000", protocol="http", model="dnc") as c:
         for p in c.classify_files(["shoe.png", "folder/"], top_k=3):
             print(p.source, p.top[0].label, p.top[0].score, p.margin, p.set_id)
+    with DNCClient("localhost:8000", model="scenes") as c:       # a segmenter
+        for s in c.segment_files(["frame.png"]):
+            print(s.source, s.labels.shape, [(e.label, e.fraction) for e in s.classes])
 
-HTTP and gRPC (tritonclient), binary tensors. The preprocessing comes from the served entry model's
-config (the export's manifest, copied there by `dnc repo build`), so a client never re-types it.
-Every answer names the class-list version (`set_id`) that produced it; labels come from the same
-head, so they always match it.
+HTTP and gRPC (tritonclient), binary tensors. Pictures travel as the server takes them raw (INPUTS):
+uint8 pixels at their own size (the default), the files' PNG/JPEG bytes, or float32 preprocessed here;
+the server preprocesses raw ones as the export's manifest says (training/preprocess.py, the same code
+this client runs for float32). Every answer names the class-list version (`set_id`) that produced it;
+labels come from the same head, so they always match it.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from clients.seg_results import Segmentation, segmentations
 from export import formats as F
-from training.images import IMAGE_EXTENSIONS, DataError, image_files, read_image_array
-from training.preprocess import normalise
+from training import preprocess
+from training.images import IMAGE_EXTENSIONS, DataError, check_image_size, image_files
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("http", "grpc")
+INPUTS = ("pixels", "encoded", "float32")  # how pictures travel (formats.PIXELS, ENCODED, IMAGES)
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 
 
@@ -135,37 +141,46 @@ class DNCClient:
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1
         try:
             self.preprocessing = json.loads(cfg["parameters"][F.META_PREPROCESSING]["string_value"])
+            self.task = self.preprocessing.get("task", "classification")
         except (KeyError, TypeError, ValueError) as e:
             raise ClientError(f"model {model!r} on {url} carries no {F.META_PREPROCESSING} parameter: "
                               "is it a repository built by `dnc repo build`?") from e
 
-    def infer(self, x: np.ndarray, outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """Raw outputs for preprocessed images x (N, C, H, W) float32, sent in batches of max_batch."""
-        if x.ndim != 4 or x.shape[0] == 0:
-            raise ClientError(f"expected a non-empty (N, C, H, W) batch, got shape {x.shape}")
-        names = outputs or tuple(s.name for s in F.HEAD_OUTPUTS + F.EVIDENCE_OUTPUTS)
+    def infer(self, x: np.ndarray, outputs: tuple[str, ...] | None = None, name: str = F.IMAGES,
+              extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Raw outputs for a batch `x` sent as input `name` (F.IMAGES: preprocessed (N, C, H, W) float32;
+        F.PIXELS: (N, H, W, C) uint8; F.ENCODED: (N, 1) bytes), in requests of at most max_batch."""
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ClientError(f"expected a non-empty batch, got shape {x.shape}")
+        served = (F.SEG_HEAD_OUTPUTS + F.SEG_EVIDENCE_OUTPUTS) if self.task == "segmentation" else \
+            (F.HEAD_OUTPUTS + F.EVIDENCE_OUTPUTS)
+        names = outputs or tuple(s.name for s in served)
+        dtype = {F.IMAGES: ("FP32", np.float32), F.PIXELS: ("UINT8", np.uint8), F.ENCODED: ("BYTES", object)}[name]
+        binary = {"binary_data": True} if self.protocol == "http" else {}
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for i in range(0, len(x), self.max_batch):
-            chunk = np.ascontiguousarray(x[i:i + self.max_batch], dtype=np.float32)
-            inp = self._tc.InferInput(F.IMAGES, list(chunk.shape), "FP32")
-            if self.protocol == "http":
-                inp.set_data_from_numpy(chunk, binary_data=True)
-                req = [self._tc.InferRequestedOutput(n, binary_data=True) for n in names]
-            else:
-                inp.set_data_from_numpy(chunk)
-                req = [self._tc.InferRequestedOutput(n) for n in names]
+            inputs = []
+            for n, arr in {name: x, **(extra or {})}.items():
+                chunk = arr[i:i + self.max_batch]
+                kind = dtype[0] if n == name else "BOOL"
+                chunk = np.ascontiguousarray(chunk, dtype=dtype[1] if n == name else bool)
+                inp = self._tc.InferInput(n, list(chunk.shape), kind)
+                inp.set_data_from_numpy(chunk, **binary)
+                inputs.append(inp)
+            req = [self._tc.InferRequestedOutput(n, **binary) for n in names]
             try:
-                res = self._call(self._client.infer, self.model, [inp], outputs=req)
+                res = self._call(self._client.infer, self.model, inputs, outputs=req)
             except Exception as e:
                 raise ClientError(f"{self.url} refused the request: {_first_line(e)}") from e
             for n in names:
                 parts[n].append(res.as_numpy(n))
         return {n: np.concatenate(v) for n, v in parts.items()}
 
-    def classify(self, x: np.ndarray, top_k: int = 5, sources: list[str] | None = None) -> list[Prediction]:
-        """Predictions with evidence for preprocessed images x (N, C, H, W); top_k is capped by what the
-        server ranks (the repository's --top-k, and the number of classes)."""
-        out = self.infer(x, tuple(s.name for s in F.EVIDENCE_OUTPUTS) + (F.MARGIN,))
+    def classify(self, x: np.ndarray, top_k: int = 5, sources: list[str] | None = None,
+                 name: str = F.IMAGES) -> list[Prediction]:
+        """Predictions with evidence for a batch x sent as input `name` (see infer); top_k is capped by what
+        the server ranks (the repository's --top-k, and the number of classes)."""
+        out = self.infer(x, tuple(s.name for s in F.EVIDENCE_OUTPUTS) + (F.MARGIN,), name)
         k = min(top_k, out[F.TOPK_CLASS].shape[1])
         preds = []
         for i in range(len(x)):
@@ -176,42 +191,83 @@ class DNCClient:
                                     float(out[F.MARGIN].reshape(-1)[i]), top))
         return preds
 
-    def read(self, files: list[Path]) -> np.ndarray:
-        """Image files (any size, RGB or gray) -> (N, C, H, W) float32, preprocessed as the server says."""
-        prep = self.preprocessing
-        raw = np.stack([read_image_array(f, prep["channels"], prep["image_size"]) for f in files])  # uint8
-        return normalise(raw, prep)
+    def segment(self, pixels: np.ndarray, sources: list[str] | None = None, maps: bool = False,
+                name: str = F.PIXELS) -> list[Segmentation]:
+        """Segmentations with evidence of a batch of pictures of one size (see infer for `name`); `maps` also
+        asks for the winning sub-centroid, score and margin maps."""
+        if self.task != "segmentation":
+            raise ClientError(f"model {self.model!r} is a {self.task} model; `dnc segment` needs a segmenter")
+        wanted = (F.LABELS, *(s.name for s in F.SEG_HEAD_OUTPUTS[4:] + F.SEG_EVIDENCE_OUTPUTS),
+                  *(F.MAP_OUTPUTS if maps else ()))
+        extra = {F.MAPS: np.ones((len(pixels), 1), bool)} if maps else None
+        return segmentations(self.infer(pixels, wanted, name, extra), sources or [str(i) for i in range(len(pixels))])
 
-    def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 64,
-                       skipped: list[tuple[str, str]] | None = None) -> list[Prediction]:
-        """Predictions for image files and folders (see collect_images), read and sent in batches. With
-        `skipped` given, a file that cannot be read (or is refused by the reader's size limits) is
-        appended to it as (path, reason) and the others go on; without it, the first one raises."""
+    def read(self, files: list[Path]) -> np.ndarray:
+        """Image files of one size after preprocessing -> (N, C, H, W) float32, preprocessed here as the
+        server's manifest says (the float32 input)."""
+        return np.stack([self._item(f, "float32") for f in files])
+
+    def _send(self, files: list[Path], batch_size: int, skipped: list[tuple[str, str]] | None, how: str, call):
+        """Read files and send them in requests of at most `batch_size` pictures that travel together (one
+        size for pixels; any for bytes and float32 pictures of a classifier); `call(batch, sources, name)`
+        answers one request. Unreadable files go to `skipped` (or raise without it)."""
         if batch_size < 1:
             raise ClientError(f"--batch-size must be >= 1, got {batch_size}")
-        files = collect_images(paths)
-        preds: list[Prediction] = []
-        with tqdm(total=len(files), desc="classify", unit="img", disable=len(files) <= batch_size or None) as bar:
-            for i in range(0, len(files), batch_size):
-                chunk = files[i:i + batch_size]
-                if skipped is None:
-                    x, good = self.read(chunk), chunk
-                else:
-                    x, good = self._read_readable(chunk, skipped)
-                if good:
-                    preds += self.classify(x, top_k, [str(f) for f in good])
-                bar.update(len(chunk))
-        return preds
+        if how not in INPUTS:
+            raise ClientError(f"unknown input {how!r}; choose one of {', '.join(INPUTS)}")
+        name = {"pixels": F.PIXELS, "encoded": F.ENCODED, "float32": F.IMAGES}[how]
+        results, pending, key = [], [], None
+        desc = "segment" if self.task == "segmentation" else "classify"
 
-    def _read_readable(self, files: list[Path], skipped: list[tuple[str, str]]) -> tuple[np.ndarray | None, list]:
-        prep, arrays, good = self.preprocessing, [], []
-        for f in files:
-            try:
-                arrays.append(read_image_array(f, prep["channels"], prep["image_size"]))
-                good.append(f)
-            except DataError as e:
-                skipped.append((str(f), str(e)))
-        return (normalise(np.stack(arrays), prep) if arrays else None), good
+        def flush():
+            if pending:
+                results.extend(call(np.stack([p for p, _ in pending]), [s for _, s in pending], name))
+                pending.clear()
+
+        with tqdm(total=len(files), desc=desc, unit="img", disable=len(files) <= batch_size or None) as bar:
+            for f in files:
+                try:
+                    item = self._item(f, how)
+                except DataError as e:
+                    if skipped is None:
+                        raise
+                    skipped.append((str(f), str(e)))
+                    bar.update(1)
+                    continue
+                shape = item.shape if (how == "pixels" or self.task == "segmentation") else None
+                if pending and (shape != key or len(pending) >= batch_size):
+                    flush()
+                key = shape
+                pending.append((item, str(f)))
+                bar.update(1)
+            flush()
+        return results
+
+    def _item(self, f: Path, how: str) -> np.ndarray:
+        if how == "encoded":
+            data = Path(f).read_bytes()
+            if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8")):
+                raise DataError(f"{f} is not a PNG or JPEG file: send it as pixels (--input pixels)")
+            return np.array([data], dtype=object)  # (1,)
+        if how == "pixels":
+            return read_picture(f, self.preprocessing["color"])  # (H, W, C) at its own size
+        prep = self.preprocessing
+        x = preprocess.prepare(preprocess.from_pixels(read_picture(f, prep["color"])), prep)  # (C, H, W) uint8
+        return preprocess.normalise(x[None], prep)[0]
+
+    def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 64,
+                       skipped: list[tuple[str, str]] | None = None, how: str = "pixels") -> list[Prediction]:
+        """Predictions for image files and folders (see collect_images), sent in batches as `how` says
+        (INPUTS). With `skipped` given, a file that cannot be read (or is refused by the reader's size
+        limits) is appended to it as (path, reason) and the others go on; without it, the first one raises."""
+        return self._send(collect_images(paths), batch_size, skipped, how,
+                          lambda x, src, name: self.classify(x, top_k, src, name))
+
+    def segment_files(self, paths: list[str | Path], batch_size: int = 8, skipped: list[tuple[str, str]] | None = None,
+                      how: str = "pixels", maps: bool = False) -> list[Segmentation]:
+        """Segmentations of image files and folders, as classify_files does for predictions."""
+        return self._send(collect_images(paths), batch_size, skipped, how,
+                          lambda x, src, name: self.segment(x, src, maps, name))
 
     def close(self) -> None:
         self._client.close()
@@ -221,6 +277,23 @@ class DNCClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_picture(path: str | Path, color: str) -> np.ndarray:
+    """An image file as uint8 (H, W, C) at its own size, converted to `color` ("L" or "RGB"). DataError
+    naming the file if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            check_image_size(path, *im.size)  # from the header: nothing is decoded yet
+            im = im.convert(color)
+            arr = np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as e:  # PIL raises many kinds for a crafted file
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def _text(v) -> str:

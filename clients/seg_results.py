@@ -1,0 +1,144 @@
+"""A segmentation answer as the user sees it: labels per pixel and each present class's evidence; its files.
+
+`segmentations` turns the head's outputs (from the server, or from the export run in-process) into
+Segmentation objects; `write` saves one as three files beside each other:
+    NAME.labels.png     class id per pixel, a palette PNG (opens as a coloured map, reads back as ids)
+    NAME.overlay.png    the picture with each class's colour blended in (background left as it is)
+    NAME.evidence.json  class list id, and per class present: pixel fraction, mean score, dominant
+                        sub-centroid and its anchored exemplar (image id and name, pixel y and x)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from export import formats as F
+
+BACKGROUND = "background"  # a class of this name is left uncoloured in overlays
+_BASE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+         (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+         (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+         (0, 0, 128), (128, 128, 128)]  # 20 distinct colours (Sasha Trubetskoy's list), then repeated darker
+
+
+@dataclass
+class ClassEvidence:
+    """One class present in a picture, and why: its pixels' share and score, and the sub-centroid most of
+    them matched, with the real training pixel that sub-centroid is anchored to (when anchored)."""
+    class_id: int
+    label: str
+    pixels: int
+    fraction: float  # of the picture's pixels
+    mean_score: float  # mean cosine of its pixels to their winning sub-centroid
+    subcentroid: int  # the sub-centroid winning most of its pixels
+    exemplar_id: int  # id of the training image that sub-centroid is anchored to; -1 when not anchored
+    exemplar: str  # that image's path or name; "" when not anchored
+    exemplar_yx: tuple[int, int]  # the anchoring pixel; (-1, -1) when not anchored
+
+
+@dataclass
+class Segmentation:
+    source: str
+    set_id: str  # the class list that answered
+    labels: np.ndarray  # (H, W) uint8 class ids at the picture's own size
+    class_names: list[str]  # index = class id
+    classes: list[ClassEvidence]  # the classes present, most pixels first
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # pixel_subcentroid/score/margin when asked
+
+    def evidence(self) -> dict:
+        h, w = self.labels.shape
+        return {"source": self.source, "set_id": self.set_id, "height": h, "width": w,
+                "class_names": self.class_names, "classes": [asdict(c) for c in self.classes]}
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def segmentations(out: dict[str, np.ndarray], sources: list[str]) -> list[Segmentation]:
+    """The head's outputs for a batch (formats.SEG_HEAD_OUTPUTS, SEG_EVIDENCE_OUTPUTS) -> one Segmentation per
+    picture; the pixel maps are kept when they were asked for (non-empty)."""
+    result = []
+    set_ids = out[F.SET_ID].reshape(len(sources), -1)[:, 0]
+    for i, source in enumerate(sources):
+        labels = out[F.LABELS][i]
+        names = [_text(v) for v in out[F.CLASS_LABEL][i]]
+        counts = out[F.CLASS_PIXELS][i]
+        present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+        classes = [ClassEvidence(c, names[c], int(counts[c]), float(counts[c]) / labels.size,
+                                 float(out[F.CLASS_SCORE][i, c]), int(out[F.CLASS_SUBCENTROID][i, c]),
+                                 int(out[F.CLASS_EXEMPLAR_ID][i, c]), _text(out[F.CLASS_EXEMPLAR][i, c]),
+                                 tuple(int(v) for v in out[F.CLASS_EXEMPLAR_YX][i, c])) for c in present]
+        maps = {n: out[n][i] for n in F.MAP_OUTPUTS if n in out and out[n][i].size}
+        result.append(Segmentation(source, _text(set_ids[i]), labels, names, classes, maps))
+    return result
+
+
+def palette(class_names: list[str]) -> list[tuple[int, int, int]]:
+    """A colour per class id: black for a background class, then distinct colours in a fixed order."""
+    colours, k = [], 0
+    for name in class_names:
+        if name == BACKGROUND:
+            colours.append((0, 0, 0))
+            continue
+        r, g, b = _BASE[k % len(_BASE)]
+        dim = 0.6 ** (k // len(_BASE))
+        colours.append((int(r * dim), int(g * dim), int(b * dim)))
+        k += 1
+    return colours
+
+
+def label_image(seg: Segmentation) -> Image.Image:
+    """The labels as a palette ("P") image: pixel values are class ids."""
+    im = Image.fromarray(np.ascontiguousarray(seg.labels), "P")
+    flat = [v for rgb in palette(seg.class_names) for v in rgb]
+    im.putpalette(flat + [0] * (768 - len(flat)))
+    return im
+
+
+def overlay(picture: np.ndarray, seg: Segmentation, alpha: float = 0.5) -> Image.Image:
+    """The picture (H, W, C uint8) with each non-background class's colour blended in at `alpha`."""
+    rgb = np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture
+    if rgb.shape[:2] != seg.labels.shape:
+        raise ValueError(f"{seg.source}: the picture is {rgb.shape[1]} x {rgb.shape[0]} but its labels are "
+                         f"{seg.labels.shape[1]} x {seg.labels.shape[0]}")
+    colours = np.asarray(palette(seg.class_names), np.float32)[seg.labels]  # (H, W, 3)
+    blend = np.array([n != BACKGROUND for n in seg.class_names])[seg.labels][..., None]
+    out = np.where(blend, (1 - alpha) * rgb.astype(np.float32) + alpha * colours, rgb.astype(np.float32))
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+
+
+def write(seg: Segmentation, picture: np.ndarray, out_dir: Path, name: str) -> dict[str, Path]:
+    """Write NAME.labels.png, NAME.overlay.png and NAME.evidence.json into out_dir, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / f"{name}.{kind}.{ext}" for kind, ext in
+             (("labels", "png"), ("overlay", "png"), ("evidence", "json"))}
+    writers = {"labels": lambda p: label_image(seg).save(p, "PNG"),
+               "overlay": lambda p: overlay(picture, seg).save(p, "PNG"),
+               "evidence": lambda p: p.write_text(json.dumps(seg.evidence(), indent=1))}
+    for kind, path in paths.items():
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        writers[kind](tmp)
+        os.replace(tmp, path)
+    return paths
+
+
+def table(segs: list[Segmentation], top: int = 3) -> str:
+    """One row per picture: size, class list and its largest classes with their evidence."""
+    width = min(40, max([len(s.source) for s in segs] + [5]))
+    head = f"{'image':<{width}}  {'size':>9}  classes (share, mean score, sub-centroid)"
+    rows = [head, "-" * len(head)]
+    for s in segs:
+        src = s.source if len(s.source) <= width else "..." + s.source[-width + 3:]
+        h, w = s.labels.shape
+        parts = [f"{c.label} {c.fraction:.0%} {c.mean_score:.2f} #{c.subcentroid}" for c in s.classes[:top]]
+        more = f" +{len(s.classes) - top}" if len(s.classes) > top else ""
+        rows.append(f"{src:<{width}}  {f'{w}x{h}':>9}  {', '.join(parts)}{more}")
+    rows.append(f"{len(segs)} image(s), class list {', '.join(sorted({s.set_id for s in segs}))}")
+    return "\n".join(rows)

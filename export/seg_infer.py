@@ -1,0 +1,59 @@
+"""A segmenter's export run in-process with onnxruntime: what the server answers, without a server.
+
+The same steps as a served segmenter, from the same descriptions: the manifest's preprocessing executed by
+training/preprocess.py, embed.onnx, and the head graph the repository serves (build_seg_head with its
+evidence tables) for the export's centroid set or another one. `dnc segment --in-process` uses it; the
+tests and benchmarks compare the server with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from export import centroid_set, manifest, runtime
+from export import formats as F
+from export.seg_head_graph import build_seg_head
+from training import preprocess
+
+MAX_PIXELS = 2048 * 2048  # per picture, as a served segmenter accepts by default
+
+
+class InProcessSegmenter:
+    """uint8 pictures in, the served head's outputs out (numpy arrays named as formats.py names them)."""
+
+    def __init__(self, export_dir: str | Path, centroids: str | Path | None = None, threads: int = 0):
+        export_dir = Path(export_dir)
+        meta = manifest.read(export_dir)
+        if meta.get("task") != "segmentation" or meta.get("head") != "dnc":
+            raise ValueError(f"{export_dir} is not a DNC segmenter's export (task {meta.get('task', 'classification')}"
+                             f", head {meta.get('head')}): --in-process takes a segmenter's `dnc export` folder")
+        self.preprocessing = meta["preprocessing"]
+        self.task = "segmentation"
+        self.embed = runtime.session(export_dir / F.EMBED_FILE, threads)
+        dim = {o.name: o.shape for o in self.embed.get_outputs()}[F.PIXEL_EMBEDDING][1]  # (N, D, h, w)
+        cs = centroid_set.load(centroids or export_dir, expect_fingerprint=meta["embed_fingerprint"], expect_dim=dim)
+        if cs.task != "segmentation":
+            raise ValueError(f"{centroids} is a {cs.task} centroid set; a segmenter needs one made from masks")
+        self.set_id = cs.set_id
+        self.head = runtime.session(build_seg_head(cs, evidence=True).SerializeToString(), threads)
+        self.outputs = [o.name for o in self.head.get_outputs()]
+
+    def prepare(self, pixels: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """uint8 pictures (H, W[, C]) of one size -> (N, C, H, W) float32 graph input."""
+        arrays = [preprocess.prepare_pixels(p, self.preprocessing, MAX_PIXELS, f"picture {i}")
+                  for i, p in enumerate(pixels)]
+        if len({a.shape for a in arrays}) > 1:
+            raise ValueError("pictures of one batch must share a size")
+        return preprocess.normalise(np.stack(arrays), self.preprocessing)
+
+    def run(self, pixels: list[np.ndarray] | np.ndarray, maps: bool = False) -> dict[str, np.ndarray]:
+        x = self.prepare(pixels)  # (N, C, H, W)
+        emb = self.embed.run([F.PIXEL_EMBEDDING], {F.IMAGES: x})[0]  # (N, D, h, w)
+        outs = self.head.run(self.outputs, {F.PIXEL_EMBEDDING: emb, F.OUTPUT_SIZE: np.asarray(x.shape[2:], np.int64)})
+        res = dict(zip(self.outputs, outs, strict=True))
+        if not maps:
+            for n in F.MAP_OUTPUTS:
+                res[n] = res[n][:, :0, :0]
+        return res
