@@ -35,12 +35,17 @@ DEMO := runs/demo
 REPO := model_repository
 
 # The main job on CPU, end to end (a few minutes): train a small DNC classifier on Fashion-MNIST's 5
-# coarse classes, export and check it, build the Triton model repository, start a real tritonserver
-# (ports 8000-8002), classify a handful of test images with their nearest-centroid evidence, swap the
-# served class list to the 10 fine classes by recomputing centroids from labelled images (no
-# retraining, one reload, no failed request), classify them again, and stop the server (also on
-# failure). Two epochs leave the trained sub-centroids far from any one image, so the coarse model is
-# not anchored; the fine set is.
+# coarse classes, export and check it, build the Triton model repository, recompute a 10-class list from
+# labelled images; then train a small segmenter on FashionScenes (Fashion-MNIST items over real textures)
+# started from the classifier's backbone, export it and add it to the same repository beside the
+# classifier. Start one real tritonserver (ports 8000-8002) serving both; classify a handful of test
+# images with their nearest-centroid evidence, swap the classifier's list to the 10 fine classes (no
+# retraining, one reload, no failed request) and classify again; segment a few scenes (labels, overlays,
+# evidence files), swap the segmenter's list to the fine classes and segment again; stop the server
+# (also on failure). Two epochs leave the classifier's sub-centroids far from any one image, so the
+# coarse model is not anchored; the recomputed sets are.
+SEGFLAGS := --batch-size 16 --optimizer adamw --lr 0.002 --weight-decay 0.0001 --warmup-epochs 0.3 --workers 0
+
 demo: setup data
 	$(DNC) write-folder --out $(DEMO)/data/coarse --labels coarse --per-class 4000 --test-per-class 0
 	$(DNC) write-folder --out $(DEMO)/data/fine --labels fine
@@ -51,13 +56,25 @@ demo: setup data
 	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/export --data $(DEMO)/data/coarse/test
 	$(DNC) centroids --embed $(DEMO)/export/embed.onnx --data $(DEMO)/data/fine/train --K 4 --out $(DEMO)/fine-set
 	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/fine-set --data $(DEMO)/data/fine/test
+	$(DNC) write-scenes --out $(DEMO)/data/scenes-coarse --labels coarse --train 2000 --test 100
+	$(DNC) write-scenes --out $(DEMO)/data/scenes-fine --labels fine --train 500 --test 6 --seed 1
+	$(DNC) train --data $(DEMO)/data/scenes-coarse --init $(DEMO)/coarse-dnc/checkpoint.safetensors \
+		--out $(DEMO)/seg-dnc --epochs 2 $(SEGFLAGS)
+	$(DNC) export $(DEMO)/seg-dnc/checkpoint.safetensors --out $(DEMO)/seg-export
+	$(DNC) centroids --embed $(DEMO)/seg-export/embed.onnx --data $(DEMO)/data/scenes-fine --K 4 \
+		--out $(DEMO)/seg-fine-set
 	$(DNC) repo build $(DEMO)/export --repo $(REPO)
+	$(DNC) repo build $(DEMO)/seg-export --repo $(REPO) --name scenes
 	trap '$(DNC) stop --repo $(REPO)' EXIT; trap 'exit 130' INT TERM; \
 	$(DNC) serve --repo $(REPO) --detach && \
 	$(DNC) classify $(DEMO)/data/handful/test --top-k 2 && \
-	$(DNC) swap --repo $(REPO) --centroids $(DEMO)/fine-set && \
-	$(DNC) classify $(DEMO)/data/handful/test --protocol grpc --top-k 2
-	@echo "training curves: $(DEMO)/coarse-dnc/curves.png; export: $(DEMO)/export/manifest.json; repository: $(REPO)"
+	$(DNC) swap --repo $(REPO) --model dnc --centroids $(DEMO)/fine-set && \
+	$(DNC) classify $(DEMO)/data/handful/test --protocol grpc --top-k 2 && \
+	$(DNC) segment $(DEMO)/data/scenes-fine/images/test --model scenes --out $(DEMO)/segmented/coarse && \
+	$(DNC) swap --repo $(REPO) --model scenes --centroids $(DEMO)/seg-fine-set && \
+	$(DNC) segment $(DEMO)/data/scenes-fine/images/test --model scenes --protocol grpc --out $(DEMO)/segmented/fine
+	@echo "training curves: $(DEMO)/coarse-dnc/curves.png, $(DEMO)/seg-dnc/curves.png; exports: $(DEMO)/export, \
+	$(DEMO)/seg-export; repository: $(REPO); segmentations (labels, overlays, evidence): $(DEMO)/segmented/"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

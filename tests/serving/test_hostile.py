@@ -354,15 +354,14 @@ def test_serve_listens_on_loopback_unless_told(served, capsys):
     assert "--url is empty" in capsys.readouterr().err
 
 
-def test_the_guard_step_of_native_runtimes_checks_images(exported, reference, tmp_path):
-    """The native runtimes' embedding model cannot check its input, so their ensemble starts with a python
-    guard step (the same checks, then the images passed on). Served here with the python runtime's
-    embedding model behind it (the local server has no native backends): refused with 400 by the guard,
-    answered as without it otherwise."""
+def test_the_prep_step_checks_images_before_the_embedding_model(exported, reference, tmp_path):
+    """A native runtime's embedding model cannot check its input, so every ensemble starts with the python
+    prep step (the same checks, then the images passed on). Refused with 400 by the prep step before the
+    embedding model runs, answered as without it otherwise."""
     from serving.server import TritonServer
 
     repo = tmp_path / "guarded"
-    repository.build(exported[0], repo, top_k=3, threads=1, guard=True)
+    repository.build(exported[0], repo, top_k=3, threads=1)
     x, want, _ = reference
     with TritonServer(repo, 0, 0, 0) as server:
         state = {"http": server.http_url}
@@ -373,7 +372,7 @@ def test_the_guard_step_of_native_runtimes_checks_images(exported, reference, tm
         def executions(model):
             return int(client.get_inference_statistics(model)["model_stats"][0].get("execution_count", 0))
 
-        assert executions(F.GUARD_MODEL) == 1 and executions(F.EMBED_MODEL) == 0  # refused by the guard itself
+        assert executions(F.PREP_MODEL) == 1 and executions(F.EMBED_MODEL) == 0  # refused by the prep step
         inp = http.InferInput(F.IMAGES, list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=True)
         assert np.abs(client.infer(F.ENTRY_MODEL, [inp]).as_numpy(F.SCORES) - want).max() < 1e-4

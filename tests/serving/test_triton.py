@@ -73,9 +73,9 @@ def test_scores_match_onnxruntime(server, repo, exported, fm_folder, protocol):
     ref = _reference(exported[0], repo, x)
     assert np.abs(out[F.SCORES] - ref[F.SCORES]).max() < 1e-4
     assert [p.label for p in preds] == [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in ref[F.TOPK_LABEL]]
-    names = repository.read_info(repo)["set"]["class_names"]
+    names = repository.model_info(repo)["set"]["class_names"]
     for p, s in zip(preds, out[F.SCORES], strict=True):
-        assert p.set_id == repository.read_info(repo)["set"]["set_id"] and len(p.top) == 3
+        assert p.set_id == repository.model_info(repo)["set"]["set_id"] and len(p.top) == 3
         assert [r.label for r in p.top] == [names[r.class_id] for r in p.top]
         assert p.top[0].class_id == int(s.argmax()) and abs(p.top[0].score - s.max()) < 1e-5
         assert abs(p.margin - (p.top[0].score - p.top[1].score)) < 1e-5
@@ -114,7 +114,7 @@ def _head_files(repo):
 def test_nothing_over_the_network_changes_what_is_served(server, repo):
     """Load/unload, shared memory, logging and tracing are locked for every client: no header value opens
     them (the lock's value is a newline, which no request can carry), and there is no key to steal."""
-    served = repository.read_info(repo)["set"]["set_id"]
+    served = repository.model_info(repo)["set"]["set_id"]
     grpc_client = grpc.InferenceServerClient(server.grpc_url)
     http_client = http.InferenceServerClient(server.http_url)
     for value in (None, "", " ", "\\n", "x"):
@@ -137,18 +137,18 @@ def test_nothing_over_the_network_changes_what_is_served(server, repo):
 def test_a_head_that_fails_to_load_leaves_the_old_list(server, repo, other_set, monkeypatch):
     """The new head graph is written but Triton cannot load it: the swap reads the failure in the server
     log, puts the old files back, and the old list is still what answers."""
-    before = repository.read_info(repo)["set"]["set_id"]
+    before = repository.model_info(repo)["set"]["set_id"]
     files = _head_files(repo)
     real = repository.head_bytes
     monkeypatch.setattr(repository, "head_bytes", lambda cs, top_k: real(cs, top_k)[:-100])  # truncated graph
     with pytest.raises(SwapError, match=f"did not load the new head.*old head is back.*class list {before} is serving"):
         swap(repo, other_set, server.grpc_url, timeout=60, log_file=server.log_file)
-    assert _head_files(repo) == files and repository.read_info(repo)["set"]["set_id"] == before
+    assert _head_files(repo) == files and repository.model_info(repo)["set"]["set_id"] == before
     assert _raw(server, np.zeros((1, 1, 28, 28), np.float32)).as_numpy(F.SET_ID)[0, 0].decode() == before
 
 
 def test_swap_needs_the_server_of_the_repository(server, repo, other_set):
-    with pytest.raises(SwapError, match="no DNC server answers over gRPC at 127.0.0.1:1"):
+    with pytest.raises(SwapError, match="no DNC model 'dnc' answers over gRPC at 127.0.0.1:1"):
         swap(repo, other_set, "127.0.0.1:1")
 
 
@@ -156,7 +156,7 @@ def test_swap_of_another_models_set_is_refused(server, repo, other_set, tmp_path
     cs = centroid_set.load(other_set)
     cs.embed_fingerprint = "sha256:" + "2" * 64
     centroid_set.save(cs, tmp_path / "foreign")
-    before = repository.read_info(repo)["set"]["set_id"]
+    before = repository.model_info(repo)["set"]["set_id"]
     head = (repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes()
     with pytest.raises(centroid_set.CentroidSetError, match="embedding model"):
         swap(repo, tmp_path / "foreign", server.grpc_url)
@@ -209,7 +209,7 @@ def test_swap_under_load_fails_no_request(server, repo, exported, other_set, fm_
         after = c.classify(x, top_k=4)
     assert {p.set_id for p in after} == {second.set_id}
     assert {p.label for p in after} <= set(second.class_names) and len(after[0].top) == 3  # top_k 3 caps it
-    assert repository.read_info(repo)["set"]["set_id"] == second.set_id
+    assert repository.model_info(repo)["set"]["set_id"] == second.set_id
 
 
 def test_classify_command(server, fm_folder, capsys, tmp_path):
@@ -302,13 +302,12 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
 def test_a_stale_record_is_reconciled_from_the_head_on_disk(server, repo, exported, other_set):
     """A swap interrupted after writing the head leaves repository.json naming the old list while the
     server loads the new head from disk: the next swap records what answers instead of refusing."""
-    target = other_set if repository.read_info(repo)["set"]["set_id"] != centroid_set.load(other_set).set_id \
+    target = other_set if repository.model_info(repo)["set"]["set_id"] != centroid_set.load(other_set).set_id \
         else exported[0]
     new_id = centroid_set.load(target).set_id
     assert swap(repo, target, server.grpc_url)["to"] == new_id
-    info = repository.read_info(repo)
-    stale = dict(info, set=dict(info["set"], set_id="0" * 16))
-    repository.write_info(repo, stale)
+    info = repository.model_info(repo)
+    repository.record_model(repo, info["name"], dict(info, set=dict(info["set"], set_id="0" * 16)))
     back = exported[0] if target == other_set else other_set
     assert swap(repo, back, server.grpc_url)["from"] == new_id
 

@@ -85,7 +85,7 @@ for region in Path("/dev/shm").glob(state["shm_prefix"] + "*"):
 out["writes"] = {}
 for name, target in {"head graph": repo / "dnc_head" / "1" / "model.onnx",
                      "new model": repo / "evil" / "config.pbtxt",
-                     "repository.json": repo / "repository.json", "swap lock": repo / ".swap.lock",
+                     "repository.json": repo / "repository.json", "writer lock": repo / ".lock",
     "staged centroid set": repo / "dnc_head" / ".centroids.partial1" / "set.json"}.items():
     try:
         target.parent.mkdir(exist_ok=True)
@@ -120,7 +120,7 @@ def public_repo(exported):
 
 def test_an_unprivileged_user_cannot_change_what_is_served(public_repo):
     state = read_state(public_repo)
-    before = repository.read_info(public_repo)["set"]["set_id"]
+    before = repository.model_info(public_repo)["set"]["set_id"]
     x = np.random.default_rng(3).uniform(-1, 1, (2, 1, 28, 28)).astype(np.float32)
     with DNCClient(state["http"]) as c:
         want = c.infer(x)
@@ -135,7 +135,7 @@ def test_an_unprivileged_user_cannot_change_what_is_served(public_repo):
         assert set(codes) <= {"403", "unsendable"}, f"{name}: {codes}"
     assert set(got["writes"].values()) == {"PermissionError"}, got["writes"]
     assert got["shm"] and set(got["shm"].values()) == {"PermissionError"}, got["shm"]
-    assert repository.read_info(public_repo)["set"]["set_id"] == before
+    assert repository.model_info(public_repo)["set"]["set_id"] == before
     with DNCClient(state["http"]) as c:
         after = c.infer(x)
     assert read_state(public_repo)["pid"] == state["pid"]  # not restarted either

@@ -1,0 +1,293 @@
+"""A classifier and a segmenter served side by side by one real tritonserver: raw inputs (uint8 pixels,
+PNG/JPEG bytes) against in-process onnxruntime of the same preprocessing, segmentation at several sizes over
+HTTP and gRPC, score maps only when asked, a segmenter swap under concurrent load while the classifier keeps
+its list, `dnc segment` files, and hostile raw inputs."""
+
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpc
+from PIL import Image
+
+from clients.cli import main
+from clients.client import DNCClient, collect_images, read_picture
+from clients.seg_results import segmentations
+from export import centroid_set, runtime
+from export import formats as F
+from export.seg_infer import InProcessSegmenter
+from export.seg_recompute import compute_seg_set
+from serving import repository
+from serving.server import TritonServer
+from serving.swap import Probe, swap
+from training import preprocess
+from training.scenes import write_scenes
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+SEG = "scenes"
+SIZES = [(32, 32), (37, 53), (64, 48), (480, 640)]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, exported, seg_export):
+    out = tmp_path_factory.mktemp("two-models") / "repo"
+    repository.build(exported[0], out, top_k=3, threads=1)
+    repository.build(seg_export[2], out, name=SEG, threads=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    s = TritonServer(repo, 0, 0, 0)
+    s.start(timeout=180)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def coarse_set(tmp_path_factory, seg_export):
+    """Another class list for the segmenter (6 coarse classes), recomputed from masks: no retraining."""
+    root = tmp_path_factory.mktemp("coarse")
+    write_scenes(root / "scenes", "coarse", size=32, train=24, test=4, seed=5)
+    compute_seg_set(seg_export[2] / F.EMBED_FILE, root / "scenes", root / "set", k=2, threads=1, seed=0)
+    return root / "set"
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    """Real pictures: scenes of Fashion-MNIST items over real textures, at several sizes (RGB uint8)."""
+    rng = np.random.default_rng(7)
+    base = write_scenes_pixels()
+    out = []
+    for i, (h, w) in enumerate(SIZES):
+        im = Image.fromarray(base[i % len(base)]).resize((w, h), Image.BILINEAR)
+        out.append(np.asarray(im) if i % 2 == 0 else np.asarray(im) // 2 + rng.integers(0, 120, (h, w, 3),
+                                                                                         dtype=np.uint8))
+    return out
+
+
+def write_scenes_pixels():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        write_scenes(Path(d) / "s", "fine", size=64, train=4, test=4, seed=9)
+        return [np.asarray(Image.open(f).convert("RGB")) for f in sorted((Path(d) / "s" / "images" / "test").iterdir())]
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_classifier_takes_pixels_and_bytes(server, exported, fm_folder, protocol):
+    """uint8 pixels and PNG bytes give the in-process answer of the same preprocessing (scores < 1e-4)."""
+    files = collect_images([fm_folder / "test"])[::9][:8]
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with DNCClient(url, protocol) as c:
+        prep = c.preprocessing
+        pics = [read_picture(f, prep["color"]) for f in files]
+        rgb = [np.repeat(p, 3, axis=2) for p in pics]  # the same pictures as RGB: the server converts to gray
+        ref_x = preprocess.normalise(np.stack([preprocess.prepare_pixels(p, prep, 10**6) for p in pics]), prep)
+        merged = runtime.session(exported[0] / F.MERGED_FILE, 1)
+        want = merged.run([F.SCORES], {F.IMAGES: ref_x})[0]
+        got = {
+            "pixels": c.infer(np.stack(pics), (F.SCORES,), F.PIXELS)[F.SCORES],
+            "rgb pixels": c.infer(np.stack(rgb), (F.SCORES,), F.PIXELS)[F.SCORES],
+            "png": c.infer(np.array([[_png(p[:, :, 0])] for p in pics], object), (F.SCORES,), F.ENCODED)[F.SCORES],
+            "float32": c.infer(c.read(files), (F.SCORES,))[F.SCORES],
+        }
+        big = np.asarray(Image.fromarray(pics[0][:, :, 0]).resize((97, 61), Image.BILINEAR))  # resized in the server
+        got_big = c.infer(big[None, :, :, None], (F.SCORES,), F.PIXELS)[F.SCORES]
+    for kind, scores in got.items():
+        assert np.abs(scores - want).max() < 1e-4, kind
+    ref_big = preprocess.normalise(preprocess.prepare_pixels(big, prep, 10**6)[None], prep)
+    assert np.abs(got_big - merged.run([F.SCORES], {F.IMAGES: ref_big})[0]).max() < 1e-4
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_segmenter_equals_in_process_at_several_sizes(server, seg_export, pictures, protocol):
+    local = InProcessSegmenter(seg_export[2], threads=1)
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with DNCClient(url, protocol, model=SEG) as c:
+        assert c.task == "segmentation"
+        for pic in pictures:
+            h, w = pic.shape[:2]
+            want = segmentations(local.run([pic], maps=True), ["ref"])[0]
+            for how, x in (("pixels", pic[None]), ("encoded", np.array([[_png(pic)]], object))):
+                name = F.PIXELS if how == "pixels" else F.ENCODED
+                got = c.segment(x, maps=True, name=name)[0]
+                assert got.labels.shape == (h, w) and got.labels.dtype == np.uint8, (how, h, w)
+                assert (got.labels == want.labels).mean() >= 0.999, (how, h, w)
+                assert np.abs(got.maps[F.PIXEL_SCORE] - want.maps[F.PIXEL_SCORE]).max() < 1e-4
+                assert got.set_id == want.set_id and got.class_names == want.class_names
+                assert [e.class_id for e in got.classes] == [e.class_id for e in want.classes]
+                assert sum(e.pixels for e in got.classes) == h * w
+            # without `maps`, the maps travel as 0 x 0 tensors: labels and evidence only
+            plain = c.infer(pic[None], None, F.PIXELS)
+            assert plain[F.PIXEL_SCORE].shape == (1, 0, 0) and plain[F.PIXEL_SUBCENTROID].size == 0
+            assert plain[F.LABELS].shape == (1, h, w)
+
+
+def test_default_response_is_about_a_byte_per_pixel(server, pictures):
+    """A 640x480 frame over HTTP, no outputs named, binary tensors: the labels as uint8 and the evidence."""
+    pic = pictures[-1]
+    assert pic.shape[:2] == (480, 640)
+    status, body = _raw(server, SEG, [(F.PIXELS, [1, *pic.shape], "UINT8", pic.tobytes())],
+                        {"binary_data_output": True})
+    assert status == 200
+    assert len(body) <= 1.1 * 480 * 640, len(body)  # the whole response, JSON header included
+    header = json.loads(body[:body.index(b"}]}") + 3])
+    sizes = {o["name"]: o["parameters"]["binary_data_size"] for o in header["outputs"]}
+    assert sizes[F.LABELS] == 480 * 640 and sizes[F.PIXEL_SCORE] == 0 and sizes[F.PIXEL_MARGIN] == 0
+
+
+def test_segmenter_swap_under_load_while_the_classifier_keeps_its_list(server, repo, seg_export, coarse_set,
+                                                                       exported):
+    first, second = centroid_set.load(seg_export[2]), centroid_set.load(coarse_set)
+    names = {first.set_id: first.class_names, second.set_id: second.class_names}
+    cls_before = Probe(server.grpc_url, F.DEFAULT_MODEL, repository.model_info(repo, "dnc")["preprocessing"]).set_id()
+    pic = write_scenes_pixels()[0]
+    stop, failures, seen, lock = threading.Event(), [], [], threading.Lock()
+
+    def load(protocol):
+        with DNCClient(server.http_url if protocol == "http" else server.grpc_url, protocol, model=SEG) as c:
+            while not stop.is_set():
+                try:
+                    segs = c.segment(np.stack([pic, pic]))
+                except Exception as e:  # any failure counts
+                    with lock:
+                        failures.append(repr(e))
+                    continue
+                ok = all(s.set_id in names and s.class_names == names[s.set_id]
+                         and all(e.label == names[s.set_id][e.class_id] for e in s.classes)
+                         and int(s.labels.max()) < len(names[s.set_id]) for s in segs)
+                with lock:
+                    seen.append((segs[0].set_id, ok and segs[0].set_id == segs[1].set_id))
+
+    threads = [threading.Thread(target=load, args=(p,)) for p in ("http", "grpc", "http")]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        swaps = [swap(repo, s, server.grpc_url, name=SEG) for s in (coarse_set, seg_export[2], coarse_set)]
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert failures == []
+    assert len(seen) > 20 and all(ok for _, ok in seen) and {s for s, _ in seen} == set(names)
+    assert [s["to"] for s in swaps] == [second.set_id, first.set_id, second.set_id]
+    assert repository.model_info(repo, SEG)["set"]["set_id"] == second.set_id
+    info = repository.model_info(repo, "dnc")
+    assert Probe(server.grpc_url, "dnc", info["preprocessing"]).set_id() == cls_before == info["set"]["set_id"]
+    # a classifier's set cannot become the segmenter's list, nor the other way round; nothing changes
+    with pytest.raises(ValueError, match="classification centroid set|D="):
+        swap(repo, exported[0], server.grpc_url, name=SEG)
+    with pytest.raises(ValueError, match="serves 2 models"):
+        swap(repo, coarse_set, server.grpc_url)
+    assert repository.model_info(repo, SEG)["set"]["set_id"] == second.set_id
+
+
+def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_export, tmp_path, capsys, pictures):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, pic in enumerate(pictures[:3]):
+        Image.fromarray(pic).save(folder / f"p{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    assert main(["segment", str(folder), "--out", str(tmp_path / "served"), "--model", SEG, "--url",
+                 server.grpc_url, "--protocol", "grpc"]) == 1  # the broken file is reported, the others written
+    out = capsys.readouterr()
+    assert "skipped" in out.err and "broken.png" in out.err and "3 image(s)" in out.out
+    assert main(["segment", str(folder / "p0.png"), str(folder / "p1.png"), str(folder / "p2.png"), "--out",
+                 str(tmp_path / "local"), "--in-process", str(seg_export[2]), "--json", "--centroids",
+                 str(repository.head_dir(repo, SEG) / repository.SET_FOLDER)]) == 0  # the list served now
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3
+    for i, pic in enumerate(pictures[:3]):
+        served = np.asarray(Image.open(tmp_path / "served" / f"p{i}.labels.png"))
+        local = np.asarray(Image.open(tmp_path / "local" / f"p{i}.labels.png"))
+        assert served.shape == pic.shape[:2] and (served == local).mean() >= 0.999
+        assert Image.open(tmp_path / "served" / f"p{i}.labels.png").mode == "P"
+        assert Image.open(tmp_path / "served" / f"p{i}.overlay.png").size == (pic.shape[1], pic.shape[0])
+        ev = json.loads((tmp_path / "served" / f"p{i}.evidence.json").read_text())
+        assert ev["height"] == pic.shape[0] and abs(sum(c["fraction"] for c in ev["classes"]) - 1) < 1e-6
+    assert main(["segment", str(folder / "p0.png"), "--out", str(tmp_path / "x"), "--url", server.http_url]) == 2
+    assert "classification model" in capsys.readouterr().err  # the default model is the classifier
+
+
+def _raw(server, model, inputs, parameters=None):
+    """(status, body) of a binary-tensor HTTP request built by hand: inputs are (name, shape, dtype, bytes)."""
+    import urllib.error
+    import urllib.request
+
+    header = {"inputs": [{"name": n, "shape": s, "datatype": d, "parameters": {"binary_data_size": len(b)}}
+                         for n, s, d, b in inputs], **({"parameters": parameters} if parameters else {})}
+    head = json.dumps(header).encode()
+    req = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/infer", data=head + b"".join(
+        b for *_, b in inputs), headers={"Inference-Header-Content-Length": str(len(head)),
+                                         "Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _bytes_tensor(items: list[bytes]) -> bytes:
+    return b"".join(len(b).to_bytes(4, "little") + b for b in items)
+
+
+def _with_declared_size(png: bytes, w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    ihdr = bytearray(png[16:29])
+    ihdr[0:8] = struct.pack(">II", w, h)
+    return png[:16] + bytes(ihdr) + struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)) & 0xFFFFFFFF) + png[33:]
+
+
+def test_hostile_raw_inputs_are_refused_and_the_server_stays_up(server, pictures):
+    png = _png(pictures[0])
+    cases = {
+        "huge declared PNG": (SEG, [(F.ENCODED, [1, 1], "BYTES", _bytes_tensor([_with_declared_size(
+            png, 40000, 40000)]))], "million"),
+        "PNG declaring 3000 x 3000": (SEG, [(F.ENCODED, [1, 1], "BYTES", _bytes_tensor([_with_declared_size(
+            png, 3000, 3000)]))], "more than"),
+        "truncated PNG": (SEG, [(F.ENCODED, [1, 1], "BYTES", _bytes_tensor([png[:len(png) // 2]]))], "cannot decode"),
+        "not an image": (F.DEFAULT_MODEL, [(F.ENCODED, [1, 1], "BYTES", _bytes_tensor([b"GIF89a" + bytes(40)]))],
+                         "not a PNG or JPEG"),
+        "empty bytes": (F.DEFAULT_MODEL, [(F.ENCODED, [1, 1], "BYTES", _bytes_tensor([b""]))], "empty"),
+        "four channels": (SEG, [(F.PIXELS, [1, 8, 8, 4], "UINT8", bytes(256))], "1 (gray) or 3 (RGB)"),
+        "two channels": (F.DEFAULT_MODEL, [(F.PIXELS, [1, 8, 8, 2], "UINT8", bytes(128))], "1 (gray) or 3 (RGB)"),
+        "huge declared pixels": (SEG, [(F.PIXELS, [1, 60000, 60000, 3], "UINT8", bytes(300))], ""),
+        "3000 x 3000 pixels": (SEG, [(F.PIXELS, [1, 3000, 3000, 1], "UINT8", bytes(9_000_000))], "more than"),
+        "thin picture": (F.DEFAULT_MODEL, [(F.PIXELS, [1, 2, 400, 1], "UINT8", bytes(800))], "aspect ratio"),
+        "no pixels": (SEG, [(F.PIXELS, [1, 0, 5, 3], "UINT8", b"")], "no pixels"),
+        "two inputs at once": (SEG, [(F.PIXELS, [1, 4, 4, 3], "UINT8", bytes(48)),
+                                     (F.ENCODED, [1, 1], "BYTES", _bytes_tensor([png]))], "exactly one"),
+        "pictures of two sizes in one request": (SEG, [(F.ENCODED, [2, 1], "BYTES", _bytes_tensor(
+            [png, _png(pictures[1])]))], "different sizes"),
+        "output size too large, to the head": (f"{SEG}_head", [
+            (F.PIXEL_EMBEDDING, [1, 8, 2, 2], "FP32", np.ones(32, np.float32).tobytes()),
+            (F.OUTPUT_SIZE, [1, 2], "INT64", np.array([100000, 100000], np.int64).tobytes())], "output size"),
+        "negative output size, to the head": (f"{SEG}_head", [
+            (F.PIXEL_EMBEDDING, [1, 8, 2, 2], "FP32", np.ones(32, np.float32).tobytes()),
+            (F.OUTPUT_SIZE, [1, 2], "INT64", np.array([-4, 4], np.int64).tobytes())], "output size"),
+    }
+    for what, (model, inputs, says) in cases.items():
+        status, body = _raw(server, model, inputs)
+        assert status == 400, (what, status, body[:300])
+        assert says.encode() in body, (what, body[:300])
+    # still serving, both models
+    with DNCClient(server.http_url, model=SEG) as c:
+        assert c.segment(pictures[0][None])[0].labels.shape == pictures[0].shape[:2]
+    g = grpc.InferenceServerClient(server.grpc_url)
+    assert g.is_model_ready(F.DEFAULT_MODEL) and g.is_model_ready(SEG)
+    g.close()
