@@ -12,8 +12,9 @@
 #       -v $PWD/served:/models:ro dnc-triton
 # A TensorRT engine only loads in the TensorRT version that built it: build model.plan with the TensorRT
 # of this image (e.g. run `dnc export --tensorrt` inside it), not with a newer wheel.
-# onnxruntime is installed for the python models: the head (every runtime), the guard step that checks
-# images before a native embedding model, and every model of a `--runtime python` repository.
+# onnxruntime and Pillow are installed for the python models: the head (every runtime), the prep step that
+# decodes, preprocesses and checks pictures before the embedding model, and every model of a `--runtime
+# python` repository.
 #
 # What is served is what /models holds: the server polls it every second, and every API that could change
 # it (load/unload, shared memory, trace, logging) is locked for every client (the header value it asks for
@@ -24,7 +25,7 @@
 # `dnc serve` does locally.
 FROM nvcr.io/nvidia/tritonserver:25.11-py3
 
-RUN pip install --no-cache-dir onnxruntime==1.32.0 \
+RUN pip install --no-cache-dir onnxruntime==1.32.0 pillow \
     && groupadd --system dnc && useradd --system --gid dnc --no-create-home --shell /usr/sbin/nologin dnc
 
 ARG REPO=model_repository

@@ -291,3 +291,30 @@ def test_hostile_raw_inputs_are_refused_and_the_server_stays_up(server, pictures
     g = grpc.InferenceServerClient(server.grpc_url)
     assert g.is_model_ready(F.DEFAULT_MODEL) and g.is_model_ready(SEG)
     g.close()
+
+
+def test_kserve_json_pixels_as_the_readme_shows(server, fm_folder):
+    """The README's curl request: KServe v2 JSON, uint8 pixels as a list, outputs named."""
+    import urllib.request
+
+    f = collect_images([fm_folder / "test" / "Sandal"])[0]
+    im = Image.open(f).convert("L")
+    body = {"inputs": [{"name": "pixels", "shape": [1, im.size[1], im.size[0], 1], "datatype": "UINT8",
+                        "data": list(im.getdata())}],
+            "outputs": [{"name": n} for n in ("topk_label", "topk_score", "margin", "set_id")]}
+    req = urllib.request.Request(f"http://{server.http_url}/v2/models/dnc/infer", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        got = {o["name"]: o["data"] for o in json.loads(r.read())["outputs"]}
+    with DNCClient(server.http_url) as c:
+        want = c.classify_files([f], top_k=3)[0]
+    assert got["topk_label"] == [r.label for r in want.top] and got["set_id"] == [want.set_id]
+    assert abs(got["topk_score"][0] - want.top[0].score) < 1e-5
+
+
+def test_a_model_added_to_a_served_repository_is_loaded(server, repo, exported):
+    repository.build(exported[0], repo, name="late", top_k=2, threads=1)
+    server.wait_ready(60, "late")
+    with DNCClient(server.grpc_url, "grpc", model="late") as c:
+        assert c.task == "classification"
+    assert sorted(repository.read_info(repo)["models"]) == ["dnc", "late", SEG]

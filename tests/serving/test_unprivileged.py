@@ -142,3 +142,10 @@ def test_an_unprivileged_user_cannot_change_what_is_served(public_repo):
     assert after[F.SET_ID].reshape(-1)[0] == want[F.SET_ID].reshape(-1)[0]
     assert np.abs(after[F.SCORES] - want[F.SCORES]).max() < 1e-6
 
+
+
+def test_a_served_model_cannot_be_replaced(public_repo, exported):
+    before = (public_repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes()
+    with pytest.raises(ValueError, match="is being served .* and serves dnc"):
+        repository.build(exported[0], public_repo, top_k=2)
+    assert (public_repo / F.HEAD_MODEL / "1" / "model.onnx").read_bytes() == before
