@@ -234,7 +234,7 @@ class DNCClient:
                     skipped.append((str(f), str(e)))
                     bar.update(1)
                     continue
-                shape = item.shape if (how == "pixels" or self.task == "segmentation") else None
+                shape = self._size_key(f, item, how)
                 if pending and (shape != key or len(pending) >= batch_size):
                     flush()
                 key = shape
@@ -242,6 +242,20 @@ class DNCClient:
                 bar.update(1)
             flush()
         return results
+
+    def _size_key(self, f: Path, item: np.ndarray, how: str):
+        """What pictures that may share a request have in common: pixels, and a segmenter's pictures in any
+        form, one size (a segmenter answers at the picture's size); a classifier's bytes or floats, nothing."""
+        if how == "pixels":
+            return item.shape
+        if self.task != "segmentation":
+            return None
+        if how == "float32":
+            return item.shape
+        from PIL import Image
+
+        with Image.open(f) as im:  # the header only
+            return im.size
 
     def _item(self, f: Path, how: str) -> np.ndarray:
         if how == "encoded":

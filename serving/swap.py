@@ -32,8 +32,6 @@ from serving import repository
 log = logging.getLogger(__name__)
 
 
-
-
 def _head_failed(head: str) -> re.Pattern:
     return re.compile(rf"failed to load (?:model )?'{re.escape(head)}'.*")  # Triton's log line for a failed load
 

@@ -218,6 +218,13 @@ def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_ex
         assert Image.open(tmp_path / "served" / f"p{i}.overlay.png").size == (pic.shape[1], pic.shape[0])
         ev = json.loads((tmp_path / "served" / f"p{i}.evidence.json").read_text())
         assert ev["height"] == pic.shape[0] and abs(sum(c["fraction"] for c in ev["classes"]) - 1) < 1e-6
+    files = [str(folder / f"p{i}.png") for i in range(3)]  # three sizes: one request each, as PNG bytes
+    assert main(["segment", *files, "--out", str(tmp_path / "bytes"), "--model", SEG, "--url", server.http_url,
+                 "--input", "encoded", "--batch-size", "3"]) == 0
+    for i in range(3):
+        assert (np.asarray(Image.open(tmp_path / "bytes" / f"p{i}.labels.png"))
+                == np.asarray(Image.open(tmp_path / "served" / f"p{i}.labels.png"))).all()
+    capsys.readouterr()
     assert main(["segment", str(folder / "p0.png"), "--out", str(tmp_path / "x"), "--url", server.http_url]) == 2
     assert "classification model" in capsys.readouterr().err  # the default model is the classifier
 
