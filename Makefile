@@ -56,6 +56,7 @@ demo: setup data
 	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/export --data $(DEMO)/data/coarse/test
 	$(DNC) centroids --embed $(DEMO)/export/embed.onnx --data $(DEMO)/data/fine/train --K 4 --out $(DEMO)/fine-set
 	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/fine-set --data $(DEMO)/data/fine/test
+	rm -rf $(DEMO)/data/scenes-coarse $(DEMO)/data/scenes-fine  # deterministic by seed: written again
 	$(DNC) write-scenes --out $(DEMO)/data/scenes-coarse --labels coarse --train 4000 --test 100
 	$(DNC) write-scenes --out $(DEMO)/data/scenes-fine --labels fine --train 500 --test 6 --seed 1
 	$(DNC) train --data $(DEMO)/data/scenes-coarse --init $(DEMO)/coarse-dnc/checkpoint.safetensors \
