@@ -307,7 +307,7 @@ def test_kserve_json_pixels_as_the_readme_shows(server, fm_folder):
     f = collect_images([fm_folder / "test" / "Sandal"])[0]
     im = Image.open(f).convert("L")
     body = {"inputs": [{"name": "pixels", "shape": [1, im.size[1], im.size[0], 1], "datatype": "UINT8",
-                        "data": list(im.getdata())}],
+                        "data": np.asarray(im).ravel().tolist()}],
             "outputs": [{"name": n} for n in ("topk_label", "topk_score", "margin", "set_id")]}
     req = urllib.request.Request(f"http://{server.http_url}/v2/models/dnc/infer", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
