@@ -173,6 +173,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=10000, help="training scenes")
     p.add_argument("--test", type=int, default=1000, help="test scenes")
     p.add_argument("--seed", type=int, default=0, help="scene i of a split depends on (seed, split, i) only")
+    p.add_argument("--video", type=int, default=0, metavar="N", help="write N clips instead (videos/*.mp4 with "
+                   "their lossless masks/*.masks.mkv): test items moving over real backgrounds")
+    p.add_argument("--video-size", default="256x256", metavar="WxH", help="with --video: clip width x height")
+    p.add_argument("--frames", type=int, default=48, help="with --video: frames per clip")
+    p.add_argument("--fps", type=int, default=12, help="with --video: frame rate")
     p.set_defaults(func=cmd_write_scenes)
 
 
@@ -335,8 +340,17 @@ def cmd_write_folder(a: argparse.Namespace) -> int:
 
 
 def cmd_write_scenes(a: argparse.Namespace) -> int:
-    from training.scenes import write_scenes
+    from training.scenes import write_clips, write_scenes
 
+    if a.video:
+        try:
+            width, height = (int(v) for v in a.video_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--video-size {a.video_size!r}: give WIDTHxHEIGHT, e.g. 640x480") from None
+        classes = write_clips(a.out, a.video, a.labels, height, width, a.frames, a.fps, a.seed)
+        print(f"{a.out}: {a.video} clips of {a.frames} frames, {width}x{height} at {a.fps} fps, "
+              f"{len(classes.names)} classes ({', '.join(classes.names)}); videos/ and masks/")
+        return 0
     classes = write_scenes(a.out, a.labels, a.size, a.train, a.test, a.seed)
     print(f"{a.out}: {a.train} training and {a.test} test scenes of {a.size}x{a.size} px, "
           f"{len(classes.names)} classes ({', '.join(classes.names)})")

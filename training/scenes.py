@@ -12,6 +12,12 @@ photographs, at random places and scales.
 Deterministic by seed: scene i of a split draws from its own generator seeded by (seed, split, i), so a
 scene does not depend on how many were written before it. Written in the layout of
 training/seg_folder.py.
+
+Clips (`write_clips`, `dnc write-scenes --video N`): test items moving in straight lines (bouncing off the
+edges) over one background, at the scenes' item scale (items are as large in pixels as in 64 px scenes,
+whatever the clip size), written as OUT/videos/clipNNN.mp4 (H.264) with their exact masks as
+OUT/masks/clipNNN.masks.mkv (FFV1, lossless, frame for frame) and OUT/classes.json; clip i draws from
+(seed, CLIP_CODE, i).
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ NOISE_SHARE = 0.25  # scenes on smooth colour noise rather than a photograph
 ITEMS = (1, 4)  # items per scene, inclusive
 SCALE = (0.35, 0.7)  # item side as a share of the scene side
 SPLIT_CODE = {"train": 0, "test": 1}
+CLIP_CODE = 2
+SCENE_PX = 64  # clips size their items as SCALE x this, the scenes' default size
+SPEED = 2.5  # pixels per frame, at most, per axis
 
 
 def load_photos() -> list[np.ndarray]:
@@ -74,29 +83,41 @@ def background(rng: np.random.Generator, photos: list[np.ndarray], size: int) ->
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def sprite(item: np.ndarray, side: int, colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One (28, 28) uint8 item at side x side: its paint (side, side, 3) float32, its colour shaded by its
+    own grey texture, and its silhouette (side, side) bool (holes filled)."""
+    grey = np.asarray(Image.fromarray(item).resize((side, side), Image.BILINEAR), np.float32)  # (side, side)
+    sil = ndimage.binary_fill_holes(grey > SILHOUETTE_LEVEL)
+    shade = 0.35 + 0.65 * grey / 255.0
+    return colour[None, None, :] * shade[:, :, None], sil
+
+
+def place(canvas: np.ndarray, mask: np.ndarray, paint: np.ndarray, sil: np.ndarray, top: int, left: int,
+          label: int) -> None:
+    """Paint a sprite onto canvas (H, W, 3) with its top-left corner at (top, left), clipped to the canvas,
+    and write `label` into mask (H, W) under its silhouette."""
+    side = sil.shape[0]
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(canvas.shape[0], top + side), min(canvas.shape[1], left + side)
+    if y1 <= y0 or x1 <= x0:
+        return
+    sy, sx = slice(y0 - top, y1 - top), slice(x0 - left, x1 - left)
+    m = sil[sy, sx]
+    canvas[y0:y1, x0:x1][m] = np.clip(paint[sy, sx][m], 0, 255).astype(np.uint8)
+    mask[y0:y1, x0:x1][m] = label
+
+
 def paste(canvas: np.ndarray, mask: np.ndarray, item: np.ndarray, label: int, rng: np.random.Generator
           ) -> tuple[int, int, int]:
     """Paste one (28, 28) uint8 item onto canvas (S, S, 3) and write `label` into mask (S, S) where it
     lands. Returns its box in the scene, (top, left, side); it may reach past the edges."""
     size = canvas.shape[0]
     side = max(8, round(size * rng.uniform(*SCALE)))
-    grey = np.asarray(Image.fromarray(item).resize((side, side), Image.BILINEAR), np.float32)  # (side, side)
-    sil = ndimage.binary_fill_holes(grey > SILHOUETTE_LEVEL)
     lo, hi = -side // 4, size - 3 * side // 4  # up to a quarter of the item may leave the scene
     top, left = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
     colour = rng.uniform(40, 255, 3).astype(np.float32)
-    shade = 0.35 + 0.65 * grey / 255.0  # the item's own texture
-    paint = colour[None, None, :] * shade[:, :, None]  # (side, side, 3)
-    # clip the item's box to the canvas
-    y0, x0 = max(0, top), max(0, left)
-    y1, x1 = min(size, top + side), min(size, left + side)
-    if y1 <= y0 or x1 <= x0:
-        return top, left, side
-    sy, sx = slice(y0 - top, y1 - top), slice(x0 - left, x1 - left)
-    m = sil[sy, sx]
-    region = canvas[y0:y1, x0:x1]
-    region[m] = np.clip(paint[sy, sx][m], 0, 255).astype(np.uint8)
-    mask[y0:y1, x0:x1][m] = label
+    paint, sil = sprite(item, side, colour)
+    place(canvas, mask, paint, sil, top, left, label)
     return top, left, side
 
 
@@ -147,5 +168,75 @@ def write_scenes(out: str | Path, labels: str = "fine", size: int = 64, train: i
             image, mask, _ = make_scene(items, item_labels, photos, size, seed, split, i)
             write_pair(out, split, f"{i:06d}", image, mask, classes)
     log.info("wrote %d training and %d test scenes (%dpx, %d classes) to %s", train, test, size,
+             len(classes.names), out)
+    return classes
+
+
+def make_clip(items: ImageData, item_labels: np.ndarray, photos: list[np.ndarray], height: int, width: int,
+              frames: int, seed: int, index: int):
+    """Yield the frames of clip `index`: (image (H, W, 3) uint8, mask (H, W) uint8) per frame."""
+    rng = np.random.default_rng([seed, CLIP_CODE, index])
+    side_bg = max(height, width)
+    bg = background(rng, photos, side_bg)
+    top0, left0 = (side_bg - height) // 2, (side_bg - width) // 2
+    bg = bg[top0:top0 + height, left0:left0 + width]
+    n = int(rng.integers(ITEMS[0], ITEMS[1] + 1)) * max(1, round(height * width / 128 ** 2))
+    movers = []
+    for _ in range(min(n, 40)):
+        i = int(rng.integers(len(items)))
+        side = max(8, round(SCENE_PX * rng.uniform(*SCALE)))
+        paint, sil = sprite(items.images[i, 0].numpy(), side, rng.uniform(40, 255, 3).astype(np.float32))
+        low = np.array([-side // 4, -side // 4], float)
+        high = np.array([height - 3 * side // 4, width - 3 * side // 4], float)
+        pos = rng.uniform(low, np.maximum(high, low + 1))
+        movers.append([paint, sil, int(item_labels[i]) + 1, pos, rng.uniform(-SPEED, SPEED, 2), low, high])
+    for _ in range(frames):
+        canvas, mask = bg.copy(), np.zeros((height, width), np.uint8)
+        for m in movers:
+            paint, sil, label, pos, vel, low, high = m
+            place(canvas, mask, paint, sil, int(round(pos[0])), int(round(pos[1])), label)
+            pos += vel
+            bounce = (pos < low) | (pos > high)
+            vel[bounce] *= -1
+            np.clip(pos, low, high, out=pos)
+        yield canvas, mask
+
+
+def write_clips(out: str | Path, count: int, labels: str = "fine", height: int = 256, width: int = 256,
+                frames: int = 48, fps: int = 12, seed: int = 0, items_spec: str = "fashion-mnist") -> SegClasses:
+    """Write `count` clips with their lossless mask videos under `out` (see the module docstring)."""
+    from fractions import Fraction
+
+    from training.video import H264Writer, MaskWriter
+
+    if labels not in LABEL_MAPS:
+        raise DataError(f"unknown label map {labels!r}; use one of {', '.join(LABEL_MAPS)}")
+    if count < 1 or frames < 1 or fps < 1:
+        raise DataError(f"need clips, frames and a frame rate >= 1: --video {count} --frames {frames} --fps {fps}")
+    if height < 16 or width < 16 or height % 2 or width % 2:
+        raise DataError(f"clip sides must be even and >= 16 px (H.264 4:2:0), got {width}x{height}")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise DataError(f"{out} exists and is not empty: clips of another run would mix with these (give a new "
+                        "folder, or delete it; clips are deterministic by --seed)")
+    items = load_dataset(items_spec, "test")
+    if items.images is None or items.in_chans != 1:
+        raise DataError(f"{items_spec}: clip items must be an in-memory grey set such as fashion-mnist")
+    names, to = list(items.class_names), np.arange(items.num_classes)
+    if LABEL_MAPS[labels] is not None:
+        names, to = coarse_index(items.class_names, LABEL_MAPS[labels])
+    classes = SegClasses([BACKGROUND] + names, default_palette(len(names) + 1), background=0)
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
+    write_classes(out, classes)
+    photos, item_labels = load_photos(), to[items.labels.numpy()]
+    for c in tqdm(range(count), desc="write-scenes clips", unit="clip"):
+        name = f"clip{c:03d}"
+        with H264Writer(out / "videos" / f"{name}.mp4", width, height, Fraction(fps), crf=18) as video, \
+                MaskWriter(out / "masks" / f"{name}.masks.mkv", width, height, Fraction(fps)) as masks:
+            for image, mask in make_clip(items, item_labels, photos, height, width, frames, seed, c):
+                video.write(image)
+                masks.write(mask)
+    log.info("wrote %d clips of %d frames (%dx%d, %d fps, %d classes) to %s", count, frames, width, height, fps,
              len(classes.names), out)
     return classes
