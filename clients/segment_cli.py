@@ -1,4 +1,8 @@
-"""`dnc segment`: segment image files and folders on a running server (or in-process), with evidence files."""
+"""`dnc segment`: segment images and videos on a running server (or in-process), with evidence files.
+
+Images: a class-index PNG, an overlay PNG and the evidence JSON each. Videos (clients/video_job.py): a
+lossless mask video, an H.264 overlay, evidence lines per frame and a summary each; a folder of videos
+is a resumable batch job, on this machine or on Ray (clients/ray_job.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +11,23 @@ import json
 import sys
 from pathlib import Path
 
-from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, collect_images, read_picture
+from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, read_picture
 from clients.seg_results import table, write
-from training.images import DataError
+from clients.video_job import collect_videos
+from training.images import IMAGE_EXTENSIONS, DataError
+from training.video import VIDEO_EXTENSIONS
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", formatter_class=_D,
-                       help="segment images: a class-index PNG, an overlay and the evidence JSON per image")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
-    p.add_argument("--out", required=True, help="folder for NAME.labels.png, NAME.overlay.png, NAME.evidence.json")
+                       help="segment images (label and overlay PNGs, evidence JSON) and videos (mask and overlay "
+                            "videos, evidence per frame), with their nearest-centroid evidence")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image and video files and folders (searched "
+                   f"recursively; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    p.add_argument("--out", required=True, help="folder for NAME.labels.png, NAME.overlay.png, NAME.evidence.json "
+                   "per image; NAME.masks.mkv, NAME.overlay.mp4, NAME.evidence.jsonl, NAME.summary.json per video")
     p.add_argument("--model", default="dnc", help="the served segmenter's name")
     p.add_argument("--url", default=None, help=f"server address (default {DEFAULT_URLS['http']} for http, "
                    f"{DEFAULT_URLS['grpc']} for grpc)")
@@ -26,7 +35,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", choices=INPUTS, default="pixels", dest="how",
                    help="how pictures travel: uint8 pixels at their own size, the files' PNG/JPEG bytes, or "
                         "float32 preprocessed here")
-    p.add_argument("--batch-size", type=int, default=8, help="pictures per request (pictures of one size)")
+    p.add_argument("--batch-size", type=int, default=8, help="pictures per request (pictures of one size; "
+                   "consecutive frames of a video)")
+    p.add_argument("--concurrency", type=int, default=2, help="videos: requests in flight per video")
+    p.add_argument("--truth", default=None, metavar="CLIPS", help="videos: a folder from `dnc write-scenes --video` "
+                   "(masks/NAME.masks.mkv, classes.json): mIoU per video and overall")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="videos: run the job on Ray, each task segmenting whole videos; without ADDRESS a local "
+                        "instance with --ray-workers CPUs")
+    p.add_argument("--ray-workers", type=int, default=2, help="with a local Ray instance: tasks at once")
     p.add_argument("--maps", action="store_true", help="also ask for the winning sub-centroid and score maps "
                    "(kept in memory by the Python client; the files hold labels and evidence)")
     p.add_argument("--in-process", default=None, metavar="EXPORT",
@@ -42,10 +59,68 @@ def cmd_segment(a: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
     if a.centroids and not a.in_process:
         raise ValueError("--centroids goes with --in-process (a server's class list changes with `dnc swap`)")
-    files = collect_images(a.paths)  # a missing path is named before any server is contacted
+    images, videos = split_media(a.paths)  # a missing path is named before any server is contacted
+    if (a.truth or a.ray) and not videos:
+        raise ValueError("--truth and --ray apply to videos, and no video was given")
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
+    status = _segment_images(a, images, out) if images else 0
+    if videos:
+        status = max(status, _segment_videos(a, videos, out))
+    return status
+
+
+def split_media(paths: list[str]) -> tuple[list[Path], list[Path]]:
+    """(image files, video files) named or under the folders named; a folder with neither is refused."""
+    images: list[Path] = []
+    videos: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found_v = collect_videos([p])
+            found_i = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                             and not f.name.startswith("."))
+            if not found_v and not found_i:
+                raise DataError(f"no image or video files under {p}")
+            images, videos = images + found_i, videos + found_v
+        elif p.is_file():
+            (videos if p.suffix.lower() in VIDEO_EXTENSIONS else images).append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    collect_videos(videos)  # refuses two videos that would write the same outputs
+    return images, videos
+
+
+def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int:
+    from clients.video_job import make_segmenter, run_job, summary_text
+
+    spec = ({"kind": "local", "export": a.in_process, "centroids": a.centroids, "threads": a.threads} if a.in_process
+            else {"kind": "server", "url": a.url, "protocol": a.protocol, "model": a.model})
+    truth = Path(a.truth) if a.truth else None
+    if truth is not None and not (truth / "classes.json").is_file():
+        raise ValueError(f"--truth {truth}: not a clips folder (no classes.json); write one with "
+                         "`dnc write-scenes --video N`")
+    if a.ray:
+        from clients.ray_job import run_on_ray
+
+        make_segmenter(spec).close()  # the server or export is checked here before any task starts
+        summary = run_on_ray(videos, out, spec, a.batch_size, a.concurrency, truth, a.ray, a.ray_workers)
+    else:
+        seg = make_segmenter(spec)
+        try:
+            summary = run_job(videos, out, seg, a.batch_size, a.concurrency, truth)
+        finally:
+            seg.close()
+    if a.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "per_video"} | {"per_video": {
+            v: {k: x for k, x in r.items() if k != "confusion"} for v, r in summary["per_video"].items()}}))
+    else:
+        print(summary_text(summary))
+        print(f"outputs in {out}")
+    return 1 if summary["failed"] else 0
+
+
+def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     skipped: list[tuple[str, str]] = []
     if a.in_process:
         segs, color = _in_process(a, files, skipped)

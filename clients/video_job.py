@@ -1,0 +1,341 @@
+"""Batch segmentation of videos: frames decoded once, segmented in batches with several requests in flight,
+written in frame order; a folder of videos is a resumable job.
+
+Per video NAME, in the output folder (each written under a hidden .partial name and renamed when the
+video is whole, the summary last, so a video counts as done only when all four exist):
+    NAME.masks.mkv        class ids per pixel, lossless (FFV1 gray8), one frame per input frame
+    NAME.overlay.mp4      the frames with each class's colour blended in (H.264, the source's frame rate)
+    NAME.evidence.jsonl   one line per frame: index, time, class-list id, classes present with their
+                          fraction, mean score, dominant sub-centroid and its exemplar
+    NAME.summary.json     frames, seconds, where the time went, class lists seen, mIoU against --truth
+Frames out = frames in: a frame whose request fails (after retries) fails the whole video, whose partial
+files are removed; the job goes on with the next video and its exit status says some failed. A video
+already done is skipped, so a stopped job (Ctrl-C) is resumed by running it again.
+
+Segmenters: `ServerSegmenter` (a served model over HTTP or gRPC, one client per thread) or
+`LocalSegmenter` (an export in-process with onnxruntime); `clients/ray_job.py` runs the same per-video
+function on Ray workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from clients.seg_results import Segmentation, overlay, segmentations
+from training import video
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3  # per request, before the video fails
+
+
+class JobError(ValueError):
+    """A video that could not be segmented whole; the message names it and why."""
+
+
+# -- segmenters ---------------------------------------------------------------------------------------
+class ServerSegmenter:
+    """A served segmenter; thread-safe (one tritonclient connection per thread)."""
+
+    def __init__(self, url: str | None, protocol: str, model: str):
+        self.args, self._local, self._clients = (url, protocol, model), threading.local(), []
+        first = self._client()  # connects now: a wrong address or a classifier is refused before any video
+        if first.task != "segmentation":
+            raise JobError(f"model {model!r} is a {first.task} model; segmenting videos needs a segmenter")
+        self.describe = f"{model} at {first.url} ({protocol})"
+
+    def _client(self):
+        from clients.client import DNCClient
+
+        c = getattr(self._local, "client", None)
+        if c is None:
+            c = self._local.client = DNCClient(*self.args)
+            self._clients.append(c)
+        return c
+
+    def segment(self, frames: np.ndarray) -> list[Segmentation]:
+        from clients.client import ClientError
+
+        for attempt in range(ATTEMPTS):
+            try:
+                return self._client().segment(frames)
+            except ClientError as e:
+                if attempt == ATTEMPTS - 1:
+                    raise JobError(str(e)) from None
+                log.warning("request failed (%s); retrying", e)
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+
+class LocalSegmenter:
+    """An export run in-process (export/seg_infer.py), optionally with another centroid set."""
+
+    def __init__(self, export: str | Path, centroids: str | Path | None = None, threads: int = 0):
+        from export.seg_infer import InProcessSegmenter
+
+        self.seg = InProcessSegmenter(export, centroids, threads)
+        self.describe = f"{export} in-process"
+
+    def segment(self, frames: np.ndarray) -> list[Segmentation]:
+        return segmentations(self.seg.run(frames), [str(i) for i in range(len(frames))])
+
+    def close(self) -> None:
+        pass
+
+
+def make_segmenter(spec: dict):
+    """A segmenter from a plain description (what a Ray worker receives): {"kind": "server", "url",
+    "protocol", "model"} or {"kind": "local", "export", "centroids", "threads"}."""
+    if spec["kind"] == "server":
+        return ServerSegmenter(spec["url"], spec["protocol"], spec["model"])
+    return LocalSegmenter(spec["export"], spec.get("centroids"), spec.get("threads", 0))
+
+
+# -- one video ----------------------------------------------------------------------------------------
+@dataclass
+class Outputs:
+    folder: Path
+    name: str
+    files: dict[str, Path] = field(init=False)
+
+    def __post_init__(self):
+        self.files = {kind: self.folder / f"{self.name}.{suffix}" for kind, suffix in
+                      (("masks", "masks.mkv"), ("overlay", "overlay.mp4"), ("evidence", "evidence.jsonl"),
+                       ("summary", "summary.json"))}
+
+    def partial(self, kind: str) -> Path:
+        path = self.files[kind]
+        return path.with_name(f".{path.name}.partial")
+
+    def done(self) -> bool:
+        return all(p.is_file() for p in self.files.values())
+
+    def commit(self, summary: dict) -> None:
+        for kind in ("masks", "overlay", "evidence"):
+            os.replace(self.partial(kind), self.files[kind])
+        tmp = self.partial("summary")
+        tmp.write_text(json.dumps(summary, indent=1))
+        os.replace(tmp, self.files["summary"])  # last: what marks the video done
+
+    def discard(self) -> None:
+        for kind in self.files:
+            self.partial(kind).unlink(missing_ok=True)
+
+
+class Truth:
+    """Ground-truth masks of a clip (`dnc write-scenes --video`): per-frame confusion by class name."""
+
+    def __init__(self, folder: Path, name: str):
+        path = folder / "masks" / f"{name}.masks.mkv"
+        if not path.is_file():
+            raise JobError(f"--truth {folder}: no {path.name} under masks/ for video {name}")
+        self.names = json.loads((folder / "classes.json").read_text())["classes"]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.frames = video.masks(path)
+        self.conf = np.zeros((len(self.names), len(self.names) + 1), np.int64)  # truth x (pred, unknown)
+
+    def add(self, seg: Segmentation, frame: int) -> None:
+        try:
+            truth = next(self.frames)
+        except StopIteration:
+            raise JobError(f"the truth has fewer frames than the video (no mask for frame {frame})") from None
+        if truth.shape != seg.labels.shape:
+            raise JobError(f"truth frame {frame} is {truth.shape}, the labels {seg.labels.shape}")
+        to = np.array([self.index.get(n, len(self.names)) for n in seg.class_names])  # pred id -> truth id
+        pred = to[seg.labels]
+        np.add.at(self.conf, (truth.reshape(-1), pred.reshape(-1)), 1)
+
+    @staticmethod
+    def miou(conf: np.ndarray, names: list[str]) -> dict:
+        tp = np.diag(conf[:, :len(names)]).astype(float)
+        union = conf.sum(1) + conf[:, :len(names)].sum(0) - tp
+        present = union > 0
+        iou = np.where(present, tp / np.maximum(union, 1), np.nan)
+        return {"miou": float(np.nanmean(iou) * 100) if present.any() else None,
+                "iou_per_class": {n: (None if np.isnan(v) else round(float(v) * 100, 2))
+                                  for n, v in zip(names, iou, strict=True)}}
+
+
+def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
+                  truth_dir: Path | None = None, position: int = 1, on_frames=None) -> dict:
+    """Segment one video into out_dir (see the module docstring); returns its summary. JobError (or
+    video.VideoError) says why a video failed; its partial files are removed. `on_frames(n)` is told of
+    every n frames written (an overall progress bar)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outs = Outputs(out_dir, path.stem)
+    truth = Truth(truth_dir, path.stem) if truth_dir else None
+    meta = video.info(path)
+    timing = {"decode": 0.0, "wait": 0.0, "write": 0.0}
+    writers: dict = {}
+    sets: dict[str, int] = {}
+    written = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=meta.frames or None, desc=path.name[:30], unit="frame", position=position, leave=False,
+               disable=None)
+    try:
+        with ThreadPoolExecutor(max(1, concurrency)) as pool, open(outs.partial("evidence"), "w") as evidence:
+            frames = video.frames(path)
+            pending: deque = deque()
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < max(1, concurrency):
+                    t = time.perf_counter()
+                    batch = [f for _, f in zip(range(batch_size), frames, strict=False)]
+                    timing["decode"] += time.perf_counter() - t
+                    if not batch:
+                        exhausted = True
+                        break
+                    pending.append((batch, pool.submit(seg.segment, np.stack([f.rgb for f in batch]))))
+                if not pending:
+                    break
+                batch, future = pending.popleft()
+                t = time.perf_counter()
+                results = future.result()
+                timing["wait"] += time.perf_counter() - t
+                t = time.perf_counter()
+                for f, s in zip(batch, results, strict=True):
+                    if not writers:
+                        h, w = s.labels.shape
+                        writers["masks"] = video.MaskWriter(outs.partial("masks"), w, h, meta.rate)
+                        writers["overlay"] = video.H264Writer(outs.partial("overlay"), w, h, meta.rate)
+                    writers["masks"].write(s.labels)
+                    writers["overlay"].write(np.asarray(overlay(f.rgb, s)))
+                    evidence.write(json.dumps({"frame": f.index, "time": round(f.time, 6), "set_id": s.set_id,
+                                               "classes": [asdict(c) for c in s.classes]}) + "\n")
+                    sets[s.set_id] = sets.get(s.set_id, 0) + 1
+                    if truth:
+                        truth.add(s, f.index)
+                written += len(batch)
+                timing["write"] += time.perf_counter() - t
+                bar.update(len(batch))
+                if on_frames:
+                    on_frames(len(batch))
+        for w in writers.values():
+            w.close()
+        seconds = time.perf_counter() - t0
+        summary = {"video": str(path), "frames": written, "declared_frames": meta.frames,
+                   "width": meta.width, "height": meta.height, "fps": float(meta.rate), "seconds": round(seconds, 3),
+                   "frames_per_s": round(written / seconds, 2), "segmenter": seg.describe,
+                   "time_share": {k: round(v / seconds, 3) for k, v in timing.items()},
+                   "class_lists": sets, "truth": None}
+        if truth:
+            extra = next(truth.frames, None)
+            if extra is not None:
+                raise JobError(f"the truth has more frames than the {written} decoded from the video")
+            summary["truth"] = Truth.miou(truth.conf, truth.names)
+            summary["confusion"] = truth.conf.tolist()
+        outs.commit(summary)
+        return summary
+    except BaseException:
+        for w in writers.values():
+            try:
+                w.close()
+            except Exception:  # noqa: S110 (a half-written partial file is removed next)
+                pass
+        outs.discard()
+        raise
+    finally:
+        bar.close()
+
+
+# -- a job ----------------------------------------------------------------------------------------------
+def collect_videos(paths: list[str | Path]) -> list[Path]:
+    """Video files named, and those under folders named (recursively, sorted; mask videos, *.masks.mkv, are
+    labels rather than pictures and are left out); names must be unique."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in video.VIDEO_EXTENSIONS
+                            and not f.name.startswith(".") and not f.name.endswith(".masks.mkv"))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    stems: dict[str, Path] = {}
+    for f in found:
+        if f.stem in stems:
+            raise JobError(f"two videos would write the same outputs: {stems[f.stem]} and {f} (rename one, or run "
+                           "them into different --out folders)")
+        stems[f.stem] = f
+    return found
+
+
+def pending_videos(videos: list[Path], out_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(videos to do, videos already done in out_dir)."""
+    done = [v for v in videos if Outputs(out_dir, v.stem).done()]
+    return [v for v in videos if v not in done], done
+
+
+def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
+            truth_dir: Path | None = None) -> dict:
+    """Segment videos one after the other (each with `concurrency` requests in flight); returns the job's
+    summary: per video its summary or why it failed; finished videos skipped."""
+    if batch_size < 1 or concurrency < 1:
+        raise JobError(f"--batch-size and --concurrency must be >= 1, got {batch_size} and {concurrency}")
+    todo, done = pending_videos(videos, out_dir)
+    for v in done:
+        log.info("skipping %s: done in %s", v, out_dir)
+    total = sum(video.info(v).frames for v in todo if _safe_info(v))
+    results, failures = {}, {}
+    t0 = time.perf_counter()
+    with tqdm(total=total or None, desc="all videos", unit="frame", position=0, disable=None) as overall:
+        for v in todo:
+            try:
+                results[str(v)] = segment_video(v, out_dir, seg, batch_size, concurrency, truth_dir,
+                                                on_frames=overall.update)
+            except (JobError, video.VideoError, OSError) as e:
+                failures[str(v)] = str(e)
+                log.error("%s failed: %s", v, e)
+    return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0)
+
+
+def _safe_info(v: Path) -> bool:
+    try:
+        video.info(v)
+        return True
+    except video.VideoError:
+        return False
+
+
+def job_summary(results: dict, failures: dict, skipped: list[str], seconds: float) -> dict:
+    frames = sum(r["frames"] for r in results.values())
+    conf = [np.array(r["confusion"]) for r in results.values() if r.get("confusion") is not None]
+    names = None
+    if conf:
+        first = next(r for r in results.values() if r.get("confusion") is not None)
+        names = list(first["truth"]["iou_per_class"])
+    same = conf and all(c.shape == conf[0].shape for c in conf)
+    return {"videos": len(results) + len(failures) + len(skipped), "segmented": len(results),
+            "skipped": skipped, "failed": failures, "frames": frames, "seconds": round(seconds, 2),
+            "frames_per_s": round(frames / seconds, 2) if seconds > 0 and frames else None,
+            "miou": Truth.miou(sum(conf), names)["miou"] if same else None, "per_video": results}
+
+
+def summary_text(s: dict) -> str:
+    lines = [f"{s['videos']} video(s): {s['segmented']} segmented, {len(s['skipped'])} already done, "
+             f"{len(s['failed'])} failed; {s['frames']} frames in {s['seconds']:.1f} s"
+             + (f" ({s['frames_per_s']:.1f} frames/s)" if s["frames_per_s"] else "")]
+    for v, r in s["per_video"].items():
+        miou = f", mIoU {r['truth']['miou']:.2f}%" if r.get("truth") and r["truth"]["miou"] is not None else ""
+        lists = ", ".join(f"{k} x{n}" for k, n in r["class_lists"].items())
+        lines.append(f"  {v}: {r['frames']} frames, {r['frames_per_s']:.1f} frames/s{miou}; class lists {lists}")
+    for v, why in s["failed"].items():
+        lines.append(f"  FAILED {v}: {why}")
+    if s["miou"] is not None:
+        lines.append(f"  overall mIoU {s['miou']:.2f}%")
+    return "\n".join(lines)
