@@ -1,0 +1,134 @@
+"""Video segmentation jobs without a server: generated clips in, as many mask frames and evidence lines out,
+masks equal to in-process labels, a corrupt video among good ones, a rerun that skips finished work, a
+stopped job resumed, mIoU against the clips' truth, and the same job on a local Ray instance."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.cli import main
+from clients.video_job import JobError, LocalSegmenter, collect_videos, run_job
+from export.seg_infer import InProcessSegmenter
+from training import video
+from training.scenes import write_clips
+
+pytestmark = pytest.mark.slow
+FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, fmnist_ready):
+    root = tmp_path_factory.mktemp("clips") / "clips"
+    write_clips(root, 2, "fine", height=48, width=64, frames=FRAMES, fps=10, seed=3)
+    return root
+
+
+def test_clips_are_deterministic_and_their_masks_lossless(clips, tmp_path):
+    again = tmp_path / "again"
+    write_clips(again, 1, "fine", height=48, width=64, frames=FRAMES, fps=10, seed=3)
+    a = list(video.masks(clips / "masks" / "clip000.masks.mkv"))
+    b = list(video.masks(again / "masks" / "clip000.masks.mkv"))
+    assert len(a) == FRAMES and all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert {int(v) for m in a for v in np.unique(m)} - {0}  # items are there
+    assert len(list(video.frames(clips / "videos" / "clip000.mp4"))) == FRAMES
+    other = tmp_path / "other"
+    write_clips(other, 1, "fine", height=48, width=64, frames=FRAMES, fps=10, seed=4)
+    assert any((x != y).any() for x, y in zip(a, video.masks(other / "masks" / "clip000.masks.mkv"), strict=True))
+    with pytest.raises(ValueError, match="even"):
+        write_clips(tmp_path / "odd", 1, height=47, width=64)
+
+
+def test_a_clip_gives_as_many_mask_frames_and_evidence_lines_as_frames(clips, seg_export, tmp_path):
+    out = tmp_path / "out"
+    seg = LocalSegmenter(seg_export[2], threads=1)
+    s = run_job(collect_videos([clips]), out, seg, batch_size=3, concurrency=2, truth_dir=clips)
+    assert s["segmented"] == 2 and not s["failed"] and s["frames"] == 2 * FRAMES
+    ref = InProcessSegmenter(seg_export[2], threads=1)
+    for name in ("clip000", "clip001"):
+        frames = [f.rgb for f in video.frames(clips / "videos" / f"{name}.mp4")]
+        masks = list(video.masks(out / f"{name}.masks.mkv"))
+        lines = [json.loads(line) for line in (out / f"{name}.evidence.jsonl").read_text().splitlines()]
+        assert len(masks) == len(lines) == len(frames) == FRAMES
+        assert [line["frame"] for line in lines] == list(range(FRAMES))
+        want = ref.run(np.stack(frames))["labels"]
+        assert np.mean([(m == w).mean() for m, w in zip(masks, want, strict=True)]) >= 0.999
+        assert len(list(video.frames(out / f"{name}.overlay.mp4"))) == FRAMES
+        summary = json.loads((out / f"{name}.summary.json").read_text())
+        assert summary["frames"] == FRAMES and summary["truth"]["miou"] is not None
+    assert s["miou"] is not None and 0 <= s["miou"] <= 100
+
+
+def test_a_corrupt_video_fails_alone_and_a_rerun_skips_finished_work(clips, seg_export, tmp_path, capsys):
+    folder = tmp_path / "in"
+    shutil.copytree(clips / "videos", folder)
+    good = (folder / "clip000.mp4").read_bytes()
+    (folder / "broken.mp4").write_bytes(good[:len(good) // 3])
+    (folder / "garbage.mkv").write_bytes(b"not a video at all" * 20)
+    out = tmp_path / "out"
+    args = ["segment", str(folder), "--out", str(out), "--in-process", str(seg_export[2]), "--threads", "1"]
+    assert main(args) == 1
+    text = capsys.readouterr().out
+    assert "2 segmented" in text and "2 failed" in text and "FAILED" in text and "broken.mp4" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"clip00{i}.{k}" for i in range(2) for k in ("masks.mkv", "overlay.mp4", "evidence.jsonl", "summary.json"))
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (folder / "broken.mp4").unlink()
+    (folder / "garbage.mkv").unlink()
+    assert main(args) == 0  # everything left is done: nothing is segmented again
+    assert "2 already done" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+class _Stopping(LocalSegmenter):
+    """Raises KeyboardInterrupt at its `stop_at`-th request: a job stopped with Ctrl-C."""
+
+    def __init__(self, *args, stop_at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls, self.stop_at = 0, stop_at
+
+    def segment(self, frames):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return super().segment(frames)
+
+
+def test_a_stopped_job_is_resumed(clips, seg_export, tmp_path):
+    out = tmp_path / "out"
+    videos = collect_videos([clips])
+    with pytest.raises(KeyboardInterrupt):  # stopped in the middle of the second video
+        run_job(videos, out, _Stopping(seg_export[2], threads=1, stop_at=6), batch_size=2, concurrency=1)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"clip000.{k}" for k in ("masks.mkv", "overlay.mp4", "evidence.jsonl", "summary.json"))
+    s = run_job(videos, out, LocalSegmenter(seg_export[2], threads=1), batch_size=2, concurrency=1)
+    assert s["skipped"] == [str(videos[0])] and s["segmented"] == 1
+    assert len(list(video.masks(out / "clip001.masks.mkv"))) == FRAMES
+
+
+def test_collect_videos_refuses_names_that_would_collide(clips, tmp_path):
+    (tmp_path / "a").mkdir()
+    shutil.copy(clips / "videos" / "clip000.mp4", tmp_path / "a" / "clip000.mp4")
+    with pytest.raises(JobError, match="same outputs"):
+        collect_videos([clips / "videos", tmp_path / "a"])
+    assert [p.name for p in collect_videos([clips])] == ["clip000.mp4", "clip001.mp4"]  # masks left out
+
+
+def test_the_job_on_a_local_ray_instance(clips, seg_export, tmp_path):
+    """Two Ray workers, each segmenting whole videos: the same files as the job on this machine."""
+    from clients.ray_job import run_on_ray
+
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    videos = collect_videos([clips])
+    run_job(videos, local, LocalSegmenter(seg_export[2], threads=1), batch_size=4, concurrency=1)
+    spec = {"kind": "local", "export": str(seg_export[2]), "threads": 1}
+    s = run_on_ray(videos, on_ray, spec, batch_size=4, concurrency=1, truth_dir=clips, workers=2)
+    assert s["segmented"] == 2 and not s["failed"] and s["miou"] is not None
+    for name in ("clip000", "clip001"):
+        assert all((a == b).all() for a, b in zip(video.masks(local / f"{name}.masks.mkv"),
+                                                  video.masks(on_ray / f"{name}.masks.mkv"), strict=True))
+        assert Path(on_ray / f"{name}.evidence.jsonl").read_text().count("\n") == FRAMES
+    again = run_on_ray(videos, on_ray, spec, workers=2)
+    assert again["segmented"] == 0 and len(again["skipped"]) == 2
