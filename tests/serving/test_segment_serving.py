@@ -325,3 +325,65 @@ def test_a_model_added_to_a_served_repository_is_loaded(server, repo, exported):
     with DNCClient(server.grpc_url, "grpc", model="late") as c:
         assert c.task == "classification"
     assert sorted(repository.read_info(repo)["models"]) == ["dnc", "late", SEG]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from training.scenes import write_clips
+
+    root = tmp_path_factory.mktemp("served-clips") / "clips"
+    write_clips(root, 1, "fine", height=48, width=64, frames=12, fps=10, seed=8)
+    write_clips(root.with_name("long"), 1, "fine", height=48, width=64, frames=240, fps=24, seed=9)
+    return root
+
+
+def test_video_job_through_triton_equals_in_process(server, repo, clips, seg_export, tmp_path, capsys):
+    served_set = str(repository.head_dir(repo, SEG) / repository.SET_FOLDER)
+    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+        assert main(["segment", str(clips / "videos"), "--out", str(tmp_path / protocol), "--model", SEG, "--url",
+                     url, "--protocol", protocol, "--batch-size", "5", "--concurrency", "3"]) == 0
+    assert main(["segment", str(clips / "videos"), "--out", str(tmp_path / "local"), "--in-process",
+                 str(seg_export[2]), "--centroids", served_set, "--threads", "1"]) == 0
+    capsys.readouterr()
+    from training import video
+
+    local = list(video.masks(tmp_path / "local" / "clip000.masks.mkv"))
+    assert len(local) == 12
+    for protocol in ("http", "grpc"):
+        served = list(video.masks(tmp_path / protocol / "clip000.masks.mkv"))
+        assert len(served) == 12 and np.mean([(a == b).mean() for a, b in zip(served, local, strict=True)]) >= 0.999
+
+
+def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, coarse_set, tmp_path):
+    from clients.video_job import ServerSegmenter, run_job
+
+    class Paced(ServerSegmenter):  # a slower client, so that the swap lands mid-video
+        def segment(self, frames):
+            time.sleep(0.05)
+            return super().segment(frames)
+
+    video_path = clips.with_name("long") / "videos" / "clip000.mp4"
+    out = tmp_path / "out"
+    now = repository.model_info(repo, SEG)["set"]["set_id"]
+    target = seg_export[2] if now == centroid_set.load(coarse_set).set_id else coarse_set
+    names = {s.set_id: s.class_names for s in (centroid_set.load(seg_export[2]), centroid_set.load(coarse_set))}
+    result = {}
+    job = threading.Thread(target=lambda: result.update(run_job([video_path], out, Paced(server.http_url, "http", SEG),
+                                                                batch_size=2, concurrency=2)))
+    job.start()
+    partial = out / ".clip000.evidence.jsonl.partial"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (partial.is_file() and partial.read_text().count("\n") >= 20):
+        time.sleep(0.05)
+    swapped = swap(repo, target, server.grpc_url, name=SEG)
+    job.join(120)
+    assert result["failed"] == {} and result["frames"] == 240
+    lines = [json.loads(line) for line in (out / "clip000.evidence.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(240))
+    from training import video
+
+    assert len(list(video.masks(out / "clip000.masks.mkv"))) == 240
+    sets = [line["set_id"] for line in lines]
+    assert sets[0] == now and sets[-1] == swapped["to"]  # the list changed mid-video
+    assert set(sets) == {now, swapped["to"]}  # (two requests in flight may reach the server in either order)
+    assert all(c["label"] == names[line["set_id"]][c["class_id"]] for line in lines for c in line["classes"])
