@@ -41,9 +41,11 @@ REPO := model_repository
 # classifier. Start one real tritonserver (ports 8000-8002) serving both; classify a handful of test
 # images with their nearest-centroid evidence, swap the classifier's list to the 10 fine classes (no
 # retraining, one reload, no failed request) and classify again; segment a few scenes (labels, overlays,
-# evidence files), swap the segmenter's list to the fine classes and segment again; stop the server
-# (also on failure). Two epochs leave the classifier's sub-centroids far from any one image, so the
-# coarse model is not anchored; the recomputed sets are.
+# evidence files); segment a generated clip (mask and overlay videos, evidence per frame, mIoU against its
+# truth), then a second one during which the segmenter's list is swapped to the fine classes (no frame
+# lost); segment the scenes again with the fine list; stop the server (also on failure). Two epochs leave
+# the classifier's sub-centroids far from any one image, so the coarse model is not anchored; the
+# recomputed sets are.
 SEGFLAGS := --batch-size 16 --optimizer adamw --lr 0.002 --weight-decay 0.0001 --warmup-epochs 0.3 --workers 0
 
 demo: setup data
@@ -56,9 +58,10 @@ demo: setup data
 	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/export --data $(DEMO)/data/coarse/test
 	$(DNC) centroids --embed $(DEMO)/export/embed.onnx --data $(DEMO)/data/fine/train --K 4 --out $(DEMO)/fine-set
 	$(DNC) eval-onnx --embed $(DEMO)/export/embed.onnx --centroids $(DEMO)/fine-set --data $(DEMO)/data/fine/test
-	rm -rf $(DEMO)/data/scenes-coarse $(DEMO)/data/scenes-fine  # deterministic by seed: written again
+	rm -rf $(DEMO)/data/scenes-coarse $(DEMO)/data/scenes-fine $(DEMO)/data/clips $(DEMO)/videos  # written again
 	$(DNC) write-scenes --out $(DEMO)/data/scenes-coarse --labels coarse --train 4000 --test 100
 	$(DNC) write-scenes --out $(DEMO)/data/scenes-fine --labels fine --train 500 --test 6 --seed 1
+	$(DNC) write-scenes --out $(DEMO)/data/clips --labels coarse --video 2 --frames 192 --fps 24 --seed 2
 	$(DNC) train --data $(DEMO)/data/scenes-coarse --init $(DEMO)/coarse-dnc/checkpoint.safetensors \
 		--out $(DEMO)/seg-dnc --epochs 3 $(SEGFLAGS)
 	$(DNC) export $(DEMO)/seg-dnc/checkpoint.safetensors --out $(DEMO)/seg-export
@@ -72,10 +75,16 @@ demo: setup data
 	$(DNC) swap --repo $(REPO) --model dnc --centroids $(DEMO)/fine-set && \
 	$(DNC) classify $(DEMO)/data/handful/test --protocol grpc --top-k 2 && \
 	$(DNC) segment $(DEMO)/data/scenes-fine/images/test --model scenes --out $(DEMO)/segmented/coarse && \
-	$(DNC) swap --repo $(REPO) --model scenes --centroids $(DEMO)/seg-fine-set && \
+	$(DNC) segment $(DEMO)/data/clips/videos/clip000.mp4 --model scenes --out $(DEMO)/videos \
+		--truth $(DEMO)/data/clips && \
+	{ $(DNC) segment $(DEMO)/data/clips/videos/clip001.mp4 --model scenes --protocol grpc --out $(DEMO)/videos & \
+	  job=$$!; while kill -0 $$job 2>/dev/null && \
+	    [ "$$(cat $(DEMO)/videos/.clip001.evidence.jsonl.partial 2>/dev/null | wc -l)" -lt 64 ]; do sleep 0.2; done; \
+	  $(DNC) swap --repo $(REPO) --model scenes --centroids $(DEMO)/seg-fine-set && wait $$job; } && \
 	$(DNC) segment $(DEMO)/data/scenes-fine/images/test --model scenes --protocol grpc --out $(DEMO)/segmented/fine
 	@echo "training curves: $(DEMO)/coarse-dnc/curves.png, $(DEMO)/seg-dnc/curves.png; exports: $(DEMO)/export, \
-	$(DEMO)/seg-export; repository: $(REPO); segmentations (labels, overlays, evidence): $(DEMO)/segmented/"
+	$(DEMO)/seg-export; repository: $(REPO); segmentations (labels, overlays, evidence): $(DEMO)/segmented/; \
+	videos (masks, overlays, evidence per frame; the segmenter's list swapped during clip001): $(DEMO)/videos/"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
