@@ -132,3 +132,12 @@ def test_the_job_on_a_local_ray_instance(clips, seg_export, tmp_path):
         assert Path(on_ray / f"{name}.evidence.jsonl").read_text().count("\n") == FRAMES
     again = run_on_ray(videos, on_ray, spec, workers=2)
     assert again["segmented"] == 0 and len(again["skipped"]) == 2
+
+
+def test_write_scenes_video_command(tmp_path, capsys, fmnist_ready):
+    assert main(["write-scenes", "--out", str(tmp_path / "c"), "--video", "1", "--video-size", "64x48",
+                 "--frames", "4", "--fps", "8"]) == 0
+    assert "1 clips of 4 frames, 64x48 at 8 fps" in capsys.readouterr().out
+    assert video.info(tmp_path / "c" / "videos" / "clip000.mp4").rate == 8
+    assert main(["write-scenes", "--out", str(tmp_path / "d"), "--video", "1", "--video-size", "64by48"]) == 2
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
