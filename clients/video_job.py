@@ -290,7 +290,7 @@ def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurr
     todo, done = pending_videos(videos, out_dir)
     for v in done:
         log.info("skipping %s: done in %s", v, out_dir)
-    total = sum(video.info(v).frames for v in todo if _safe_info(v))
+    total = sum(_declared_frames(v) for v in todo)
     results, failures = {}, {}
     t0 = time.perf_counter()
     with tqdm(total=total or None, desc="all videos", unit="frame", position=0, disable=None) as overall:
@@ -304,12 +304,13 @@ def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurr
     return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0)
 
 
-def _safe_info(v: Path) -> bool:
+def _declared_frames(v: Path) -> int:
+    """The frame count a video's container declares (0 if it says none or cannot be opened: the job reports
+    that video when it gets to it)."""
     try:
-        video.info(v)
-        return True
+        return video.info(v).frames
     except video.VideoError:
-        return False
+        return 0
 
 
 def job_summary(results: dict, failures: dict, skipped: list[str], seconds: float) -> dict:
