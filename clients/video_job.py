@@ -171,86 +171,101 @@ class Truth:
                                   for n, v in zip(names, iou, strict=True)}}
 
 
+class _Sink:
+    """Where a video's answers go, frame by frame, in order: the mask and overlay videos (opened at the
+    first answer's size), the evidence lines, the class lists seen and the truth's confusion."""
+
+    def __init__(self, outs: Outputs, rate, truth: Truth | None):
+        self.outs, self.rate, self.truth = outs, rate, truth
+        self.evidence = open(outs.partial("evidence"), "w")  # noqa: SIM115 (closed in close())
+        self.masks = self.overlay = None
+        self.sets: dict[str, int] = {}
+        self.count = 0
+
+    def write(self, frame: video.Frame, s: Segmentation) -> None:
+        if self.masks is None:
+            h, w = s.labels.shape
+            self.masks = video.MaskWriter(self.outs.partial("masks"), w, h, self.rate)
+            self.overlay = video.H264Writer(self.outs.partial("overlay"), w, h, self.rate)
+        self.masks.write(s.labels)
+        self.overlay.write(np.asarray(overlay(frame.rgb, s)))
+        self.evidence.write(json.dumps({"frame": frame.index, "time": round(frame.time, 6), "set_id": s.set_id,
+                                        "classes": [asdict(c) for c in s.classes]}) + "\n")
+        self.sets[s.set_id] = self.sets.get(s.set_id, 0) + 1
+        if self.truth:
+            self.truth.add(s, frame.index)
+        self.count += 1
+
+    def close(self) -> None:
+        self.evidence.close()
+        for w in (self.masks, self.overlay):
+            if w is not None:
+                w.close()
+
+
+def _answers(frames, seg, batch_size: int, concurrency: int, timing: dict):
+    """(frame, segmentation) in frame order: batches of `batch_size` frames sent with up to `concurrency`
+    requests in flight; `timing` gains the seconds spent decoding and waiting for answers."""
+    with ThreadPoolExecutor(concurrency) as pool:
+        pending: deque = deque()
+        while True:
+            while len(pending) < concurrency:
+                t = time.perf_counter()
+                batch = [f for _, f in zip(range(batch_size), frames, strict=False)]
+                timing["decode"] += time.perf_counter() - t
+                if not batch:
+                    break
+                pending.append((batch, pool.submit(seg.segment, np.stack([f.rgb for f in batch]))))
+            if not pending:
+                return
+            batch, future = pending.popleft()
+            t = time.perf_counter()
+            results = future.result()
+            timing["wait"] += time.perf_counter() - t
+            yield from zip(batch, results, strict=True)
+
+
 def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
                   truth_dir: Path | None = None, position: int = 1, on_frames=None) -> dict:
     """Segment one video into out_dir (see the module docstring); returns its summary. JobError (or
     video.VideoError) says why a video failed; its partial files are removed. `on_frames(n)` is told of
-    every n frames written (an overall progress bar)."""
+    the frames written (an overall progress bar)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outs = Outputs(out_dir, path.stem)
     truth = Truth(truth_dir, path.stem) if truth_dir else None
     meta = video.info(path)
     timing = {"decode": 0.0, "wait": 0.0, "write": 0.0}
-    writers: dict = {}
-    sets: dict[str, int] = {}
-    written = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=meta.frames or None, desc=path.name[:30], unit="frame", position=position, leave=False,
-               disable=None)
+    sink = _Sink(outs, meta.rate, truth)
     try:
-        with ThreadPoolExecutor(max(1, concurrency)) as pool, open(outs.partial("evidence"), "w") as evidence:
-            frames = video.frames(path)
-            pending: deque = deque()
-            exhausted = False
-            while pending or not exhausted:
-                while not exhausted and len(pending) < max(1, concurrency):
-                    t = time.perf_counter()
-                    batch = [f for _, f in zip(range(batch_size), frames, strict=False)]
-                    timing["decode"] += time.perf_counter() - t
-                    if not batch:
-                        exhausted = True
-                        break
-                    pending.append((batch, pool.submit(seg.segment, np.stack([f.rgb for f in batch]))))
-                if not pending:
-                    break
-                batch, future = pending.popleft()
+        with tqdm(total=meta.frames or None, desc=path.name[:30], unit="frame", position=position, leave=False,
+                  disable=None) as bar:
+            for frame, s in _answers(video.frames(path), seg, batch_size, max(1, concurrency), timing):
                 t = time.perf_counter()
-                results = future.result()
-                timing["wait"] += time.perf_counter() - t
-                t = time.perf_counter()
-                for f, s in zip(batch, results, strict=True):
-                    if not writers:
-                        h, w = s.labels.shape
-                        writers["masks"] = video.MaskWriter(outs.partial("masks"), w, h, meta.rate)
-                        writers["overlay"] = video.H264Writer(outs.partial("overlay"), w, h, meta.rate)
-                    writers["masks"].write(s.labels)
-                    writers["overlay"].write(np.asarray(overlay(f.rgb, s)))
-                    evidence.write(json.dumps({"frame": f.index, "time": round(f.time, 6), "set_id": s.set_id,
-                                               "classes": [asdict(c) for c in s.classes]}) + "\n")
-                    sets[s.set_id] = sets.get(s.set_id, 0) + 1
-                    if truth:
-                        truth.add(s, f.index)
-                written += len(batch)
+                sink.write(frame, s)
                 timing["write"] += time.perf_counter() - t
-                bar.update(len(batch))
+                bar.update(1)
                 if on_frames:
-                    on_frames(len(batch))
-        for w in writers.values():
-            w.close()
+                    on_frames(1)
+        sink.close()
+        if truth and next(truth.frames, None) is not None:
+            raise JobError(f"the truth has more frames than the {sink.count} decoded from the video")
         seconds = time.perf_counter() - t0
-        summary = {"video": str(path), "frames": written, "declared_frames": meta.frames,
+        summary = {"video": str(path), "frames": sink.count, "declared_frames": meta.frames,
                    "width": meta.width, "height": meta.height, "fps": float(meta.rate), "seconds": round(seconds, 3),
-                   "frames_per_s": round(written / seconds, 2), "segmenter": seg.describe,
-                   "time_share": {k: round(v / seconds, 3) for k, v in timing.items()},
-                   "class_lists": sets, "truth": None}
-        if truth:
-            extra = next(truth.frames, None)
-            if extra is not None:
-                raise JobError(f"the truth has more frames than the {written} decoded from the video")
-            summary["truth"] = Truth.miou(truth.conf, truth.names)
-            summary["confusion"] = truth.conf.tolist()
+                   "frames_per_s": round(sink.count / seconds, 2), "segmenter": seg.describe,
+                   "time_share": {k: round(v / seconds, 3) for k, v in timing.items()}, "class_lists": sink.sets,
+                   "truth": Truth.miou(truth.conf, truth.names) if truth else None,
+                   "confusion": truth.conf.tolist() if truth else None}
         outs.commit(summary)
         return summary
     except BaseException:
-        for w in writers.values():
-            try:
-                w.close()
-            except Exception:  # noqa: S110 (a half-written partial file is removed next)
-                pass
+        try:
+            sink.close()
+        except Exception:  # noqa: S110 (the half-written partial files are removed next)
+            pass
         outs.discard()
         raise
-    finally:
-        bar.close()
 
 
 # -- a job ----------------------------------------------------------------------------------------------
