@@ -37,7 +37,15 @@ DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 
 
 class ClientError(ValueError):
-    """The server is down, not ready, refused the request, or answered something unusable."""
+    """The server is down, not ready, refused the request, or answered something unusable. `refused`: the
+    server answered this request with an error about its input (HTTP 400, gRPC INVALID_ARGUMENT)."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
+
+
+REFUSED = {"400", "StatusCode.INVALID_ARGUMENT"}  # tritonclient's status() of a request refused for its input
 
 
 @dataclass
@@ -171,7 +179,8 @@ class DNCClient:
             try:
                 res = self._call(self._client.infer, self.model, inputs, outputs=req)
             except Exception as e:
-                raise ClientError(f"{self.url} refused the request: {_first_line(e)}") from e
+                status = str(e.status()) if callable(getattr(e, "status", None)) else ""
+                raise ClientError(f"{self.url} refused the request: {_first_line(e)}", status in REFUSED) from e
             for n in names:
                 parts[n].append(res.as_numpy(n))
         return {n: np.concatenate(v) for n, v in parts.items()}
@@ -210,7 +219,8 @@ class DNCClient:
     def _send(self, files: list[Path], batch_size: int, skipped: list[tuple[str, str]] | None, how: str, call):
         """Read files and send them in requests of at most `batch_size` pictures that travel together (one
         size for pixels; any for bytes and float32 pictures of a classifier); `call(batch, sources, name)`
-        answers one request. Unreadable files go to `skipped` (or raise without it)."""
+        answers one request. Unreadable files, and pictures the server refuses (a refused request is sent
+        again one picture at a time), go to `skipped`; without it, the first one raises."""
         if batch_size < 1:
             raise ClientError(f"--batch-size must be >= 1, got {batch_size}")
         if how not in INPUTS:
@@ -219,9 +229,21 @@ class DNCClient:
         results, pending, key = [], [], None
         desc = "segment" if self.task == "segmentation" else "classify"
 
+        def send(items: list[tuple[np.ndarray, str]]) -> None:
+            try:
+                results.extend(call(np.stack([p for p, _ in items]), [s for _, s in items], name))
+            except ClientError as e:
+                if not e.refused or skipped is None:
+                    raise
+                if len(items) == 1:  # this picture is what the server refuses: report it, go on
+                    skipped.append((items[0][1], str(e)))
+                    return
+                for item in items:  # find which: one request each
+                    send([item])
+
         def flush():
             if pending:
-                results.extend(call(np.stack([p for p, _ in pending]), [s for _, s in pending], name))
+                send(list(pending))
                 pending.clear()
 
         with tqdm(total=len(files), desc=desc, unit="img", disable=len(files) <= batch_size or None) as bar:

@@ -71,7 +71,7 @@ class ServerSegmenter:
             try:
                 return self._client().segment(frames)
             except ClientError as e:
-                if attempt == ATTEMPTS - 1:
+                if e.refused or attempt == ATTEMPTS - 1:  # a refused input stays refused
                     raise JobError(str(e)) from None
                 log.warning("request failed (%s); retrying", e)
                 time.sleep(0.5 * (attempt + 1))
