@@ -141,3 +141,36 @@ def test_write_scenes_video_command(tmp_path, capsys, fmnist_ready):
     assert video.info(tmp_path / "c" / "videos" / "clip000.mp4").rate == 8
     assert main(["write-scenes", "--out", str(tmp_path / "d"), "--video", "1", "--video-size", "64by48"]) == 2
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_job_cleanly_and_a_rerun_finishes_it(seg_export, tmp_path, fmnist_ready):
+    """A real SIGINT to `dnc segment` in the middle of a video: exit status 130, no output of the unfinished
+    video but its hidden partial files gone; the same command again writes it whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clips = tmp_path / "long"
+    write_clips(clips, 1, "fine", height=48, width=64, frames=400, fps=25, seed=5)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "clients.cli", "segment", str(clips / "videos"), "--out", str(out), "--in-process",
+           str(seg_export[2]), "--threads", "1", "--batch-size", "2", "--concurrency", "1"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    partial = out / ".clip000.evidence.jsonl.partial"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (
+            partial.is_file() and partial.read_text().count("\n") >= 10):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-500:]
+    assert "interrupted" in err.decode()
+    assert not out.exists() or list(out.iterdir()) == []  # nothing half-written left behind
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert len(list(video.masks(out / "clip000.masks.mkv"))) == 400
+    assert (out / "clip000.evidence.jsonl").read_text().count("\n") == 400
