@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from clients import classify_cli, segment_cli
 from export import cli as export_cli
@@ -32,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C stops every command cleanly (a video job removes its partial files), even when the process
+        # inherited SIGINT ignored, as a process started in the background of a non-interactive shell does.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Under torchrun only rank 0 reports progress; other ranks log warnings and errors.
     quiet = int(os.environ.get("RANK", "0")) != 0
     logging.basicConfig(level=logging.WARNING if quiet else logging.DEBUG if args.verbose else logging.INFO,

@@ -35,7 +35,6 @@ from pathlib import Path
 
 from export import formats as F
 from serving.processes import cleanup_shm, restrict_shm, stop_group
-from serving.repository import read_info
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +145,8 @@ class TritonServer:
         return cmd
 
     def start(self, timeout: float = 120.0) -> TritonServer:
+        from serving.repository import read_info  # (here: the `dnc` command imports this module at start)
+
         try:
             self.entries = [info["models"]["entry"] for info in read_info(self.repo)["models"].values()]
         except ValueError as e:

@@ -8,10 +8,7 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from training import checkpoint as ckpt_io
-from training.loop import TrainConfig, check_data, resolve_device, task_for, train
-from training.model import SEGMENTATION_ANNEAL, SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig
-from training.seg_folder import is_seg_folder, pixel_of
+from training.config import SEGMENTATION_ANNEAL, SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig, TrainConfig
 
 
 def _floats(text: str) -> list[float]:
@@ -182,7 +179,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from training import checkpoint as ckpt_io
     from training.data import load_dataset
+    from training.loop import train
+    from training.seg_folder import is_seg_folder
 
     given = _model_overrides(a)
     if given.get("in_chans", 3) not in (1, 3):
@@ -232,6 +232,7 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
     with --init, the classifier's backbone shape and its normalisation (spread over R, G, B)."""
     from PIL import Image
 
+    from training import checkpoint as ckpt_io
     from training.seg_folder import MEAN, STD, read_classes, split_files
 
     classes = read_classes(tcfg.data)
@@ -258,6 +259,9 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    from training import checkpoint as ckpt_io
+    from training.loop import check_data, resolve_device, task_for
+
     ck = ckpt_io.load(a.checkpoint)
     mc = ck.model_config
     task = task_for(mc)
@@ -295,7 +299,10 @@ def _live_text(res: dict, names: list[str]) -> str:
 
 
 def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_name: str) -> dict:
+    from training import checkpoint as ckpt_io
     from training.anchor import anchor_model
+    from training.loop import check_data, resolve_device, task_for
+    from training.seg_folder import pixel_of
 
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config

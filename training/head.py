@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import distributed
+from training.config import normalise_ks
 from training.liveness import LIVE_SHARE, live_mask, win_counts
 from training.memory import ClassMemory, rank_in_class
 from training.recluster import kmeanspp_seeds, sinkhorn_kmeans
@@ -70,17 +71,6 @@ READY_SHARE = 0.9
 REVIVE_MIN_PACE = 0.25
 # Training samples a class needs in a check window before its sub-centroids are judged dead or alive.
 MIN_JUDGED = int(2 / LIVE_SHARE)
-
-
-def normalise_ks(num_classes: int, k: int | list[int]) -> list[int]:
-    """Expand K (one int for all classes, or one per class) to a per-class list and check it."""
-    ks = [int(k)] * num_classes if isinstance(k, int) else [int(v) for v in k]
-    if len(ks) != num_classes:
-        raise ValueError(f"K per class has {len(ks)} entries but there are {num_classes} classes")
-    bad = [(c, v) for c, v in enumerate(ks) if v < 1]
-    if bad:
-        raise ValueError(f"K must be >= 1 for every class; got K={bad[0][1]} for class {bad[0][0]}")
-    return ks
 
 
 class DNCHead(nn.Module):

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from training import checkpoint as ckpt_io
 from training import distributed
 from training.batches import augment, epoch_batches, iterate, normalise
+from training.config import TrainConfig
 from training.data import ImageData, load_dataset
 from training.head import DNCHead, normalise_ks
 from training.liveness import summarise, win_counts
@@ -32,42 +33,6 @@ from training.report import topk_correct, write_log
 from training.seg_task import SegmentationTask
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    data: str = "fashion-mnist"
-    out: str = "runs/dnc"
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
-    gamma: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    eval_batch_size: int = 512
-    save_every: int = 0  # also checkpoint every N steps (0: end of each epoch only)
-    max_steps: int = 0  # stop after this many steps in total (0: no limit); for smoke runs
-    train_limit: int = 0  # use only the first N training samples (0: all)
-    test_limit: int = 0
-    resume: str = ""
-    init: str = ""  # segmentation: start the backbone from this classifier checkpoint
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; use sgd or adamw")
-        if self.schedule not in ("cosine", "step"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; use cosine or step")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 # Settings a resumed run must keep: they fix the batch order, the learning-rate schedule (epochs set

@@ -53,3 +53,17 @@ def test_train_stop_resume_eval_anchor(tmp_path, capsys, fmnist_ready):
     assert res["n"] == 10000 and 0 <= res["top1"] <= 100
     assert main(["train", "--resume", str(out / "anchored.safetensors")]) == 2
     assert "not a resumable training checkpoint" in capsys.readouterr().err
+
+
+def test_the_dnc_command_starts_without_torch_onnx_or_onnxruntime():
+    """Building the whole parser (every layer's commands, defaults and help) imports none of the heavy
+    libraries: `dnc classify`, `dnc segment` and `dnc swap` start in a fraction of a second, and need only
+    what the client uses."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from clients.cli import build_parser; build_parser().parse_args(['classify', 'x.png']); "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
