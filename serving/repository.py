@@ -37,10 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export import centroid_set, manifest, runtime
+from export import centroid_set, manifest
 from export import formats as F
-from export.head_graph import build_head
-from export.seg_head_graph import build_seg_head
 from export.staging import publish, staging_folder
 from training import preprocess
 
@@ -278,6 +276,8 @@ def _served(repo: Path) -> int | None:
 
 
 def _embed_dim(sess, task: str) -> int:
+    from export import runtime
+
     if task == "classification":
         return runtime.embed_dim_of(sess)
     out = {o.name: o for o in sess.get_outputs()}
@@ -301,6 +301,8 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
     if meta.get("head") != "dnc":
         raise ValueError(f"{export_dir} is an export of a {meta.get('head')} model; only DNC exports can be served "
                          "(`dnc centroids` makes a class list from its embedding)")
+    from export import runtime
+
     embed_path = export_dir / F.EMBED_FILE
     fingerprint = centroid_set.fingerprint_file(embed_path)
     if fingerprint != meta["embed_fingerprint"]:
@@ -373,6 +375,10 @@ def _copy_code(version_dir: Path, role: str) -> None:
 def head_bytes(cs: centroid_set.CentroidSet, top_k: int) -> bytes:
     """The served head for a set (a classifier's or a segmenter's, by the set's task), checked to run:
     finite scores, one label per ranked class or per pixel."""
+    from export import runtime  # (onnx and onnxruntime imported here: the `dnc` command starts without them)
+    from export.head_graph import build_head
+    from export.seg_head_graph import build_seg_head
+
     rng = np.random.default_rng(0)
     if cs.task == "segmentation":
         data = build_seg_head(cs, evidence=True).SerializeToString()
