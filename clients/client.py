@@ -27,7 +27,7 @@ from tqdm import tqdm
 from clients.seg_results import Segmentation, segmentations
 from export import formats as F
 from training import preprocess
-from training.images import IMAGE_EXTENSIONS, DataError, check_image_size, image_files
+from training.images import IMAGE_EXTENSIONS, MAX_PIXELS, DataError, check_image_size, image_files
 
 log = logging.getLogger(__name__)
 
@@ -250,13 +250,13 @@ class DNCClient:
             for f in files:
                 try:
                     item = self._item(f, how)
+                    shape = self._size_key(f, item, how)
                 except DataError as e:
                     if skipped is None:
                         raise
                     skipped.append((str(f), str(e)))
                     bar.update(1)
                     continue
-                shape = self._size_key(f, item, how)
                 if pending and (shape != key or len(pending) >= batch_size):
                     flush()
                 key = shape
@@ -276,8 +276,11 @@ class DNCClient:
             return item.shape
         from PIL import Image
 
-        with Image.open(f) as im:  # the header only
-            return im.size
+        try:
+            with Image.open(f) as im:  # the header only
+                return im.size
+        except Exception as e:  # a file with a PNG/JPEG signature and a damaged header
+            raise DataError(f"cannot read image {f}: {type(e).__name__}: {e}") from None
 
     def _item(self, f: Path, how: str) -> np.ndarray:
         if how == "encoded":
@@ -285,10 +288,10 @@ class DNCClient:
             if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8")):
                 raise DataError(f"{f} is not a PNG or JPEG file: send it as pixels (--input pixels)")
             return np.array([data], dtype=object)  # (1,)
-        if how == "pixels":
-            return read_picture(f, self.preprocessing["color"])  # (H, W, C) at its own size
         prep = self.preprocessing
-        x = preprocess.prepare(preprocess.from_pixels(read_picture(f, prep["color"])), prep)  # (C, H, W) uint8
+        if how == "pixels":
+            return read_picture(f, prep["color"], prep)  # (H, W, C) at its own size
+        x = preprocess.prepare(preprocess.from_pixels(read_picture(f, prep["color"], prep)), prep)  # (C, H, W)
         return preprocess.normalise(x[None], prep)[0]
 
     def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 64,
@@ -315,18 +318,24 @@ class DNCClient:
         self.close()
 
 
-def read_picture(path: str | Path, color: str) -> np.ndarray:
+def read_picture(path: str | Path, color: str, prep: dict | None = None) -> np.ndarray:
     """An image file as uint8 (H, W, C) at its own size, converted to `color` ("L" or "RGB"). DataError
-    naming the file if it cannot be read."""
+    naming the file if it cannot be read. The size limits are the reader's; with `prep` (the model's
+    preprocessing) a thin picture is refused only when the model would enlarge it (a classifier)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            check_image_size(path, *im.size)  # from the header: nothing is decoded yet
+            if prep is None:
+                check_image_size(path, *im.size)  # from the header: nothing is decoded yet
+            else:
+                preprocess.check_size(f"image {path}", *im.size, MAX_PIXELS, prep)
             im = im.convert(color)
             arr = np.asarray(im, dtype=np.uint8)
     except DataError:
         raise
+    except preprocess.ImageError as e:
+        raise DataError(str(e)) from None
     except Exception as e:  # PIL raises many kinds for a crafted file
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
     return arr[:, :, None] if arr.ndim == 2 else arr

@@ -32,8 +32,10 @@ def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int, concurren
     try:
         return "ok", segment_video(Path(path), Path(out_dir), seg, batch_size, concurrency,
                                    Path(truth_dir) if truth_dir else None, position=0)
-    except (JobError, VideoError, OSError) as e:
+    except (JobError, VideoError) as e:
         return "failed", str(e)
+    except Exception as e:  # any error fails this video only
+        return "failed", f"{type(e).__name__}: {e}"
     finally:
         seg.close()
 
@@ -56,8 +58,8 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 
     t0 = time.perf_counter()
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_segment_one)
-        refs = {task.remote(str(v), str(out_dir), spec, batch_size, concurrency,
-                            str(truth_dir) if truth_dir else None): v for v in todo}
+        refs = {task.remote(str(v.resolve()), str(out_dir.resolve()), spec, batch_size, concurrency,
+                            str(truth_dir.resolve()) if truth_dir else None): v for v in todo}  # as workers see them
         results, failures, pending = {}, {}, list(refs)
         with tqdm(total=len(refs), desc="videos on ray", unit="video", disable=None) as bar:
             try:

@@ -124,8 +124,11 @@ def write(seg: Segmentation, picture: np.ndarray, out_dir: Path, name: str) -> d
                "evidence": lambda p: p.write_text(json.dumps(seg.evidence(), indent=1))}
     for kind, path in paths.items():
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        writers[kind](tmp)
-        os.replace(tmp, path)
+        try:
+            writers[kind](tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return paths
 
 

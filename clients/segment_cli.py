@@ -94,7 +94,9 @@ def split_media(paths: list[str]) -> tuple[list[Path], list[Path]]:
 def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int:
     from clients.video_job import make_segmenter, run_job, summary_text
 
-    spec = ({"kind": "local", "export": a.in_process, "centroids": a.centroids, "threads": a.threads} if a.in_process
+    absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731 (Ray workers may run elsewhere)
+    spec = ({"kind": "local", "export": absolute(a.in_process), "centroids": absolute(a.centroids),
+             "threads": a.threads} if a.in_process
             else {"kind": "server", "url": a.url, "protocol": a.protocol, "model": a.model})
     truth = Path(a.truth) if a.truth else None
     if truth is not None and not (truth / "classes.json").is_file():
@@ -123,15 +125,16 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
 def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     skipped: list[tuple[str, str]] = []
     if a.in_process:
-        segs, color = _in_process(a, files, skipped)
+        segs, prep = _in_process(a, files, skipped)
     else:
         with DNCClient(a.url, a.protocol, a.model) as client:
             segs = client.segment_files(files, a.batch_size, skipped, a.how, a.maps)
-            color = client.preprocessing["color"]
+            prep = client.preprocessing
+    color = prep["color"]
     names: set[str] = set()
     for s in segs:
         name = _unique(Path(s.source).stem, names)
-        paths = write(s, read_picture(s.source, color), out, name)
+        paths = write(s, read_picture(s.source, color, prep), out, name)
         if a.json:
             print(json.dumps({**s.evidence(), "files": {k: str(v) for k, v in paths.items()}}))
     if segs and not a.json:
@@ -145,23 +148,22 @@ def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     return 0
 
 
-def _in_process(a: argparse.Namespace, files: list[Path], skipped: list[tuple[str, str]]) -> tuple[list, str]:
-    """Segment files one by one with the export in-process; returns the segmentations and the model's color."""
+def _in_process(a: argparse.Namespace, files: list[Path], skipped: list[tuple[str, str]]) -> tuple[list, dict]:
+    """Segment files one by one with the export in-process; returns the segmentations and the preprocessing."""
     from tqdm import tqdm
 
     from clients.seg_results import segmentations
     from export.seg_infer import InProcessSegmenter
+    from training.preprocess import ImageError
 
     seg = InProcessSegmenter(a.in_process, a.centroids, a.threads)
-    color, result = seg.preprocessing["color"], []
+    prep, result = seg.preprocessing, []
     for f in tqdm(files, desc="segment", unit="img", disable=len(files) <= 1 or None):
         try:
-            pixels = read_picture(f, color)
-        except DataError as e:
+            result += segmentations(seg.run([read_picture(f, prep["color"], prep)], a.maps), [str(f)])
+        except (DataError, ImageError) as e:  # unreadable, or beyond the segmenter's limits: skipped, reported
             skipped.append((str(f), str(e)))
-            continue
-        result += segmentations(seg.run([pixels], a.maps), [str(f)])
-    return result, color
+    return result, prep
 
 
 def _unique(stem: str, used: set[str]) -> str:

@@ -77,9 +77,14 @@ class ServerSegmenter:
                 time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Close the connections of the threads that segmented a video (each video has threads of its own)."""
         for c in self._clients:
             c.close()
+        self._clients, self._local = [], threading.local()
+
+    def close(self) -> None:
+        self.release()
 
 
 class LocalSegmenter:
@@ -92,7 +97,15 @@ class LocalSegmenter:
         self.describe = f"{export} in-process"
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
-        return segmentations(self.seg.run(frames), [str(i) for i in range(len(frames))])
+        from training.preprocess import ImageError
+
+        try:
+            return segmentations(self.seg.run(frames), [str(i) for i in range(len(frames))])
+        except ImageError as e:  # a frame beyond the size limit: this video fails, the job goes on
+            raise JobError(str(e)) from None
+
+    def release(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -206,7 +219,9 @@ class _Sink:
 def _answers(frames, seg, batch_size: int, concurrency: int, timing: dict):
     """(frame, segmentation) in frame order: batches of `batch_size` frames sent with up to `concurrency`
     requests in flight; `timing` gains the seconds spent decoding and waiting for answers."""
-    with ThreadPoolExecutor(concurrency) as pool:
+    pool = ThreadPoolExecutor(concurrency)
+    shape = None
+    try:
         pending: deque = deque()
         while True:
             while len(pending) < concurrency:
@@ -215,6 +230,11 @@ def _answers(frames, seg, batch_size: int, concurrency: int, timing: dict):
                 timing["decode"] += time.perf_counter() - t
                 if not batch:
                     break
+                for f in batch:
+                    shape = shape or f.rgb.shape
+                    if f.rgb.shape != shape:
+                        raise video.VideoError(f"frame {f.index} is {f.rgb.shape[1]}x{f.rgb.shape[0]}, the frames "
+                                               f"before it {shape[1]}x{shape[0]}: a video must keep one size")
                 pending.append((batch, pool.submit(seg.segment, np.stack([f.rgb for f in batch]))))
             if not pending:
                 return
@@ -223,6 +243,8 @@ def _answers(frames, seg, batch_size: int, concurrency: int, timing: dict):
             results = future.result()
             timing["wait"] += time.perf_counter() - t
             yield from zip(batch, results, strict=True)
+    finally:  # on an error or Ctrl-C, requests still in flight are not waited for (their answers are dropped)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
@@ -266,6 +288,8 @@ def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurren
             pass
         outs.discard()
         raise
+    finally:
+        seg.release()
 
 
 # -- a job ----------------------------------------------------------------------------------------------
@@ -313,9 +337,9 @@ def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurr
             try:
                 results[str(v)] = segment_video(v, out_dir, seg, batch_size, concurrency, truth_dir,
                                                 on_frames=overall.update)
-            except (JobError, video.VideoError, OSError) as e:
-                failures[str(v)] = str(e)
-                log.error("%s failed: %s", v, e)
+            except Exception as e:  # any error fails this video only (Ctrl-C stops the job)
+                failures[str(v)] = str(e) if isinstance(e, JobError | video.VideoError) else f"{type(e).__name__}: {e}"
+                log.error("%s failed: %s", v, failures[str(v)])
     return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0)
 
 

@@ -30,7 +30,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--centroids", default=None, help="serve this centroid set instead of the export's")
     p.add_argument("--max-pixels", type=int, default=None, help="largest picture (height x width) the server "
                    "accepts in a request (default: 16.8 million for a classifier, 4.2 million for a segmenter)")
-    p.add_argument("--max-batch", type=int, default=64, help="largest batch Triton forms")
+    p.add_argument("--max-batch", type=int, default=None, help="largest batch Triton forms (default 64 for a "
+                   "classifier, 8 for a segmenter)")
     p.add_argument("--top-k", type=int, default=5, help="classes ranked with evidence in every response")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads of the embedding model (0: per core)")
     p.add_argument("--instances", type=int, default=1, help="instances of the embedding model")

@@ -12,8 +12,9 @@ Steps, for a picture of any size (a file, decoded bytes, or uint8 pixels H x W [
                "none": the picture's own size (segmenters: labels come back at that size)
     normalise: ((pixel * scale) - mean[c]) / std[c] in float32, layout NCHW
 Refusals (ImageError, naming the image and the limit) come before any pixel is decoded or resized:
-an empty or too large picture, a too thin one under "short_side", a channel count other than 1 or 3,
-a format other than PNG or JPEG for bytes, truncated or corrupt bytes.
+an empty or too large picture, a too thin one under "short_side", uint8 pixels with a channel count other
+than 1 or 3, a format other than PNG or JPEG for bytes, truncated or corrupt bytes. PNG and JPEG files in
+any mode (gray, RGB, RGBA, palette, 16-bit, CMYK) are converted to the model's colour as PIL converts.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def check_size(what: str, w: int, h: int, max_pixels: int, prep: dict | None = N
                          f"the {MAX_ASPECT:.0f}:1 accepted (it would be enlarged before the centre crop)")
 
 
-def decode(data: bytes, max_pixels: int, what: str = "image", prep: dict | None = None) -> Image.Image:
-    """PNG or JPEG bytes -> a decoded PIL image; the size is checked from the header before decoding."""
+def open_header(data: bytes, max_pixels: int, what: str = "image", prep: dict | None = None) -> Image.Image:
+    """PNG or JPEG bytes -> a PIL image whose header is read and size checked, its pixels not yet decoded."""
     if not data:
         raise ImageError(f"{what} is empty (0 bytes)")
     try:
@@ -81,11 +82,21 @@ def decode(data: bytes, max_pixels: int, what: str = "image", prep: dict | None 
     except Exception as e:  # PIL raises UnidentifiedImageError, SyntaxError, struct.error... for crafted bytes
         raise ImageError(f"{what} is not a PNG or JPEG image ({type(e).__name__})") from None
     check_size(what, *im.size, max_pixels, prep)
+    return im
+
+
+def load(im: Image.Image, what: str = "image") -> Image.Image:
+    """Decode the pixels of an image from open_header; truncated or corrupt data is refused."""
     try:
         im.load()
     except Exception as e:  # truncated or corrupt data
         raise ImageError(f"{what}: cannot decode its {im.format} data ({type(e).__name__}: {str(e)[:120]})") from None
     return im
+
+
+def decode(data: bytes, max_pixels: int, what: str = "image", prep: dict | None = None) -> Image.Image:
+    """PNG or JPEG bytes -> a decoded PIL image; the size is checked from the header before decoding."""
+    return load(open_header(data, max_pixels, what, prep), what)
 
 
 def pixel_channels(pixels: np.ndarray, what: str = "image") -> int:

@@ -206,7 +206,7 @@ def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_ex
                  server.grpc_url, "--protocol", "grpc"]) == 1  # both are reported, the others written
     out = capsys.readouterr()
     assert "skipped" in out.err and "broken.png" in out.err and "3 image(s)" in out.out
-    assert "huge.png" in out.err and "more than the 4.2 million accepted" in out.err
+    assert "huge.png" in out.err and "more than the 4.2 million" in out.err
     assert main(["segment", str(folder / "p0.png"), str(folder / "p1.png"), str(folder / "p2.png"), "--out",
                  str(tmp_path / "local"), "--in-process", str(seg_export[2]), "--json", "--centroids",
                  str(repository.head_dir(repo, SEG) / repository.SET_FOLDER)]) == 0  # the list served now
@@ -283,6 +283,12 @@ def test_hostile_raw_inputs_are_refused_and_the_server_stays_up(server, pictures
                                      (F.ENCODED, [1, 1], "BYTES", _bytes_tensor([png]))], "exactly one"),
         "pictures of two sizes in one request": (SEG, [(F.ENCODED, [2, 1], "BYTES", _bytes_tensor(
             [png, _png(pictures[1])]))], "different sizes"),
+        "three 2048x2048 PNGs in one request (12.6 million pixels)": (SEG, [(F.ENCODED, [3, 1], "BYTES", _bytes_tensor(
+            [_png(np.zeros((2048, 2048, 3), np.uint8))] * 3))], "million pixels in all"),
+        "8 items of 2048x2048 output, to the head": (f"{SEG}_head", [
+            (F.PIXEL_EMBEDDING, [8, 8, 1, 1], "FP32", np.ones(64, np.float32).tobytes()),
+            (F.OUTPUT_SIZE, [8, 2], "INT64", np.tile(np.array([2048, 2048], np.int64), 8).tobytes())],
+            "million pixels in all"),
         "output size too large, to the head": (f"{SEG}_head", [
             (F.PIXEL_EMBEDDING, [1, 8, 2, 2], "FP32", np.ones(32, np.float32).tobytes()),
             (F.OUTPUT_SIZE, [1, 2], "INT64", np.array([100000, 100000], np.int64).tobytes())], "output size"),

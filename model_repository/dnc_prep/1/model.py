@@ -7,12 +7,15 @@ naming the picture or tensor and the problem while the rest of the batch is serv
 server log (no traceback). Config parameters:
 - role "prep": exactly one of float32 `images` (preprocessed), uint8 `pixels` (N, H, W, 1|3) at any size,
   or `encoded` PNG/JPEG bytes (N, 1); pixels and bytes are preprocessed by preprocess.py as the
-  `preprocessing` parameter (the export's manifest) says, refused beyond `max_pixels` per picture;
+  `preprocessing` parameter (the export's manifest) says, refused beyond `max_pixels` per picture and
+  per request (all its pictures together; for bytes, read from their headers before any is decoded);
   floats must be finite and within the range the preprocessing produces. Out: the checked images and,
   for a segmenter, each picture's own (height, width) for the head.
 - role "graph": `intra_op_threads` (0: one per core), `input_check` (JSON, repository.input_check):
   images finite and in range, or embeddings finite, not all zero, no value beyond max_abs. A segmenter's
   head also has `size_input` (the (N, 2) output sizes: one per request, checked against `max_pixels`),
+  and `max_pixels` bounds the pixels of one request (items x H x W, of the images or of the output size)
+  and of one run of the graph (a batch of larger total is run in pieces),
   `maps_input` (optional bool: fill the score maps) and `map_outputs` (sent as 0 x 0 unless asked).
 An output holding NaN or inf is never sent: that request gets an error instead. The dynamic batcher hands
 several requests at once: those of one input shape are run as one batch and split again. The stub's
@@ -100,24 +103,32 @@ class TritonPythonModel:
                           f"(uint8, N x height x width x channels) or {self.names['encoded']} (PNG/JPEG bytes, N x 1); "
                           f"got {', '.join(self.names[k] for k in given) or 'none'}")
         kind, x = given.popitem()
+        name = self.names[kind]
         if x.shape[0] == 0:
-            return _error(f"{self.names[kind]}: empty batch (0 items)")
+            return _error(f"{name}: empty batch (0 items)")
         try:
             if kind == "images":
                 problem = self._image_problem(x)
                 if problem:
-                    return _error(f"{self.names['images']}: {problem}")
+                    return _error(f"{name}: {problem}")
+                self.P.check_size(f"{name} (each image)", x.shape[3], x.shape[2], self.max_pixels, self.prep)
+                self._check_budget(name, len(x) * x.shape[2] * x.shape[3])
                 images = x.astype(np.float32, copy=False)
-                for_size = images.shape[2:]
-                self.P.check_size(f"{self.names['images']} (each image)", for_size[1], for_size[0],
-                                  self.max_pixels, self.prep)
+            elif kind == "pixels":  # (N, H, W, C): sizes known before any work
+                self._check_budget(name, len(x) * x.shape[1] * x.shape[2])
+                images = self.P.normalise(np.stack([self.P.prepare_pixels(x[i], self.prep, self.max_pixels,
+                                                                          f"picture {i} of the request")
+                                                    for i in range(len(x))]), self.prep)
             else:
-                arrays = [self._one(kind, x[i], i) for i in range(len(x))]
-                shapes = {a.shape for a in arrays}
-                if len(shapes) > 1:
-                    return _error(f"{self.names[kind]}: the pictures of one request come out at different sizes "
-                                  f"({', '.join('x'.join(map(str, s[1:])) for s in sorted(shapes))}); send "
-                                  "pictures of different sizes in separate requests")
+                opened = [self._header(x[i], i) for i in range(len(x))]  # headers only: nothing decoded yet
+                self._check_budget(name, sum(im.size[0] * im.size[1] for im in opened))
+                sizes = {im.size for im in opened}
+                if self.P.resize_mode(self.prep) == "none" and len(sizes) > 1:
+                    return _error(f"{name}: the pictures of one request have different sizes ("
+                                  f"{', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); a segmenter answers at each "
+                                  "picture's size: send pictures of different sizes in separate requests")
+                arrays = [self.P.prepare(self.P.load(im, f"picture {i} of the request"), self.prep)
+                          for i, im in enumerate(opened)]
                 images = self.P.normalise(np.stack(arrays), self.prep)
         except self.P.ImageError as e:
             return _error(str(e))
@@ -127,15 +138,20 @@ class TritonPythonModel:
             tensors.append(pb_utils.Tensor(self.names["size"], hw))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
-    def _one(self, kind, item, i):
+    def _header(self, item, i):
         what = f"picture {i} of the request"
-        if kind == "pixels":
-            return self.P.prepare_pixels(item, self.prep, self.max_pixels, what)
         data = item.reshape(-1)[0] if item.size == 1 else None
         if not isinstance(data, bytes):
             raise self.P.ImageError(f"{what}: {self.names['encoded']} holds one PNG or JPEG file per picture "
                                     "(N x 1 bytes)")
-        return self.P.prepare(self.P.decode(data, self.max_pixels, what, self.prep), self.prep)
+        return self.P.open_header(data, self.max_pixels, what, self.prep)
+
+    def _check_budget(self, name, pixels):
+        """One request carries at most max_pixels pixels in all (one largest picture's worth)."""
+        if pixels > self.max_pixels:
+            raise self.P.ImageError(f"{name}: the request's pictures hold {pixels / 1e6:.1f} million pixels in all, "
+                                    f"more than the {self.max_pixels / 1e6:.1f} million one request may carry: "
+                                    "send fewer pictures per request")
 
     # -- graphs -------------------------------------------------------------------------------------
     def _run_graph(self, requests):
@@ -161,11 +177,26 @@ class TritonPythonModel:
             self._run_group(members, responses)
         return responses
 
+    def _item_pixels(self, feeds):
+        """Pixels one item of a request costs this graph (its output size, or its image input's H x W), or
+        None for a graph with no pixels (a classifier's head)."""
+        if self.size_input:
+            return int(np.prod(feeds[self.size_input].reshape(-1, 2)[0]))
+        x = feeds[self.inputs[0]]
+        return int(x.shape[2] * x.shape[3]) if x.ndim == 4 else None
+
     def _run_group(self, members, responses):
         batched = {n: (np.concatenate([f[n] for _, f, _ in members]) if n != self.size_input else members[0][1][n])
                    for n in members[0][1]}
+        n_items = len(batched[self.inputs[0]])
+        px = self._item_pixels(batched)
+        step = max(1, self.max_pixels // px) if px and self.max_pixels else n_items  # bounded memory per run
         try:
-            outs = self.session.run(self.outputs, {n: batched[n] for n in self.graph_inputs})
+            runs = []
+            for a in range(0, n_items, step):
+                feeds = {n: (batched[n][a:a + step] if n != self.size_input else batched[n]) for n in self.graph_inputs}
+                runs.append(self.session.run(self.outputs, feeds))
+            outs = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
         except Exception as e:  # one line to each client, not a traceback in the log per request
             for i, _, _ in members:
                 responses[i] = _error(f"inference failed: {str(e).splitlines()[0][:200]}", "INTERNAL")
@@ -201,6 +232,10 @@ class TritonPythonModel:
             if h < 1 or w < 1 or h * w > self.max_pixels:
                 return f"{self.size_input}: {h} x {w} is not an output size this model answers (1 to " \
                        f"{self.max_pixels} pixels)"
+        px = self._item_pixels(feeds)
+        if px and self.max_pixels and len(x) * px > self.max_pixels:
+            return (f"{first}: the request's {len(x)} items hold {len(x) * px / 1e6:.1f} million pixels in all, more "
+                    f"than the {self.max_pixels / 1e6:.1f} million one request may carry: send fewer per request")
         if self.check.get("kind") == "images":
             problem = self._image_problem(x)
             return f"{first}: {problem}" if problem else None
