@@ -395,3 +395,27 @@ def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, c
     assert sets[0] == now and sets[-1] == swapped["to"]  # the list changed mid-video
     assert set(sets) == {now, swapped["to"]}  # (two requests in flight may reach the server in either order)
     assert all(c["label"] == names[line["set_id"]][c["class_id"]] for line in lines for c in line["classes"])
+
+
+def test_a_video_job_closes_its_connections_after_each_video(server, clips, tmp_path):
+    from clients.video_job import ServerSegmenter, collect_videos, run_job
+
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"v{i}.mp4").write_bytes((clips / "videos" / "clip000.mp4").read_bytes())
+    seg = ServerSegmenter(server.grpc_url, "grpc", SEG)
+    opened = []
+    real = seg._client
+
+    def counting():
+        c = real()
+        if c not in opened:
+            opened.append(c)
+        return c
+
+    seg._client = counting
+    s = run_job(collect_videos([folder]), tmp_path / "out", seg, batch_size=4, concurrency=2)
+    assert s["segmented"] == 3 and not s["failed"]
+    assert seg._clients == [] and len(opened) >= 3  # new threads per video, their connections closed after it
+    seg.close()
