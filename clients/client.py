@@ -27,7 +27,7 @@ from tqdm import tqdm
 from clients.seg_results import Segmentation, segmentations
 from export import formats as F
 from training import preprocess
-from training.images import IMAGE_EXTENSIONS, MAX_PIXELS, DataError, check_image_size, image_files
+from training.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
 
 log = logging.getLogger(__name__)
 
@@ -316,29 +316,6 @@ class DNCClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def read_picture(path: str | Path, color: str, prep: dict | None = None) -> np.ndarray:
-    """An image file as uint8 (H, W, C) at its own size, converted to `color` ("L" or "RGB"). DataError
-    naming the file if it cannot be read. The size limits are the reader's; with `prep` (the model's
-    preprocessing) a thin picture is refused only when the model would enlarge it (a classifier)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if prep is None:
-                check_image_size(path, *im.size)  # from the header: nothing is decoded yet
-            else:
-                preprocess.check_size(f"image {path}", *im.size, MAX_PIXELS, prep)
-            im = im.convert(color)
-            arr = np.asarray(im, dtype=np.uint8)
-    except DataError:
-        raise
-    except preprocess.ImageError as e:
-        raise DataError(str(e)) from None
-    except Exception as e:  # PIL raises many kinds for a crafted file
-        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
-    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def _text(v) -> str:

@@ -11,10 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, read_picture
+from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
 from clients.seg_results import table, write
 from clients.video_job import collect_videos
-from training.images import IMAGE_EXTENSIONS, DataError
+from training.images import IMAGE_EXTENSIONS, DataError, read_picture
 from training.video import VIDEO_EXTENSIONS
 
 _D = argparse.ArgumentDefaultsHelpFormatter

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from clients.seg_results import Segmentation, overlay, segmentations
 from training import video
+from training.seg_folder import read_classes
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class Truth:
         path = folder / "masks" / f"{name}.masks.mkv"
         if not path.is_file():
             raise JobError(f"--truth {folder}: no {path.name} under masks/ for video {name}")
-        self.names = json.loads((folder / "classes.json").read_text())["classes"]
+        self.names = read_classes(folder).names
         self.index = {n: i for i, n in enumerate(self.names)}
         self.frames = video.masks(path)
         self.conf = np.zeros((len(self.names), len(self.names) + 1), np.int64)  # truth x (pred, unknown)

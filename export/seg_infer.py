@@ -17,7 +17,7 @@ from export import formats as F
 from export.seg_head_graph import build_seg_head
 from training import preprocess
 
-MAX_PIXELS = 2048 * 2048  # per picture, as a served segmenter accepts by default
+MAX_PIXELS = preprocess.SERVED_MAX_PIXELS["segmentation"]  # per picture, as a served segmenter by default
 
 
 class InProcessSegmenter:

@@ -31,12 +31,29 @@ def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
     `size`, centre-crop (training/preprocess.py executes it). Raises DataError naming the file if it
     cannot be decoded or is refused by the size limits."""
     prep = {"color": "L" if in_chans == 1 else "RGB", "resize": "short_side", "image_size": size}
+    return _read(path, prep, lambda im: preprocess.prepare(im, prep))
+
+
+def read_picture(path: str | Path, color: str, prep: dict | None = None) -> np.ndarray:
+    """An image file as uint8 (H, W, C) at its own size, converted to `color` ("L" or "RGB"). DataError
+    naming the file if it cannot be read. With `prep` (a model's preprocessing) a thin picture is refused
+    only when that model would enlarge it (a classifier, not a segmenter)."""
+    def pixels(im: Image.Image) -> np.ndarray:
+        arr = np.asarray(im.convert(color), dtype=np.uint8)
+        return arr[:, :, None] if arr.ndim == 2 else arr
+
+    return _read(path, prep, pixels)
+
+
+def _read(path: str | Path, prep: dict | None, use):
+    """Open an image file, check its size from the header (nothing decoded yet; the aspect rule as `prep`
+    says), and return use(image); every failure is a DataError naming the file."""
     try:
         with Image.open(path) as im:
-            check_image_size(path, *im.size)  # from the header: nothing is decoded yet
-            return preprocess.prepare(im, prep)
-    except DataError:
-        raise
+            preprocess.check_size(f"image {path}", *im.size, MAX_PIXELS, prep)
+            return use(im)
+    except preprocess.ImageError as e:
+        raise DataError(str(e)) from None
     except Exception as e:  # a crafted file makes PIL raise many kinds (SyntaxError, struct.error, EOFError...)
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 ENCODED_FORMATS = ("PNG", "JPEG")
+SERVED_MAX_PIXELS = {"classification": 4096 * 4096, "segmentation": 2048 * 2048}  # per picture from a client
 MAX_ASPECT = 32.0  # longer side / shorter side under "short_side": a thinner one is enlarged into a huge one
 
 
