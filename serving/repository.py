@@ -258,15 +258,36 @@ def locked(repo: Path) -> Iterator[None]:
         yield
 
 
+TEMPLATE_FILES = frozenset({"README.md", "config.pbtxt", "model.py", "preprocess.py", ".keep", LOCK_FILE})
+
+
+def is_template(repo: Path) -> bool:
+    """Whether `repo` holds only the text files a build writes and git keeps (the checked-in
+    model_repository/ of a fresh clone: configs, model.py, preprocess.py, README.md, but no
+    repository.json, which is generated): such a folder is a repository waiting for its first build."""
+    readme = repo / "README.md"
+    if not readme.is_file() or not readme.read_text(errors="replace").startswith("# DNC model repository"):
+        return False
+    for path in repo.rglob("*"):
+        if path.is_symlink():
+            return False
+        if path.is_file() and path.name not in TEMPLATE_FILES and "__pycache__" not in path.parts:
+            return False
+    return True
+
+
 def _check_destination(repo: Path) -> None:
+    """Refuse to write into a folder that holds anything but a DNC repository (or its checked-in template):
+    a build replaces model folders, so a wrong --repo must not cost a user their files."""
     if not repo.exists() or (repo.is_dir() and not any(repo.iterdir())):
         return
     if not repo.is_dir():
         raise ValueError(f"--repo {repo} is a file, not a folder")
-    if (repo / INFO_FILE).is_file():
+    if (repo / INFO_FILE).is_file() or is_template(repo):
         return
-    raise ValueError(f"--repo {repo} is a non-empty folder that is not a DNC model repository; refusing to write "
-                     "into it")
+    raise ValueError(f"--repo {repo} is a non-empty folder that is not a DNC model repository (no {INFO_FILE}, and "
+                     "files other than the configs and code a build writes); refusing to write into it: pass a new "
+                     "or empty folder")
 
 
 def _served(repo: Path) -> int | None:
