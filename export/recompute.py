@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from export import centroid_set, runtime
 from export import formats as F
@@ -26,6 +25,7 @@ from export.clustering import cluster
 from export.head_graph import build_head
 from export.staging import check_destination, staged
 from training.images import DataError, class_folders, read_image_array, scan_image_folder
+from training.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,11 @@ def embed_files(sess, files: list[Path], prep: dict, batch_size: int = 256, thre
     """Read and embed image files: (N, D) float32. An unreadable file raises DataError naming it."""
     read = lambda f: read_image_array(f, prep["channels"], prep["image_size"])  # noqa: E731
     out = []
-    with ThreadPoolExecutor(max(1, threads)) as pool, tqdm(total=len(files), desc=desc, unit="img") as bar:
+    with ThreadPoolExecutor(max(1, threads)) as pool, bar(total=len(files), desc=desc, unit="img") as shown:
         for i in range(0, len(files), batch_size):
             batch = np.stack(list(pool.map(read, files[i:i + batch_size])))  # (B, C, H, W) uint8
             out.append(runtime.embed(sess, batch, prep, batch_size))
-            bar.update(len(batch))
+            shown.update(len(batch))
     return np.concatenate(out)
 
 
@@ -97,7 +97,7 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     cents = np.zeros((len(classes), kmax, d), np.float32)
     ids = np.full((len(classes), kmax), -1, np.int64)
     names: list[list[str | None]] = []
-    for c in tqdm(range(len(classes)), desc="cluster", unit="class"):
+    for c in bar(range(len(classes)), desc="cluster", unit="class"):
         members = np.flatnonzero(labels == c)
         xc = x[members]
         cc, _ = cluster(xc, ks[c], method, seed=seed + c)

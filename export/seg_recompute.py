@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from export import centroid_set, runtime
 from export import formats as F
@@ -31,6 +30,7 @@ from export.seg_head_graph import build_seg_head
 from export.staging import check_destination, staged
 from training.images import DataError
 from training.preprocess import normalise
+from training.progress import bar
 from training.seg_folder import SegClasses, read_classes, read_pair, split_files
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def embedded_scenes(sess, root: Path, split: str, prep: dict, classes: SegClasse
     from training.seg_folder import check_mask_values
 
     pairs = split_files(root, split)
-    for i, (ip, mp) in enumerate(tqdm(pairs, desc=desc, unit="img")):
+    for i, (ip, mp) in enumerate(bar(pairs, desc=desc, unit="img")):
         image, mask = read_pair(ip, mp, 0, prep["channels"])  # (C, H, W), (H, W)
         check_mask_values(mask, classes, mp)
         emb = sess.run([F.PIXEL_EMBEDDING], {F.IMAGES: normalise(image[None], prep)})[0][0]  # (D, h, w)
@@ -130,7 +130,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     ids = np.full((c, kmax), -1, np.int64)
     yx = np.full((c, kmax, 2), -1, np.int32)
     ex_names: list[list[str | None]] = []
-    for cls in tqdm(range(c), desc="cluster", unit="class"):
+    for cls in bar(range(c), desc="cluster", unit="class"):
         x = pools[cls].x
         cc, _ = cluster(x, ks[cls], method, seed=seed + cls)
         near = nearest_distinct(cc, x)

@@ -13,10 +13,10 @@ import logging
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from training.batches import epoch_batches, iterate, normalise
 from training.head import DNCHead
+from training.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def anchor_model(model: torch.nn.Module, data, device: torch.device, batch_size:
     seg = model.cfg.task == "segmentation"
     batches = epoch_batches(len(data), min(batch_size, 32) if seg else batch_size, 0, 0, shuffle=False,
                             drop_last=False)
-    for x, y, ids in tqdm(iterate(data, batches, workers), total=len(batches), desc="anchor", leave=False):
+    for x, y, ids in bar(iterate(data, batches, workers), total=len(batches), desc="anchor", leave=False):
         x = normalise(x.to(device), model.cfg.mean, model.cfg.std).contiguous(memory_format=torch.channels_last)
         y, ids = y.to(device), ids.to(device)
         # The same precision as evaluation, so an anchored centroid is exactly what eval embeds.

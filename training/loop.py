@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from training import checkpoint as ckpt_io
-from training import distributed
+from training import distributed, progress
 from training.batches import augment, epoch_batches, iterate, normalise
 from training.config import TrainConfig
 from training.data import ImageData, load_dataset
@@ -91,8 +90,8 @@ def evaluate(model: Classifier, data: ImageData, device: torch.device, batch_siz
     batches = epoch_batches(len(data), batch_size, 0, 0, shuffle=False, rank=distributed.rank(),
                             world=distributed.world_size(), drop_last=False)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss, n
-    bar = tqdm(iterate(data, batches, workers), total=len(batches), desc=desc, leave=False,
-               disable=not distributed.is_main())
+    bar = progress.bar(iterate(data, batches, workers), total=len(batches), desc=desc, leave=False,
+                       show=distributed.is_main())
     for x, y, _ in bar:
         x, y = normalise(x.to(device), model.cfg.mean, model.cfg.std), y.to(device)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -301,8 +300,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
             t0 = time.time() - partial["seconds"]
             batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, True,
                                     distributed.rank(), distributed.world_size())[skip:]
-            bar = tqdm(iterate(train_set, batches, cfg.workers), total=n_batches, initial=skip,
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not distributed.is_main())
+            bar = progress.bar(iterate(train_set, batches, cfg.workers), total=n_batches, initial=skip,
+                               desc=f"epoch {epoch + 1}/{cfg.epochs}", show=distributed.is_main())
             loss_sum, correct, seen = partial["loss_sum"], partial["correct"], partial["seen"]
             for i, (x, y, ids) in enumerate(bar, start=skip):
                 lr = lr_at(step, total, warmup, cfg)

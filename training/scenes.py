@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from tqdm import tqdm
 
 from training.data import ImageData, load_dataset
 from training.folders import LABEL_MAPS, coarse_index
 from training.images import DataError
+from training.progress import bar
 from training.seg_folder import SegClasses, default_palette, write_classes, write_pair
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def write_scenes(out: str | Path, labels: str = "fine", size: int = 64, train: i
             classes = SegClasses([BACKGROUND] + names, default_palette(len(names) + 1), background=0)
             write_classes(out, classes)
         item_labels = to[items.labels.numpy()]
-        for i in tqdm(range(n), desc=f"write-scenes {split}", unit="scene"):
+        for i in bar(range(n), desc=f"write-scenes {split}", unit="scene"):
             image, mask, _ = make_scene(items, item_labels, photos, size, seed, split, i)
             write_pair(out, split, f"{i:06d}", image, mask, classes)
     log.info("wrote %d training and %d test scenes (%dpx, %d classes) to %s", train, test, size,
@@ -230,7 +230,7 @@ def write_clips(out: str | Path, count: int, labels: str = "fine", height: int =
     (out / "masks").mkdir(exist_ok=True)
     write_classes(out, classes)
     photos, item_labels = load_photos(), to[items.labels.numpy()]
-    for c in tqdm(range(count), desc="write-scenes clips", unit="clip"):
+    for c in bar(range(count), desc="write-scenes clips", unit="clip"):
         name = f"clip{c:03d}"
         with H264Writer(out / "videos" / f"{name}.mp4", width, height, Fraction(fps), crf=18) as video, \
                 MaskWriter(out / "masks" / f"{name}.masks.mkv", width, height, Fraction(fps)) as masks:

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from training.class_names import check_class_names
 from training.images import DataError, check_image_size
+from training.progress import bar
 
 if TYPE_CHECKING:
     import torch
@@ -303,7 +303,7 @@ def load_seg_folder(root: str | Path, split: str, size: int, in_chans: int = 3, 
         pairs = pairs[:limit]
     images = np.empty((len(pairs), in_chans, size, size), np.uint8)
     masks = np.empty((len(pairs), size, size), np.uint8)
-    for i, (ip, mp) in enumerate(tqdm(pairs, desc=f"read {root.name}/{split}", leave=False)):
+    for i, (ip, mp) in enumerate(bar(pairs, desc=f"read {root.name}/{split}", leave=False)):
         images[i], masks[i] = read_pair(ip, mp, size, in_chans)
         check_mask_values(masks[i], classes, mp)
     import torch

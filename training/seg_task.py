@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from training import distributed
 from training.batches import epoch_batches, iterate, normalise
 from training.head import DNCHead
 from training.liveness import summarise, win_counts
 from training.memory import rank_in_class
+from training.progress import bar
 from training.seg_folder import SegData, load_seg_folder, pixel_id
 from training.segmenter import Segmenter, cell_pixels, nearest_cells, upsample
 
@@ -143,8 +143,8 @@ class SegmentationTask:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         batches = epoch_batches(len(data), min(batch_size, EVAL_BATCH), 0, 0, shuffle=False,
                                 rank=distributed.rank(), world=distributed.world_size(), drop_last=False)
-        for x, y, _ in tqdm(iterate(data, batches, workers), total=len(batches), desc=desc, leave=False,
-                            disable=not distributed.is_main()):
+        for x, y, _ in bar(iterate(data, batches, workers), total=len(batches), desc=desc, leave=False,
+                           show=distributed.is_main()):
             x, y = normalise(x.to(device), model.cfg.mean, model.cfg.std), y.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 emb = model.encoder(x.contiguous(memory_format=torch.channels_last)).float()  # (B, D, h, w)
