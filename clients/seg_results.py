@@ -3,7 +3,8 @@
 `segmentations` turns the head's outputs (from the server, or from the export run in-process) into
 Segmentation objects; `write` saves one as three files beside each other:
     NAME.labels.png     class id per pixel, a palette PNG (opens as a coloured map, reads back as ids)
-    NAME.overlay.png    the picture with each class's colour blended in (background left as it is)
+    NAME.overlay.png    the picture with each class's colour blended in (background left as it is), and a
+                        legend strip below it: the classes present, their colours and pixel shares
     NAME.evidence.json  class list id, and per class present: pixel fraction, mean score, dominant
                         sub-centroid and its anchored exemplar (image id and name, pixel y and x)
 """
@@ -102,16 +103,84 @@ def label_image(seg: Segmentation) -> Image.Image:
     return im
 
 
-def overlay(picture: np.ndarray, seg: Segmentation, alpha: float = 0.5) -> Image.Image:
-    """The picture (H, W, C uint8) with each non-background class's colour blended in at `alpha`."""
+def blend(picture: np.ndarray, seg: Segmentation, alpha: float = 0.5) -> np.ndarray:
+    """The picture (H, W, C uint8) with each non-background class's colour blended in at `alpha`: (H, W, 3)."""
     rgb = np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture
     if rgb.shape[:2] != seg.labels.shape:
         raise ValueError(f"{seg.source}: the picture is {rgb.shape[1]} x {rgb.shape[0]} but its labels are "
                          f"{seg.labels.shape[1]} x {seg.labels.shape[0]}")
     colours = np.asarray(palette(seg.class_names), np.float32)[seg.labels]  # (H, W, 3)
-    blend = np.array([n != BACKGROUND for n in seg.class_names])[seg.labels][..., None]
-    out = np.where(blend, (1 - alpha) * rgb.astype(np.float32) + alpha * colours, rgb.astype(np.float32))
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+    keep = np.array([n != BACKGROUND for n in seg.class_names])[seg.labels][..., None]  # (H, W, 1)
+    out = np.where(keep, (1 - alpha) * rgb.astype(np.float32) + alpha * colours, rgb.astype(np.float32))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def overlay(picture: np.ndarray, seg: Segmentation, alpha: float = 0.5, legend_rows: int | None = None) -> Image.Image:
+    """The blended picture with a legend strip below it: a swatch, the label and the pixel share of each
+    class present, most pixels first. The picture keeps its pixels at the top left (overlay pixel (y, x) is
+    picture pixel (y, x)); a picture narrower than the legend needs is padded on the right. `legend_rows`
+    fixes the strip's height (a video's frames must keep one size, whatever their classes): classes that do
+    not fit are counted as "+N more"; None gives every class present a place."""
+    top = blend(picture, seg, alpha)
+    h, w = top.shape[:2]
+    strip = legend(seg, w, legend_rows)
+    canvas = Image.new("RGB", (max(w, strip.width), h + strip.height), LEGEND_BACKGROUND)
+    canvas.paste(Image.fromarray(top, "RGB"), (0, 0))
+    canvas.paste(strip, (0, h))
+    return canvas
+
+
+LEGEND_BACKGROUND = (32, 32, 32)
+LEGEND_MIN_WIDTH = 160  # pixels: room for one entry beside a small picture (FashionScenes are 64 x 64)
+
+
+def _font(width: int):
+    from PIL import ImageFont
+
+    size = int(np.clip(width / 40, 10, 24))  # legible on a 64-pixel scene and on a 1080p frame
+    try:
+        return ImageFont.load_default(size=size), size
+    except (TypeError, OSError):  # a Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default(), 11
+
+
+def legend(seg: Segmentation, width: int, rows: int | None = None) -> Image.Image:
+    """A strip naming the classes present with their colours: entries flow left to right and wrap; at least
+    LEGEND_MIN_WIDTH wide, its height even (H.264 frames need even sides)."""
+    from PIL import ImageDraw
+
+    width = max(width, LEGEND_MIN_WIDTH)
+    font, size = _font(width)
+    pad, line = max(2, size // 3), size + max(4, size // 2)
+    colours = palette(seg.class_names)
+    entries = [(colours[c.class_id], f"{c.label} {c.fraction:.0%}") for c in seg.classes if c.label != BACKGROUND]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    spans = [size + pad + int(probe.textlength(text, font=font)) + 2 * pad for _, text in entries]
+    placed: list[tuple[int, int, int]] = []  # (entry, row, x)
+    row, x = 0, pad
+    for i, span in enumerate(spans):
+        if x > pad and x + span > width:
+            row, x = row + 1, pad
+        placed.append((i, row, x))
+        x += span
+    n_rows = max(1, row + 1) if rows is None else rows
+    if rows is not None and len(placed) and placed[-1][1] >= rows:  # keep room for "+N more" on the last row
+        more_w = int(probe.textlength("+99 more", font=font)) + 2 * pad
+        placed = [p for p in placed if p[1] < rows - 1 or (p[1] == rows - 1 and p[2] + spans[p[0]] + more_w <= width)]
+    height = n_rows * line + pad
+    strip = Image.new("RGB", (width, height + height % 2), LEGEND_BACKGROUND)
+    draw = ImageDraw.Draw(strip)
+    for i, r, x0 in placed:
+        y0 = pad + r * line
+        draw.rectangle([x0, y0, x0 + size - 1, y0 + size - 1], fill=entries[i][0], outline=(255, 255, 255))
+        draw.text((x0 + size + pad, y0), entries[i][1], fill=(255, 255, 255), font=font)
+    if len(placed) < len(entries):
+        r = n_rows - 1
+        x0 = max((x0 + spans[i] for i, rr, x0 in placed if rr == r), default=pad)
+        draw.text((x0, pad + r * line), f"+{len(entries) - len(placed)} more", fill=(255, 255, 255), font=font)
+    if not entries:
+        draw.text((pad, pad), "no class", fill=(255, 255, 255), font=font)
+    return strip
 
 
 def write(seg: Segmentation, picture: np.ndarray, out_dir: Path, name: str) -> dict[str, Path]:

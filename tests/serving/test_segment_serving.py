@@ -15,7 +15,7 @@ from PIL import Image
 
 from clients.cli import main
 from clients.client import DNCClient, collect_images, read_picture
-from clients.seg_results import segmentations
+from clients.seg_results import LEGEND_MIN_WIDTH, segmentations
 from export import centroid_set, runtime
 from export import formats as F
 from export.seg_infer import InProcessSegmenter
@@ -217,7 +217,8 @@ def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_ex
         local = np.asarray(Image.open(tmp_path / "local" / f"p{i}.labels.png"))
         assert served.shape == pic.shape[:2] and (served == local).mean() >= 0.999
         assert Image.open(tmp_path / "served" / f"p{i}.labels.png").mode == "P"
-        assert Image.open(tmp_path / "served" / f"p{i}.overlay.png").size == (pic.shape[1], pic.shape[0])
+        ow, oh = Image.open(tmp_path / "served" / f"p{i}.overlay.png").size  # the picture, a legend strip below
+        assert ow == max(pic.shape[1], LEGEND_MIN_WIDTH) and oh > pic.shape[0]
         ev = json.loads((tmp_path / "served" / f"p{i}.evidence.json").read_text())
         assert ev["height"] == pic.shape[0] and abs(sum(c["fraction"] for c in ev["classes"]) - 1) < 1e-6
     files = [str(folder / f"p{i}.png") for i in range(3)]  # three sizes: one request each, as PNG bytes
