@@ -5,6 +5,11 @@ responses and terminals, so it is checked where it enters: strings, non-empty, u
 MAX_LENGTH characters, and no control or line-separator characters (a newline, a NUL or an escape
 sequence in a label would corrupt logs, tables and the terminals that print them; a bidirectional
 override would make a label display as another).
+
+Every writer of this project (`dnc write-folder`, `dnc write-scenes`) names a class by `safe_name`, the
+form that survives being a folder name: a class is then named the same in an image folder, in a
+segmentation folder's classes.json and in every class list made from either, so lists built from both
+line up when they are compared or swapped ("T-shirt/top" is "T-shirt-top" everywhere).
 """
 
 from __future__ import annotations
@@ -44,3 +49,9 @@ def check_class_names(names: object, where: str) -> list[str]:
             raise ValueError(f"{where}: class names {seen[name]} and {i} are both {name!r}")
         seen[name] = i
     return list(names)
+
+
+def safe_name(name: str) -> str:
+    """A class name in the form every writer gives it: usable as a folder name ('/' and '\\' become '-',
+    outer blanks dropped), so a class read back from a folder has the name it was written with."""
+    return name.replace("/", "-").replace("\\", "-").strip() or "_"

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from training.class_names import safe_name
 from training.data import ImageData, load_dataset
 from training.images import DataError
+from training.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,18 @@ LABEL_MAPS = {"fine": None, "coarse": FASHION_MNIST_COARSE}
 
 
 def folder_name(class_name: str) -> str:
-    """A class name as a folder name ('T-shirt/top' -> 'T-shirt-top')."""
-    return class_name.replace("/", "-").replace("\\", "-").strip() or "_"
+    """A class name as a folder name ('T-shirt/top' -> 'T-shirt-top'): training/class_names.safe_name, the
+    name `dnc write-scenes` gives the class too."""
+    return safe_name(class_name)
+
+
+def chosen_indices(labels: np.ndarray, num_classes: int, per_class: int = 0) -> list[int]:
+    """Indices of the images to write, in data set order: the first `per_class` of each class (all when
+    0). Chosen before writing so that the progress bar counts what is written, not the whole set."""
+    if not per_class:
+        return list(range(len(labels)))
+    keep = [np.flatnonzero(labels == c)[:per_class] for c in range(num_classes)]
+    return sorted(int(i) for part in keep for i in part)
 
 
 def coarse_index(class_names: list[str], label_map: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
@@ -67,12 +78,11 @@ def write_image_folder(data: ImageData, out: Path, label_map: dict[str, list[str
     for f in folders:
         (out / f).mkdir(parents=True, exist_ok=True)
     labels = fine_to[data.labels.numpy()]
+    chosen = chosen_indices(labels, len(folders), per_class)
     counts = dict.fromkeys(folders, 0)
     images = data.images.numpy()  # (N, C, H, W) uint8
-    for i in tqdm(range(len(data)), desc=f"write {out}", leave=False):
+    for i in bar(chosen, desc=f"write {out}", unit="img", leave=False):
         f = folders[labels[i]]
-        if per_class and counts[f] >= per_class:
-            continue
         img = images[i].transpose(1, 2, 0)
         Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(out / f / f"{i:06d}.png")
         counts[f] += 1

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from training.class_names import safe_name
 from training.data import ImageData, load_dataset
 from training.folders import LABEL_MAPS, coarse_index
 from training.images import DataError
@@ -160,7 +161,8 @@ def write_scenes(out: str | Path, labels: str = "fine", size: int = 64, train: i
         names, to = list(items.class_names), np.arange(items.num_classes)
         if LABEL_MAPS[labels] is not None:
             names, to = coarse_index(items.class_names, LABEL_MAPS[labels])
-        if classes is None:
+        if classes is None:  # named as `dnc write-folder` names its folders, so the lists line up
+            names = [safe_name(n) for n in names]
             classes = SegClasses([BACKGROUND] + names, default_palette(len(names) + 1), background=0)
             write_classes(out, classes)
         item_labels = to[items.labels.numpy()]
@@ -224,6 +226,7 @@ def write_clips(out: str | Path, count: int, labels: str = "fine", height: int =
     names, to = list(items.class_names), np.arange(items.num_classes)
     if LABEL_MAPS[labels] is not None:
         names, to = coarse_index(items.class_names, LABEL_MAPS[labels])
+    names = [safe_name(n) for n in names]  # as write_scenes and `dnc write-folder` name them
     classes = SegClasses([BACKGROUND] + names, default_palette(len(names) + 1), background=0)
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)

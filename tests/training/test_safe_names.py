@@ -1,0 +1,27 @@
+"""One name per class whoever wrote it: image folders, scenes and clips name Fashion-MNIST's classes alike."""
+
+from training import scenes
+from training.class_names import safe_name
+from training.data import FASHION_MNIST_CLASSES, load_dataset
+from training.folders import FASHION_MNIST_COARSE, write_image_folder
+from training.images import scan_image_folder
+from training.seg_folder import read_classes
+
+
+def test_safe_name():
+    assert safe_name("T-shirt/top") == "T-shirt-top" and safe_name("a\\b ") == "a-b"
+    assert safe_name("Ankle boot") == "Ankle boot" and safe_name(" / ") == "-" and safe_name("  ") == "_"
+
+
+def test_folders_scenes_and_clips_name_the_classes_alike(tmp_path, fmnist_ready):
+    write_image_folder(load_dataset("fashion-mnist", "test"), tmp_path / "folder", per_class=1)
+    from_folder, _, _ = scan_image_folder(tmp_path / "folder")
+    scenes.write_scenes(tmp_path / "scenes", "fine", size=16, train=1, test=1)
+    scenes.write_clips(tmp_path / "clips", 1, "fine", height=16, width=16, frames=1)
+    for root in ("scenes", "clips"):
+        names = read_classes(tmp_path / root).names
+        assert names[0] == "background" and sorted(names[1:]) == from_folder
+        assert "T-shirt-top" in names and "T-shirt/top" not in names
+    assert read_classes(tmp_path / "scenes").names[1:] == [safe_name(n) for n in FASHION_MNIST_CLASSES]
+    coarse = scenes.write_scenes(tmp_path / "coarse", "coarse", size=16, train=1, test=1)
+    assert coarse.names[1:] == list(FASHION_MNIST_COARSE)
