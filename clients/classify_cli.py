@@ -7,6 +7,7 @@ import json
 import sys
 
 from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, Prediction, collect_images
+from clients.model_option import say_choice
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -18,7 +19,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url", default=None, help=f"server address (default {DEFAULT_URLS['http']} for http, "
                    f"{DEFAULT_URLS['grpc']} for grpc)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="http")
-    p.add_argument("--model", default="dnc", help="the served model's name (`dnc repo build --name`)")
+    p.add_argument("--model", default=None, help="the served classifier's name (`dnc repo build --name`); default: "
+                   "the one classifier the server serves (dnc among several)")
     p.add_argument("--input", choices=INPUTS, default="pixels", dest="how",
                    help="how pictures travel: uint8 pixels at their own size (the server resizes and normalises), "
                         "the files' PNG/JPEG bytes, or float32 preprocessed here")
@@ -33,7 +35,8 @@ def cmd_classify(a: argparse.Namespace) -> int:
         raise ValueError(f"--top-k must be >= 1, got {a.top_k}")
     files = collect_images(a.paths)  # a missing path is named before any server is contacted
     skipped: list[tuple[str, str]] = []
-    with DNCClient(a.url, a.protocol, a.model) as client:
+    with DNCClient(a.url, a.protocol, a.model, task="classification") as client:
+        say_choice(a, client, "classification")
         preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped, how=a.how)
     if a.json:
         for p in preds:

@@ -94,14 +94,18 @@ def collect_images(paths: list[str | Path]) -> list[Path]:
 class DNCClient:
     """A connection to the entry model of a DNC server; checks on creation that it is up and ready."""
 
-    def __init__(self, url: str | None = None, protocol: str = "http", model: str = F.ENTRY_MODEL,
-                 timeout: float = 60.0):
+    def __init__(self, url: str | None = None, protocol: str = "http", model: str | None = F.ENTRY_MODEL,
+                 timeout: float = 60.0, task: str | None = None):
+        """`model` None: the one served model of `task` (see choose_model; `chosen` is then True). `task`
+        ("classification" or "segmentation"): a model of another task is refused, naming those of this one."""
         if protocol not in PROTOCOLS:
             raise ClientError(f"unknown protocol {protocol!r}; choose http or grpc")
         if url is not None and not url.strip():
             raise ClientError("--url is empty: give the server's HOST:PORT, or leave --url out for "
                               f"{DEFAULT_URLS[protocol]}")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
+        self.chosen, self._want = model is None, task
+        self.served: dict[str, str] = {}  # the DNC models served, name -> task (read when choosing the model)
         if "://" in self.url:
             raise ClientError(f"--url {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
         try:
@@ -127,8 +131,9 @@ class DNCClient:
         return fn(*args, **kwargs)
 
     def _connect(self) -> None:
-        """Check the server is live and the model ready; read the model's batch size and preprocessing."""
-        url, model = self.url, self.model
+        """Check the server is live and the model ready (choosing it when not named); read the model's
+        batch size and preprocessing."""
+        url = self.url
         try:
             live = self._call(self._client.is_server_live)
         except Exception as e:  # connection errors differ by protocol (socket errors, gRPC UNAVAILABLE)
@@ -136,16 +141,19 @@ class DNCClient:
                               f"({_first_line(e)})") from e
         if not live:
             raise ClientError(f"the Triton server at {url} is not live")
+        if self.model is None:
+            self.served = self.served_models()
+            self.model = choose_model(self.served, self._want, url)
+        model = self.model
         try:
             ready = self._call(self._client.is_model_ready, model)
-            cfg = self._call(self._client.get_model_config, model,
-                             **({"as_json": True} if self.protocol == "grpc" else {})) if ready else {}
+            cfg = self._config(model) if ready else {}
         except Exception as e:
             raise ClientError(f"the server at {url} could not describe model {model!r}: {_first_line(e)}") from e
         if not ready:
+            served = served_text(self.served_models(), self._want, url)
             raise ClientError(f"model {model!r} is not ready on {url}: it is missing from the server or still "
-                              "loading (`dnc serve` loads it; check its log)")
-        cfg = cfg.get("config", cfg)
+                              f"loading (`dnc serve` loads it; check its log); {served}")
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1
         try:
             self.preprocessing = json.loads(cfg["parameters"][F.META_PREPROCESSING]["string_value"])
@@ -153,6 +161,37 @@ class DNCClient:
         except (KeyError, TypeError, ValueError) as e:
             raise ClientError(f"model {model!r} on {url} carries no {F.META_PREPROCESSING} parameter: "
                               "is it a repository built by `dnc repo build`?") from e
+        if self._want is not None and self.task != self._want:
+            served = self.served_models()
+            fits = [n for n, t in served.items() if t == self._want]
+            raise ClientError(f"model {model!r} on {url} is a {_nouns(self.task)[0]}, not a {_nouns(self._want)[0]}; "
+                              f"{served_text(served, self._want, url)}"
+                              + (f" (pass --model {fits[0]})" if len(fits) == 1 else ""))
+
+    def _config(self, model: str) -> dict:
+        cfg = self._call(self._client.get_model_config, model, **({"as_json": True} if self.protocol == "grpc"
+                                                                    else {}))
+        return cfg.get("config", cfg)
+
+    def served_models(self) -> dict[str, str]:
+        """The DNC models this server has ready, name -> task. From Triton's statistics, which list every
+        loaded model (the repository index is locked by `dnc serve`), keeping the entry models: those whose
+        config carries the preprocessing parameter (step models NAME_prep... carry none)."""
+        try:
+            stats = self._call(self._client.get_inference_statistics,
+                               **({"as_json": True} if self.protocol == "grpc" else {}))
+        except Exception as e:
+            raise ClientError(f"the server at {self.url} could not list its models: {_first_line(e)}") from e
+        found = {}
+        for name in sorted({m["name"] for m in stats.get("model_stats", []) if "_" not in m["name"]}):
+            try:  # (a model unloaded since the statistics were read is not served)
+                params = self._config(name).get("parameters", {})
+                if F.META_PREPROCESSING in params and self._call(self._client.is_model_ready, name):
+                    found[name] = params.get(F.META_TASK, {}).get("string_value") or json.loads(
+                        params[F.META_PREPROCESSING]["string_value"]).get("task", "classification")
+            except Exception as e:
+                log.debug("%s: model %s not listed: %s", self.url, name, _first_line(e))
+        return found
 
     def infer(self, x: np.ndarray, outputs: tuple[str, ...] | None = None, name: str = F.IMAGES,
               extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -316,6 +355,42 @@ class DNCClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+NOUNS = {"classification": ("classifier", "classifiers"), "segmentation": ("segmenter", "segmenters")}
+
+
+def _nouns(task: str | None) -> tuple[str, str]:
+    return NOUNS.get(task, ("DNC model", "DNC models"))
+
+
+def served_text(served: dict[str, str], task: str | None, url: str) -> str:
+    """What the server offers for `task`: "served segmenters: a, b", or "no segmenter is served at URL;
+    served classifiers: dnc" (served: name -> task, see DNCClient.served_models)."""
+    one, many = _nouns(task)
+    fits = sorted(n for n, t in served.items() if task is None or t == task)
+    if fits:
+        return f"served {many}: {', '.join(fits)}"
+    groups = {}
+    for n in sorted(served):
+        groups.setdefault(_nouns(served[n])[1], []).append(n)
+    if not groups:
+        return f"no {one} is served at {url} (are its models still loading? `dnc status` tells)"
+    return f"no {one} is served at {url}; " + "; ".join(f"served {g}: {', '.join(ns)}" for g, ns in groups.items())
+
+
+def choose_model(served: dict[str, str], task: str | None, url: str) -> str:
+    """The model a client uses when none is named: the one served model of `task` (any task when None).
+    When several are served, the one named `dnc` (the default of `dnc repo build --name`) if it is among
+    them, so that naming none keeps meaning dnc; otherwise a ClientError naming them (pass --model)."""
+    fits = sorted(n for n, t in served.items() if task is None or t == task)
+    if len(fits) == 1:
+        return fits[0]
+    if F.DEFAULT_MODEL in fits:
+        return F.DEFAULT_MODEL
+    if not fits:
+        raise ClientError(served_text(served, task, url))
+    raise ClientError(f"several {_nouns(task)[1]} are served at {url}: {', '.join(fits)}; pass --model")
 
 
 def _text(v) -> str:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
+from clients.model_option import served_model
 from clients.seg_results import table, write
 from clients.video_job import collect_videos
 from training.images import IMAGE_EXTENSIONS, DataError, read_picture
@@ -28,7 +29,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    f"recursively; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
     p.add_argument("--out", required=True, help="folder for NAME.labels.png, NAME.overlay.png, NAME.evidence.json "
                    "per image; NAME.masks.mkv, NAME.overlay.mp4, NAME.evidence.jsonl, NAME.summary.json per video")
-    p.add_argument("--model", default="dnc", help="the served segmenter's name")
+    p.add_argument("--model", default=None, help="the served segmenter's name (default: the one segmenter the "
+                   "server serves)")
     p.add_argument("--url", default=None, help=f"server address (default {DEFAULT_URLS['http']} for http, "
                    f"{DEFAULT_URLS['grpc']} for grpc)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="http")
@@ -97,7 +99,7 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
     absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731 (Ray workers may run elsewhere)
     spec = ({"kind": "local", "export": absolute(a.in_process), "centroids": absolute(a.centroids),
              "threads": a.threads} if a.in_process
-            else {"kind": "server", "url": a.url, "protocol": a.protocol, "model": a.model})
+            else {"kind": "server", "url": a.url, "protocol": a.protocol, "model": served_model(a, "segmentation")})
     truth = Path(a.truth) if a.truth else None
     if truth is not None and not (truth / "classes.json").is_file():
         raise ValueError(f"--truth {truth}: not a clips folder (no classes.json); write one with "
@@ -127,7 +129,7 @@ def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     if a.in_process:
         segs, prep = _in_process(a, files, skipped)
     else:
-        with DNCClient(a.url, a.protocol, a.model) as client:
+        with DNCClient(a.url, a.protocol, served_model(a, "segmentation")) as client:
             segs = client.segment_files(files, a.batch_size, skipped, a.how, a.maps)
             prep = client.preprocessing
     color = prep["color"]

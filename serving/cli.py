@@ -1,4 +1,5 @@
-"""`dnc repo build`, `dnc serve`, `dnc stop` and `dnc swap`: thin wrappers over the serving library."""
+"""`dnc repo build`, `dnc serve`, `dnc stop`, `dnc swap` and `dnc status`: thin wrappers over the serving
+library."""
 
 from __future__ import annotations
 
@@ -74,6 +75,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "the new list before putting the old one back")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_swap)
+
+    p = sub.add_parser("status", formatter_class=_D,
+                       help="what a repository serves (models, tasks, class lists) and its server's address and "
+                            "health; exit status 1 when a server is recorded but unhealthy")
+    p.add_argument("--repo", default="model_repository", help="repository built by `dnc repo build`")
+    p.add_argument("--url", default=None, help="gRPC address of the server to ask (default: from `dnc serve`'s "
+                   "state file; without one, nothing is asked)")
+    p.add_argument("--timeout", type=float, default=5, help="seconds each question to the server may take")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
 
 
 def cmd_repo_build(a: argparse.Namespace) -> int:
@@ -204,6 +215,19 @@ def cmd_swap(a: argparse.Namespace) -> int:
         print(f"{res['model']}: class list {res['from']} -> {res['to']} ({len(res['classes'])} classes: "
               f"{', '.join(res['classes'])}); answering {res['total_seconds']:.2f} s after `dnc swap` started")
     return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from serving.status import render, status
+
+    if a.url is not None and not a.url.strip():
+        raise ValueError("--url is empty: give the server's gRPC HOST:PORT, or leave --url out to use the "
+                         "state file of `dnc serve`")
+    report = status(a.repo, a.url, a.timeout)
+    print(json.dumps(report) if a.json else render(report))
+    for problem in report["problems"]:
+        print(f"dnc status: {problem}", file=sys.stderr)
+    return 0 if report["healthy"] else 1
 
 
 def _interrupt(*_) -> None:

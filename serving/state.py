@@ -1,7 +1,8 @@
 """The record of a served repository, REPO/.dnc-server.json: who supervises it, its server, its addresses.
 
-`dnc serve` writes it once the server is ready and after every restart; `dnc swap` reads the addresses
-and the server log from it; `dnc stop` stops what it names. It holds no secret. Anyone who may write the
+`dnc serve` writes it once the server is ready and after every restart (`started`: when that server
+became ready); `dnc swap` reads the addresses and the server log from it; `dnc status` reports it;
+`dnc stop` stops what it names. It holds no secret. Anyone who may write the
 repository may also edit it, so nothing in it is acted on unchecked: a pid is signalled only with the
 start time recorded for it and a command line of the kind expected, a shared-memory prefix only when it
 has the form the server gives it.
@@ -29,7 +30,7 @@ def write_state(server: TritonServer, restarts: int = 0) -> Path:
                                "pid": server.proc.pid, "server_started": start_ticks(server.proc.pid),
                                "http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url,
                                "log": str(server.log_file), "shm_prefix": server.shm_prefix,
-                               "restarts": restarts}))
+                               "restarts": restarts, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     tmp.replace(path)
     return path
 

@@ -4,7 +4,8 @@ The server polls its repository (see server.py), so a swap is a change of files,
 write the repository, and nothing else can make one. Order of a swap, and why:
 0. One blank probe checks that the server at --url answers with the class list the repository records
    (a wrong --url, or a server serving a copy of the repository, is refused before anything changes).
-1. The set is refused unless it pairs with the served embedding model (fingerprint, D), holds finite
+1. The set is refused unless it was made for the model's task (a classification set is refused as such
+   on a segmenter, and the reverse), pairs with the served embedding model (fingerprint, D), holds finite
    L2-normalised centroids and valid class names; its head graph must run (nothing changes otherwise).
 2. The old head's files are kept in memory; the new set, then the new head graph, are written into the
    repository, the graph last and atomically (os.replace): the poller sees the old head or the new one,
@@ -65,11 +66,9 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
     t0 = time.perf_counter()
     info = repository.model_info(repo, name)
     name, task = info["name"], info.get("task", "classification")
-    cs = centroid_set.load(centroids, expect_fingerprint=info["embed_fingerprint"], expect_dim=info["dim"])
-    if cs.task != task:
-        data = "a segmentation folder" if task == "segmentation" else "class folders"
-        raise SwapError(f"{centroids} is a {cs.task} centroid set; model {name} is a {task} model (make its set "
-                        f"with `dnc centroids` on {data}); nothing changed")
+    cs = centroid_set.load(centroids)
+    check_task(cs, task, name, centroids)  # before the pairing: a set of the other task has another embedding too
+    centroid_set.check_pairing(cs, info["embed_fingerprint"], info["dim"], str(centroids))
     probe = Probe(url, name, info["preprocessing"])
     info = _reconcile(repo, info, probe.set_id(), url)
     old_id = info["set"]["set_id"]
@@ -102,6 +101,20 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
     log.info("%s: swapped %s -> %s (%d classes) in %.2f s", name, old_id, cs.set_id, cs.num_classes, total)
     return {"model": name, "from": old_id, "to": cs.set_id, "classes": list(cs.class_names),
             "answering_seconds": answering}
+
+
+_MODELS = {"classification": "classifier", "segmentation": "segmenter"}
+_SETS = {"classification": "served classifiers take sets made from class folders: `dnc centroids --embed "
+                           "EMBED --data FOLDER`",
+         "segmentation": "served segmenters take sets made from masks: `dnc centroids --embed EMBED --data SCENES`"}
+
+
+def check_task(cs: centroid_set.CentroidSet, task: str, name: str, where: str | Path) -> None:
+    """Refuse a set made for the other task by saying so: its embedding fingerprint differs too, but a
+    message about fingerprints would send the user recomputing a set that can never fit this model."""
+    if cs.task != task:
+        raise SwapError(f"{where} is a {cs.task} set; model {name} is a {_MODELS.get(task, task)} ({_SETS[task]}, "
+                        "EMBED being the embed.onnx of its export); nothing changed")
 
 
 def _record(repo: Path, info: dict, cs: centroid_set.CentroidSet, old_id: str, source: str) -> None:
