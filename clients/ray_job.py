@@ -3,27 +3,33 @@ server(s) or in-process, with the job's outputs, skipping and failure rules.
 
 `dnc segment VIDEOS --ray` starts a local Ray instance with --ray-workers CPUs (one task per CPU);
 `--ray ADDRESS` joins a running cluster, whose workers must have this project installed and see the
-input and output folders at the same paths (a shared file system). The driver skips videos already
-done, submits one task per video, and gathers each one's summary or failure; Ctrl-C cancels the tasks
+input and output folders at the same paths (a shared file system). The driver asks the segmenter once
+which model and class list it is, skips videos already done by them (video_job.pending_videos: others are
+redone), submits one task per video, and gathers each one's summary or failure; Ctrl-C cancels the tasks
 (their partial files are removed by the tasks, or ignored and rewritten by the next run).
+
+A local instance is started quietly: Ray 2.60 warns on every start that it enabled token authentication
+(its default for a new local cluster, kept here); that one message is filtered out, nothing else is.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
-from clients.video_job import JobError, job_summary, make_segmenter, pending_videos, segment_video
-from training.video import VideoError
+from clients.video_job import JobError, job_summary, make_segmenter, pending_videos, segment_video, wanted
+from training.video import Sampling, VideoError
 
 log = logging.getLogger(__name__)
 
 
 def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int, concurrency: int,
-                 truth_dir: str | None) -> tuple[str, object]:
+                 truth_dir: str | None, sampling: Sampling | None = None, accept_short: bool = False
+                 ) -> tuple[str, object]:
     """One video on a Ray worker: ("ok", summary) or ("failed", why)."""
     try:
         seg = make_segmenter(spec)
@@ -31,7 +37,8 @@ def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int, concurren
         return "failed", f"{type(e).__name__}: {e}"
     try:
         return "ok", segment_video(Path(path), Path(out_dir), seg, batch_size, concurrency,
-                                   Path(truth_dir) if truth_dir else None, position=0)
+                                   Path(truth_dir) if truth_dir else None, position=0, sampling=sampling,
+                                   accept_short=accept_short)
     except (JobError, VideoError) as e:
         return "failed", str(e)
     except Exception as e:  # any error fails this video only
@@ -41,25 +48,34 @@ def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int, concurren
 
 
 def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 8, concurrency: int = 2,
-               truth_dir: Path | None = None, address: str = "local", workers: int = 2) -> dict:
-    """The job's summary (as video_job.run_job), the videos segmented by Ray tasks."""
+               truth_dir: Path | None = None, address: str = "local", workers: int = 2,
+               sampling: Sampling | None = None, accept_short: bool = False, overwrite: bool = False) -> dict:
+    """The job's summary (as video_job.run_job), the videos segmented by Ray tasks. The segmenter is made
+    here first: a wrong address or export is refused before Ray starts."""
     import ray
 
     if batch_size < 1 or concurrency < 1 or workers < 1:
         raise JobError(f"--batch-size, --concurrency and --ray-workers must be >= 1, got {batch_size}, "
                        f"{concurrency} and {workers}")
-    todo, done = pending_videos(videos, out_dir)
+    seg = make_segmenter(spec)
+    try:
+        want = wanted(seg, sampling)
+    finally:
+        seg.close()
+    todo, done, redo = pending_videos(videos, out_dir, want, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized()
     if started:
         local = address == "local"
-        ray.init(address=None if local else address, num_cpus=workers if local else None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        with _without_token_banner():
+            ray.init(address=None if local else address, num_cpus=workers if local else None,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
     t0 = time.perf_counter()
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_segment_one)
         refs = {task.remote(str(v.resolve()), str(out_dir.resolve()), spec, batch_size, concurrency,
-                            str(truth_dir.resolve()) if truth_dir else None): v for v in todo}  # as workers see them
+                            str(truth_dir.resolve()) if truth_dir else None, sampling, accept_short): v
+                for v in todo}  # paths as workers see them
         results, failures, pending = {}, {}, list(refs)
         with tqdm(total=len(refs), desc="videos on ray", unit="video", disable=None) as bar:
             try:
@@ -76,4 +92,24 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 
     finally:
         if started:
             ray.shutdown()
-    return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0)
+    return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0, redo)
+
+
+BANNER = "Token authentication is enabled for this Ray cluster"  # Ray 2.60's warning on each local start
+
+
+@contextmanager
+def _without_token_banner():
+    """Drop Ray's token-authentication notice (a warning of its authentication module on every local start,
+    printed even without logging set up) while ray.init runs; every other message of that module and of Ray
+    goes through. Setting RAY_AUTH_MODE=token would also silence it, but only before Ray is imported."""
+    source = logging.getLogger("ray._private.authentication.authentication_token_setup")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(BANNER)
+
+    source.addFilter(keep)
+    try:
+        yield
+    finally:
+        source.removeFilter(keep)

@@ -2,13 +2,15 @@
 
 Images: a class-index PNG, an overlay PNG and the evidence JSON each. Videos (clients/video_job.py): a
 lossless mask video, an H.264 overlay, evidence lines per frame and a summary each; a folder of videos
-is a resumable batch job, on this machine or on Ray (clients/ray_job.py)."""
+is a resumable batch job, on this machine or on Ray (clients/ray_job.py): a rerun skips the videos done
+by the same model and class list, and redoes the others."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
@@ -46,6 +48,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="videos: run the job on Ray, each task segmenting whole videos; without ADDRESS a local "
                         "instance with --ray-workers CPUs")
     p.add_argument("--ray-workers", type=int, default=2, help="with a local Ray instance: tasks at once")
+    sample = p.add_mutually_exclusive_group()
+    sample.add_argument("--every", type=int, default=1, metavar="N", help="videos: segment every Nth frame (0, N, "
+                        "2N...; all are decoded); the mask and overlay videos run at the source rate / N")
+    sample.add_argument("--sample-fps", type=_rate, default=None, metavar="R",
+                        help="videos: segment the frames closest to 0, 1/R, 2/R... s (R such as 2, 0.5 or "
+                             "30000/1001; at or above the source's rate, every frame)")
+    p.add_argument("--accept-short", action="store_true",
+                   help="videos: a video that ends before the frames its container declares (cut short or "
+                        "damaged) is written with the frames decoded and marked short in its summary, instead "
+                        "of failing")
+    p.add_argument("--overwrite", action="store_true", help="videos: redo every video, even those done by the "
+                   "same model and class list (images are always rewritten)")
     p.add_argument("--maps", action="store_true", help="also ask for the winning sub-centroid and score maps "
                    "(kept in memory by the Python client; the files hold labels and evidence)")
     p.add_argument("--in-process", default=None, metavar="EXPORT",
@@ -62,8 +76,10 @@ def cmd_segment(a: argparse.Namespace) -> int:
     if a.centroids and not a.in_process:
         raise ValueError("--centroids goes with --in-process (a server's class list changes with `dnc swap`)")
     images, videos = split_media(a.paths)  # a missing path is named before any server is contacted
-    if (a.truth or a.ray) and not videos:
-        raise ValueError("--truth and --ray apply to videos, and no video was given")
+    video_only = {"--truth": a.truth, "--ray": a.ray, "--every": a.every != 1, "--sample-fps": a.sample_fps,
+                  "--accept-short": a.accept_short}
+    if any(video_only.values()) and not videos:
+        raise ValueError(f"{', '.join(k for k, v in video_only.items() if v)}: for videos, and no video was given")
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
@@ -95,6 +111,9 @@ def split_media(paths: list[str]) -> tuple[list[Path], list[Path]]:
 
 def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int:
     from clients.video_job import make_segmenter, run_job, summary_text
+    from training.video import Sampling
+
+    sampling = Sampling(a.every, a.sample_fps)  # refuses --every 0
 
     absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731 (Ray workers may run elsewhere)
     spec = ({"kind": "local", "export": absolute(a.in_process), "centroids": absolute(a.centroids),
@@ -107,12 +126,13 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
     if a.ray:
         from clients.ray_job import run_on_ray
 
-        make_segmenter(spec).close()  # the server or export is checked here before any task starts
-        summary = run_on_ray(videos, out, spec, a.batch_size, a.concurrency, truth, a.ray, a.ray_workers)
+        summary = run_on_ray(videos, out, spec, a.batch_size, a.concurrency, truth, a.ray, a.ray_workers, sampling,
+                             a.accept_short, a.overwrite)  # (checks the server or export before Ray starts)
     else:
         seg = make_segmenter(spec)
         try:
-            summary = run_job(videos, out, seg, a.batch_size, a.concurrency, truth)
+            summary = run_job(videos, out, seg, a.batch_size, a.concurrency, truth, sampling, a.accept_short,
+                              a.overwrite)
         finally:
             seg.close()
     if a.json:
@@ -166,6 +186,17 @@ def _in_process(a: argparse.Namespace, files: list[Path], skipped: list[tuple[st
         except (DataError, ImageError) as e:  # unreadable, or beyond the segmenter's limits: skipped, reported
             skipped.append((str(f), str(e)))
     return result, prep
+
+
+def _rate(text: str) -> Fraction:
+    """--sample-fps: a positive rate, decimal or a fraction."""
+    try:
+        r = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate (e.g. 2, 0.5, 30000/1001)") from None
+    if r <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the rate must be > 0")
+    return r
 
 
 def _unique(stem: str, used: set[str]) -> str:

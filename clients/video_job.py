@@ -3,14 +3,26 @@ written in frame order; a folder of videos is a resumable job.
 
 Per video NAME, in the output folder (each written under a hidden .partial name and renamed when the
 video is whole, the summary last, so a video counts as done only when all four exist):
-    NAME.masks.mkv        class ids per pixel, lossless (FFV1 gray8), one frame per input frame
-    NAME.overlay.mp4      the frames with each class's colour blended in (H.264, the source's frame rate)
-    NAME.evidence.jsonl   one line per frame: index, time, class-list id, classes present with their
-                          fraction, mean score, dominant sub-centroid and its exemplar
-    NAME.summary.json     frames, seconds, where the time went, class lists seen, mIoU against --truth
+    NAME.masks.mkv        class ids per pixel, lossless (FFV1 gray8), one frame per frame segmented
+    NAME.overlay.mp4      the frames with each class's colour blended in and a legend strip below them (the
+                          classes present, LEGEND_ROWS rows: one size for every frame), H.264, at the
+                          source's frame rate or the sampled rate
+    NAME.evidence.jsonl   one line per frame segmented: source index, time, class-list id, classes present
+                          with their fraction, mean score, dominant sub-centroid and its exemplar
+    NAME.summary.json     frames, seconds, where the time went, the model and class lists (set ids) that made
+                          it, the sampling, frames declared and decoded, mIoU against --truth
 Frames out = frames in: a frame whose request fails (after retries) fails the whole video, whose partial
-files are removed; the job goes on with the next video and its exit status says some failed. A video
-already done is skipped, so a stopped job (Ctrl-C) is resumed by running it again.
+files are removed; the job goes on with the next video and its exit status says some failed. So does a
+video that ends early (fewer frames decoded than its container declares: cut short or damaged, see
+training/video.Decoding), unless the job accepts short videos: then it is written and marked short.
+
+Sampling (training/video.Sampling): every frame is decoded and counted, only the sampled ones are
+segmented and written, at the sampled rate; each evidence line keeps its source frame's index and time.
+
+Reruns: a video is done when its four files exist and its summary says it was made by the same model,
+entirely with the class list that model serves now, with the same sampling; otherwise it is redone (a list
+swapped since, or mid-video). So a stopped job (Ctrl-C) is resumed by running it again, and after a swap
+the same command brings the outputs up to date; `overwrite` redoes everything.
 
 Segmenters: `ServerSegmenter` (a served model over HTTP or gRPC, one client per thread) or
 `LocalSegmenter` (an export in-process with onnxruntime); `clients/ray_job.py` runs the same per-video
@@ -39,6 +51,7 @@ from training.seg_folder import read_classes
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3  # per request, before the video fails
+LEGEND_ROWS = 2  # of the overlay video's legend: fixed, as every frame of a video has one size
 
 
 class JobError(ValueError):
@@ -55,6 +68,22 @@ class ServerSegmenter:
         if first.task != "segmentation":
             raise JobError(f"model {model!r} is a {first.task} model; segmenting videos needs a segmenter")
         self.describe = f"{model} at {first.url} ({protocol})"
+        self.model = {"served": model, "url": first.url}  # what a rerun compares (see pending_videos)
+        self._prep = first.preprocessing
+
+    def set_id(self) -> str:
+        """The class list (set id) the served model answers with now: one blank picture at its trained size,
+        asking for the set id only."""
+        from clients.client import ClientError
+        from export import formats as F
+
+        size, chans = int(self._prep["image_size"]), int(self._prep["channels"])
+        try:
+            out = self._client().infer(np.zeros((1, size, size, chans), np.uint8), (F.SET_ID,), F.PIXELS)  # (1,)
+        except ClientError as e:
+            raise JobError(f"cannot ask {self.describe} which class list it serves: {e}") from None
+        v = out[F.SET_ID].reshape(-1)[0]
+        return v.decode() if isinstance(v, bytes) else str(v)
 
     def _client(self):
         from clients.client import DNCClient
@@ -96,6 +125,11 @@ class LocalSegmenter:
 
         self.seg = InProcessSegmenter(export, centroids, threads)
         self.describe = f"{export} in-process"
+        self.model = {"export": str(Path(export).resolve()),  # absolute: the same on this machine and on Ray
+                      "centroids": str(Path(centroids).resolve()) if centroids else None}
+
+    def set_id(self) -> str:
+        return self.seg.set_id
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
         from training.preprocess import ImageError
@@ -140,6 +174,7 @@ class Outputs:
         return all(p.is_file() for p in self.files.values())
 
     def commit(self, summary: dict) -> None:
+        self.files["summary"].unlink(missing_ok=True)  # a redo stopped half-way must not look done
         for kind in ("masks", "overlay", "evidence"):
             os.replace(self.partial(kind), self.files[kind])
         tmp = self.partial("summary")
@@ -161,18 +196,29 @@ class Truth:
         self.names = read_classes(folder).names
         self.index = {n: i for i, n in enumerate(self.names)}
         self.frames = video.masks(path)
+        self.read = 0  # truth frames read so far: the next one is frame `read`
         self.conf = np.zeros((len(self.names), len(self.names) + 1), np.int64)  # truth x (pred, unknown)
 
     def add(self, seg: Segmentation, frame: int) -> None:
-        try:
-            truth = next(self.frames)
-        except StopIteration:
-            raise JobError(f"the truth has fewer frames than the video (no mask for frame {frame})") from None
+        """Compare the labels of source frame `frame` with its truth (frames not sampled are passed over)."""
+        truth = None
+        while self.read <= frame:
+            truth = next(self.frames, None)
+            if truth is None:
+                raise JobError(f"the truth has fewer frames than the video (no mask for frame {frame})")
+            self.read += 1
+        if truth is None:
+            raise JobError(f"frame {frame} comes after frame {self.read - 1}: the truth is read in order")
         if truth.shape != seg.labels.shape:
             raise JobError(f"truth frame {frame} is {truth.shape}, the labels {seg.labels.shape}")
         to = np.array([self.index.get(n, len(self.names)) for n in seg.class_names])  # pred id -> truth id
         pred = to[seg.labels]
         np.add.at(self.conf, (truth.reshape(-1), pred.reshape(-1)), 1)
+
+    def count(self) -> int:
+        """All the truth's frames (reads the rest)."""
+        self.read += sum(1 for _ in self.frames)
+        return self.read
 
     @staticmethod
     def miou(conf: np.ndarray, names: list[str]) -> dict:
@@ -197,12 +243,14 @@ class _Sink:
         self.count = 0
 
     def write(self, frame: video.Frame, s: Segmentation) -> None:
+        picture = np.asarray(overlay(frame.rgb, s, legend_rows=LEGEND_ROWS))  # (H + legend, max(W, legend), 3)
         if self.masks is None:
             h, w = s.labels.shape
             self.masks = video.MaskWriter(self.outs.partial("masks"), w, h, self.rate)
-            self.overlay = video.H264Writer(self.outs.partial("overlay"), w, h, self.rate)
+            self.overlay = video.H264Writer(self.outs.partial("overlay"), picture.shape[1], picture.shape[0],
+                                            self.rate)
         self.masks.write(s.labels)
-        self.overlay.write(np.asarray(overlay(frame.rgb, s)))
+        self.overlay.write(picture)
         self.evidence.write(json.dumps({"frame": frame.index, "time": round(frame.time, 6), "set_id": s.set_id,
                                         "classes": [asdict(c) for c in s.classes]}) + "\n")
         self.sets[s.set_id] = self.sets.get(s.set_id, 0) + 1
@@ -249,36 +297,56 @@ def _answers(frames, seg, batch_size: int, concurrency: int, timing: dict):
 
 
 def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
-                  truth_dir: Path | None = None, position: int = 1, on_frames=None) -> dict:
+                  truth_dir: Path | None = None, position: int = 1, on_frames=None,
+                  sampling: video.Sampling | None = None, accept_short: bool = False) -> dict:
     """Segment one video into out_dir (see the module docstring); returns its summary. JobError (or
     video.VideoError) says why a video failed; its partial files are removed. `on_frames(n)` is told of
-    the frames written (an overall progress bar)."""
+    the source frames done (decoded, sampled or not: an overall progress bar)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    sampling = sampling or video.Sampling()
     outs = Outputs(out_dir, path.stem)
     truth = Truth(truth_dir, path.stem) if truth_dir else None
     meta = video.info(path)
+    rate = sampling.rate(meta.rate)
+    decoding = video.Decoding()
     timing = {"decode": 0.0, "wait": 0.0, "write": 0.0}
     t0 = time.perf_counter()
-    sink = _Sink(outs, meta.rate, truth)
+    sink = _Sink(outs, rate, truth)
     try:
         with tqdm(total=meta.frames or None, desc=path.name[:30], unit="frame", position=position, leave=False,
                   disable=None) as bar:
-            for frame, s in _answers(video.frames(path), seg, batch_size, max(1, concurrency), timing):
+            done = 0  # source frames accounted for
+
+            def advance(to: int) -> None:
+                nonlocal done
+                if to > done:
+                    bar.update(to - done)
+                    if on_frames:
+                        on_frames(to - done)
+                    done = to
+
+            frames = video.frames(path, sampling, decoding, damage_ends=True)
+            for frame, s in _answers(frames, seg, batch_size, max(1, concurrency), timing):
                 t = time.perf_counter()
                 sink.write(frame, s)
                 timing["write"] += time.perf_counter() - t
-                bar.update(1)
-                if on_frames:
-                    on_frames(1)
+                advance(frame.index + 1)
+            advance(decoding.decoded)
         sink.close()
-        if truth and next(truth.frames, None) is not None:
-            raise JobError(f"the truth has more frames than the {sink.count} decoded from the video")
+        short = decoding.shortfall()
+        if short and not accept_short:
+            raise JobError(f"{short}; --accept-short writes the frames decoded")
+        if short:
+            log.warning("%s: %s; written, marked short (--accept-short)", path, short)
+        if truth and not short and (n := truth.count()) != decoding.decoded:
+            raise JobError(f"the truth has {n} frames, the video {decoding.decoded}")
         seconds = time.perf_counter() - t0
-        summary = {"video": str(path), "frames": sink.count, "declared_frames": meta.frames,
-                   "width": meta.width, "height": meta.height, "fps": float(meta.rate), "seconds": round(seconds, 3),
-                   "frames_per_s": round(sink.count / seconds, 2), "segmenter": seg.describe,
-                   "time_share": {k: round(v / seconds, 3) for k, v in timing.items()}, "class_lists": sink.sets,
-                   "truth": Truth.miou(truth.conf, truth.names) if truth else None,
+        summary = {"video": str(path), "frames": sink.count, **decoding.describe(), "short": short is not None,
+                   "shortfall": short, "sampling": sampling.describe(), "width": meta.width, "height": meta.height,
+                   "fps": float(meta.rate), "output_fps": float(rate), "seconds": round(seconds, 3),
+                   "frames_per_s": round(sink.count / seconds, 2), "model": seg.model, "set_ids": sorted(sink.sets),
+                   "segmenter": seg.describe, "time_share": {k: round(v / seconds, 3) for k, v in timing.items()},
+                   "class_lists": sink.sets, "truth": Truth.miou(truth.conf, truth.names) if truth else None,
                    "confusion": truth.conf.tolist() if truth else None}
         outs.commit(summary)
         return summary
@@ -315,21 +383,77 @@ def collect_videos(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def pending_videos(videos: list[Path], out_dir: Path) -> tuple[list[Path], list[Path]]:
-    """(videos to do, videos already done in out_dir)."""
-    done = [v for v in videos if Outputs(out_dir, v.stem).done()]
-    return [v for v in videos if v not in done], done
+def wanted(seg, sampling: video.Sampling | None = None) -> dict:
+    """What outputs made now would record: the segmenter's model, the class list it serves now (asked once
+    per job), the sampling. A finished video whose summary says otherwise is redone."""
+    return {"model": seg.model, "set_ids": [seg.set_id()], "sampling": (sampling or video.Sampling()).describe()}
+
+
+def redo_reason(outs: Outputs, want: dict) -> str | None:
+    """None when the finished outputs `outs` are what `want` (see wanted) asks for; else why not."""
+    try:
+        made = json.loads(outs.files["summary"].read_text())
+    except (OSError, ValueError) as e:
+        return f"its summary cannot be read ({type(e).__name__}: {e})"
+    if made.get("model") != want["model"]:
+        return f"made by {_model_text(made.get('model'))}, now {_model_text(want['model'])}"
+    if made.get("set_ids") != want["set_ids"]:
+        lists = made.get("set_ids") or []
+        was = (f"list {lists[0]}" if len(lists) == 1 else f"lists {', '.join(lists)} (a swap mid-video)" if lists
+               else "an unrecorded list")
+        return f"made with {was}, now {want['set_ids'][0]}"
+    if made.get("sampling") != want["sampling"]:
+        return f"made with {_sampling_text(made.get('sampling'))}, now {_sampling_text(want['sampling'])}"
+    return None
+
+
+def _model_text(m: dict | None) -> str:
+    if not m:
+        return "an unrecorded model (an older dnc)"
+    if "served" in m:
+        return f"{m['served']} at {m['url']}"
+    return f"{m['export']} in-process" + (f" with {m['centroids']}" if m.get("centroids") else "")
+
+
+def _sampling_text(s: dict | None) -> str:
+    if not s:
+        return "unrecorded sampling"
+    if s.get("fps") is not None:
+        return f"frames sampled at {s['fps']:g} fps"
+    return "every frame" if s.get("every", 1) == 1 else f"every {s['every']}th frame"
+
+
+def pending_videos(videos: list[Path], out_dir: Path, want: dict, overwrite: bool = False
+                   ) -> tuple[list[Path], list[Path], dict[str, str]]:
+    """(videos to do, videos already done in out_dir as `want` asks, {video: why it is redone} for those
+    done otherwise, or all done ones with `overwrite`)."""
+    todo, done, redo = [], [], {}
+    for v in videos:
+        outs = Outputs(out_dir, v.stem)
+        if not outs.done():
+            todo.append(v)
+            continue
+        why = "--overwrite" if overwrite else redo_reason(outs, want)
+        if why is None:
+            done.append(v)
+        else:
+            redo[str(v)] = why
+            todo.append(v)
+    for v in done:
+        log.info("skipping %s: done in %s", v, out_dir)
+    for v, why in redo.items():
+        log.info("redo %s: %s", v, why)
+    return todo, done, redo
 
 
 def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
-            truth_dir: Path | None = None) -> dict:
+            truth_dir: Path | None = None, sampling: video.Sampling | None = None, accept_short: bool = False,
+            overwrite: bool = False) -> dict:
     """Segment videos one after the other (each with `concurrency` requests in flight); returns the job's
-    summary: per video its summary or why it failed; finished videos skipped."""
+    summary: per video its summary or why it failed; finished videos skipped (see pending_videos)."""
     if batch_size < 1 or concurrency < 1:
         raise JobError(f"--batch-size and --concurrency must be >= 1, got {batch_size} and {concurrency}")
-    todo, done = pending_videos(videos, out_dir)
-    for v in done:
-        log.info("skipping %s: done in %s", v, out_dir)
+    todo, done, redo = pending_videos(videos, out_dir, wanted(seg, sampling), overwrite)
     total = sum(_declared_frames(v) for v in todo)
     results, failures = {}, {}
     t0 = time.perf_counter()
@@ -337,11 +461,12 @@ def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurr
         for v in todo:
             try:
                 results[str(v)] = segment_video(v, out_dir, seg, batch_size, concurrency, truth_dir,
-                                                on_frames=overall.update)
+                                                on_frames=overall.update, sampling=sampling,
+                                                accept_short=accept_short)
             except Exception as e:  # any error fails this video only (Ctrl-C stops the job)
                 failures[str(v)] = str(e) if isinstance(e, JobError | video.VideoError) else f"{type(e).__name__}: {e}"
                 log.error("%s failed: %s", v, failures[str(v)])
-    return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0)
+    return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0, redo)
 
 
 def _declared_frames(v: Path) -> int:
@@ -353,7 +478,8 @@ def _declared_frames(v: Path) -> int:
         return 0
 
 
-def job_summary(results: dict, failures: dict, skipped: list[str], seconds: float) -> dict:
+def job_summary(results: dict, failures: dict, skipped: list[str], seconds: float,
+                redone: dict[str, str] | None = None) -> dict:
     frames = sum(r["frames"] for r in results.values())
     conf = [np.array(r["confusion"]) for r in results.values() if r.get("confusion") is not None]
     names = None
@@ -362,7 +488,8 @@ def job_summary(results: dict, failures: dict, skipped: list[str], seconds: floa
         names = list(first["truth"]["iou_per_class"])
     same = conf and all(c.shape == conf[0].shape for c in conf)
     return {"videos": len(results) + len(failures) + len(skipped), "segmented": len(results),
-            "skipped": skipped, "failed": failures, "frames": frames, "seconds": round(seconds, 2),
+            "skipped": skipped, "redone": redone or {}, "failed": failures, "short": [
+                v for v, r in results.items() if r.get("short")], "frames": frames, "seconds": round(seconds, 2),
             "frames_per_s": round(frames / seconds, 2) if seconds > 0 and frames else None,
             "miou": Truth.miou(sum(conf), names)["miou"] if same else None, "per_video": results}
 
@@ -371,10 +498,17 @@ def summary_text(s: dict) -> str:
     lines = [f"{s['videos']} video(s): {s['segmented']} segmented, {len(s['skipped'])} already done, "
              f"{len(s['failed'])} failed; {s['frames']} frames in {s['seconds']:.1f} s"
              + (f" ({s['frames_per_s']:.1f} frames/s)" if s["frames_per_s"] else "")]
+    for v, why in s.get("redone", {}).items():
+        lines.append(f"  redo {v}: {why}")
     for v, r in s["per_video"].items():
         miou = f", mIoU {r['truth']['miou']:.2f}%" if r.get("truth") and r["truth"]["miou"] is not None else ""
         lists = ", ".join(f"{k} x{n}" for k, n in r["class_lists"].items())
-        lines.append(f"  {v}: {r['frames']} frames, {r['frames_per_s']:.1f} frames/s{miou}; class lists {lists}")
+        sampled = (f" (sampled: {_sampling_text(r['sampling'])}, of {r['decoded_frames']} decoded)"
+                   if r.get("sampling") and r["frames"] != r.get("decoded_frames") else "")
+        short = "" if not r.get("short") else f"; SHORT: {r['decoded_frames']} of {r['declared_frames']} frames" \
+            if r["declared_frames"] else f"; SHORT: {r['decoded_frames']} frames, then damage"
+        lines.append(f"  {v}: {r['frames']} frames{sampled}, {r['frames_per_s']:.1f} frames/s{miou}; class lists "
+                     f"{lists}{short}")
     for v, why in s["failed"].items():
         lines.append(f"  FAILED {v}: {why}")
     if s["miou"] is not None:

@@ -2,21 +2,26 @@
 
 The only module that opens videos. Torch-free, so the scene writer (training), the clients' batch jobs
 and the benchmarks share it:
-    frames(path)            decoded RGB frames (H, W, 3) uint8 with their index and time, in order
+    frames(path)            decoded RGB frames (H, W, 3) uint8 with their index and time, in order; with a
+                            Sampling only some of them (every frame is still decoded), with a Decoding what
+                            the decoder found (frames and packets, where it stopped) against the declared count
     info(path)              size, frame rate, frame count (from the container) and codec
     MaskWriter(path, ...)   lossless class ids: FFV1 gray8 in Matroska, frame-exact (one frame per input)
     masks(path)             the same frames back, bit for bit
-    H264Writer(path, ...)   RGB pictures as H.264 (yuv420p: even sides, an odd picture padded by its edge)
+    H264Writer(path, ...)   RGB pictures as H.264 (yuv420p: even sides, an odd picture padded by its edge), its
+                            index first ("faststart"): a copy cut short still opens and plays up to the cut
 Writers write to the path they are given; callers that must not leave a half file write to a temporary
 name and rename (clients/video_job.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +49,94 @@ class VideoInfo:
     codec: str
 
 
+SHORT_TOLERANCE = 1  # frames a whole video may decode fewer than it declares (see Decoding)
+
+
+@dataclass
+class Decoding:
+    """What decoding a video found (frames() fills it in): the frames decoded, the packets with data and the
+    highest frame slot (time x the declared rate) they reach, and the damage that stopped decoding, if any.
+
+    A container's declared count (0 when it says none: no check) counts frame slots, and a variable-rate
+    file leaves slots empty: Debian's opencv-doc tree.avi (Cinepak) declares 444 frames and holds 68
+    pictures whose timestamps reach slot 443, each shown until the next. Empty slots (slots reached less
+    packets) are not missing frames, so `expected` is the declared count less them. One frame of tolerance:
+    opencv-doc's box.mp4 (H.264) declares 456, and its 456 packets decode to 455 pictures in FFmpeg; a video
+    that ends early misses many more (85 of 270 frames for a truncated copy of opencv-doc's Megamind.avi)."""
+
+    declared: int = 0
+    decoded: int = 0
+    packets: int = 0
+    last_slot: int = -1
+    last_time: float = 0.0  # seconds: the latest frame decoded
+    duration: float = 0.0  # seconds: the declared frames at the declared rate, else the container's duration
+    damage: str | None = None  # why decoding stopped (with frames(damage_ends=True))
+
+    @property
+    def expected(self) -> int:
+        return max(0, self.declared - max(0, self.last_slot + 1 - self.packets))
+
+    def shortfall(self) -> str | None:
+        """Why the video ended early ("decoded 24 of 270 declared frames (...)"), or None when it is whole."""
+        if self.damage is None and self.decoded >= self.expected - SHORT_TOLERANCE:
+            return None
+        of = f" of {self.declared} declared frames" if self.declared else " frames"
+        why = self.damage or (f"the frames stop at {self.last_time:.2f} s" +
+                              (f" of {self.duration:.2f} s" if self.duration else "") + ": cut short or damaged")
+        return f"decoded {self.decoded}{of} ({why})"
+
+    def describe(self) -> dict:
+        return {"declared_frames": self.declared, "decoded_frames": self.decoded, "damage": self.damage}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which decoded frames go on: all, every Nth (`every`, frames 0, N, 2N...), or a target rate (`fps` R:
+    the frames closest to 0, 1/R, 2/R... seconds after the first, ties to the earlier; R at or above the
+    source's rate keeps every frame)."""
+
+    every: int = 1
+    fps: Fraction | None = None
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError(f"--every must be >= 1, got {self.every}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"--sample-fps must be > 0, got {self.fps}")
+        if self.fps is not None and self.every != 1:
+            raise ValueError("--every and --sample-fps are two ways to sample: give one")
+
+    def rate(self, source: Fraction) -> Fraction:
+        """The frame rate of the sampled frames (that of the mask and overlay videos)."""
+        return min(Fraction(self.fps), source) if self.fps is not None else source / self.every
+
+    def describe(self) -> dict:
+        return {"every": self.every, "fps": None if self.fps is None else float(self.fps)}
+
+    def pick(self, items: Iterator[_Raw], source: Fraction) -> Iterator[_Raw]:
+        if self.fps is not None and self.fps < source:
+            yield from self._closest(items, 1 / Fraction(self.fps))
+        else:
+            yield from (it for it in items if it.index % self.every == 0)
+
+    @staticmethod
+    def _closest(items: Iterator[_Raw], step: Fraction) -> Iterator[_Raw]:
+        """Each target time's closest frame, streaming: the targets between a frame and the next go to the
+        nearer of the two (the one before on a tie); a frame closest to several is given once."""
+        prev, prev_out, nxt = None, False, 0  # the frame before, whether it was given, the next target
+        for it in items:
+            out, last = False, math.floor(it.since_first / step)  # targets up to this frame: nxt..last
+            if last >= nxt:
+                mid = (prev.since_first + it.since_first) / 2 if prev is not None else None
+                if mid is not None and nxt * step <= mid and not prev_out:
+                    yield prev
+                if mid is None or last * step > mid:
+                    yield it
+                    out = True
+                nxt = last + 1
+            prev, prev_out = it, out
+
+
 def _open(path: str | Path):
     import av
 
@@ -67,24 +160,57 @@ def info(path: str | Path) -> VideoInfo:
                          s.codec_context.name)
 
 
-def frames(path: str | Path) -> Iterator[Frame]:
-    """Every decoded frame of the first video stream, in order, as RGB; VideoError on corrupt data."""
+def frames(path: str | Path, sampling: Sampling | None = None, decoding: Decoding | None = None,
+           damage_ends: bool = False) -> Iterator[Frame]:
+    """The decoded frames of the first video stream, in order, as RGB; with `sampling`, only those it keeps
+    (every frame is still decoded, as inter-coded pictures need the ones before them, but only kept ones are
+    converted to RGB). Corrupt data raises VideoError, or with `damage_ends` ends the frames there, the
+    reason in `decoding.damage`. `decoding` is filled in as frames are decoded: once the frames are all
+    read, `decoding.shortfall()` says whether the video ended early."""
+    decoding = decoding if decoding is not None else Decoding()
     with _open(path) as c:
         s = _stream(c, path)
         s.thread_type = "AUTO"
         rate = Fraction(s.average_rate or s.guessed_rate or DEFAULT_RATE)
-        i = 0
-        try:
-            for frame in c.decode(s):
-                t = float(frame.time) if frame.time is not None else i / rate
-                yield Frame(i, t, frame.to_ndarray(format="rgb24"))
+        decoding.declared = int(s.frames or 0)
+        # the timeline the count declares (a truncated AVI's own duration shrinks with the file), else the container's
+        decoding.duration = float(decoding.declared / rate) if decoding.declared else \
+            float(s.duration * s.time_base) if s.duration and s.time_base else (c.duration or 0) / 1e6
+        for raw in (sampling or Sampling()).pick(_decode(c, s, rate, decoding, path, damage_ends), rate):
+            yield Frame(raw.index, raw.time, raw.frame.to_ndarray(format="rgb24"))
+    if decoding.decoded == 0:
+        raise VideoError(f"{path}: no frame could be decoded" + (f" ({decoding.damage})" if decoding.damage else ""))
+
+
+class _Raw(NamedTuple):
+    index: int  # in decoding order
+    since_first: Fraction  # seconds after the first frame (what sampling by rate measures)
+    time: float  # seconds from the start (Frame.time)
+    frame: object  # the av.VideoFrame, converted to RGB only if kept
+
+
+def _decode(c, s, rate: Fraction, d: Decoding, path, damage_ends: bool) -> Iterator[_Raw]:
+    """Every frame, with the packets counted into `d` (those with data, and the highest frame slot they
+    reach: see Decoding)."""
+    tb, start = s.time_base, s.start_time or 0
+    first, i = None, 0
+    try:
+        for packet in c.demux(s):
+            if packet.size:  # (the flush packet at the end has none)
+                d.packets += 1
+                if packet.pts is not None and tb is not None:
+                    d.last_slot = max(d.last_slot, round((packet.pts - start) * tb * rate))
+            for frame in packet.decode():
+                at = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else Fraction(i) / rate
+                first = at if first is None else first
+                d.decoded, d.last_time = i + 1, max(d.last_time, float(at))
+                yield _Raw(i, at - first, float(at), frame)
                 i += 1
-        except VideoError:
-            raise
-        except Exception as e:  # FFmpeg's decode errors
-            raise VideoError(f"{path}: cannot decode frame {i}: {type(e).__name__}: {e}") from None
-        if i == 0:
-            raise VideoError(f"{path}: no frame could be decoded")
+    except Exception as e:  # FFmpeg's demuxing and decoding errors (not GeneratorExit: a consumer stopping)
+        why = f"cannot decode frame {i}: {type(e).__name__}: {e}"
+        if not damage_ends:
+            raise VideoError(f"{path}: {why}") from None
+        d.damage = why
 
 
 def masks(path: str | Path) -> Iterator[np.ndarray]:
@@ -100,11 +226,11 @@ def masks(path: str | Path) -> Iterator[np.ndarray]:
 
 class _Writer:
     def __init__(self, path: Path, fmt: str, codec: str, width: int, height: int, rate: Fraction, pix_fmt: str,
-                 options: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, muxer: dict[str, str] | None = None):
         import av
 
         self.path, self.width, self.height = Path(path), width, height
-        self.container = av.open(str(path), "w", format=fmt)
+        self.container = av.open(str(path), "w", format=fmt, options=muxer or {})
         self.stream = self.container.add_stream(codec, rate=Fraction(rate))
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
         if options:
@@ -149,12 +275,14 @@ class MaskWriter(_Writer):
 
 
 class H264Writer(_Writer):
-    """RGB pictures as H.264 (yuv420p, constant rate factor `crf`), at the source's frame rate."""
+    """RGB pictures as H.264 (yuv420p, constant rate factor `crf`), at the source's frame rate; the index
+    (moov) is moved to the front when the file is closed, so a player streams it and a copy cut short still
+    opens (the frames up to the cut decode, and the declared count shows what is missing)."""
 
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, crf: int = 20):
         self.src = (height, width)
         super().__init__(Path(path), "mp4", "libx264", width + width % 2, height + height % 2, rate, "yuv420p",
-                         {"crf": str(crf), "preset": "veryfast"})
+                         {"crf": str(crf), "preset": "veryfast"}, {"movflags": "+faststart"})
 
     def write(self, rgb: np.ndarray) -> None:
         import av
