@@ -63,6 +63,8 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 
     finally:
         seg.close()
     todo, done, redo = pending_videos(videos, out_dir, want, overwrite)
+    if not todo:  # all done: no Ray instance to start
+        return job_summary({}, {}, [str(v) for v in done], 0.0, redo)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized()
     if started:

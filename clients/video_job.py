@@ -395,13 +395,13 @@ def redo_reason(outs: Outputs, want: dict) -> str | None:
         made = json.loads(outs.files["summary"].read_text())
     except (OSError, ValueError) as e:
         return f"its summary cannot be read ({type(e).__name__}: {e})"
-    if made.get("model") != want["model"]:
-        return f"made by {_model_text(made.get('model'))}, now {_model_text(want['model'])}"
-    if made.get("set_ids") != want["set_ids"]:
+    if made.get("set_ids") != want["set_ids"]:  # (first: a swap is the usual reason, and says the most)
         lists = made.get("set_ids") or []
         was = (f"list {lists[0]}" if len(lists) == 1 else f"lists {', '.join(lists)} (a swap mid-video)" if lists
                else "an unrecorded list")
         return f"made with {was}, now {want['set_ids'][0]}"
+    if made.get("model") != want["model"]:
+        return f"made by {_model_text(made.get('model'))}, now {_model_text(want['model'])}"
     if made.get("sampling") != want["sampling"]:
         return f"made with {_sampling_text(made.get('sampling'))}, now {_sampling_text(want['sampling'])}"
     return None
@@ -420,7 +420,7 @@ def _sampling_text(s: dict | None) -> str:
         return "unrecorded sampling"
     if s.get("fps") is not None:
         return f"frames sampled at {s['fps']:g} fps"
-    return "every frame" if s.get("every", 1) == 1 else f"every {s['every']}th frame"
+    return "every frame" if s.get("every", 1) == 1 else f"one frame in {s['every']}"
 
 
 def pending_videos(videos: list[Path], out_dir: Path, want: dict, overwrite: bool = False
