@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -48,10 +49,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _onnx_input_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by the commands that embed a labelled image folder with embed.onnx."""
     p.add_argument("--embed", required=True, help="an exported embed.onnx")
-    p.add_argument("--data", required=True, help="image folder, one subfolder per class; or a segmentation folder "
-                   "(images/, masks/, classes.json) with a segmenter's embed.onnx")
+    p.add_argument("--data", required=True, help="image folder, one subfolder per class (centroids: or train/ and "
+                   "test/ each holding them; train/ is read); or a segmentation folder (images/, masks/, "
+                   "classes.json) with a segmenter's embed.onnx")
     p.add_argument("--split", choices=["train", "test"], default=None,
-                   help="segmentation folders: the split to read (default: train for centroids, test for eval-onnx)")
+                   help="segmentation folders, and for centroids also image folders laid out as train/ and test/ "
+                   "(or val/): the split to read (default: train for centroids, test for eval-onnx)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -101,23 +104,30 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_centroids(a: argparse.Namespace) -> int:
-    from export.recompute import compute_set
-    from export.seg_recompute import compute_seg_set
+    from export.recompute import choose_split, compute_set
+    from export.seg_recompute import compute_seg_set, split_note
     from training.seg_folder import is_seg_folder
 
+    split = a.split or "train"
     if is_seg_folder(a.data):
+        note = split_note(Path(a.data), split)
+        if not a.json:
+            print(note, flush=True)
         res = compute_seg_set(a.embed, a.data, a.out, a.K, a.method, a.keep_means, a.threads, a.seed,
-                              a.split or "train", a.pixels_per_image, a.pixels_per_class)
+                              split, a.pixels_per_image, a.pixels_per_class)
         if a.json:
             print(json.dumps(res))
         else:
             cells = ", ".join(f"{n} {v}" for n, v in zip(res["classes"], res["cells_per_class"], strict=True))
             print(f"segmentation centroid set {res['set_id']}: {len(res['classes'])} classes from {res['images']} "
-                  f"images (cells sampled: {cells}), K per class {res['ks']} -> {res['out']}")
+                  f"{res['split']} images (cells sampled: {cells}), K per class {res['ks']} -> {res['out']}")
         return 0
-    res = compute_set(a.embed, a.data, a.out, a.K, a.method, a.keep_means, a.batch_size, a.threads, a.seed)
+    folder, note = choose_split(a.data, split)  # a train/ and test/ layout: its split, said before the work
+    if note and not a.json:
+        print(note, flush=True)
+    res = compute_set(a.embed, folder, a.out, a.K, a.method, a.keep_means, a.batch_size, a.threads, a.seed)
     if a.json:
-        print(json.dumps(res))
+        print(json.dumps(dict(res, split_note=note)))
     else:
         print(f"centroid set {res['set_id']}: {len(res['classes'])} classes, {res['images']} images, K per class "
               f"{res['ks']} (embed {res['embed_seconds']:.1f}s, cluster {res['cluster_seconds']:.1f}s) -> {res['out']}")

@@ -24,21 +24,57 @@ from export.centroid_set import CentroidSet
 from export.clustering import cluster
 from export.head_graph import build_head
 from export.staging import check_destination, staged
-from training.images import DataError, class_folders, read_image_array, scan_image_folder
+from training.images import SPLIT_NAMES, DataError, class_folders, read_image_array, scan_image_folder, split_layout
 from training.progress import bar
+from training.seg_folder import is_seg_folder
 
 log = logging.getLogger(__name__)
 
 
-def scan_labelled_folder(root: str | Path) -> tuple[list[str], list[Path], np.ndarray]:
-    """(class names, files, labels (N,)) of a one-subfolder-per-class folder; refuses a folder with
-    fewer than two classes or a class folder without images, naming it. Files are not opened here:
-    an unreadable one is named when it is read."""
+def choose_split(data: str | Path, split: str = "train") -> tuple[Path, str | None]:
+    """The folder of class folders to read from `data`, and a sentence saying which split that is when
+    `data` is laid out in splits (DIR/train and DIR/test or DIR/val, as `dnc write-folder` writes and
+    `dnc train` reads): without it such a folder would read as a class list of "test" and "train".
+    split: "train", or "test" for the held-out split (test/, else val/ or validation/)."""
+    root = Path(data)
+    seg = next((p for p in (root, *root.resolve().parents) if is_seg_folder(p)), None)
+    if seg is not None:
+        raise DataError(f"{root} is part of the segmentation folder {seg}; give --data {seg} (with a segmenter's "
+                        "embed.onnx: its images and masks are read together)")
+    inner = sorted(d for d in root.iterdir() if d.is_dir() and is_seg_folder(d)) if root.is_dir() else []
+    if inner:
+        raise DataError(f"{root} is not a segmentation folder but holds {len(inner)}: give one of them as --data, "
+                        f"e.g. {inner[0]}")
+    layout = split_layout(root) if root.is_dir() else None
+    if layout is None:
+        return root, None
+    order = ("train",) if split == "train" else ("test", "val", "validation")
+    pick = next((layout[s] for s in order if s in layout), None)
+    if pick is None:
+        raise DataError(f"{root} has no {split} split ({'/, '.join(sorted(layout))}/ only)")
+    shown = sorted(layout, key=lambda s: SPLIT_NAMES.index(s))  # train/ first, as the layout is named
+    note = f"{root} has {' and '.join(f'{layout[s].name}/' for s in shown)} splits: using {pick}"
+    log.info("%s", note)
+    return pick, note
+
+
+def scan_labelled_folder(root: str | Path, split: str | None = None) -> tuple[list[str], list[Path], np.ndarray]:
+    """(class names, files, labels (N,)) of a one-subfolder-per-class folder, files as absolute paths (a
+    set names them as exemplars, and they must stay meaningful wherever it is used). With `split`, a
+    folder laid out in splits is read at that split (`choose_split`); without, such a folder is refused,
+    naming the split folders to give. Refuses a folder with fewer than two classes, a class folder
+    without images or that is no class (training/images.check_class_folder), naming it. Files are not
+    opened here: an unreadable one is named when it is read."""
     root = Path(root)
+    if split is not None:
+        root, _ = choose_split(root, split)
+    elif root.is_dir() and (layout := split_layout(root)):
+        raise DataError(f"{root} is laid out in splits ({', '.join(f'{p.name}/' for p in layout.values())}), not "
+                        f"classes: give the split to read, e.g. {next(iter(layout.values()))}")
     classes = class_folders(root)
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class subfolder(s) {classes}; a class list needs at least two")
-    classes, paths, labels = scan_image_folder(root, on_bad="error", verify=False)
+    classes, paths, labels = scan_image_folder(root.resolve(), on_bad="error", verify=False)
     return classes, [Path(p) for p in paths], np.asarray(labels)
 
 
@@ -69,15 +105,20 @@ def nearest_distinct(cents: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int = 4, method: str = "sinkhorn",
-                keep_means: bool = False, batch_size: int = 256, threads: int = 0, seed: int = 0) -> dict:
+                keep_means: bool = False, batch_size: int = 256, threads: int = 0, seed: int = 0,
+                split: str = "train") -> dict:
     """Compute and write a centroid set (and its head.onnx) for the classes of an image folder.
 
     Args:
         embed_path: an exported embed.onnx (its metadata gives the preprocessing).
-        data: one subfolder per class. out: the set folder to write.
+        data: one subfolder per class, or train/ and test/ (or val/) each holding them: then `split` is read
+            ("train", or "test" for the held-out split), and the summary's `split_note` says so.
+        out: the set folder to write.
         k: sub-centroids per class (fewer for classes with fewer images). method: sinkhorn or kmeans.
         keep_means: keep the cluster means as sub-centroids (exemplars are still recorded).
-    Returns a summary: set id, classes, K per class, seconds for embedding and clustering.
+    Exemplars are recorded as absolute paths, and the folder read as an absolute `source["data"]`, so a
+    set names its images wherever it is moved or served from (sets written before name them as given).
+    Returns a summary: set id, classes, K per class, the folder read, seconds for embedding and clustering.
     """
     if k < 1 or batch_size < 1:
         raise ValueError(f"--K and --batch-size must be >= 1, got {k} and {batch_size}")
@@ -85,8 +126,9 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
     prep = runtime.preprocessing_of(sess, embed_path)
+    folder, note = choose_split(data, split)
     runtime.check_task(prep, "classification", embed_path, data)
-    classes, files, labels = scan_labelled_folder(data)
+    classes, files, labels = scan_labelled_folder(folder)
     t0 = time.time()
     x = embed_files(sess, files, prep, batch_size, threads or 2)  # (N, D)
     t_embed = time.time() - t0
@@ -111,11 +153,11 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
         log.warning("classes with fewer images than K=%d get fewer sub-centroids: %s", k, fewer)
     cs = CentroidSet(centroids=cents, ks=ks, class_names=classes,
                      embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
-                     exemplar_names=names, source={"from": "images", "data": str(data), "method": method,
+                     exemplar_names=names, source={"from": "images", "data": str(folder.resolve()), "method": method,
                                                    "k": k, "keep_means": keep_means, "images": len(files)})
     with staged(out) as tmp:
         centroid_set.save(cs, tmp)
         onnx.save(build_head(cs), tmp / F.HEAD_FILE)
     log.info("centroid set %s: %d classes, %d images -> %s", cs.set_id, len(classes), len(files), out)
-    return {"set_id": cs.set_id, "classes": classes, "ks": ks, "images": len(files), "embed_seconds": t_embed,
-            "cluster_seconds": t_cluster, "out": str(out)}
+    return {"set_id": cs.set_id, "classes": classes, "ks": ks, "images": len(files), "data": str(folder),
+            "split_note": note, "embed_seconds": t_embed, "cluster_seconds": t_cluster, "out": str(out)}

@@ -31,7 +31,7 @@ from export.staging import check_destination, staged
 from training.images import DataError
 from training.preprocess import normalise
 from training.progress import bar
-from training.seg_folder import SegClasses, read_classes, read_pair, split_files
+from training.seg_folder import IMAGES_DIR, SPLITS, SegClasses, read_classes, read_pair, split_files
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,14 @@ def check_segmentation_graph(sess, path: str | Path) -> dict:
     prep = runtime.preprocessing_of(sess, path)
     runtime.check_task(prep, "segmentation", path, "a segmentation folder")
     return prep
+
+
+def split_note(root: Path, split: str) -> str:
+    """The sentence saying which split of a segmentation folder a set is made from: `dnc write-scenes` writes
+    train and test scenes side by side, and only one of them may become the class list."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} of segmentation folder {root}; use one of {', '.join(SPLITS)}")
+    return f"{root} is a segmentation folder: using its {split} split ({root / IMAGES_DIR / split})"
 
 
 def cell_pixels(size: tuple[int, int], cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +93,12 @@ class Reservoir:
 def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int = 10, method: str = "sinkhorn",
                     keep_means: bool = False, threads: int = 0, seed: int = 0, split: str = "train",
                     per_image: int = 64, pixels_per_class: int = 4096) -> dict:
-    """Compute and write a segmentation centroid set (and its head.onnx) from a segmentation folder.
+    """Compute and write a segmentation centroid set (and its head.onnx) from one split of a segmentation
+    folder (the training split unless told; the log and the summary's `split_note` say which).
 
-    Returns a summary: set id, classes, K per class, sampled cells per class, images, seconds.
+    Exemplars are recorded as absolute image paths, the folder as an absolute `source["data"]`, so a set
+    names its pixels wherever it is moved or served from. Returns a summary: set id, classes, K per class,
+    sampled cells per class, images, the split read, seconds.
     """
     if k < 1 or per_image < 1 or pixels_per_class < 1:
         raise ValueError(f"--K, per-image and per-class samples must be >= 1, got {k}, {per_image}, {pixels_per_class}")
@@ -96,6 +107,8 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     sess = runtime.session(embed_path, threads)
     prep = check_segmentation_graph(sess, embed_path)
     classes = read_classes(root)
+    note = split_note(root, split)
+    log.info("%s", note)
     c = len(classes.names)
     rng = np.random.default_rng(seed)
     pools: list[Reservoir] = []
@@ -105,7 +118,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
         d, h, w = emb.shape
         if not pools:
             pools = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
-        names.append(str(path))
+        names.append(str(path.resolve()))
         rows, cols = cell_pixels(mask.shape, (h, w))
         lab = mask[rows][:, cols]  # (h, w)
         cells = emb.transpose(1, 2, 0)  # (h, w, D)
@@ -143,12 +156,13 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     cs = CentroidSet(centroids=cents, ks=ks, class_names=list(classes.names),
                      embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
                      exemplar_names=ex_names, task="segmentation", exemplar_yx=yx,
-                     source={"from": "masks", "data": str(root), "split": split, "method": method, "k": k,
+                     source={"from": "masks", "data": str(root.resolve()), "split": split, "method": method, "k": k,
                              "keep_means": keep_means, "images": len(names), "cells_per_class": counts,
                              "per_image": per_image, "seed": seed})
     with staged(out) as tmp:
         centroid_set.save(cs, tmp)
         onnx.save(build_seg_head(cs), tmp / F.HEAD_FILE)
     log.info("segmentation centroid set %s: %d classes from %d images -> %s", cs.set_id, c, len(names), out)
-    return {"set_id": cs.set_id, "classes": list(classes.names), "ks": ks, "images": len(names),
-            "cells_per_class": counts, "embed_seconds": t_embed, "cluster_seconds": t_cluster, "out": str(out)}
+    return {"set_id": cs.set_id, "classes": list(classes.names), "ks": ks, "images": len(names), "split": split,
+            "split_note": note, "cells_per_class": counts, "embed_seconds": t_embed, "cluster_seconds": t_cluster,
+            "out": str(out)}

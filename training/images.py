@@ -7,6 +7,7 @@ images exactly as training and the clients do: the geometry is training/preproce
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_PIXELS = 50_000_000  # decoded width x height (a 8,000 x 6,000 photo is 48 million)
 MAX_ASPECT = preprocess.MAX_ASPECT
+SPLIT_NAMES = ("train", "test", "val", "validation")  # folder names that name a split, never a class
 
 
 class DataError(ValueError):
@@ -66,6 +68,54 @@ def check_image_size(path: str | Path, w: int, h: int) -> None:
         raise DataError(str(e)) from None
 
 
+def is_split_name(name: str) -> bool:
+    """Whether a folder name names a data split (train, test, val, validation; any case) rather than a class."""
+    return name.lower() in SPLIT_NAMES
+
+
+def split_layout(root: Path) -> dict[str, Path] | None:
+    """{split (lower case): folder} when `root` is laid out in splits (`dnc write-folder`'s and `dnc train`'s
+    train/ and test/ (or val/) layout: every subfolder a split, one of them train); None when no subfolder
+    has a split name. DataError, naming them, when split folders sit beside class folders or train/ is
+    missing: such a folder is neither a class list nor a split layout."""
+    subs = class_folders(root)
+    splits = [s for s in subs if is_split_name(s)]
+    if not splits:
+        return None
+    others = [s for s in subs if not is_split_name(s)]
+    if others:
+        raise DataError(f"{root} holds split folders {splits} beside class folders {others[:5]}; lay it out as "
+                        "train/ and test/ each holding one subfolder per class, or as class folders only")
+    layout = {s.lower(): root / s for s in splits}
+    if "train" not in layout:
+        raise DataError(f"{root} holds split folders {splits} but no train/; give the split to read, e.g. "
+                        f"{root / splits[0]}")
+    return layout
+
+
+def check_class_folder(root: Path, name: str) -> None:
+    """Refuse a class folder that is not a class: one named as a split (a split layout given one level too
+    high), or one holding, at any depth, a split folder or a segmentation folder (a folder of data sets
+    given instead of one: its images would all become one class). The message names the folder and the
+    one to give instead."""
+    from training.seg_folder import CLASSES_FILE  # (seg_folder imports this module)
+
+    folder = root / name
+    if is_split_name(name):
+        hint = (f"{root} is laid out in splits: give {root / 'train'} (or its test/ split)"
+                if (root / "train").is_dir() else f"rename {folder} after the class it holds")
+        raise DataError(f"class folder {folder} has a split name ({', '.join(SPLIT_NAMES)}), not a class name; "
+                        f"{hint}")
+    for here, dirs, files in os.walk(folder):
+        dirs.sort()
+        split = next((d for d in dirs if is_split_name(d)), None)
+        if CLASSES_FILE in files or split:
+            what = (f"a segmentation folder ({Path(here) / CLASSES_FILE})" if CLASSES_FILE in files
+                    else f"a split folder ({Path(here) / split})")
+            raise DataError(f"class folder {folder} holds {what}: it is a data set, not a class; give the data "
+                            f"set itself ({here}) as the data")
+
+
 def class_folders(root: Path) -> list[str]:
     """Sorted names of the class subfolders of `root` (hidden ones ignored)."""
     if not root.is_dir():
@@ -92,7 +142,8 @@ def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | Non
 
     With `verify`, every file is opened to check it decodes (callers that decode every file anyway
     pass False and get a DataError naming a bad file when they read it); then `on_bad="skip"` logs
-    and skips unreadable files, `"error"` refuses the folder naming the first one. Empty class folders are refused. With
+    and skips unreadable files, `"error"` refuses the folder naming the first one. Empty class folders, and
+    class folders that are no class (`check_class_folder`: a split, a data set) are refused. With
     `classes` given (the training split's), the folder must hold exactly those classes, so labels
     mean the same in every split.
     """
@@ -103,6 +154,8 @@ def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | Non
         check_class_names(found, f"class folders of {root}")
     except ValueError as e:
         raise DataError(str(e)) from None
+    for name in found:
+        check_class_folder(root, name)
     if classes is not None and found != classes:
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
         raise DataError(f"{root} classes differ from the training split's: missing {missing}, extra {extra}")
