@@ -67,3 +67,41 @@ def test_the_dnc_command_starts_without_torch_onnx_or_onnxruntime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_model_a_client_uses_when_none_is_named():
+    """The choice of `dnc classify`/`dnc segment` without --model, from what a server serves (the served
+    side is tested against tritonserver in tests/serving)."""
+    from clients.client import ClientError, choose_model, served_text
+
+    both = {"dnc": "classification", "scenes": "segmentation"}
+    assert choose_model(both, "segmentation", "u") == "scenes" and choose_model(both, "classification", "u") == "dnc"
+    assert choose_model({"a": "classification", "dnc": "classification"}, "classification", "u") == "dnc"
+    with pytest.raises(ClientError, match="^several segmenters are served at u: a, b; pass --model$"):
+        choose_model({"a": "segmentation", "b": "segmentation", "dnc": "classification"}, "segmentation", "u")
+    with pytest.raises(ClientError, match="^no segmenter is served at u; served classifiers: dnc, x$"):
+        choose_model({"dnc": "classification", "x": "classification"}, "segmentation", "u")
+    with pytest.raises(ClientError, match="no classifier is served at u .are its models still loading"):
+        choose_model({}, "classification", "u")
+    assert served_text(both, None, "u") == "served DNC models: dnc, scenes"
+
+
+def test_status_of_a_folder_that_is_not_a_repository(tmp_path, capsys):
+    assert main(["status", "--repo", str(tmp_path / "nope")]) == 2
+    assert f"--repo {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.pbtxt").write_text("")
+    assert main(["status", "--repo", str(tmp_path / "plain")]) == 2
+    assert "is not a built DNC model repository (no repository.json): run `dnc repo build`" in capsys.readouterr().err
+    assert main(["status", "--repo", str(tmp_path / "plain" / "config.pbtxt")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_long_class_lists_are_abbreviated():
+    from serving.status import abbreviate, short_fingerprint
+
+    assert abbreviate(["a", "b"]) == "a, b"
+    names = [f"class-{i}" for i in range(40)]
+    text = abbreviate(names)
+    assert text.startswith("class-0, class-1") and text.endswith("(+31 more)") and len(text) <= 100
+    assert short_fingerprint("sha256:" + "ab" * 32) == "sha256:abababababab"

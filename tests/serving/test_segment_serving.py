@@ -148,7 +148,7 @@ def test_default_response_is_about_a_byte_per_pixel(server, pictures):
 
 
 def test_segmenter_swap_under_load_while_the_classifier_keeps_its_list(server, repo, seg_export, coarse_set,
-                                                                       exported):
+                                                                       exported, capsys):
     first, second = centroid_set.load(seg_export[2]), centroid_set.load(coarse_set)
     names = {first.set_id: first.class_names, second.set_id: second.class_names}
     cls_before = Probe(server.grpc_url, F.DEFAULT_MODEL, repository.model_info(repo, "dnc")["preprocessing"]).set_id()
@@ -187,9 +187,17 @@ def test_segmenter_swap_under_load_while_the_classifier_keeps_its_list(server, r
     assert repository.model_info(repo, SEG)["set"]["set_id"] == second.set_id
     info = repository.model_info(repo, "dnc")
     assert Probe(server.grpc_url, "dnc", info["preprocessing"]).set_id() == cls_before == info["set"]["set_id"]
-    # a classifier's set cannot become the segmenter's list, nor the other way round; nothing changes
-    with pytest.raises(ValueError, match="classification centroid set|D="):
+    # a classifier's set cannot become the segmenter's list, nor the other way round, and the refusal says why
+    # (not the embedding fingerprint); nothing changes
+    with pytest.raises(ValueError, match=f"is a classification set; model {SEG} is a segmenter .served segmenters "
+                       "take sets made from masks: `dnc centroids --embed EMBED --data SCENES`"):
         swap(repo, exported[0], server.grpc_url, name=SEG)
+    assert main(["swap", "--repo", str(repo), "--model", "dnc", "--centroids", str(seg_export[2]), "--url",
+                 server.grpc_url]) == 2
+    err = capsys.readouterr().err
+    assert "is a segmentation set; model dnc is a classifier (served classifiers take sets made from class folders" \
+        in err and "fingerprint" not in err and "embedding model" not in err
+    assert repository.model_info(repo, "dnc")["set"]["set_id"] == cls_before
     with pytest.raises(ValueError, match="serves 2 models"):
         swap(repo, coarse_set, server.grpc_url)
     assert repository.model_info(repo, SEG)["set"]["set_id"] == second.set_id
@@ -228,8 +236,23 @@ def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_ex
         assert (np.asarray(Image.open(tmp_path / "bytes" / f"p{i}.labels.png"))
                 == np.asarray(Image.open(tmp_path / "served" / f"p{i}.labels.png"))).all()
     capsys.readouterr()
-    assert main(["segment", str(folder / "p0.png"), "--out", str(tmp_path / "x"), "--url", server.http_url]) == 2
-    assert "classification model" in capsys.readouterr().err  # the default model is the classifier
+    # without --model: the one segmenter served beside the classifier, said on stderr
+    assert main(["segment", str(folder / "p0.png"), "--out", str(tmp_path / "x"), "--url", server.http_url]) == 0
+    assert f"dnc segment: using the served segmenter '{SEG}'" in capsys.readouterr().err
+    assert (np.asarray(Image.open(tmp_path / "x" / "p0.labels.png"))
+            == np.asarray(Image.open(tmp_path / "served" / "p0.labels.png"))).all()
+    # a model of the wrong task, or one not served, is refused naming the served models of the right task
+    assert main(["segment", str(folder / "p0.png"), "--out", str(tmp_path / "x"), "--url", server.grpc_url,
+                 "--protocol", "grpc", "--model", "dnc"]) == 2
+    assert (f"model 'dnc' on {server.grpc_url} is a classifier, not a segmenter; served segmenters: {SEG} (pass "
+            f"--model {SEG})") in capsys.readouterr().err
+    assert main(["classify", str(folder / "p0.png"), "--url", server.http_url, "--model", SEG]) == 2
+    assert "is a segmenter, not a classifier; served classifiers: dnc" in capsys.readouterr().err
+    assert main(["classify", str(folder / "p0.png"), "--url", server.http_url, "--model", "nope"]) == 2
+    assert "model 'nope' is not ready" in (err := capsys.readouterr().err) and "served classifiers: dnc" in err
+    assert main(["classify", str(folder / "p0.png"), "--url", server.http_url, "--json"]) == 0
+    out = capsys.readouterr()
+    assert "dnc classify: using the served classifier 'dnc'" in out.err and '"set_id"' in out.out
 
 
 def _raw(server, model, inputs, parameters=None):
@@ -328,12 +351,64 @@ def test_kserve_json_pixels_as_the_readme_shows(server, fm_folder):
     assert abs(got["topk_score"][0] - want.top[0].score) < 1e-5
 
 
+def test_status_lists_models_server_and_health(server, repo, capsys):
+    """`dnc status` on the repository of a running server: both models with task, runtime, class list and
+    fingerprint, the server from its state file, the set id each model answers with; exit 1 when a
+    recorded server does not answer or answers with another list than repository.json records."""
+    from serving.state import STATE_FILE, remove_state, write_state
+
+    info = repository.read_info(repo)["models"]
+    write_state(server)  # the record `dnc serve` keeps (this fixture's server)
+    try:
+        assert main(["status", "--repo", str(repo)]) == 0
+        out = capsys.readouterr().out
+        for name, task in (("dnc", "classifier"), (SEG, "segmenter")):
+            m = info[name]
+            assert f"  {name}: {task}, python runtime, embedding {m['embed_fingerprint'][:19]} (D={m['dim']})" in out
+            anchored = "anchored to exemplars" if m["set"]["anchored"] else "not anchored"
+            assert f"class list {m['set']['set_id']}: {m['set']['num_classes']} classes, {anchored}: " in out
+            assert f"served: ready, answering with {m['set']['set_id']}" in out
+        assert "T-shirt/top, Trouser" in out and f"gRPC {server.grpc_url}" in out and "health: live, ready" in out
+        assert main(["status", "--repo", str(repo), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["healthy"] and report["problems"] == [] and report["server"]["pid"] == server.proc.pid
+        assert report["server"]["started"] and report["server"]["running"]
+        assert {n: m["task"] for n, m in report["models"].items()} == {"dnc": "classification", SEG: "segmentation"}
+        assert all(report["health"]["models"][n]["set_id"] == info[n]["set"]["set_id"] for n in info)
+        # the served list differs from the recorded one (an interrupted swap): said, exit 1
+        seg = repository.model_info(repo, SEG)
+        repository.record_model(repo, SEG, dict(seg, set=dict(seg["set"], set_id="0" * 16)))
+        try:
+            assert main(["status", "--repo", str(repo)]) == 1
+            got = capsys.readouterr()
+            assert f"(repository.json records {'0' * 16})" in got.out
+            assert f"model {SEG} answers with class list {seg['set']['set_id']}, but" in got.err
+        finally:
+            repository.record_model(repo, SEG, seg)
+        # a server recorded, running, but not answering at its recorded address: said, exit 1
+        state = json.loads((repo / STATE_FILE).read_text())
+        (repo / STATE_FILE).write_text(json.dumps(dict(state, grpc="127.0.0.1:1")))
+        assert main(["status", "--repo", str(repo)]) == 1
+        assert f"(pid {server.proc.pid}) runs but does not answer at 127.0.0.1:1" in capsys.readouterr().err
+        # --url asks that server instead of the recorded one
+        assert main(["status", "--repo", str(repo), "--url", server.grpc_url]) == 0
+        capsys.readouterr()
+    finally:
+        remove_state(repo)
+    assert main(["status", "--repo", str(repo)]) == 0  # nothing recorded: listed, not served, nothing asked
+    out = capsys.readouterr().out
+    assert "server: none recorded" in out and "health: not served" in out and "served: ready" not in out
+
+
 def test_a_model_added_to_a_served_repository_is_loaded(server, repo, exported):
     repository.build(exported[0], repo, name="late", top_k=2, threads=1)
     server.wait_ready(60, "late")
     with DNCClient(server.grpc_url, "grpc", model="late") as c:
         assert c.task == "classification"
     assert sorted(repository.read_info(repo)["models"]) == ["dnc", "late", SEG]
+    with DNCClient(server.http_url, model=None, task="classification") as c:  # dnc, the default name, of the two
+        assert c.model == "dnc" and c.chosen and c.served == {"dnc": "classification", "late": "classification",
+                                                              SEG: "segmentation"}
 
 
 @pytest.fixture(scope="module")
@@ -349,8 +424,10 @@ def clips(tmp_path_factory):
 def test_video_job_through_triton_equals_in_process(server, repo, clips, seg_export, tmp_path, capsys):
     served_set = str(repository.head_dir(repo, SEG) / repository.SET_FOLDER)
     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
-        assert main(["segment", str(clips / "videos"), "--out", str(tmp_path / protocol), "--model", SEG, "--url",
+        named = ["--model", SEG] if protocol == "http" else []  # over gRPC, the one segmenter served is chosen
+        assert main(["segment", str(clips / "videos"), "--out", str(tmp_path / protocol), *named, "--url",
                      url, "--protocol", protocol, "--batch-size", "5", "--concurrency", "3"]) == 0
+    assert f"using the served segmenter '{SEG}'" in capsys.readouterr().err
     assert main(["segment", str(clips / "videos"), "--out", str(tmp_path / "local"), "--in-process",
                  str(seg_export[2]), "--centroids", served_set, "--threads", "1"]) == 0
     capsys.readouterr()
@@ -420,3 +497,17 @@ def test_a_video_job_closes_its_connections_after_each_video(server, clips, tmp_
     assert s["segmented"] == 3 and not s["failed"]
     assert seg._clients == [] and len(opened) >= 3  # new threads per video, their connections closed after it
     seg.close()
+
+
+def test_several_segmenters_served_need_a_model_name(server, repo, seg_export, tmp_path, capsys):
+    """With two segmenters served (none named dnc), `dnc segment` without --model names both; with one
+    named, it runs. (Last in this module: the other tests choose the one segmenter.)"""
+    repository.build(seg_export[2], repo, name="scenes-b", threads=1)
+    server.wait_ready(120, "scenes-b")
+    Image.fromarray(write_scenes_pixels()[0]).save(tmp_path / "p.png")
+    args = ["segment", str(tmp_path / "p.png"), "--out", str(tmp_path / "out"), "--url", server.http_url]
+    assert main(args) == 2
+    assert (f"several segmenters are served at {server.http_url}: {SEG}, scenes-b; pass --model"
+            in capsys.readouterr().err)
+    assert main([*args, "--model", "scenes-b"]) == 0
+    assert "using the served" not in capsys.readouterr().err

@@ -215,8 +215,10 @@ def test_swap_under_load_fails_no_request(server, repo, exported, other_set, fm_
 def test_classify_command(server, fm_folder, capsys, tmp_path):
     assert main(["classify", str(fm_folder / "test" / "Bag"), "--url", server.grpc_url, "--protocol", "grpc",
                  "--json", "--top-k", "2"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
     assert len(lines) == 10 and '"set_id"' in lines[0]
+    assert "dnc classify: using the served classifier 'dnc'" in err  # the one classifier served
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "broken.png").write_bytes(b"not a png")
@@ -231,6 +233,9 @@ def test_classify_command(server, fm_folder, capsys, tmp_path):
     assert "2 of 3 file(s) could not be read" in err
     assert main(["classify", str(folder / "good.png"), "--url", ""]) == 2
     assert "--url is empty" in capsys.readouterr().err
+    # a server with a classifier only: `dnc segment` says so and names what is served
+    assert main(["segment", str(folder / "good.png"), "--out", str(tmp_path / "seg"), "--url", server.http_url]) == 2
+    assert f"no segmenter is served at {server.http_url}; served classifiers: dnc" in capsys.readouterr().err
 
 
 def test_stop_leaves_no_process(repo):
