@@ -6,6 +6,10 @@ sub-centroid is anchored to its nearest real image of the class (distinct images
 path is recorded; by default the sub-centroid is replaced by that image's embedding (paper
 section 4.3), so every prediction points at a real image. The set and its head.onnx are written
 to OUT together (staged, then moved into place).
+
+A folder laid out in splits (train/ and test/ or val/, as `dnc write-folder` writes) is read at its
+train/ split, and that is said: read as classes it would be a 2-class list "test"/"train". Exemplars
+are recorded as absolute paths, so a set names its images wherever it is moved or served from.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ sample of cells per class is kept (at most `per_image` of a class from one image
 sub-centroids with the training rule (export.clustering), and each sub-centroid is anchored to its
 nearest sampled cell (distinct per class): the exemplar is that cell's pixel, (image, y, x). By default
 the sub-centroid becomes that cell's embedding (paper section 4.3), so every class's evidence points at
-a real pixel. The set (task "segmentation") and its head.onnx are written to OUT together.
+a real pixel. The set (task "segmentation") and its head.onnx are written to OUT together. The split
+read (train unless told) is said, since a FashionScenes folder holds both; exemplar images are recorded
+as absolute paths.
 """
 
 from __future__ import annotations
