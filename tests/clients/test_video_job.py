@@ -116,8 +116,13 @@ def test_collect_videos_refuses_names_that_would_collide(clips, tmp_path):
     assert [p.name for p in collect_videos([clips])] == ["clip000.mp4", "clip001.mp4"]  # masks left out
 
 
-def test_the_job_on_a_local_ray_instance(clips, seg_export, tmp_path):
-    """Two Ray workers, each segmenting whole videos: the same files as the job on this machine."""
+def test_the_job_on_a_local_ray_instance(clips, seg_export, other_seg_set, tmp_path):
+    """Two Ray workers, each segmenting whole videos: the same files as the job on this machine. A rerun
+    with nothing to do starts no Ray; `dnc segment --ray` after a list change redoes both videos on Ray, and
+    its stderr has neither Ray's token-authentication banner nor progress bars (stderr is not a terminal)."""
+    import subprocess
+    import sys
+
     from clients.ray_job import run_on_ray
 
     local, on_ray = tmp_path / "local", tmp_path / "ray"
@@ -131,7 +136,15 @@ def test_the_job_on_a_local_ray_instance(clips, seg_export, tmp_path):
                                                   video.masks(on_ray / f"{name}.masks.mkv"), strict=True))
         assert Path(on_ray / f"{name}.evidence.jsonl").read_text().count("\n") == FRAMES
     again = run_on_ray(videos, on_ray, spec, workers=2)
-    assert again["segmented"] == 0 and len(again["skipped"]) == 2
+    assert again["segmented"] == 0 and again["skipped"] == [str(v) for v in videos] and again["seconds"] == 0
+    cmd = [sys.executable, "-m", "clients.cli", "segment", str(clips / "videos"), "--out", str(on_ray), "--in-process",
+           str(seg_export[2]), "--centroids", str(other_seg_set), "--threads", "1", "--ray", "--ray-workers", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert "2 segmented" in done.stdout and done.stdout.count(": made with list ") == 2
+    assert "Token authentication" not in done.stderr and "token-auth" not in done.stderr
+    assert "\r" not in done.stderr and "%|" not in done.stderr  # no tqdm bar
+    assert [line for line in done.stderr.splitlines() if " INFO clients.video_job: redo " not in line] == []
 
 
 def test_write_scenes_video_command(tmp_path, capsys, fmnist_ready):
@@ -172,5 +185,6 @@ def test_ctrl_c_stops_a_job_cleanly_and_a_rerun_finishes_it(seg_export, tmp_path
     assert not out.exists() or list(out.iterdir()) == []  # nothing half-written left behind
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-500:]
+    assert "%|" not in done.stderr and "\r" not in done.stderr  # progress bars stay out of a log (not a terminal)
     assert len(list(video.masks(out / "clip000.masks.mkv"))) == 400
     assert (out / "clip000.evidence.jsonl").read_text().count("\n") == 400
