@@ -140,6 +140,9 @@ def load_cifar(root: Path, split: str) -> ImageData:
 # --- ImageFolder ---------------------------------------------------------------------------------
 
 def load_image_folder(root: Path, split: str, in_chans: int, image_size: int, on_bad: str) -> ImageData:
+    """One split of an image folder; its paths are absolute, so the exemplar names `dnc anchor` records stay
+    valid wherever the checkpoint, export or set goes."""
+    root = Path(root).resolve()
     if (root / "train").is_dir():
         held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
         if held_out is None:

@@ -293,8 +293,9 @@ class SegData:
 
 def load_seg_folder(root: str | Path, split: str, size: int, in_chans: int = 3, limit: int = 0) -> SegData:
     """Read one split of a segmentation folder into memory at `size` x `size` (see `read_pair`). A folder
-    inside one (ROOT/images, ROOT/images/train) is refused naming ROOT, the folder to give."""
-    root = Path(root)
+    inside one (ROOT/images, ROOT/images/train) is refused naming ROOT, the folder to give. Paths are absolute
+    (exemplar names stay valid when an anchored checkpoint or its export moves)."""
+    root = Path(root).resolve()
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
     classes = read_classes(root)

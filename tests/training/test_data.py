@@ -3,6 +3,7 @@ unreadable files), the CIFAR python format, and the batch augmentation."""
 
 import logging
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,12 @@ def test_epoch_batches_shard_and_replay():
     assert [t.tolist() for t in a] == [t.tolist() for t in epoch_batches(100, 8, 3, 2, True, 0, 2)]
     assert len(a) == len(b) == 6  # 50 per rank -> 6 full batches
     assert not set(torch.cat(a).tolist()) & set(torch.cat(b).tolist())
+
+
+def test_image_folder_paths_are_absolute_wherever_it_is_read(tmp_path, fm_test, monkeypatch):
+    """Exemplar names come from these paths (`dnc anchor`): relative ones would break when the run moves."""
+    _write_folder(tmp_path / "work" / "imgs", fm_test)
+    monkeypatch.chdir(tmp_path / "work")
+    data = load_dataset("imgs", "train", in_chans=1, image_size=28)
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in data.paths)
+    assert data.name_of(0) == str((tmp_path / "work" / "imgs").resolve() / "class_0" / "000.png")
