@@ -473,6 +473,14 @@ def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, c
     assert sets[0] == now and sets[-1] == swapped["to"]  # the list changed mid-video
     assert set(sets) == {now, swapped["to"]}  # (two requests in flight may reach the server in either order)
     assert all(c["label"] == names[line["set_id"]][c["class_id"]] for line in lines for c in line["classes"])
+    # a rerun redoes it (not all of it is from the list served now), asking the server which list it serves
+    seg = ServerSegmenter(server.grpc_url, "grpc", SEG)
+    again = run_job([video_path], out, seg, batch_size=8, concurrency=2)
+    assert again["redone"] == {str(video_path): f"made with lists {', '.join(sorted({now, swapped['to']}))} (a swap "
+                                                f"mid-video), now {swapped['to']}"}
+    assert again["per_video"][str(video_path)]["class_lists"] == {swapped["to"]: 240}
+    assert run_job([video_path], out, seg)["skipped"] == [str(video_path)]
+    seg.close()
 
 
 def test_a_video_job_closes_its_connections_after_each_video(server, clips, tmp_path):
