@@ -53,8 +53,8 @@ def _onnx_input_flags(p: argparse.ArgumentParser) -> None:
                    "test/ each holding them; train/ is read); or a segmentation folder (images/, masks/, "
                    "classes.json) with a segmenter's embed.onnx")
     p.add_argument("--split", choices=["train", "test"], default=None,
-                   help="segmentation folders, and for centroids also image folders laid out as train/ and test/ "
-                   "(or val/): the split to read (default: train for centroids, test for eval-onnx)")
+                   help="segmentation folders, and image folders laid out as train/ and test/ (or val/): the "
+                   "split to read (default: train for centroids, test for eval-onnx)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -149,7 +149,7 @@ def cmd_eval_onnx(a: argparse.Namespace) -> int:
             for name, v in res["iou_per_class"].items():
                 print(f"  {name:<16} IoU {'-' if v is None else f'{v:.2f}'}")
         return 0
-    res = evaluate_folder(a.embed, a.centroids, a.data, a.batch_size, a.threads)
+    res = evaluate_folder(a.embed, a.centroids, a.data, a.batch_size, a.threads, a.split)
     if a.json:
         print(json.dumps(res))
     else:

@@ -14,18 +14,20 @@ from export import centroid_set, runtime
 from export import formats as F
 from export.head_graph import build_head
 from export.recompute import embed_files, scan_labelled_folder
-from training.images import DataError
+from training.images import DataError, split_layout
 
 
 def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Path, batch_size: int = 256,
-                    threads: int = 0) -> dict:
-    """Top-1 (%) and per-class top-1 of embed + set on the images of `data` (one subfolder per class)."""
+                    threads: int = 0, split: str | None = None) -> dict:
+    """Top-1 (%) and per-class top-1 of embed + set on the images of `data` (one subfolder per class; a
+    folder laid out as train/ and test/ is read at `split`, by default its held-out split)."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     sess = runtime.session(embed_path, threads)
     runtime.check_task(runtime.preprocessing_of(sess, embed_path), "classification", embed_path, data)
     cs = centroid_set.load(set_path, centroid_set.fingerprint_file(embed_path), runtime.embed_dim_of(sess))
-    classes, files, labels = scan_labelled_folder(data)
+    layout = Path(data).is_dir() and split_layout(Path(data))
+    classes, files, labels = scan_labelled_folder(data, (split or "test") if layout else split)
     unknown = [c for c in classes if c not in cs.class_names]
     if unknown:
         raise DataError(f"{data} has classes the centroid set does not know: {unknown}")

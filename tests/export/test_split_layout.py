@@ -1,6 +1,7 @@
 """`dnc centroids` on folders laid out in splits: train/ is used and said, split names are never classes, and a
 segmentation folder says which split it is read at and refuses its parts given alone."""
 
+import json
 import shutil
 
 import numpy as np
@@ -46,10 +47,15 @@ def test_a_split_layout_is_read_at_train_and_says_so(exported, fm_folder, tmp_pa
     assert _centroids(embed, fm_folder, tmp_path / "held-out", "--split", "test") == 0
     assert f"using {fm_folder / 'test'}" in capsys.readouterr().out
     assert centroid_set.load(tmp_path / "held-out").source["data"] == str((fm_folder / "test").resolve())
-    # eval-onnx, which reads one folder of classes, names the split to give instead of guessing.
-    assert main(["eval-onnx", "--embed", str(embed), "--centroids", str(tmp_path / "set"), "--data",
-                 str(fm_folder)]) == 2
-    assert f"give the split to read, e.g. {fm_folder / 'test'}" in capsys.readouterr().err
+    # eval-onnx on the split layout reads its held-out split (the same answer as naming test/ itself),
+    # or --split train
+    runs = {}
+    for data, extra in ((fm_folder, []), (fm_folder / "test", []), (fm_folder, ["--split", "train"])):
+        assert main(["eval-onnx", "--embed", str(embed), "--centroids", str(tmp_path / "set"), "--data", str(data),
+                     "--json", *extra]) == 0
+        runs[(str(data), *extra)] = json.loads(capsys.readouterr().out)
+    held_out, named, train = runs.values()
+    assert held_out == named and held_out["n"] == 100 and train["n"] == 200
 
 
 @pytest.mark.parametrize("split", ["train", "Test", "VAL", "validation"])
