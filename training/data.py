@@ -28,7 +28,9 @@ from training.images import DataError, read_image_array, scan_image_folder
 log = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+# "T-shirt-top", not the published "T-shirt/top": the folder-safe name every writer uses (class_names.safe_name),
+# so a model trained on the Debian files and lists made from folders or scenes name the class alike
+FASHION_MNIST_CLASSES = ["T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
 SPLITS = ("train", "test")
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # Coarse classes of Fashion-MNIST: fine class names grouped by what a shop floor would call them.
 FASHION_MNIST_COARSE = {
-    "tops": ["T-shirt/top", "Pullover", "Coat", "Shirt"],
+    "tops": ["T-shirt-top", "Pullover", "Coat", "Shirt"],
     "trouser": ["Trouser"],
     "dress": ["Dress"],
     "footwear": ["Sandal", "Sneaker", "Ankle boot"],

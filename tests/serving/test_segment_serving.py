@@ -368,7 +368,7 @@ def test_status_lists_models_server_and_health(server, repo, capsys):
             anchored = "anchored to exemplars" if m["set"]["anchored"] else "not anchored"
             assert f"class list {m['set']['set_id']}: {m['set']['num_classes']} classes, {anchored}: " in out
             assert f"served: ready, answering with {m['set']['set_id']}" in out
-        assert "T-shirt/top, Trouser" in out and f"gRPC {server.grpc_url}" in out and "health: live, ready" in out
+        assert "T-shirt-top, Trouser" in out and f"gRPC {server.grpc_url}" in out and "health: live, ready" in out
         assert main(["status", "--repo", str(repo), "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["healthy"] and report["problems"] == [] and report["server"]["pid"] == server.proc.pid

@@ -22,6 +22,7 @@ def test_folders_scenes_and_clips_name_the_classes_alike(tmp_path, fmnist_ready)
         names = read_classes(tmp_path / root).names
         assert names[0] == "background" and sorted(names[1:]) == from_folder
         assert "T-shirt-top" in names and "T-shirt/top" not in names
-    assert read_classes(tmp_path / "scenes").names[1:] == [safe_name(n) for n in FASHION_MNIST_CLASSES]
+    assert read_classes(tmp_path / "scenes").names[1:] == FASHION_MNIST_CLASSES  # what training on the files says
+    assert load_dataset("fashion-mnist", "test").class_names == [safe_name(n) for n in FASHION_MNIST_CLASSES]
     coarse = scenes.write_scenes(tmp_path / "coarse", "coarse", size=16, train=1, test=1)
     assert coarse.names[1:] == list(FASHION_MNIST_COARSE)
