@@ -503,7 +503,7 @@ def summary_text(s: dict) -> str:
     for v, r in s["per_video"].items():
         miou = f", mIoU {r['truth']['miou']:.2f}%" if r.get("truth") and r["truth"]["miou"] is not None else ""
         lists = ", ".join(f"{k} x{n}" for k, n in r["class_lists"].items())
-        sampled = (f" (sampled: {_sampling_text(r['sampling'])}, of {r['decoded_frames']} decoded)"
+        sampled = (f" ({_sampling_text(r['sampling'])}, of {r['decoded_frames']} decoded)"
                    if r.get("sampling") and r["frames"] != r.get("decoded_frames") else "")
         short = "" if not r.get("short") else f"; SHORT: {r['decoded_frames']} of {r['declared_frames']} frames" \
             if r["declared_frames"] else f"; SHORT: {r['decoded_frames']} frames, then damage"

@@ -77,7 +77,7 @@ def test_a_sampled_job_and_its_truth(clips, seg_export, tmp_path, capsys):
             "1", "--truth", str(clips)]
     assert main([*args, "--every", "3"]) == 0
     text = capsys.readouterr().out
-    assert "clip000.mp4: 10 frames (sampled: one frame in 3, of 30 decoded)" in text
+    assert "clip000.mp4: 10 frames (one frame in 3, of 30 decoded)" in text
     lines = [json.loads(line) for line in (out / "clip000.evidence.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(0, FRAMES, 3))
     assert [line["time"] for line in lines] == pytest.approx([i / FPS for i in range(0, FRAMES, 3)])
