@@ -6,6 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+OPENCV  := /usr/share/doc/opencv-doc/examples/data/tree.avi
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup data test demo lint clean
@@ -24,10 +25,15 @@ $(FMNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
+# real videos for the tests (Cinepak, MPEG-4, H.264, variable rate): Debian's opencv-doc
+$(OPENCV):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq opencv-doc
+
 lint: setup
 	$(PY) -m ruff check .
 
-test: setup data lint
+test: setup data $(OPENCV) lint
 	$(PY) -m pytest -q
 
 DNC  := $(VENV)/bin/dnc

@@ -3,6 +3,8 @@ models trained on it, their export, and references."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,18 @@ def fmnist_ready():
         pytest.fail(f"Fashion-MNIST missing in {FASHION_MNIST_DIR}: run `make test` (it installs "
                     "dataset-fashion-mnist) or apt-get install -y dataset-fashion-mnist")
     return FASHION_MNIST_DIR
+
+
+OPENCV_DOC = Path("/usr/share/doc/opencv-doc")
+
+
+@pytest.fixture(scope="session")
+def opencv_doc():
+    """Debian's opencv-doc: real videos nobody here made (Cinepak, MPEG-4, H.264, variable rate)."""
+    if not (OPENCV_DOC / "examples" / "data" / "tree.avi").is_file():
+        pytest.fail(f"opencv-doc missing in {OPENCV_DOC}: run `make test` (it installs opencv-doc) or "
+                    "apt-get install -y opencv-doc")
+    return OPENCV_DOC
 
 
 @pytest.fixture

@@ -63,8 +63,7 @@ def test_sampling_picks_the_frames_it_says(clips, tmp_path):
 TREE = Path("/usr/share/doc/opencv-doc/examples/data/tree.avi")
 
 
-@pytest.mark.skipif(not TREE.is_file(), reason="opencv-doc is not installed")
-def test_sampling_a_variable_rate_video():
+def test_sampling_a_variable_rate_video(opencv_doc):
     """opencv-doc's tree.avi: 68 pictures over 29.6 s at irregular times; at 1 fps, each second's nearest."""
     times = [f.time for f in video.frames(TREE)]
     got = [f.index for f in video.frames(TREE, video.Sampling(fps=Fraction(1)))]

@@ -83,8 +83,7 @@ def test_a_video_cut_short_fails_unless_accepted(damaged, seg_export, tmp_path, 
         assert (out / f"{name}.evidence.jsonl").read_text().count("\n") == n
 
 
-@pytest.mark.skipif(not (OPENCV / "examples/data/tree.avi").is_file(), reason="opencv-doc is not installed")
-def test_real_videos_of_opencv_doc(tmp_path):
+def test_real_videos_of_opencv_doc(tmp_path, opencv_doc):
     """Whole: Cinepak tree.avi declares 444 slots and holds 68 pictures (variable rate), H.264 box.mp4 declares
     456 and decodes 455, MPEG-4 Megamind.avi 270 of 270; a third of Megamind.avi's bytes: 84 of 270."""
     data = OPENCV / "examples" / "data"
