@@ -123,6 +123,7 @@ def cmd_centroids(a: argparse.Namespace) -> int:
                   f"{res['split']} images (cells sampled: {cells}), K per class {res['ks']} -> {res['out']}")
         return 0
     folder, note = choose_split(a.data, split)  # a train/ and test/ layout: its split, said before the work
+    _no_split_ignored(a.split, a.data, note)
     if note and not a.json:
         print(note, flush=True)
     res = compute_set(a.embed, folder, a.out, a.K, a.method, a.keep_means, a.batch_size, a.threads, a.seed)
@@ -132,6 +133,15 @@ def cmd_centroids(a: argparse.Namespace) -> int:
         print(f"centroid set {res['set_id']}: {len(res['classes'])} classes, {res['images']} images, K per class "
               f"{res['ks']} (embed {res['embed_seconds']:.1f}s, cluster {res['cluster_seconds']:.1f}s) -> {res['out']}")
     return 0
+
+
+def _no_split_ignored(split: str | None, data: str, note: str | None) -> None:
+    """An explicit --split on a plain folder of classes would be silently ignored: refuse it instead."""
+    if split is not None and note is None:
+        from training.images import DataError
+
+        raise DataError(f"--split {split}: {data} is a folder of classes, not laid out in splits (train/ and "
+                        "test/); give the split's own folder as --data, or leave --split out")
 
 
 def cmd_eval_onnx(a: argparse.Namespace) -> int:
@@ -149,6 +159,9 @@ def cmd_eval_onnx(a: argparse.Namespace) -> int:
             for name, v in res["iou_per_class"].items():
                 print(f"  {name:<16} IoU {'-' if v is None else f'{v:.2f}'}")
         return 0
+    from export.recompute import choose_split
+
+    _no_split_ignored(a.split, a.data, choose_split(a.data, a.split or "test")[1])
     res = evaluate_folder(a.embed, a.centroids, a.data, a.batch_size, a.threads, a.split)
     if a.json:
         print(json.dumps(res))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from training import checkpoint as ckpt_io
 from training import distributed, progress
 from training.batches import augment, epoch_batches, iterate, normalise
+from training.class_names import safe_name
 from training.config import TrainConfig
 from training.data import ImageData, load_dataset
 from training.head import DNCHead, normalise_ks
@@ -166,8 +167,12 @@ def check_data(model_cfg: ModelConfig, data: ImageData) -> None:
     if (data.in_chans, data.image_size) != (model_cfg.in_chans, model_cfg.image_size):
         raise ValueError(f"{data.name} images are {data.in_chans}x{data.image_size}px but the model takes "
                          f"{model_cfg.in_chans}x{model_cfg.image_size}px")
-    if model_cfg.class_names and data.class_names != model_cfg.class_names:
-        bad = next(i for i, (a, b) in enumerate(zip(data.class_names, model_cfg.class_names, strict=True)) if a != b)
+    # compared in their folder-safe form: checkpoints from before Fashion-MNIST's "T-shirt/top" became
+    # "T-shirt-top" (class_names.safe_name) still evaluate, anchor and resume on the same data
+    if model_cfg.class_names and [safe_name(n) for n in data.class_names] != [safe_name(n) for n in
+                                                                             model_cfg.class_names]:
+        bad = next(i for i, (a, b) in enumerate(zip(data.class_names, model_cfg.class_names, strict=True))
+                   if safe_name(a) != safe_name(b))
         raise ValueError(f"class {bad} of {data.name} is {data.class_names[bad]!r} but the model's is "
                          f"{model_cfg.class_names[bad]!r}")
 

@@ -115,3 +115,14 @@ def test_a_segmentation_folder_says_its_split_and_refuses_its_parts(seg_export, 
     assert _centroids(embed, parent, tmp_path / "bad") == 2
     assert f"holds 1: give one of them as --data, e.g. {parent / 'scenes'}" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_split_given_for_a_plain_folder_of_classes_is_refused(exported, fm_folder, tmp_path, capsys):
+    """--split on a folder that is not laid out in splits would be silently ignored: it is refused, named."""
+    embed = exported[0] / F.EMBED_FILE
+    assert _centroids(embed, fm_folder / "train", tmp_path / "set", "--split", "test") == 2
+    assert f"--split test: {fm_folder / 'train'} is a folder of classes" in capsys.readouterr().err
+    assert not (tmp_path / "set").exists()
+    assert main(["eval-onnx", "--embed", str(embed), "--centroids", str(exported[0]), "--data",
+                 str(fm_folder / "test"), "--split", "train"]) == 2
+    assert f"--split train: {fm_folder / 'test'} is a folder of classes" in capsys.readouterr().err

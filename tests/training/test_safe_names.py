@@ -26,3 +26,19 @@ def test_folders_scenes_and_clips_name_the_classes_alike(tmp_path, fmnist_ready)
     assert load_dataset("fashion-mnist", "test").class_names == [safe_name(n) for n in FASHION_MNIST_CLASSES]
     coarse = scenes.write_scenes(tmp_path / "coarse", "coarse", size=16, train=1, test=1)
     assert coarse.names[1:] == list(FASHION_MNIST_COARSE)
+
+
+def test_models_named_before_the_safe_names_still_check_against_their_data(fmnist_ready):
+    """A checkpoint from before "T-shirt/top" became "T-shirt-top" evaluates, anchors and resumes on the same
+    data; a class that really differs is still refused, named."""
+    import pytest
+
+    from training.loop import check_data
+    from training.model import ModelConfig
+
+    data = load_dataset("fashion-mnist", "test", in_chans=1, image_size=28)
+    old = ["T-shirt/top", *FASHION_MNIST_CLASSES[1:]]
+    check_data(ModelConfig(num_classes=10, in_chans=1, image_size=28, class_names=old), data)
+    other = [*FASHION_MNIST_CLASSES[:3], "Jumper", *FASHION_MNIST_CLASSES[4:]]
+    with pytest.raises(ValueError, match="class 3 of fashion-mnist is 'Dress' but the model's is 'Jumper'"):
+        check_data(ModelConfig(num_classes=10, in_chans=1, image_size=28, class_names=other), data)
