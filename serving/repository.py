@@ -40,6 +40,7 @@ import numpy as np
 from export import centroid_set, manifest
 from export import formats as F
 from export.staging import publish, staging_folder
+from serving.repo_template import clear_template, is_template
 from training import preprocess
 
 FORMAT = "dnc-model-repository"
@@ -258,36 +259,20 @@ def locked(repo: Path) -> Iterator[None]:
         yield
 
 
-TEMPLATE_FILES = frozenset({"README.md", "config.pbtxt", "model.py", "preprocess.py", ".keep", LOCK_FILE})
-
-
-def is_template(repo: Path) -> bool:
-    """Whether `repo` holds only the text files a build writes and git keeps (the checked-in
-    model_repository/ of a fresh clone: configs, model.py, preprocess.py, README.md, but no
-    repository.json, which is generated): such a folder is a repository waiting for its first build."""
-    readme = repo / "README.md"
-    if not readme.is_file() or not readme.read_text(errors="replace").startswith("# DNC model repository"):
-        return False
-    for path in repo.rglob("*"):
-        if path.is_symlink():
-            return False
-        if path.is_file() and path.name not in TEMPLATE_FILES and "__pycache__" not in path.parts:
-            return False
-    return True
-
-
-def _check_destination(repo: Path) -> None:
+def _check_destination(repo: Path) -> bool:
     """Refuse to write into a folder that holds anything but a DNC repository (or its checked-in template):
-    a build replaces model folders, so a wrong --repo must not cost a user their files."""
+    a build replaces model folders, so a wrong --repo must not cost a user their files. True when `repo` is
+    the template (repo_template.py), whose configs and code the build clears first."""
     if not repo.exists() or (repo.is_dir() and not any(repo.iterdir())):
-        return
+        return False
     if not repo.is_dir():
         raise ValueError(f"--repo {repo} is a file, not a folder")
-    if (repo / INFO_FILE).is_file() or is_template(repo):
-        return
-    raise ValueError(f"--repo {repo} is a non-empty folder that is not a DNC model repository (no {INFO_FILE}, and "
-                     "files other than the configs and code a build writes); refusing to write into it: pass a new "
-                     "or empty folder")
+    if (repo / INFO_FILE).is_file():
+        return False
+    if is_template(repo):
+        return True
+    raise ValueError(f"--repo {repo} is a non-empty folder that is not a DNC model repository (no {INFO_FILE}, other "
+                     "files than a build writes); refusing to write into it: pass a new or empty folder")
 
 
 def _served(repo: Path) -> int | None:
@@ -348,9 +333,11 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
     prep = meta["preprocessing"]
     cfgs = configs(prep, runtime_name, max_batch, threads, instances, device, name=name, max_pixels=max_pixels)
     fam = F.family(name)
-    _check_destination(repo)
+    template = _check_destination(repo)
     repo.mkdir(parents=True, exist_ok=True)
     with locked(repo):
+        if template and not (repo / INFO_FILE).exists() and is_template(repo):  # checked again under the lock
+            clear_template(repo)
         whole = read_info(repo) if (repo / INFO_FILE).is_file() else {"format": FORMAT, "version": VERSION,
                                                                       "models": {}}
         pid = _served(repo)

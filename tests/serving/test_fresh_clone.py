@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from serving import repository
+from serving.server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,3 +71,21 @@ def test_a_folder_with_another_readme_is_refused(tmp_path, exported):
     with pytest.raises(ValueError, match="not a DNC model repository"):
         repository.build(exported[0], repo)
     assert (repo / "a" / "config.pbtxt").read_text() == "name: 'a'\n"
+
+
+def test_a_segmenter_alone_built_into_the_template_is_served(tmp_path, seg_export):
+    """The template's classifier folders hold no weights: a build of another model clears them (the polling
+    server would try to load them), and what is left is served, for real."""
+    repo = _tracked_copy(tmp_path)
+    done = _dnc("repo", "build", str(seg_export[2]), "--repo", "model_repository", "--name", "scenes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    dirs = sorted(p.name for p in repo.iterdir() if p.is_dir())
+    with TritonServer(repo, 0, 0, 0).start(timeout=180) as server:
+        from clients.client import DNCClient
+
+        with DNCClient(server.http_url, "http", "scenes") as client:
+            pictures = np.random.default_rng(0).integers(0, 256, (1, 40, 48, 3), dtype=np.uint8)
+            seg = client.segment(pictures)[0]
+        assert seg.labels.shape == (40, 48)
+        assert "failed to load" not in server.log_tail(200).lower()
+    assert dirs == ["scenes", "scenes_embed", "scenes_head", "scenes_prep"]
