@@ -4,8 +4,8 @@ server(s) or in-process, with the job's outputs, skipping and failure rules.
 `dnc segment VIDEOS --ray` starts a local Ray instance with --ray-workers CPUs (one task per CPU);
 `--ray ADDRESS` joins a running cluster, whose workers must have this project installed and see the
 input and output folders at the same paths (a shared file system). The driver asks the segmenter once
-which model and class list it is, skips videos already done by them (video_job.pending_videos: others are
-redone), submits one task per video, and gathers each one's summary or failure; Ctrl-C cancels the tasks
+which model and class list it is, skips videos already done by them (video_outputs.pending_videos: others
+are redone), submits one task per video, and gathers each one's summary or failure; Ctrl-C cancels the tasks
 (their partial files are removed by the tasks, or ignored and rewritten by the next run).
 
 A local instance is started quietly: Ray 2.60 warns on every start that it enabled token authentication
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clients.video_job import JobError, job_summary, make_segmenter, pending_videos, segment_video, wanted
+from clients.video_job import JobError, job_summary, make_segmenter, segment_video
+from clients.video_outputs import pending_videos, wanted
 from training.video import Sampling, VideoError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 
                        f"{concurrency} and {workers}")
     seg = make_segmenter(spec)
     try:
-        want = wanted(seg, sampling)
+        want = wanted(seg, sampling, accept_short)
     finally:
         seg.close()
     todo, done, redo = pending_videos(videos, out_dir, want, overwrite)

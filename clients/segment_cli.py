@@ -55,9 +55,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         help="videos: segment the frames closest to 0, 1/R, 2/R... s (R such as 2, 0.5 or "
                              "30000/1001; at or above the source's rate, every frame)")
     p.add_argument("--accept-short", action="store_true",
-                   help="videos: a video that ends before the frames its container declares (cut short or "
-                        "damaged) is written with the frames decoded and marked short in its summary, instead "
-                        "of failing")
+                   help="videos: a video that ends before the frames its container declares, or before its "
+                        "duration where it declares no count (Matroska, WebM), because it was cut short or damaged, "
+                        "is written with the frames decoded and marked short in its summary, instead of failing "
+                        "(a rerun without this flag redoes it, and it fails)")
     p.add_argument("--overwrite", action="store_true", help="videos: redo every video, even those done by the "
                    "same model and class list (images are always rewritten)")
     p.add_argument("--maps", action="store_true", help="also ask for the winning sub-centroid and score maps "

@@ -13,16 +13,18 @@ video is whole, the summary last, so a video counts as done only when all four e
                           it, the sampling, frames declared and decoded, mIoU against --truth
 Frames out = frames in: a frame whose request fails (after retries) fails the whole video, whose partial
 files are removed; the job goes on with the next video and its exit status says some failed. So does a
-video that ends early (fewer frames decoded than its container declares: cut short or damaged, see
-training/video.Decoding), unless the job accepts short videos: then it is written and marked short.
+video that ends early (fewer frames decoded than its container declares, or without a count, frames that
+stop before its duration: cut short or damaged, see training/video.Decoding), unless the job accepts short
+videos: then it is written and marked short.
 
 Sampling (training/video.Sampling): every frame is decoded and counted, only the sampled ones are
 segmented and written, at the sampled rate; each evidence line keeps its source frame's index and time.
 
-Reruns: a video is done when its four files exist and its summary says it was made by the same model,
-entirely with the class list that model serves now, with the same sampling; otherwise it is redone (a list
-swapped since, or mid-video). So a stopped job (Ctrl-C) is resumed by running it again, and after a swap
-the same command brings the outputs up to date; `overwrite` redoes everything.
+Reruns (clients/video_outputs.py decides): a video is done when its four files exist and its summary says
+it was made by the same model, entirely with the class list that model serves now, with the same sampling
+(and, if written short, that this job accepts short videos too); otherwise it is redone (a list swapped
+since, or mid-video). So a stopped job (Ctrl-C) is resumed by running it again, and after a swap the same
+command brings the outputs up to date; `overwrite` redoes everything.
 
 Segmenters: `ServerSegmenter` (a served model over HTTP or gRPC, one client per thread) or
 `LocalSegmenter` (an export in-process with onnxruntime); `clients/ray_job.py` runs the same per-video
@@ -33,18 +35,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from clients.seg_results import Segmentation, overlay, segmentations
+from clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
 from training import video
 from training.seg_folder import read_classes
 
@@ -68,7 +70,7 @@ class ServerSegmenter:
         if first.task != "segmentation":
             raise JobError(f"model {model!r} is a {first.task} model; segmenting videos needs a segmenter")
         self.describe = f"{model} at {first.url} ({protocol})"
-        self.model = {"served": model, "url": first.url}  # what a rerun compares (see pending_videos)
+        self.model = {"served": model, "url": first.url}  # a rerun compares the name (video_outputs)
         self._prep = first.preprocessing
 
     def set_id(self) -> str:
@@ -155,37 +157,6 @@ def make_segmenter(spec: dict):
 
 
 # -- one video ----------------------------------------------------------------------------------------
-@dataclass
-class Outputs:
-    folder: Path
-    name: str
-    files: dict[str, Path] = field(init=False)
-
-    def __post_init__(self):
-        self.files = {kind: self.folder / f"{self.name}.{suffix}" for kind, suffix in
-                      (("masks", "masks.mkv"), ("overlay", "overlay.mp4"), ("evidence", "evidence.jsonl"),
-                       ("summary", "summary.json"))}
-
-    def partial(self, kind: str) -> Path:
-        path = self.files[kind]
-        return path.with_name(f".{path.name}.partial")
-
-    def done(self) -> bool:
-        return all(p.is_file() for p in self.files.values())
-
-    def commit(self, summary: dict) -> None:
-        self.files["summary"].unlink(missing_ok=True)  # a redo stopped half-way must not look done
-        for kind in ("masks", "overlay", "evidence"):
-            os.replace(self.partial(kind), self.files[kind])
-        tmp = self.partial("summary")
-        tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(tmp, self.files["summary"])  # last: what marks the video done
-
-    def discard(self) -> None:
-        for kind in self.files:
-            self.partial(kind).unlink(missing_ok=True)
-
-
 class Truth:
     """Ground-truth masks of a clip (`dnc write-scenes --video`): per-frame confusion by class name."""
 
@@ -208,7 +179,8 @@ class Truth:
                 raise JobError(f"the truth has fewer frames than the video (no mask for frame {frame})")
             self.read += 1
         if truth is None:
-            raise JobError(f"frame {frame} comes after frame {self.read - 1}: the truth is read in order")
+            raise JobError(f"frame {frame} is not after frame {self.read - 1}, the last truth frame read: the truth "
+                           "is read once, in order, so frames must come in increasing order")
         if truth.shape != seg.labels.shape:
             raise JobError(f"truth frame {frame} is {truth.shape}, the labels {seg.labels.shape}")
         to = np.array([self.index.get(n, len(self.names)) for n in seg.class_names])  # pred id -> truth id
@@ -383,77 +355,14 @@ def collect_videos(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def wanted(seg, sampling: video.Sampling | None = None) -> dict:
-    """What outputs made now would record: the segmenter's model, the class list it serves now (asked once
-    per job), the sampling. A finished video whose summary says otherwise is redone."""
-    return {"model": seg.model, "set_ids": [seg.set_id()], "sampling": (sampling or video.Sampling()).describe()}
-
-
-def redo_reason(outs: Outputs, want: dict) -> str | None:
-    """None when the finished outputs `outs` are what `want` (see wanted) asks for; else why not."""
-    try:
-        made = json.loads(outs.files["summary"].read_text())
-    except (OSError, ValueError) as e:
-        return f"its summary cannot be read ({type(e).__name__}: {e})"
-    if made.get("set_ids") != want["set_ids"]:  # (first: a swap is the usual reason, and says the most)
-        lists = made.get("set_ids") or []
-        was = (f"list {lists[0]}" if len(lists) == 1 else f"lists {', '.join(lists)} (a swap mid-video)" if lists
-               else "an unrecorded list")
-        return f"made with {was}, now {want['set_ids'][0]}"
-    if made.get("model") != want["model"]:
-        return f"made by {_model_text(made.get('model'))}, now {_model_text(want['model'])}"
-    if made.get("sampling") != want["sampling"]:
-        return f"made with {_sampling_text(made.get('sampling'))}, now {_sampling_text(want['sampling'])}"
-    return None
-
-
-def _model_text(m: dict | None) -> str:
-    if not m:
-        return "an unrecorded model (an older dnc)"
-    if "served" in m:
-        return f"{m['served']} at {m['url']}"
-    return f"{m['export']} in-process" + (f" with {m['centroids']}" if m.get("centroids") else "")
-
-
-def _sampling_text(s: dict | None) -> str:
-    if not s:
-        return "unrecorded sampling"
-    if s.get("fps") is not None:
-        return f"frames sampled at {s['fps']:g} fps"
-    return "every frame" if s.get("every", 1) == 1 else f"one frame in {s['every']}"
-
-
-def pending_videos(videos: list[Path], out_dir: Path, want: dict, overwrite: bool = False
-                   ) -> tuple[list[Path], list[Path], dict[str, str]]:
-    """(videos to do, videos already done in out_dir as `want` asks, {video: why it is redone} for those
-    done otherwise, or all done ones with `overwrite`)."""
-    todo, done, redo = [], [], {}
-    for v in videos:
-        outs = Outputs(out_dir, v.stem)
-        if not outs.done():
-            todo.append(v)
-            continue
-        why = "--overwrite" if overwrite else redo_reason(outs, want)
-        if why is None:
-            done.append(v)
-        else:
-            redo[str(v)] = why
-            todo.append(v)
-    for v in done:
-        log.info("skipping %s: done in %s", v, out_dir)
-    for v, why in redo.items():
-        log.info("redo %s: %s", v, why)
-    return todo, done, redo
-
-
 def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
             truth_dir: Path | None = None, sampling: video.Sampling | None = None, accept_short: bool = False,
             overwrite: bool = False) -> dict:
     """Segment videos one after the other (each with `concurrency` requests in flight); returns the job's
-    summary: per video its summary or why it failed; finished videos skipped (see pending_videos)."""
+    summary: per video its summary or why it failed; finished videos skipped (video_outputs.pending_videos)."""
     if batch_size < 1 or concurrency < 1:
         raise JobError(f"--batch-size and --concurrency must be >= 1, got {batch_size} and {concurrency}")
-    todo, done, redo = pending_videos(videos, out_dir, wanted(seg, sampling), overwrite)
+    todo, done, redo = pending_videos(videos, out_dir, wanted(seg, sampling, accept_short), overwrite)
     total = sum(_declared_frames(v) for v in todo)
     results, failures = {}, {}
     t0 = time.perf_counter()
@@ -503,14 +412,24 @@ def summary_text(s: dict) -> str:
     for v, r in s["per_video"].items():
         miou = f", mIoU {r['truth']['miou']:.2f}%" if r.get("truth") and r["truth"]["miou"] is not None else ""
         lists = ", ".join(f"{k} x{n}" for k, n in r["class_lists"].items())
-        sampled = (f" ({_sampling_text(r['sampling'])}, of {r['decoded_frames']} decoded)"
+        sampled = (f" ({sampling_text(r['sampling'])}, of {r['decoded_frames']} decoded)"
                    if r.get("sampling") and r["frames"] != r.get("decoded_frames") else "")
-        short = "" if not r.get("short") else f"; SHORT: {r['decoded_frames']} of {r['declared_frames']} frames" \
-            if r["declared_frames"] else f"; SHORT: {r['decoded_frames']} frames, then damage"
         lines.append(f"  {v}: {r['frames']} frames{sampled}, {r['frames_per_s']:.1f} frames/s{miou}; class lists "
-                     f"{lists}{short}")
+                     f"{lists}{_short_text(r)}")
     for v, why in s["failed"].items():
         lines.append(f"  FAILED {v}: {why}")
     if s["miou"] is not None:
         lines.append(f"  overall mIoU {s['miou']:.2f}%")
     return "\n".join(lines)
+
+
+def _short_text(r: dict) -> str:
+    """How a video written short says so on its line: against the declared count, else the damage that
+    stopped it, else where its frames stop against its duration (containers that declare no count)."""
+    if not r.get("short"):
+        return ""
+    if r["declared_frames"]:
+        return f"; SHORT: {r['decoded_frames']} of {r['declared_frames']} frames"
+    if r.get("damage"):
+        return f"; SHORT: {r['decoded_frames']} frames, then damage"
+    return f"; SHORT: {r['decoded_frames']} frames, stopping at {r['last_frame_time']:.2f} of {r['duration']:.2f} s"

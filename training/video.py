@@ -4,7 +4,8 @@ The only module that opens videos. Torch-free, so the scene writer (training), t
 and the benchmarks share it:
     frames(path)            decoded RGB frames (H, W, 3) uint8 with their index and time, in order; with a
                             Sampling only some of them (every frame is still decoded), with a Decoding what
-                            the decoder found (frames and packets, where it stopped) against the declared count
+                            the decoder found (frames and packets, where they end or stop) against the
+                            declared count, else the duration
     info(path)              size, frame rate, frame count (from the container) and codec
     MaskWriter(path, ...)   lossless class ids: FFV1 gray8 in Matroska, frame-exact (one frame per input)
     masks(path)             the same frames back, bit for bit
@@ -49,26 +50,39 @@ class VideoInfo:
     codec: str
 
 
-SHORT_TOLERANCE = 1  # frames a whole video may decode fewer than it declares (see Decoding)
+SHORT_TOLERANCE = 1  # frames a whole video may decode fewer than it declares, or end short of its duration (Decoding)
+TIMESTAMP_SLACK = 0.002  # seconds: Matroska keeps milliseconds, so a frame's time and the duration are each rounded
 
 
 @dataclass
 class Decoding:
     """What decoding a video found (frames() fills it in): the frames decoded, the packets with data and the
-    highest frame slot (time x the declared rate) they reach, and the damage that stopped decoding, if any.
+    highest frame slot (time x the declared rate) they reach, where the latest frame ends, and the damage that
+    stopped decoding, if any.
 
-    A container's declared count (0 when it says none: no check) counts frame slots, and a variable-rate
-    file leaves slots empty: Debian's opencv-doc tree.avi (Cinepak) declares 444 frames and holds 68
-    pictures whose timestamps reach slot 443, each shown until the next. Empty slots (slots reached less
-    packets) are not missing frames, so `expected` is the declared count less them. One frame of tolerance:
-    opencv-doc's box.mp4 (H.264) declares 456, and its 456 packets decode to 455 pictures in FFmpeg; a video
-    that ends early misses many more (85 of 270 frames for a truncated copy of opencv-doc's Megamind.avi)."""
+    A container's declared count counts frame slots, and a variable-rate file leaves slots empty: Debian's
+    opencv-doc tree.avi (Cinepak) declares 444 frames and holds 68 pictures whose timestamps reach slot 443,
+    each shown until the next. Empty slots (slots reached less packets) are not missing frames, so
+    `expected` is the declared count less them. One frame of tolerance: opencv-doc's box.mp4 (H.264)
+    declares 456, and its 456 packets decode to 455 pictures in FFmpeg; a video that ends early misses many
+    more (85 of 270 frames for a truncated copy of opencv-doc's Megamind.avi).
+
+    Matroska and WebM declare no count (0) but a duration, where the last frame ends, and a copy cut short
+    keeps it in its header (a 60-frame mask video at 10 fps cut to a third decodes 19 frames, the last at
+    1.80 s, of 6.00 s). So without a count, a video is short when its latest frame's end (its time plus how
+    long it shows: its own duration where the file gives one, at least one frame period) falls more than
+    one frame period short of the duration. Whole files end within 0.2 frame periods of theirs: the
+    write-scenes clips re-muxed to .mkv, MaskWriter's own mask videos, opencv-doc's videos re-muxed (or, for
+    tree.avi's Cinepak, re-encoded with its variable timing) to .mkv and .webm. With neither a count nor
+    a duration (a live recording stopped early), nothing is checked."""
 
     declared: int = 0
     decoded: int = 0
     packets: int = 0
     last_slot: int = -1
     last_time: float = 0.0  # seconds: the latest frame decoded
+    last_end: float = 0.0  # seconds: where the latest frame ends (its time plus its duration, at least a period)
+    period: float = 0.0  # seconds: one frame at the stream's rate
     duration: float = 0.0  # seconds: the declared frames at the declared rate, else the container's duration
     damage: str | None = None  # why decoding stopped (with frames(damage_ends=True))
 
@@ -78,15 +92,21 @@ class Decoding:
 
     def shortfall(self) -> str | None:
         """Why the video ended early ("decoded 24 of 270 declared frames (...)"), or None when it is whole."""
-        if self.damage is None and self.decoded >= self.expected - SHORT_TOLERANCE:
+        if self.damage is None and self.decoded >= self.expected - SHORT_TOLERANCE and not self.ends_early():
             return None
         of = f" of {self.declared} declared frames" if self.declared else " frames"
         why = self.damage or (f"the frames stop at {self.last_time:.2f} s" +
                               (f" of {self.duration:.2f} s" if self.duration else "") + ": cut short or damaged")
         return f"decoded {self.decoded}{of} ({why})"
 
+    def ends_early(self) -> bool:
+        """Without a declared count, whether the frames end more than a frame period before the duration."""
+        slack = SHORT_TOLERANCE * self.period + TIMESTAMP_SLACK
+        return not self.declared and self.duration > 0 and self.decoded > 0 and self.duration - self.last_end > slack
+
     def describe(self) -> dict:
-        return {"declared_frames": self.declared, "decoded_frames": self.decoded, "damage": self.damage}
+        return {"declared_frames": self.declared, "decoded_frames": self.decoded, "damage": self.damage,
+                "last_frame_time": round(self.last_time, 3), "duration": round(self.duration, 3)}
 
 
 @dataclass(frozen=True)
@@ -172,7 +192,7 @@ def frames(path: str | Path, sampling: Sampling | None = None, decoding: Decodin
         s = _stream(c, path)
         s.thread_type = "AUTO"
         rate = Fraction(s.average_rate or s.guessed_rate or DEFAULT_RATE)
-        decoding.declared = int(s.frames or 0)
+        decoding.declared, decoding.period = int(s.frames or 0), float(1 / rate)
         # the timeline the count declares (a truncated AVI's own duration shrinks with the file), else the container's
         decoding.duration = float(decoding.declared / rate) if decoding.declared else \
             float(s.duration * s.time_base) if s.duration and s.time_base else (c.duration or 0) / 1e6
@@ -191,7 +211,7 @@ class _Raw(NamedTuple):
 
 def _decode(c, s, rate: Fraction, d: Decoding, path, damage_ends: bool) -> Iterator[_Raw]:
     """Every frame, with the packets counted into `d` (those with data, and the highest frame slot they
-    reach: see Decoding)."""
+    reach) and where the latest frame ends (see Decoding)."""
     tb, start = s.time_base, s.start_time or 0
     first, i = None, 0
     try:
@@ -204,6 +224,8 @@ def _decode(c, s, rate: Fraction, d: Decoding, path, damage_ends: bool) -> Itera
                 at = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else Fraction(i) / rate
                 first = at if first is None else first
                 d.decoded, d.last_time = i + 1, max(d.last_time, float(at))
+                shown = frame.duration * frame.time_base if frame.duration and frame.time_base else 0
+                d.last_end = max(d.last_end, float(at + max(shown, 1 / rate)))
                 yield _Raw(i, at - first, float(at), frame)
                 i += 1
     except Exception as e:  # FFmpeg's demuxing and decoding errors (not GeneratorExit: a consumer stopping)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clients.cli import main
-from clients.video_job import JobError, LocalSegmenter, collect_videos, run_job
+from clients.video_job import JobError, LocalSegmenter, Truth, collect_videos, run_job
 from export.seg_infer import InProcessSegmenter
 from training import video
 from training.scenes import write_clips
@@ -108,6 +108,21 @@ def test_a_stopped_job_is_resumed(clips, seg_export, tmp_path):
     assert len(list(video.masks(out / "clip001.masks.mkv"))) == FRAMES
 
 
+def test_the_truth_is_read_in_order(clips, seg_export):
+    """Sampled frames are compared with the truth mask of their index, the truth read once, forwards: a frame
+    that is not after the last truth frame read is refused, in words that say so."""
+    first = next(video.frames(clips / "videos" / "clip000.mp4"))
+    seg = LocalSegmenter(seg_export[2], threads=1).segment(first.rgb[None])[0]
+    truth = Truth(clips, "clip000")
+    truth.add(seg, 2)
+    for earlier in (1, 2):
+        with pytest.raises(JobError, match=f"^frame {earlier} is not after frame 2, the last truth frame read: the "
+                                           "truth is read once, in order, so frames must come in increasing order$"):
+            truth.add(seg, earlier)
+    truth.add(seg, 3)
+    assert truth.count() == FRAMES
+
+
 def test_collect_videos_refuses_names_that_would_collide(clips, tmp_path):
     (tmp_path / "a").mkdir()
     shutil.copy(clips / "videos" / "clip000.mp4", tmp_path / "a" / "clip000.mp4")
@@ -118,10 +133,13 @@ def test_collect_videos_refuses_names_that_would_collide(clips, tmp_path):
 
 def test_the_job_on_a_local_ray_instance(clips, seg_export, other_seg_set, tmp_path):
     """Two Ray workers, each segmenting whole videos: the same files as the job on this machine. A rerun
-    with nothing to do starts no Ray; `dnc segment --ray` after a list change redoes both videos on Ray, and
-    its stderr has neither Ray's token-authentication banner nor progress bars (stderr is not a terminal)."""
+    with nothing to do starts no Ray (no new session of this process, none running after it); `dnc segment
+    --ray` after a list change redoes both videos on Ray, and its stderr has neither Ray's
+    token-authentication banner nor progress bars (stderr is not a terminal)."""
     import subprocess
     import sys
+
+    import ray
 
     from clients.ray_job import run_on_ray
 
@@ -135,8 +153,11 @@ def test_the_job_on_a_local_ray_instance(clips, seg_export, other_seg_set, tmp_p
         assert all((a == b).all() for a, b in zip(video.masks(local / f"{name}.masks.mkv"),
                                                   video.masks(on_ray / f"{name}.masks.mkv"), strict=True))
         assert Path(on_ray / f"{name}.evidence.jsonl").read_text().count("\n") == FRAMES
+    assert _ray_sessions() and not ray.is_initialized()  # the instance it started (seen here), shut down
+    sessions = _ray_sessions()
     again = run_on_ray(videos, on_ray, spec, workers=2)
-    assert again["segmented"] == 0 and again["skipped"] == [str(v) for v in videos] and again["seconds"] == 0
+    assert again["segmented"] == 0 and again["skipped"] == [str(v) for v in videos]
+    assert not ray.is_initialized() and _ray_sessions() == sessions  # nothing to do: no Ray instance started
     cmd = [sys.executable, "-m", "clients.cli", "segment", str(clips / "videos"), "--out", str(on_ray), "--in-process",
            str(seg_export[2]), "--centroids", str(other_seg_set), "--threads", "1", "--ray", "--ray-workers", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -144,7 +165,17 @@ def test_the_job_on_a_local_ray_instance(clips, seg_export, other_seg_set, tmp_p
     assert "2 segmented" in done.stdout and done.stdout.count(": made with list ") == 2
     assert "Token authentication" not in done.stderr and "token-auth" not in done.stderr
     assert "\r" not in done.stderr and "%|" not in done.stderr  # no tqdm bar
-    assert [line for line in done.stderr.splitlines() if " INFO clients.video_job: redo " not in line] == []
+    assert [line for line in done.stderr.splitlines() if " INFO clients.video_outputs: redo " not in line] == []
+
+
+def _ray_sessions() -> set[str]:
+    """The session folders of Ray instances this process started (Ray names them session_<time>_<pid>, under
+    $RAY_TMPDIR or the temporary folder): a new one is a new instance, whatever other processes run."""
+    import os
+    import tempfile
+
+    root = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+    return {p.name for p in root.glob(f"session_*_{os.getpid()}")}
 
 
 def test_write_scenes_video_command(tmp_path, capsys, fmnist_ready):

@@ -1,7 +1,8 @@
 """Videos that end before the frames their container declares: a copy of a real clip cut short and one
 with bytes overwritten fail (no file of theirs left, the shortfall named in the table and the JSON, exit
-status 1) unless --accept-short writes them, marked short; whole videos pass, among them real ones whose
-count is a frame off or counts empty slots (Debian's opencv-doc videos, where installed)."""
+status 1) unless --accept-short writes them, marked short, and only a rerun that accepts short videos too
+counts them done; whole videos pass, among them real ones whose count is a frame off or counts empty
+slots (Debian's opencv-doc videos). Containers that declare no count: test_video_no_count.py."""
 
 import gzip
 import json
@@ -98,3 +99,27 @@ def test_real_videos_of_opencv_doc(tmp_path, opencv_doc):
     (tmp_path / "cut.avi").write_bytes(raw[:len(raw) // 3])
     assert _decode(tmp_path / "cut.avi").shortfall().startswith("decoded 84 of 270 declared frames (the frames "
                                                                 "stop at 3.50 s of 11.26 s")
+
+
+def test_a_video_written_short_is_done_only_for_a_rerun_that_accepts_short(damaged, seg_export, tmp_path, capsys):
+    """Written with --accept-short, a video cut short is skipped by a rerun with the flag; one without it
+    redoes the video, saying why, and it fails as short (its outputs from the accepting run stay)."""
+    cut = damaged / "cut.mp4"
+    n = _decode(cut).decoded
+    out = tmp_path / "out"
+    args = ["segment", str(cut), "--out", str(out), "--in-process", str(seg_export[2]), "--threads", "1"]
+    assert main([*args, "--accept-short"]) == 0
+    made = json.loads((out / "cut.summary.json").read_text())
+    capsys.readouterr()
+    assert main([*args, "--accept-short"]) == 0 and "1 already done" in capsys.readouterr().out
+
+    assert main([*args, "--json"]) == 1
+    s = json.loads(capsys.readouterr().out)
+    assert s["redone"] == {str(cut): f"written short with --accept-short ({made['shortfall']}); without "
+                                     "--accept-short a short video fails"}
+    assert s["skipped"] == [] and s["failed"][str(cut)].startswith(f"decoded {n} of {FRAMES} declared frames")
+    assert json.loads((out / "cut.summary.json").read_text()) == made
+    assert main(args) == 1
+    text = capsys.readouterr().out
+    assert f"redo {cut}: written short with --accept-short (decoded {n} of {FRAMES}" in text
+    assert f"FAILED {cut}: decoded {n} of {FRAMES} declared frames" in text and "SHORT" not in text
