@@ -147,6 +147,8 @@ class TritonServer:
     def start(self, timeout: float = 120.0) -> TritonServer:
         from serving.repository import read_info  # (here: the `dnc` command imports this module at start)
 
+        if self.proc is not None and self.proc.poll() is None:  # a second process would be left running
+            raise ServerError(f"this server is already running (pid {self.proc.pid}); stop it first")
         try:
             self.entries = [info["models"]["entry"] for info in read_info(self.repo)["models"].values()]
         except ValueError as e:

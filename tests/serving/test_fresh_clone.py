@@ -80,7 +80,9 @@ def test_a_segmenter_alone_built_into_the_template_is_served(tmp_path, seg_expor
     done = _dnc("repo", "build", str(seg_export[2]), "--repo", "model_repository", "--name", "scenes", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     dirs = sorted(p.name for p in repo.iterdir() if p.is_dir())
-    with TritonServer(repo, 0, 0, 0).start(timeout=180) as server:
+    server = TritonServer(repo, 0, 0, 0)
+    try:
+        server.start(timeout=180)
         from clients.client import DNCClient
 
         with DNCClient(server.http_url, "http", "scenes") as client:
@@ -88,4 +90,21 @@ def test_a_segmenter_alone_built_into_the_template_is_served(tmp_path, seg_expor
             seg = client.segment(pictures)[0]
         assert seg.labels.shape == (40, 48)
         assert "failed to load" not in server.log_tail(200).lower()
+    finally:
+        server.stop()
     assert dirs == ["scenes", "scenes_embed", "scenes_head", "scenes_prep"]
+
+
+def test_a_running_server_cannot_be_started_twice(tmp_path, exported):
+    """start() on a running server would leave the first process running with nobody to stop it."""
+    repository.build(exported[0], tmp_path / "r")
+    server = TritonServer(tmp_path / "r", 0, 0, 0)
+    try:
+        server.start(timeout=180)
+        first = server.proc.pid
+        with pytest.raises(Exception, match=f"already running \\(pid {first}\\)"):
+            server.start(timeout=180)
+        assert server.proc.pid == first and server.proc.poll() is None
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None
