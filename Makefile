@@ -60,7 +60,7 @@ DONE := $(DEMO)/.done
 
 $(DONE)/folders: | setup data
 	$(DNC) write-folder --out $(DEMO)/data/coarse --labels coarse --per-class 4000 --test-per-class 0
-	$(DNC) write-folder --out $(DEMO)/data/fine --labels fine
+	$(DNC) write-folder --out $(DEMO)/data/fine --labels fine --per-class 1000 --test-per-class 500
 	$(DNC) write-folder --out $(DEMO)/data/handful --labels fine --per-class 1 --test-per-class 1
 	mkdir -p $(DONE) && touch $@
 
