@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from clients.cli import main
-from clients.video_job import JobError, LocalSegmenter, Truth, collect_videos, run_job
+from clients.seg_results import LEGEND_MIN_WIDTH, overlay, segmentations
+from clients.video_job import LEGEND_ROWS, JobError, LocalSegmenter, Truth, collect_videos, run_job
 from export.seg_infer import InProcessSegmenter
 from training import video
 from training.scenes import write_clips
@@ -55,7 +56,15 @@ def test_a_clip_gives_as_many_mask_frames_and_evidence_lines_as_frames(clips, se
         assert [line["frame"] for line in lines] == list(range(FRAMES))
         want = ref.run(np.stack(frames))["labels"]
         assert np.mean([(m == w).mean() for m, w in zip(masks, want, strict=True)]) >= 0.999
-        assert len(list(video.frames(out / f"{name}.overlay.mp4"))) == FRAMES
+        shown = [f.rgb for f in video.frames(out / f"{name}.overlay.mp4")]
+        assert len(shown) == FRAMES
+        # every overlay frame: the picture (48 x 64) at the top left, the legend strip below it, one size
+        want_shape = np.asarray(overlay(frames[0], segmentations(ref.run(frames[0][None]), ["f"])[0],
+                                        legend_rows=LEGEND_ROWS)).shape
+        assert all(f.shape == want_shape for f in shown) and want_shape[0] > 48 and want_shape[1] >= LEGEND_MIN_WIDTH
+        strip = np.stack(shown)[:, 48 + 2:, :, :].astype(int)  # (frames, strip rows, width, 3), H.264-lossy
+        assert np.median(strip) < 80  # the legend's dark background...
+        assert (strip.max(axis=-1) > 150).mean() > 0.005  # ...with white labels and bright swatches on it
         summary = json.loads((out / f"{name}.summary.json").read_text())
         assert summary["frames"] == FRAMES and summary["truth"]["miou"] is not None
     assert s["miou"] is not None and 0 <= s["miou"] <= 100
