@@ -41,7 +41,7 @@ def read_picture(path: str | Path, color: str, prep: dict | None = None) -> np.n
     naming the file if it cannot be read. With `prep` (a model's preprocessing) a thin picture is refused
     only when that model would enlarge it (a classifier, not a segmenter)."""
     def pixels(im: Image.Image) -> np.ndarray:
-        arr = np.asarray(im.convert(color), dtype=np.uint8)
+        arr = np.asarray(preprocess.upright_8bit(im, f"image {path}").convert(color), dtype=np.uint8)
         return arr[:, :, None] if arr.ndim == 2 else arr
 
     return _read(path, prep, pixels)

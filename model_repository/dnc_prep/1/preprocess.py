@@ -14,7 +14,8 @@ Steps, for a picture of any size (a file, decoded bytes, or uint8 pixels H x W [
 Refusals (ImageError, naming the image and the limit) come before any pixel is decoded or resized:
 an empty or too large picture, a too thin one under "short_side", uint8 pixels with a channel count other
 than 1 or 3, a format other than PNG or JPEG for bytes, truncated or corrupt bytes. PNG and JPEG files in
-any mode (gray, RGB, RGBA, palette, 16-bit, CMYK) are converted to the model's colour as PIL converts.
+any mode (gray, RGB, RGBA, palette, 16-bit, CMYK) are first turned upright by their EXIF orientation and
+16-bit gray is scaled to 8 bits (upright_8bit), then converted to the model's colour as PIL converts.
 """
 
 from __future__ import annotations
@@ -117,9 +118,40 @@ def from_pixels(pixels: np.ndarray, what: str = "image") -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
 
 
+EXIF_ORIENTATION = 0x0112
+_TURN = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that shows the picture upright
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit gray (PNG, TIFF); "I" as PIL reads some of them
+
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1: as stored; 2-8: flipped and/or turned), 1 when absent or unreadable."""
+    try:
+        value = int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block: the picture is shown as stored, as viewers do
+        return 1
+    return value if value in _TURN else 1
+
+
+def upright_8bit(im: Image.Image, what: str = "image") -> Image.Image:
+    """The picture as every viewer shows it, in 8 bits: its EXIF orientation applied (a phone's portrait
+    JPEG is stored sideways), and 16-bit gray scaled to 0-255 (PIL's convert clips it instead: most pixels
+    of a 16-bit picture would become 255). Float pictures are refused: their range says nothing."""
+    turn = orientation(im)
+    if im.mode == "F":
+        raise ImageError(f"{what} holds 32-bit float pixels; convert it to 8 bits per channel first")
+    if im.mode in DEEP_MODES:
+        deep = np.asarray(im).astype(np.int64)  # (H, W)
+        if deep.size and (deep.min() < 0 or deep.max() > 65535):
+            raise ImageError(f"{what} holds 32-bit integer pixels beyond 16 bits; convert it to 8 bits first")
+        im = Image.fromarray(((deep * 255 + 32767) // 65535).astype(np.uint8), "L")  # round(v * 255 / 65535)
+    return im.transpose(_TURN[turn]) if turn != 1 else im
+
+
 def prepare(im: Image.Image, prep: dict) -> np.ndarray:
-    """A PIL image -> (C, H, W) uint8 as the description says (color, then geometry)."""
-    im = im.convert(prep["color"])
+    """A PIL image -> (C, H, W) uint8 as the description says (upright and in 8 bits, color, then geometry)."""
+    im = upright_8bit(im).convert(prep["color"])
     if resize_mode(prep) == "short_side":
         size = int(prep["image_size"])
         w, h = im.size
