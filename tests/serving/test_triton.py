@@ -360,3 +360,27 @@ def test_one_supervisor_per_repository(repo, capsys):
         assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0",
                      "--metrics-port", "0"]) == 2
     assert "another `dnc serve` is starting or running" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["encoded", "pixels"])
+def test_deep_and_turned_pictures_are_answered_as_their_upright_8_bit_twins(server, tmp_path, how):
+    """A 16-bit gray PNG and EXIF-turned pictures, sent as their bytes (decoded by the server's prep step) or
+    as pixels (read by the client), score as their 8-bit upright twins do."""
+    from PIL import Image
+
+    from training.preprocess import EXIF_ORIENTATION
+
+    rng = np.random.default_rng(7)
+    deep = rng.integers(0, 65536, (40, 36), dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "a-deep.png")
+    Image.fromarray(np.round(deep.astype(np.float64) * 255 / 65535).astype(np.uint8)).save(tmp_path / "a-twin.png")
+    upright = rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    Image.fromarray(upright).save(tmp_path / "b-twin.png")
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # stored turned a quarter left; viewers turn it back right (ROTATE_270)
+    Image.fromarray(np.rot90(upright, 1)).save(tmp_path / "b-turned.png", exif=exif)
+    with DNCClient(server.http_url) as c:
+        got = {Path(p.source).stem: p for p in c.classify_files([tmp_path], top_k=3, how=how)}
+    for a, b in (("a-deep", "a-twin"), ("b-turned", "b-twin")):
+        assert [x.label for x in got[a].top] == [x.label for x in got[b].top], (a, how)
+        assert np.allclose([x.score for x in got[a].top], [x.score for x in got[b].top], atol=1e-5), (a, how)
