@@ -12,7 +12,6 @@ Segmentation objects; `write` saves one as three files beside each other:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from export import formats as F
+from training.safe_files import Temp, remove_stale
 
 BACKGROUND = "background"  # a class of this name is left uncoloured in overlays
 _BASE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -184,21 +184,31 @@ def legend(seg: Segmentation, width: int, rows: int | None = None) -> Image.Imag
 
 
 def write(seg: Segmentation, picture: np.ndarray, out_dir: Path, name: str) -> dict[str, Path]:
-    """Write NAME.labels.png, NAME.overlay.png and NAME.evidence.json into out_dir, each atomically."""
+    """Write NAME.labels.png, NAME.overlay.png and NAME.evidence.json into out_dir, each atomically and never
+    through a link (training/safe_files: a temporary created exclusively, renamed onto the final name; a
+    link there is replaced, its target untouched). Temporaries a stopped run left are removed first (once
+    per folder and process)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir not in _swept:
+        remove_stale(out_dir)
+        _swept.add(out_dir)
     paths = {kind: out_dir / f"{name}.{kind}.{ext}" for kind, ext in
              (("labels", "png"), ("overlay", "png"), ("evidence", "json"))}
-    writers = {"labels": lambda p: label_image(seg).save(p, "PNG"),
-               "overlay": lambda p: overlay(picture, seg).save(p, "PNG"),
-               "evidence": lambda p: p.write_text(json.dumps(seg.evidence(), indent=1))}
+    writers = {"labels": lambda f: label_image(seg).save(f, "PNG"),
+               "overlay": lambda f: overlay(picture, seg).save(f, "PNG"),
+               "evidence": lambda f: f.write(json.dumps(seg.evidence(), indent=1).encode())}
     for kind, path in paths.items():
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp = Temp(path)
         try:
-            writers[kind](tmp)
-            os.replace(tmp, path)
+            with tmp.open("wb") as f:
+                writers[kind](f)
+            tmp.commit()
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.discard()
     return paths
+
+
+_swept: set[Path] = set()  # output folders whose stale temporaries this process removed
 
 
 def table(segs: list[Segmentation], top: int = 3) -> str:

@@ -1,8 +1,8 @@
 """Batch segmentation of videos: frames decoded once, segmented in batches with several requests in flight,
 written in frame order; a folder of videos is a resumable job.
 
-Per video NAME, in the output folder (each written under a hidden .partial name and renamed when the
-video is whole, the summary last, so a video counts as done only when all four exist):
+Per video NAME, in the output folder (each written to a hidden temporary created exclusively, never
+through a link, renamed when the video is whole, the summary last: a video is done only when all four exist):
     NAME.masks.mkv        class ids per pixel, lossless (FFV1 gray8), one frame per frame segmented
     NAME.overlay.mp4      the frames with each class's colour blended in and a legend strip below them (the
                           classes present, LEGEND_ROWS rows: one size for every frame), H.264, at the
@@ -209,7 +209,7 @@ class _Sink:
 
     def __init__(self, outs: Outputs, rate, truth: Truth | None):
         self.outs, self.rate, self.truth = outs, rate, truth
-        self.evidence = open(outs.partial("evidence"), "w")  # noqa: SIM115 (closed in close())
+        self.evidence = outs.temp("evidence").open("w")
         self.masks = self.overlay = None
         self.sets: dict[str, int] = {}
         self.count = 0
@@ -218,9 +218,9 @@ class _Sink:
         picture = np.asarray(overlay(frame.rgb, s, legend_rows=LEGEND_ROWS))  # (H + legend, max(W, legend), 3)
         if self.masks is None:
             h, w = s.labels.shape
-            self.masks = video.MaskWriter(self.outs.partial("masks"), w, h, self.rate)
-            self.overlay = video.H264Writer(self.outs.partial("overlay"), picture.shape[1], picture.shape[0],
-                                            self.rate)
+            m, o = self.outs.temp("masks"), self.outs.temp("overlay")  # (their descriptors' paths: see Temp)
+            self.masks = video.MaskWriter(m.target, w, h, self.rate, shown=m.final)
+            self.overlay = video.H264Writer(o.target, picture.shape[1], picture.shape[0], self.rate, shown=o.final)
         self.masks.write(s.labels)
         self.overlay.write(picture)
         self.evidence.write(json.dumps({"frame": frame.index, "time": round(frame.time, 6), "set_id": s.set_id,
@@ -277,6 +277,7 @@ def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurren
     out_dir.mkdir(parents=True, exist_ok=True)
     sampling = sampling or video.Sampling()
     outs = Outputs(out_dir, path.stem)
+    outs.sweep()  # what a stopped job left for this video
     truth = Truth(truth_dir, path.stem) if truth_dir else None
     meta = video.info(path)
     rate = sampling.rate(meta.rate)

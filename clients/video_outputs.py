@@ -15,13 +15,14 @@ model or sampling, a summary unreadable or ill-formed) redoes the video, saying 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from training import video
+from training.safe_files import Temp, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -31,34 +32,57 @@ KINDS = (("masks", "masks.mkv"), ("overlay", "overlay.mp4"), ("evidence", "evide
 
 @dataclass
 class Outputs:
-    """The four files of video NAME in `folder`, each written under a hidden .partial name and renamed when
-    the video is whole, the summary last (what marks it done)."""
+    """The four files of video NAME in `folder`, each written to a temporary created exclusively beside it
+    (training/safe_files: never written through a link) and renamed when the video is whole, the summary
+    last (what marks it done)."""
 
     folder: Path
     name: str
     files: dict[str, Path] = field(init=False)
+    temps: dict[str, Temp] = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         self.files = {kind: self.folder / f"{self.name}.{suffix}" for kind, suffix in KINDS}
 
-    def partial(self, kind: str) -> Path:
-        path = self.files[kind]
-        return path.with_name(f".{path.name}.partial")
+    def temp(self, kind: str) -> Temp:
+        """The temporary of `kind`, created at the first call."""
+        if kind not in self.temps:
+            self.temps[kind] = Temp(self.files[kind])
+        return self.temps[kind]
 
     def done(self) -> bool:
-        return all(p.is_file() for p in self.files.values())
+        """All four files there, as files of their own (a link planted at a final name is not done: redone,
+        the link replaced)."""
+        return all(p.is_file() and not p.is_symlink() for p in self.files.values())
+
+    def sweep(self) -> None:
+        """Remove what a stopped job left for this video: its temporaries, and the .partial files of an
+        older dnc (unlinked: a link's target is not touched)."""
+        for path in self.files.values():  # (by exact name: video "a" must not touch video "a.b"'s files)
+            remove_stale(self.folder, glob.escape(path.name))
+            old = path.with_name(f".{path.name}.partial")
+            try:
+                old.unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("cannot remove %s (an older dnc's partial file): %s", old, e)
 
     def commit(self, summary: dict) -> None:
         self.files["summary"].unlink(missing_ok=True)  # a redo stopped half-way must not look done
         for kind in ("masks", "overlay", "evidence"):
-            os.replace(self.partial(kind), self.files[kind])
-        tmp = self.partial("summary")
-        tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(tmp, self.files["summary"])  # last: what marks the video done
+            if kind not in self.temps:
+                raise FileNotFoundError(f"{self.files[kind]}: nothing was written")
+            self.temps[kind].commit()
+            del self.temps[kind]
+        tmp = self.temp("summary")
+        with tmp.open("w") as f:
+            f.write(json.dumps(summary, indent=1))
+        tmp.commit()  # last: what marks the video done
+        del self.temps["summary"]
 
     def discard(self) -> None:
-        for kind in self.files:
-            self.partial(kind).unlink(missing_ok=True)
+        for tmp in self.temps.values():
+            tmp.discard()
+        self.temps.clear()
 
 
 def wanted(seg, sampling: video.Sampling | None = None, accept_short: bool = False) -> dict:

@@ -11,8 +11,9 @@ and the benchmarks share it:
     masks(path)             the same frames back, bit for bit
     H264Writer(path, ...)   RGB pictures as H.264 (yuv420p: even sides, an odd picture padded by its edge), its
                             index first ("faststart"): a copy cut short still opens and plays up to the cut
-Writers write to the path they are given; callers that must not leave a half file write to a temporary
-name and rename (clients/video_job.py).
+Writers write to the path they are given (`shown`: the name their messages give instead, e.g. the final
+name when the path is a temporary's /proc/self/fd path); callers that must not leave a half file, nor
+write through a link, write to a temporary created exclusively and rename it (training/safe_files).
 """
 
 from __future__ import annotations
@@ -248,10 +249,11 @@ def masks(path: str | Path) -> Iterator[np.ndarray]:
 
 class _Writer:
     def __init__(self, path: Path, fmt: str, codec: str, width: int, height: int, rate: Fraction, pix_fmt: str,
-                 options: dict[str, str] | None = None, muxer: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, muxer: dict[str, str] | None = None,
+                 shown: str | Path | None = None):
         import av
 
-        self.path, self.width, self.height = Path(path), width, height
+        self.path, self.width, self.height = Path(shown or path), width, height  # (shown: the name in messages)
         self.container = av.open(str(path), "w", format=fmt, options=muxer or {})
         self.stream = self.container.add_stream(codec, rate=Fraction(rate))
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
@@ -284,8 +286,8 @@ class _Writer:
 class MaskWriter(_Writer):
     """Class ids per pixel, losslessly (FFV1, gray8, Matroska): each write is one frame."""
 
-    def __init__(self, path: str | Path, width: int, height: int, rate: Fraction):
-        super().__init__(Path(path), "matroska", "ffv1", width, height, rate, "gray")
+    def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, shown: str | Path | None = None):
+        super().__init__(Path(path), "matroska", "ffv1", width, height, rate, "gray", shown=shown)
 
     def write(self, labels: np.ndarray) -> None:
         import av
@@ -301,10 +303,11 @@ class H264Writer(_Writer):
     (moov) is moved to the front when the file is closed, so a player streams it and a copy cut short still
     opens (the frames up to the cut decode, and the declared count shows what is missing)."""
 
-    def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, crf: int = 20):
+    def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, crf: int = 20,
+                 shown: str | Path | None = None):
         self.src = (height, width)
         super().__init__(Path(path), "mp4", "libx264", width + width % 2, height + height % 2, rate, "yuv420p",
-                         {"crf": str(crf), "preset": "veryfast"}, {"movflags": "+faststart"})
+                         {"crf": str(crf), "preset": "veryfast"}, {"movflags": "+faststart"}, shown=shown)
 
     def write(self, rgb: np.ndarray) -> None:
         import av

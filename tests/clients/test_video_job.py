@@ -212,10 +212,12 @@ def test_ctrl_c_stops_a_job_cleanly_and_a_rerun_finishes_it(seg_export, tmp_path
            str(seg_export[2]), "--threads", "1", "--batch-size", "2", "--concurrency", "1"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    partial = out / ".clip000.evidence.jsonl.partial"
+    def partial():  # the evidence's temporary (training/safe_files: an unpredictable name)
+        return next(out.glob(".clip000.evidence.jsonl.*.dnc-tmp"), None)
+
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not (
-            partial.is_file() and partial.read_text().count("\n") >= 10):
+            (p := partial()) and p.read_text().count("\n") >= 10):
         time.sleep(0.05)
     assert proc.poll() is None, "the job ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)

@@ -457,9 +457,11 @@ def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, c
     job = threading.Thread(target=lambda: result.update(run_job([video_path], out, Paced(server.http_url, "http", SEG),
                                                                 batch_size=2, concurrency=2)))
     job.start()
-    partial = out / ".clip000.evidence.jsonl.partial"
+    def partial():  # the evidence's temporary (training/safe_files: an unpredictable name)
+        return next(out.glob(".clip000.evidence.jsonl.*.dnc-tmp"), None)
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (partial.is_file() and partial.read_text().count("\n") >= 20):
+    while time.monotonic() < deadline and not ((p := partial()) and p.read_text().count("\n") >= 20):
         time.sleep(0.05)
     swapped = swap(repo, target, server.grpc_url, name=SEG)
     job.join(120)
