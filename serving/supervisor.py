@@ -5,9 +5,15 @@ tritonserver dies without being asked to (an abort on a hostile request, a kill,
 memory), the crash is logged with its cause and the server log's last lines, whatever it left is
 removed (python stubs in its process group, its shared-memory regions), and it is started again on
 the same repository and ports. The class list served after a restart is the one the repository
-holds, which is the one served before: a swap changes the repository first (see swap.py). More than
-MAX_RESTARTS crashes within RESTART_WINDOW seconds stop the supervisor (a server that cannot stay up
-is not hidden behind a restart loop).
+holds, which is the one served before: a swap changes the repository first (see swap.py).
+
+A request must not be able to end the service (Triton 2.51 aborts on some, see the README's Security
+section), so crashes are restarted for as long as the server comes back ready, with a back-off that
+throttles a crash loop without ending it: BACKOFF seconds before the 1st, 2nd, ... restart in a row
+(the last value repeats), back to no wait once a server has stayed up HEALTHY_RESET seconds. The
+supervisor gives up (exit status 1, the reason logged) only when the server cannot start at all:
+MAX_FAILED_STARTS starts in a row that fail to become ready. The first start is not retried: a
+repository that cannot be served is reported to `dnc serve` at once.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from serving.state import remove_state, write_state
 
 log = logging.getLogger(__name__)
 
-MAX_RESTARTS = 5
-RESTART_WINDOW = 60.0  # seconds
+BACKOFF = (0.0, 0.5, 1.0, 2.0, 4.0)  # seconds before the n-th restart in a row; the last value repeats
+HEALTHY_RESET = 30.0  # seconds up after which the next crash is restarted at once again
+MAX_FAILED_STARTS = 5  # starts in a row that fail to become ready: the server cannot start, give up
 
 
 def describe_exit(code: int | None) -> str:
@@ -48,6 +55,12 @@ def crash_lines(tail: str, keep: int = 6) -> str:
     return "\n".join(lines[-keep:])
 
 
+def error_lines(tail: str, keep: int = 6) -> str:
+    """The error lines of a server log ('E1202 ...', 'error: ...'), the last `keep` of them; else its last lines."""
+    lines = [line for line in tail.splitlines() if re.match(r"E\d{4} |error: ", line)]
+    return "\n".join(lines[-keep:]) if lines else crash_lines(tail, keep)
+
+
 class Supervisor:
     """Runs `server` until interrupted (SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt in the caller's
     handler), restarting it after each crash; the repository's state file names the server started last
@@ -56,22 +69,28 @@ class Supervisor:
     def __init__(self, server: TritonServer, timeout: float = 180.0):
         self.server = server
         self.timeout = timeout
-        self.restarts = 0
+        self.restarts = 0  # servers started again after a crash
+        self.crashes = 0  # crashes in all
+        self._in_row = 0  # restarts since the server last stayed up HEALTHY_RESET seconds
 
     def run(self, on_ready: Callable[[TritonServer], None] = lambda s: None) -> int:
-        """Serve until interrupted (returns 0) or until the server crashes too often (returns 1)."""
-        recent: list[float] = []
+        """Serve until interrupted (returns 0) or until the server cannot be started again (returns 1)."""
         try:
             self.server.start(self.timeout)
             write_state(self.server)
             on_ready(self.server)
             while True:
+                up_since = time.monotonic()
                 code = self._watch()
-                crashed = self.server.proc.pid
-                log.error("tritonserver (pid %d) %s; restarting it. Its log ends:\n%s", crashed,
-                          describe_exit(code), crash_lines(self.server.log_tail(60)))
+                up = time.monotonic() - up_since
+                self.crashes += 1
+                self._in_row = 1 if up >= HEALTHY_RESET else self._in_row + 1
+                wait = backoff(self._in_row)
+                log.error("tritonserver (pid %d) %s after %.1f s up (crash %d, %d in a row); restarting it in "
+                          "%.1f s. Its log ends:\n%s", self.server.proc.pid, describe_exit(code), up, self.crashes,
+                          self._in_row, wait, crash_lines(self.server.log_tail(60)))
                 self.server.stop(timeout=5)  # its stubs and shared memory, before a new server starts
-                if not self._restart(recent):
+                if not self._restart(wait):
                     return 1
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the cleanup
@@ -88,23 +107,38 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 restrict_shm(self.server.shm_prefix)
 
-    def _restart(self, recent: list[float]) -> bool:
-        """Start the server again (retrying within the restart budget); False when the budget is spent."""
+    def _restart(self, wait: float) -> bool:
+        """Start the server again after `wait` seconds, backing off further after each start that fails to
+        become ready; False after MAX_FAILED_STARTS failures in a row (the server cannot start)."""
+        failed = 0
+        crashed_at = time.monotonic()
         while True:
-            now = time.monotonic()
-            recent[:] = [t for t in recent if now - t < RESTART_WINDOW] + [now]
-            if len(recent) > MAX_RESTARTS:
-                log.error("tritonserver crashed %d times within %.0f s: giving up (log %s)", len(recent),
-                          RESTART_WINDOW, self.server.log_file)
-                return False
+            time.sleep(wait)
+            t0 = time.monotonic()
             try:
                 self.server.start(self.timeout)
             except ServerError as e:
-                log.error("restarting tritonserver failed: %s", str(e).splitlines()[0])
-                time.sleep(1.0)
+                failed += 1
+                first = str(e).splitlines()[0]
+                if failed >= MAX_FAILED_STARTS:
+                    log.error("tritonserver could not be started again: %d starts in a row failed to become ready, "
+                              "giving up on %s. Last failure: %s Its errors:\n%s\nFix what the server log %s "
+                              "names, then run `dnc serve` again.", failed, self.server.repo, first,
+                              error_lines(self.server.log_tail(400)), self.server.log_file)
+                    return False
+                wait = backoff(self._in_row + failed)
+                log.error("restarting tritonserver failed (%d in a row, giving up at %d): %s; next try in %.1f s",
+                          failed, MAX_FAILED_STARTS, first, wait)
                 continue
             self.restarts += 1
             write_state(self.server, self.restarts)
-            log.warning("tritonserver restarted (pid %d) on %s in %.1f s (restart %d)", self.server.proc.pid,
-                        Path(self.server.repo), time.monotonic() - now, self.restarts)
+            now = time.monotonic()
+            log.warning("tritonserver restarted (pid %d) on %s: ready %.1f s after the crash (start %.1f s; "
+                        "restart %d)", self.server.proc.pid, Path(self.server.repo), now - crashed_at, now - t0,
+                        self.restarts)
             return True
+
+
+def backoff(n: int) -> float:
+    """Seconds to wait before the n-th restart in a row (n >= 1)."""
+    return BACKOFF[min(max(n, 1), len(BACKOFF)) - 1]
