@@ -126,6 +126,10 @@ ZEROS = [0.0] * 784
     ("NaN embedding to the head", F.HEAD_MODEL, F.EMBEDDING, [1, 32], [float("nan")] + [0.1] * 31, "NaN or inf"),
     ("huge embedding to the head", F.HEAD_MODEL, F.EMBEDDING, [1, 32], [3e38] + [0.1] * 31, "beyond"),
     ("zero embedding to the head", F.HEAD_MODEL, F.EMBEDDING, [1, 32], [0.0] * 32, "all zeros"),
+    ("an embedding of another D to the head", F.HEAD_MODEL, F.EMBEDDING, [1, 16], [0.1] * 16,
+     "embedding: 16 per item, but this model takes 32"),
+    ("another image size to the embedding", F.EMBED_MODEL, F.IMAGES, [1, 1, 20, 20], [0.0] * 400,
+     "Expected [-1,1,28,28]"),  # the config's fixed dims: Triton's own 400
     ("strings for pixels", F.ENTRY_MODEL, F.IMAGES, IMG, ["a"] * 784, ""),
     ("too few values", F.ENTRY_MODEL, F.IMAGES, IMG, ZEROS[:10], ""),
     ("wrong rank", F.ENTRY_MODEL, F.IMAGES, [784], ZEROS, ""),

@@ -85,6 +85,7 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.graph_inputs = [i.name for i in self.session.get_inputs()]
+        self.graph_shapes = {i.name: i.shape for i in self.session.get_inputs()}  # ints fixed, strings free
 
     def execute(self, requests):
         if self.role == "prep":
@@ -232,6 +233,12 @@ class TritonPythonModel:
             if h < 1 or w < 1 or h * w > self.max_pixels:
                 return f"{self.size_input}: {h} x {w} is not an output size this model answers (1 to " \
                        f"{self.max_pixels} pixels)"
+        for name, a in feeds.items():  # a step model called directly with another model's shapes: 400, not 500
+            want = self.graph_shapes.get(name) if name != self.size_input else None
+            if want and (a.ndim != len(want) or any(isinstance(d, int) and d != n
+                                                    for d, n in zip(want[1:], a.shape[1:], strict=True))):
+                dims = " x ".join(str(d) if isinstance(d, int) else "any" for d in want[1:])
+                return f"{name}: {' x '.join(map(str, a.shape[1:]))} per item, but this model takes {dims}"
         px = self._item_pixels(feeds)
         if px and self.max_pixels and len(x) * px > self.max_pixels:
             return (f"{first}: the request's {len(x)} items hold {len(x) * px / 1e6:.1f} million pixels in all, more "
