@@ -103,7 +103,7 @@ demo: $(DONE)/segmenter
 		--truth $(DEMO)/data/clips && \
 	{ $(DNC) segment $(DEMO)/data/clips/videos/clip001.mp4 --model scenes --protocol grpc --out $(DEMO)/videos & \
 	  job=$$!; while kill -0 $$job 2>/dev/null && \
-	    [ "$$(cat $(DEMO)/videos/.clip001.evidence.jsonl.partial 2>/dev/null | wc -l)" -lt 64 ]; do sleep 0.2; done; \
+	    [ "$$(cat $(DEMO)/videos/.clip001.evidence.jsonl.*.dnc-tmp 2>/dev/null | wc -l)" -lt 64 ]; do sleep 0.2; done; \
 	  $(DNC) swap --repo $(REPO) --model scenes --centroids $(DEMO)/seg-fine-set && wait $$job; } && \
 	$(DNC) segment $(DEMO)/data/scenes-fine/images/test --model scenes --protocol grpc --out $(DEMO)/segmented/fine
 	@echo "training curves: $(DEMO)/coarse-dnc/curves.png, $(DEMO)/seg-dnc/curves.png; exports: $(DEMO)/export, \

@@ -108,8 +108,14 @@ def main() -> None:
         result: dict = {}
         t = threading.Thread(target=lambda: result.update(run_job(videos, swap_out, seg, 4, 2)))
         t.start()
-        partial = swap_out / ".clip000.evidence.jsonl.partial"
-        while t.is_alive() and not (partial.is_file() and partial.read_text().count("\n") >= 16):
+        def lines_written() -> int:  # the evidence temporary (training/safe_files: an unpredictable name)
+            try:
+                return max((p.read_text().count("\n") for p in swap_out.glob(".clip000.evidence.jsonl.*.dnc-tmp")),
+                           default=0)
+            except FileNotFoundError:  # renamed into place meanwhile: the video is done
+                return 1 << 30
+
+        while t.is_alive() and lines_written() < 16:
             time.sleep(0.05)
         done = swap(repo, a.other_set, server.grpc_url, name=SEG, log_file=server.log_file)
         t.join()
