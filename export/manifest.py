@@ -27,7 +27,10 @@ def write(folder: str | Path, manifest: dict) -> Path:
 
 
 def read(folder: str | Path) -> dict:
-    """Read an export folder's manifest (folder, or the manifest file itself)."""
+    """Read an export folder's manifest (folder, or the manifest file itself), its preprocessing checked
+    against what `dnc export` writes and against the embed.onnx beside it (export/preprocessing_check.py)."""
+    from export import preprocessing_check
+
     path = Path(folder)
     path = path / MANIFEST_FILE if path.is_dir() else path
     if not path.is_file():
@@ -35,4 +38,5 @@ def read(folder: str | Path) -> dict:
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
         raise ValueError(f"{path}: not a DNC export manifest (format {meta.get('format')} v{meta.get('version')})")
+    preprocessing_check.check(meta, path.parent, path)
     return meta
