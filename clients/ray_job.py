@@ -8,6 +8,9 @@ which model and class list it is, skips videos already done by them (video_outpu
 are redone), submits one task per video, and gathers each one's summary or failure; Ctrl-C cancels the tasks
 (their partial files are removed by the tasks, or ignored and rewritten by the next run).
 
+`--ray ADDRESS` is probed before ray.init (check_cluster): given a host and port where nothing listens,
+ray.init retries for many minutes with a GCS warning every 30 s; the probe refuses within PROBE_TIMEOUT_S.
+
 A local instance is started quietly: Ray 2.60 warns on every start that it enabled token authentication
 (its default for a new local cluster, kept here); that one message is filtered out, nothing else is.
 """
@@ -15,6 +18,8 @@ A local instance is started quietly: Ray 2.60 warns on every start that it enabl
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +31,8 @@ from clients.video_outputs import pending_videos, wanted
 from training.video import Sampling, VideoError
 
 log = logging.getLogger(__name__)
+PROBE_TIMEOUT_S = 10.0  # to connect to a cluster's head (a refused connection fails at once), and for its answer
+GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # answered by any Ray head (UNAUTHENTICATED without a token)
 
 
 def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int, concurrency: int,
@@ -70,6 +77,7 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 
     started = not ray.is_initialized()
     if started:
         local = address == "local"
+        check_cluster(address)
         with _without_token_banner():
             ray.init(address=None if local else address, num_cpus=workers if local else None,
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -96,6 +104,46 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 
         if started:
             ray.shutdown()
     return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0, redo)
+
+
+def check_cluster(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse (JobError) a cluster address whose head accepts no connection within `timeout` seconds: HOST:PORT
+    (the head's GCS port) or ray://HOST:PORT (Ray Client). "local" and "auto" are left to Ray."""
+    if address in ("local", "auto"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise JobError(f"--ray {address}: not a Ray cluster address; give HOST:PORT of the cluster's head (its GCS "
+                       "port, 6379 unless `ray start --head --port` said otherwise), or --ray alone for a local "
+                       "instance")
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() not in ("", "0", "false")  # (then only a connection is tried)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            why = None if tls or address.startswith("ray://") else _not_gcs(f"{host}:{port}", timeout)
+    except OSError as e:  # refused, unreachable, unknown host, or no answer within the timeout
+        why = f"no answer within {timeout:.0f} s" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+    if why is not None:
+        raise JobError(f"no Ray cluster answers at {address}: {why}; start one there with "
+                       f"`ray start --head --port {port}` or give its head's address (HOST:PORT), or use --ray alone "
+                       "for a local instance") from None
+
+
+def _not_gcs(address: str, timeout: float) -> str | None:
+    """Why HOST:PORT is not a Ray head's GCS, or None: a cheap GCS call (GetClusterId) must be answered, if only
+    with a refusal of the missing authentication token. Something else accepting connections there (another
+    gRPC or HTTP/2 server, a proxy) would keep ray.init waiting just as nothing listening does."""
+    import grpc  # (a dependency of Ray)
+
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(GCS_PROBE, request_serializer=None, response_deserializer=None)
+        try:
+            call(b"", timeout=timeout)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN,
+                            grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL):
+                return (f"something accepts connections there but does not answer as a Ray head's GCS "
+                        f"({e.code().name}: {(e.details() or '')[:100]})")
+    return None
 
 
 BANNER = "Token authentication is enabled for this Ray cluster"  # Ray 2.60's warning on each local start
