@@ -6,7 +6,7 @@ server(s) or in-process, with the job's outputs, skipping and failure rules.
 input and output folders at the same paths (a shared file system). The driver asks the segmenter once
 which model and class list it is, skips videos already done by them (video_outputs.pending_videos: others
 are redone), submits one task per video, and gathers each one's summary or failure; Ctrl-C cancels the tasks
-(their partial files are removed by the tasks, or ignored and rewritten by the next run).
+(their temporaries are removed by the tasks, or by the next run).
 
 `--ray ADDRESS` is probed before ray.init (check_cluster): given a host and port where nothing listens,
 ray.init retries for many minutes with a GCS warning every 30 s; the probe refuses within PROBE_TIMEOUT_S.
