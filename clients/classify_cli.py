@@ -8,6 +8,7 @@ import sys
 
 from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, Prediction, collect_images
 from clients.model_option import say_choice
+from clients.printable import shown
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -44,7 +45,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
     elif preds:
         print(table(preds))
     for path, reason in skipped:
-        print(f"dnc classify: skipped {path}: {reason}", file=sys.stderr)
+        print(f"dnc classify: skipped {shown(path)}: {shown(reason)}", file=sys.stderr)
     if skipped:
         print(f"dnc classify: {len(skipped)} of {len(files)} file(s) could not be read", file=sys.stderr)
         return 1
@@ -53,15 +54,16 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 def table(preds: list[Prediction]) -> str:
     """A readable table: one row per image (its best class), indented rows for the runners-up."""
-    width = min(48, max([len(p.source) for p in preds] + [5]))
+    sources = [shown(p.source) for p in preds]  # names from files: control characters escaped
+    width = min(48, max([len(s) for s in sources] + [5]))
     head = f"{'image':<{width}}  {'rank':>4}  {'label':<16} {'score':>6}  {'margin':>6}  {'sub':>3}  exemplar"
     rows = [head, "-" * len(head)]
-    for p in preds:
-        src = p.source if len(p.source) <= width else "..." + p.source[-width + 3:]
+    for p, source in zip(preds, sources, strict=True):
+        src = source if len(source) <= width else "..." + source[-width + 3:]
         for r in p.top:
             first = r.rank == 1
-            rows.append(f"{src if first else '':<{width}}  {r.rank:>4}  {r.label:<16} {r.score:6.3f}  "
-                        f"{(f'{p.margin:6.3f}' if first else ''):>6}  {r.subcentroid:>3}  {r.exemplar or '-'}")
+            rows.append(f"{src if first else '':<{width}}  {r.rank:>4}  {shown(r.label):<16} {r.score:6.3f}  "
+                        f"{(f'{p.margin:6.3f}' if first else ''):>6}  {r.subcentroid:>3}  {shown(r.exemplar or '-')}")
     sets = sorted({p.set_id for p in preds})
     rows.append(f"{len(preds)} image(s), class list {', '.join(sets)}")
     return "\n".join(rows)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clients.printable import shown
 from export import formats as F
 from training.safe_files import Temp, remove_stale
 
@@ -213,13 +214,14 @@ _swept: set[Path] = set()  # output folders whose stale temporaries this process
 
 def table(segs: list[Segmentation], top: int = 3) -> str:
     """One row per picture: size, class list and its largest classes with their evidence."""
-    width = min(40, max([len(s.source) for s in segs] + [5]))
+    sources = [shown(s.source) for s in segs]  # names from files: control characters escaped
+    width = min(40, max([len(s) for s in sources] + [5]))
     head = f"{'image':<{width}}  {'size':>9}  classes (share, mean score, sub-centroid)"
     rows = [head, "-" * len(head)]
-    for s in segs:
-        src = s.source if len(s.source) <= width else "..." + s.source[-width + 3:]
+    for s, source in zip(segs, sources, strict=True):
+        src = source if len(source) <= width else "..." + source[-width + 3:]
         h, w = s.labels.shape
-        parts = [f"{c.label} {c.fraction:.0%} {c.mean_score:.2f} #{c.subcentroid}" for c in s.classes[:top]]
+        parts = [f"{shown(c.label)} {c.fraction:.0%} {c.mean_score:.2f} #{c.subcentroid}" for c in s.classes[:top]]
         more = f" +{len(s.classes) - top}" if len(s.classes) > top else ""
         rows.append(f"{src:<{width}}  {f'{w}x{h}':>9}  {', '.join(parts)}{more}")
     rows.append(f"{len(segs)} image(s), class list {', '.join(sorted({s.set_id for s in segs}))}")

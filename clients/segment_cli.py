@@ -15,6 +15,7 @@ from pathlib import Path
 
 from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
 from clients.model_option import served_model
+from clients.printable import shown
 from clients.seg_results import table, write
 from clients.video_job import collect_videos
 from training.images import IMAGE_EXTENSIONS, DataError, read_picture
@@ -164,7 +165,7 @@ def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
         print(table(segs))
         print(f"wrote {len(segs)} x (labels PNG, overlay PNG, evidence JSON) to {out}")
     for path, reason in skipped:
-        print(f"dnc segment: skipped {path}: {reason}", file=sys.stderr)
+        print(f"dnc segment: skipped {shown(path)}: {shown(reason)}", file=sys.stderr)
     if skipped:
         print(f"dnc segment: {len(skipped)} of {len(files)} file(s) could not be read", file=sys.stderr)
         return 1

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from clients.printable import shown
 from clients.seg_results import Segmentation, overlay, segmentations
 from clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
 from training import video
@@ -409,16 +410,16 @@ def summary_text(s: dict) -> str:
              f"{len(s['failed'])} failed; {s['frames']} frames in {s['seconds']:.1f} s"
              + (f" ({s['frames_per_s']:.1f} frames/s)" if s["frames_per_s"] else "")]
     for v, why in s.get("redone", {}).items():
-        lines.append(f"  redo {v}: {why}")
+        lines.append(f"  redo {shown(v)}: {shown(why)}")
     for v, r in s["per_video"].items():
         miou = f", mIoU {r['truth']['miou']:.2f}%" if r.get("truth") and r["truth"]["miou"] is not None else ""
         lists = ", ".join(f"{k} x{n}" for k, n in r["class_lists"].items())
         sampled = (f" ({sampling_text(r['sampling'])}, of {r['decoded_frames']} decoded)"
                    if r.get("sampling") and r["frames"] != r.get("decoded_frames") else "")
-        lines.append(f"  {v}: {r['frames']} frames{sampled}, {r['frames_per_s']:.1f} frames/s{miou}; class lists "
-                     f"{lists}{_short_text(r)}")
+        lines.append(f"  {shown(v)}: {r['frames']} frames{sampled}, {r['frames_per_s']:.1f} frames/s{miou}; "
+                     f"class lists {lists}{_short_text(r)}")
     for v, why in s["failed"].items():
-        lines.append(f"  FAILED {v}: {why}")
+        lines.append(f"  FAILED {shown(v)}: {shown(why)}")
     if s["miou"] is not None:
         lines.append(f"  overall mIoU {s['miou']:.2f}%")
     return "\n".join(lines)
