@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("http", "grpc")
 INPUTS = ("pixels", "encoded", "float32")  # how pictures travel (formats.PIXELS, ENCODED, IMAGES)
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
+RETRY_WAITS = (2.0, 6.0, 15.0)  # seconds before each retry of an image request (4 attempts in all): long
+# enough for a supervised server to come back after a crash (README: longest 8.64 s to ready)
 
 
 class ClientError(ValueError):
@@ -255,11 +258,13 @@ class DNCClient:
         server's manifest says (the float32 input)."""
         return np.stack([self._item(f, "float32") for f in files])
 
-    def _send(self, files: list[Path], batch_size: int, skipped: list[tuple[str, str]] | None, how: str, call):
+    def _send(self, files: list[Path], batch_size: int, skipped: list[tuple[str, str]] | None, how: str, call,
+              on_result=None):
         """Read files and send them in requests of at most `batch_size` pictures that travel together (one
         size for pixels; any for bytes and float32 pictures of a classifier); `call(batch, sources, name)`
         answers one request. Unreadable files, and pictures the server refuses (a refused request is sent
-        again one picture at a time), go to `skipped`; without it, the first one raises."""
+        again one picture at a time), go to `skipped`; without it, the first one raises. With `on_result`,
+        each answer is handed to it as its request returns and none is kept (the list returned is empty)."""
         if batch_size < 1:
             raise ClientError(f"--batch-size must be >= 1, got {batch_size}")
         if how not in INPUTS:
@@ -270,7 +275,12 @@ class DNCClient:
 
         def send(items: list[tuple[np.ndarray, str]]) -> None:
             try:
-                results.extend(call(np.stack([p for p, _ in items]), [s for _, s in items], name))
+                answers = call(np.stack([p for p, _ in items]), [s for _, s in items], name)
+                if on_result is None:
+                    results.extend(answers)
+                else:
+                    for a in answers:
+                        on_result(a)
             except ClientError as e:
                 if not e.refused or skipped is None:
                     raise
@@ -342,10 +352,33 @@ class DNCClient:
                           lambda x, src, name: self.classify(x, top_k, src, name))
 
     def segment_files(self, paths: list[str | Path], batch_size: int = 8, skipped: list[tuple[str, str]] | None = None,
-                      how: str = "pixels", maps: bool = False) -> list[Segmentation]:
-        """Segmentations of image files and folders, as classify_files does for predictions."""
+                      how: str = "pixels", maps: bool = False, on_result=None,
+                      waits: tuple[float, ...] = RETRY_WAITS) -> list[Segmentation]:
+        """Segmentations of image files and folders, as classify_files does for predictions. With
+        `on_result(segmentation)`, each answer is handed over as its request returns and none is kept (memory
+        bounded by one request; the list returned is empty). A request that fails for a reason other than its
+        input (connection closed or refused, server restarting) is sent again after each of `waits` seconds
+        (len(waits) + 1 attempts; video requests retry too); a refused input is not retried."""
         return self._send(collect_images(paths), batch_size, skipped, how,
-                          lambda x, src, name: self.segment(x, src, maps, name))
+                          lambda x, src, name: self.retried(lambda: self.segment(x, src, maps, name), src, waits),
+                          on_result)
+
+    def retried(self, request, sources: list[str], waits: tuple[float, ...] = RETRY_WAITS):
+        """request(), sent again after each of `waits` seconds while it fails with a ClientError that does not
+        refuse its input; the last failure raises, naming the pictures and the attempts."""
+        for attempt in range(len(waits) + 1):
+            try:
+                return request()
+            except ClientError as e:
+                if e.refused:  # a refused input stays refused
+                    raise
+                if attempt == len(waits):
+                    what = sources[0] if len(sources) == 1 else f"{sources[0]} and {len(sources) - 1} more"
+                    raise ClientError(f"{e} (request for {what}, {attempt + 1} attempts)") from e
+                log.warning("request for %s failed (%s); retrying in %g s (attempt %d of %d)", sources[0],
+                            _first_line(e), waits[attempt], attempt + 2, len(waits) + 1)
+                time.sleep(waits[attempt])
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._client.close()

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
 from clients.model_option import served_model
-from clients.printable import shown
-from clients.seg_results import table, write
 from clients.video_job import collect_videos
 from training.images import IMAGE_EXTENSIONS, DataError, read_picture
 from training.video import VIDEO_EXTENSIONS
@@ -60,8 +57,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "duration where it declares no count (Matroska, WebM), because it was cut short or damaged, "
                         "is written with the frames decoded and marked short in its summary, instead of failing "
                         "(a rerun without this flag redoes it, and it fails)")
-    p.add_argument("--overwrite", action="store_true", help="videos: redo every video, even those done by the "
-                   "same model and class list (images are always rewritten)")
+    p.add_argument("--overwrite", action="store_true", help="redo every video and picture, even those done by "
+                   "the same model and class list (a picture is done when its three files exist and its evidence "
+                   "names the same source and the class list served now)")
     p.add_argument("--maps", action="store_true", help="also ask for the winning sub-centroid and score maps "
                    "(kept in memory by the Python client; the files hold labels and evidence)")
     p.add_argument("--in-process", default=None, metavar="EXPORT",
@@ -147,47 +145,45 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
 
 
 def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
-    skipped: list[tuple[str, str]] = []
+    """Each answer written as its request returns (clients/image_job.py); pictures done by an earlier run with
+    the class list served now are skipped unless --overwrite; failed requests retried (DNCClient.retried)."""
+    from clients.client import ClientError
+    from clients.image_job import ImageJob, served_set_id
+
     if a.in_process:
-        segs, prep = _in_process(a, files, skipped)
-    else:
-        with DNCClient(a.url, a.protocol, served_model(a, "segmentation")) as client:
-            segs = client.segment_files(files, a.batch_size, skipped, a.how, a.maps)
-            prep = client.preprocessing
-    color = prep["color"]
-    names: set[str] = set()
-    for s in segs:
-        name = _unique(Path(s.source).stem, names)
-        paths = write(s, read_picture(s.source, color, prep), out, name)
-        if a.json:
-            print(json.dumps({**s.evidence(), "files": {k: str(v) for k, v in paths.items()}}))
-    if segs and not a.json:
-        print(table(segs))
-        print(f"wrote {len(segs)} x (labels PNG, overlay PNG, evidence JSON) to {out}")
-    for path, reason in skipped:
-        print(f"dnc segment: skipped {shown(path)}: {shown(reason)}", file=sys.stderr)
-    if skipped:
-        print(f"dnc segment: {len(skipped)} of {len(files)} file(s) could not be read", file=sys.stderr)
-        return 1
-    return 0
+        return _in_process(a, files, out)
+    with DNCClient(a.url, a.protocol, served_model(a, "segmentation")) as client:
+        job = ImageJob(files, out, client.preprocessing, a.json)
+        try:
+            todo = job.pending(lambda: served_set_id(client), a.overwrite)
+            client.segment_files(todo, a.batch_size, job.failed, a.how, a.maps, on_result=job.write)
+        except ClientError as e:  # the server gone for longer than the retries wait
+            raise ClientError(job.stopped(e)) from None
+    return job.report()
 
 
-def _in_process(a: argparse.Namespace, files: list[Path], skipped: list[tuple[str, str]]) -> tuple[list, dict]:
-    """Segment files one by one with the export in-process; returns the segmentations and the preprocessing."""
+def _in_process(a: argparse.Namespace, files: list[Path], out: Path) -> int:
+    """Segment files one by one with the export in-process, each written as it is answered."""
     from tqdm import tqdm
 
+    from clients.image_job import ImageJob
     from clients.seg_results import segmentations
     from export.seg_infer import InProcessSegmenter
     from training.preprocess import ImageError
 
     seg = InProcessSegmenter(a.in_process, a.centroids, a.threads)
-    prep, result = seg.preprocessing, []
-    for f in tqdm(files, desc="segment", unit="img", disable=len(files) <= 1 or None):
+    job = ImageJob(files, out, seg.preprocessing, a.json)
+    prep = seg.preprocessing
+    todo = job.pending(lambda: seg.set_id, a.overwrite)
+    for f in tqdm(todo, desc="segment", unit="img", disable=len(todo) <= 1 or None):
         try:
-            result += segmentations(seg.run([read_picture(f, prep["color"], prep)], a.maps), [str(f)])
-        except (DataError, ImageError) as e:  # unreadable, or beyond the segmenter's limits: skipped, reported
-            skipped.append((str(f), str(e)))
-    return result, prep
+            answers = segmentations(seg.run([read_picture(f, prep["color"], prep)], a.maps), [str(f)])
+        except (DataError, ImageError) as e:  # unreadable, or beyond the segmenter's limits: reported, skipped
+            job.fail(str(f), str(e))
+            continue
+        for s in answers:
+            job.write(s)
+    return job.report()
 
 
 def _rate(text: str) -> Fraction:
@@ -199,13 +195,3 @@ def _rate(text: str) -> Fraction:
     if r <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the rate must be > 0")
     return r
-
-
-def _unique(stem: str, used: set[str]) -> str:
-    """The file stem, or stem-2, stem-3... when two inputs share a name."""
-    name, n = stem, 1
-    while name in used:
-        n += 1
-        name = f"{stem}-{n}"
-    used.add(name)
-    return name
