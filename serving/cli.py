@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from serving.own_folder import open_log, own_tree, run_folder
+
 _D = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -90,6 +92,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_repo_build(a: argparse.Namespace) -> int:
     from serving.repository import build
 
+    if Path(a.repo).is_dir():
+        own_tree(Path(a.repo))  # a repository another user prepared (or may write) could change what runs
     info = build(a.export, a.repo, a.runtime, a.centroids, a.max_batch, a.top_k, a.threads, a.instances, a.device,
                  name=a.name, max_pixels=a.max_pixels)
     if a.json:
@@ -113,6 +117,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise ValueError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
                          f"HTTP {state['http']}); stop it with `dnc stop --repo {repo}`")
     run_dir = repo.resolve().with_name(f".{repo.resolve().name}.server")
+    if repo.is_dir():  # (a missing repository is named by the server's start)
+        own_tree(repo)  # what the server will execute: this user's alone
+    run_folder(run_dir)
     if a.detach:
         return _detach(a, run_dir)
     from serving.supervisor import Supervisor
@@ -135,8 +142,8 @@ def _hold_serve_lock(repo: Path, run_dir: Path):
     (closes the window between the state-file check and the state file being written)."""
     import fcntl
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / "serve.lock", "a")  # noqa: SIM115 (kept open: the lock lives with the process)
+    run_folder(run_dir)
+    lock = open_log(run_dir / "serve.lock")  # (kept open: the lock lives with the process)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -168,12 +175,12 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
     from serving.server import ServerError
     from serving.state import read_state
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_folder(run_dir)
     out = run_dir / "supervisor.log"
     cmd = [sys.executable, "-m", "serving.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
            "--grpc-port", str(a.grpc_port), "--metrics-port", str(a.metrics_port), "--host", a.host,
            "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else [])]
-    with open(out, "ab") as f:
+    with open_log(out) as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     deadline = time.monotonic() + a.timeout + 30

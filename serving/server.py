@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from export import formats as F
+from serving.own_folder import open_log
 from serving.processes import cleanup_shm, restrict_shm, stop_group
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class TritonServer:
         cmd = self.command(backend_dir, binary)
         log.info("starting %s on %s (HTTP %d, gRPC %d, metrics %d); log %s", binary.name, self.repo,
                  self.http_port, self.grpc_port, self.metrics_port, self.log_file)
-        with open(self.log_file, "ab") as out:
+        with open_log(self.log_file) as out:  # never through a link planted as the log
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
