@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_PIXELS = 50_000_000  # decoded width x height (a 8,000 x 6,000 photo is 48 million)
+MAX_FILE_BYTES = 8 * MAX_PIXELS  # an uncompressed 16-bit RGBA picture of MAX_PIXELS; read before decoding
 MAX_ASPECT = preprocess.MAX_ASPECT
 SPLIT_NAMES = ("train", "test", "val", "validation")  # folder names that name a split, never a class
 
@@ -48,12 +49,22 @@ def read_picture(path: str | Path, color: str, prep: dict | None = None) -> np.n
 
 
 def _read(path: str | Path, prep: dict | None, use):
-    """Open an image file, check its size from the header (nothing decoded yet; the aspect rule as `prep`
-    says), and return use(image); every failure is a DataError naming the file."""
+    """Read an image file (at most MAX_FILE_BYTES), refuse a costly one from its bytes (preprocess.check_cost:
+    JPEG scans, PNG chunks, metadata), check its size from the header (nothing decoded yet; the aspect rule
+    as `prep` says), decode it within preprocess.DECODE_SECONDS and return use(image); every failure is a
+    DataError naming the file."""
+    what = f"image {path}"
     try:
-        with Image.open(path) as im:
-            preprocess.check_size(f"image {path}", *im.size, MAX_PIXELS, prep)
-            return use(im)
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise DataError(f"{what} is larger than the {MAX_FILE_BYTES / 1e6:.0f} MB accepted; re-encode it "
+                            "as a JPEG or PNG of at most 50 million pixels")
+        with preprocess.open_bytes(data, what) as im:
+            preprocess.check_size(what, *im.size, MAX_PIXELS, prep)
+            return use(preprocess.load(im, what))
+    except DataError:
+        raise
     except preprocess.ImageError as e:
         raise DataError(str(e)) from None
     except Exception as e:  # a crafted file makes PIL raise many kinds (SyntaxError, struct.error, EOFError...)

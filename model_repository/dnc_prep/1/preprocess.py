@@ -13,14 +13,20 @@ Steps, for a picture of any size (a file, decoded bytes, or uint8 pixels H x W [
     normalise: ((pixel * scale) - mean[c]) / std[c] in float32, layout NCHW
 Refusals (ImageError, naming the image and the limit) come before any pixel is decoded or resized:
 an empty or too large picture, a too thin one under "short_side", uint8 pixels with a channel count other
-than 1 or 3, a format other than PNG or JPEG for bytes, truncated or corrupt bytes. PNG and JPEG files in
-any mode (gray, RGB, RGBA, palette, 16-bit, CMYK) are first turned upright by their EXIF orientation and
-16-bit gray is scaled to 8 bits (upright_8bit), then converted to the model's colour as PIL converts.
+than 1 or 3, a format other than PNG or JPEG for bytes, truncated or corrupt bytes, and bytes whose
+decoding costs far more than their pixels (check_cost, a scan of the bytes before PIL reads them: JPEG
+scans and marker segments, PNG chunks and metadata size); decoding itself stops after DECODE_SECONDS.
+PNG and JPEG files in any mode (gray, RGB, RGBA, palette, 16-bit, CMYK) are first turned upright by their
+EXIF orientation and 16-bit gray is scaled to 8 bits (upright_8bit),
+then converted to the model's colour as PIL converts.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import struct
+import time
 
 import numpy as np
 from PIL import Image
@@ -30,8 +36,110 @@ SERVED_MAX_PIXELS = {"classification": 4096 * 4096, "segmentation": 2048 * 2048}
 MAX_ASPECT = 32.0  # longer side / shorter side under "short_side": a thinner one is enlarged into a huge one
 
 
+MAX_SCANS = 100  # JPEG scans (SOS): libjpeg's progressive files have 10 (6 gray); each scan walks the whole picture
+MAX_SEGMENTS = 1000  # JPEG marker segments, PNG chunks other than IDAT: PIL spends a Python step on each
+MAX_METADATA_BYTES = 8 * 2**20  # JPEG APPn/COM, PNG ancillary chunks: ICC, EXIF, XMP are well under 1 MB
+MAX_IDAT = 100_000  # PNG IDAT chunks, at most 1000 + one per row + one per KB of raw pixels
+DECODE_SECONDS = 10.0  # decoding one picture (a 50-million-pixel photo decodes in about 1 s)
+DECODE_BLOCK = 16384  # bytes handed to the decoder at a time: the clock is read between blocks
+RE_ENCODE = "re-encode it as a baseline JPEG or a plain PNG (e.g. PIL: Image.open(f).save('out.png'))"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")  # not stuffing (FF00), fill (FFFF) or restart (FFD0-D7)
+
+
 class ImageError(ValueError):
     """A picture that cannot be preprocessed; the message names it and the problem."""
+
+
+def _costly(what: str, found: str, limit: str) -> ImageError:
+    return ImageError(f"{what} {found}, beyond the {limit} accepted (its decoding would cost far more than its "
+                      f"pixels are worth); {RE_ENCODE}")
+
+
+def check_cost(data: bytes, what: str = "image") -> None:
+    """Refuse PNG or JPEG bytes whose decoding costs far more than their pixels, from a scan of the bytes
+    before PIL reads them: a JPEG of more than MAX_SCANS scans or MAX_SEGMENTS marker segments, a PNG of
+    more than MAX_SEGMENTS chunks besides IDAT or more IDAT chunks than its size needs, and either with more
+    than MAX_METADATA_BYTES of metadata. Other formats pass unscanned. Costs one pass over the bytes in C
+    (JPEG) or at most MAX_SEGMENTS + MAX_IDAT steps (PNG)."""
+    if data[:8] == PNG_SIGNATURE:
+        _png_cost(data, what)
+    elif data[:2] == b"\xff\xd8":
+        _jpeg_cost(data, what)
+
+
+def _jpeg_cost(data: bytes, what: str) -> None:
+    scans = segments = metadata = 0
+    pos = 2
+    while (m := _JPEG_MARKER.search(data, pos)) is not None:
+        code, pos = data[m.start() + 1], m.end()
+        if code == 0xD9:  # EOI: what follows (a phone's preview pictures) is not decoded
+            return
+        if code == 0xD8 or code == 0x01 or pos + 2 > len(data):  # SOI, TEM: no length
+            continue
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        if code == 0xDA:
+            scans += 1
+            if scans > MAX_SCANS:
+                raise _costly(what, f"is a JPEG of more than {MAX_SCANS} scans", f"{MAX_SCANS} scans")
+        else:
+            segments += 1
+            if segments > MAX_SEGMENTS:
+                raise _costly(what, f"is a JPEG of more than {MAX_SEGMENTS} marker segments",
+                              f"{MAX_SEGMENTS} segments")
+        if 0xE0 <= code <= 0xEF or code == 0xFE:  # APPn, COM
+            metadata += length
+            if metadata > MAX_METADATA_BYTES:
+                raise _costly(what, f"holds more than {MAX_METADATA_BYTES // 2**20} MB of JPEG metadata (APPn, COM)",
+                              f"{MAX_METADATA_BYTES // 2**20} MB")
+        pos += length
+
+
+def _png_cost(data: bytes, what: str) -> None:
+    pos, others, metadata, idat, idat_limit = 8, 0, 0, 0, MAX_SEGMENTS
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IHDR" and pos + 16 <= len(data):
+            w, h = struct.unpack_from(">II", data, pos + 8)
+            idat_limit = min(MAX_IDAT, MAX_SEGMENTS + h + w * h // 256)  # a chunk a row, or per KB of 4-byte pixels
+        pos += 12 + length
+        if kind == b"IDAT":
+            idat += 1
+            if idat > idat_limit:
+                raise _costly(what, f"is a PNG of more than {idat_limit} IDAT chunks for its size",
+                              f"{idat_limit} IDAT chunks")
+            continue
+        if kind == b"IEND":
+            return
+        others += 1
+        if others > MAX_SEGMENTS:
+            raise _costly(what, f"is a PNG of more than {MAX_SEGMENTS} chunks besides IDAT", f"{MAX_SEGMENTS} chunks")
+        if kind[0] & 0x20:  # ancillary (lower-case first letter): text, ICC, EXIF, private
+            metadata += length
+            if metadata > MAX_METADATA_BYTES:
+                raise _costly(what, f"holds more than {MAX_METADATA_BYTES // 2**20} MB of PNG ancillary chunks",
+                              f"{MAX_METADATA_BYTES // 2**20} MB")
+
+
+class _Clocked(io.BytesIO):
+    """Bytes PIL decodes from, a block at a time; a read past `deadline` stops the decoding."""
+    deadline = None
+    what = "image"
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ImageError(f"{self.what}: decoding took more than {DECODE_SECONDS:.0f} s, the limit for one "
+                             f"picture; {RE_ENCODE}")
+        return super().read(size)
+
+
+def open_bytes(data: bytes, what: str = "image", formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Image bytes -> a PIL image whose header is read, its pixels not yet decoded (`load` decodes them under
+    the time limit); check_cost first. PIL's errors for crafted bytes propagate."""
+    check_cost(data, what)
+    fp = _Clocked(data)
+    fp.what = what
+    return Image.open(fp, formats=formats)
 
 
 def describe(in_chans: int, image_size: int, mean: list[float], std: list[float],
@@ -77,7 +185,9 @@ def open_header(data: bytes, max_pixels: int, what: str = "image", prep: dict | 
     if not data:
         raise ImageError(f"{what} is empty (0 bytes)")
     try:
-        im = Image.open(io.BytesIO(data), formats=ENCODED_FORMATS)
+        im = open_bytes(data, what, ENCODED_FORMATS)
+    except ImageError:
+        raise
     except Image.DecompressionBombError:  # PIL's own refusal, from the header, of a far too large picture
         raise ImageError(f"{what} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million pixels, more "
                          f"than the {max_pixels / 1e6:.1f} million accepted") from None
@@ -88,9 +198,16 @@ def open_header(data: bytes, max_pixels: int, what: str = "image", prep: dict | 
 
 
 def load(im: Image.Image, what: str = "image") -> Image.Image:
-    """Decode the pixels of an image from open_header; truncated or corrupt data is refused."""
+    """Decode the pixels of an image from open_header or open_bytes; truncated or corrupt data is refused,
+    and so is decoding that runs past DECODE_SECONDS (the clock is read between blocks of DECODE_BLOCK
+    bytes; PIL's LOAD_TRUNCATED_IMAGES stays off, so a file cut short is refused, not padded)."""
+    if isinstance(im.fp, _Clocked):
+        im.fp.deadline = time.monotonic() + DECODE_SECONDS
+        im.decodermaxblock = DECODE_BLOCK
     try:
         im.load()
+    except ImageError:
+        raise
     except Exception as e:  # truncated or corrupt data
         raise ImageError(f"{what}: cannot decode its {im.format} data ({type(e).__name__}: {str(e)[:120]})") from None
     return im
