@@ -55,12 +55,7 @@ def _read(path: str | Path, prep: dict | None, use):
     DataError naming the file."""
     what = f"image {path}"
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise DataError(f"{what} is larger than the {MAX_FILE_BYTES / 1e6:.0f} MB accepted; re-encode it "
-                            "as a JPEG or PNG of at most 50 million pixels")
-        with preprocess.open_bytes(data, what) as im:
+        with preprocess.open_bytes(_file_bytes(path), what) as im:
             preprocess.check_size(what, *im.size, MAX_PIXELS, prep)
             return use(preprocess.load(im, what))
     except DataError:
@@ -69,6 +64,22 @@ def _read(path: str | Path, prep: dict | None, use):
         raise DataError(str(e)) from None
     except Exception as e:  # a crafted file makes PIL raise many kinds (SyntaxError, struct.error, EOFError...)
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+
+
+def _file_bytes(path: str | Path) -> bytes:
+    """An image file's bytes, refused beyond MAX_FILE_BYTES (read before anything is decoded)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(f"image {path} is larger than the {MAX_FILE_BYTES / 1e6:.0f} MB accepted; re-encode it "
+                        "as a JPEG or PNG of at most 50 million pixels")
+    return data
+
+
+def _verify(path: Path) -> None:
+    """PIL's check that a file decodes, after the cost scan (PIL's verify walks every PNG chunk)."""
+    with preprocess.open_bytes(_file_bytes(path), f"image {path}") as im:
+        im.verify()
 
 
 def check_image_size(path: str | Path, w: int, h: int) -> None:
@@ -179,8 +190,7 @@ def scan_image_folder(root: Path, on_bad: str = "skip", classes: list[str] | Non
                 labels.append(c)
                 continue
             try:
-                with Image.open(f) as im:
-                    im.verify()
+                _verify(f)
             except Exception as e:  # PIL raises many types for corrupt files
                 if on_bad == "error":
                     raise DataError(f"unreadable image {f}: {e}") from e

@@ -145,3 +145,19 @@ def test_decoding_past_its_time_limit_is_stopped(tmp_path, monkeypatch):
         preprocess.decode(data, 2**24, "picture 3")
     with pytest.raises(DataError, match="slow.jpg: decoding took more than"):
         read_picture(path, "RGB")
+
+
+def test_folder_scan_refuses_a_costly_file_before_pil_walks_it(tmp_path):
+    """scan_image_folder's check that each file decodes (PIL's verify walks every PNG chunk) scans first."""
+    from training.images import scan_image_folder
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        (tmp_path / c / "ok.png").write_bytes(_png(8, 8))
+    (tmp_path / "a" / "bad.png").write_bytes(_png(extra=[_chunk(b"prVt")] * 200_000))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="bad.png is a PNG of more than 1000 chunks.*plain PNG"):
+        scan_image_folder(tmp_path, on_bad="error")
+    _, paths, _ = scan_image_folder(tmp_path)
+    assert time.perf_counter() - start < 2 * FAST
+    assert sorted(p.rsplit("/", 2)[-2] for p in paths) == ["a", "b"]
