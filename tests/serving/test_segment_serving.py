@@ -521,3 +521,43 @@ def test_several_segmenters_served_need_a_model_name(server, repo, seg_export, t
             in capsys.readouterr().err)
     assert main([*args, "--model", "scenes-b"]) == 0
     assert "using the served" not in capsys.readouterr().err
+
+
+def test_a_server_killed_and_restarted_during_an_image_run_loses_no_picture(server, tmp_path, capsys, caplog):
+    """`dnc segment` on 160 pictures, the tritonserver killed (SIGKILL) once some are written and started
+    again: the requests that failed are retried once it is back, every picture is written once, exit 0."""
+    import os
+    import signal
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    base = write_scenes_pixels()
+    for i in range(160):
+        Image.fromarray(base[i % len(base)]).resize((192, 160)).save(folder / f"p{i:03d}.png")
+    seen: dict[str, float] = {}
+
+    def crash_and_restart():
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("*.evidence.json"))) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen["before"] = len(list(out.glob("*.evidence.json")))
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        t0 = time.monotonic()
+        server.stop()  # the stubs and shared memory of the killed server
+        server.start(timeout=180)
+        seen["down_s"] = time.monotonic() - t0
+
+    restarter = threading.Thread(target=crash_and_restart)
+    restarter.start()
+    try:
+        status = main(["segment", str(folder), "--out", str(out), "--model", SEG, "--url", server.http_url,
+                       "--batch-size", "4"])
+    finally:
+        restarter.join()
+    err = capsys.readouterr().err
+    assert status == 0, (seen, err[-3000:])
+    assert seen["before"] < 160 and any("retrying in" in r.getMessage() for r in caplog.records), seen
+    assert f"dnc segment: 160 written, 0 skipped as done, 0 failed of 160 picture(s); outputs in {out}" in err
+    assert len(list(out.glob("*.evidence.json"))) == len(list(out.glob("*.labels.png"))) == 160
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
