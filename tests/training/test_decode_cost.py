@@ -161,3 +161,22 @@ def test_folder_scan_refuses_a_costly_file_before_pil_walks_it(tmp_path):
     _, paths, _ = scan_image_folder(tmp_path)
     assert time.perf_counter() - start < 2 * FAST
     assert sorted(p.rsplit("/", 2)[-2] for p in paths) == ["a", "b"]
+
+
+def test_the_servers_copy_refuses_them_alone():
+    """The prep step loads model_repository/dnc_prep/1/preprocess.py by itself (nothing of the project
+    beside it): that copy holds the scan and the time limit."""
+    import importlib.util
+    from pathlib import Path
+
+    copy = Path(__file__).resolve().parents[2] / "model_repository" / "dnc_prep" / "1" / "preprocess.py"
+    spec = importlib.util.spec_from_file_location("dnc_preprocess_copy", copy)
+    served = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(served)
+    for name, (make, limit) in HOSTILE.items():
+        data = make()
+        start = time.perf_counter()
+        with pytest.raises(served.ImageError, match=f"picture 1 .*{limit}"):
+            served.load(served.open_header(data, 2**24, "picture 1"), "picture 1")
+        assert time.perf_counter() - start < FAST, name
+    assert served.decode(_jpeg((300, 200), progressive=True), 2**24).size == (300, 200)
