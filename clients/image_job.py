@@ -5,10 +5,10 @@ file stem (stem-2, stem-3... for later files of the same stem, in the order the 
 same on every run). The three are written (clients/seg_results.write: atomically, never through a link) as
 soon as the picture's request returns and the answer is then dropped: memory is bounded by one request.
 
-Reruns: a picture is done when its three files exist and its evidence records the same source path and
-the class list (set id) the segmenter answers with now; a rerun into the same folder skips those and redoes
-the others (a list swapped since, another picture of the same name, a run stopped before it). `overwrite`
-redoes every picture.
+Reruns: a picture is done when its three files exist (regular files, not links) and its evidence records
+the same source path and the class list (set id) the segmenter answers with now; a rerun into the same
+folder skips those and redoes the others (a list swapped since, another picture of the same name, a run
+stopped before it). `overwrite` redoes every picture.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ImageJob:
         todo = []
         for f in self.files:
             paths = self.paths(str(f))
-            if not all(p.is_file() for p in paths.values()):
+            if not all(p.is_file() and not p.is_symlink() for p in paths.values()):  # a link: rewritten
                 todo.append(f)
                 continue
             if self.set_id is None:

@@ -118,3 +118,12 @@ def test_rerun_skips_done_pictures_redoes_changed_ones_and_overwrite_redoes_all(
     assert main([*listed, "--overwrite", "--json"]) == 1
     cap = capsys.readouterr()
     assert "3 written, 0 skipped as done, 1 failed" in cap.err and len(cap.out.splitlines()) == 3
+
+    # an output replaced by a link (even to a matching evidence): not done, redone, the link replaced
+    copy = tmp_path / "copy.json"
+    copy.write_bytes((out / "p000.evidence.json").read_bytes())
+    (out / "p000.evidence.json").unlink()
+    (out / "p000.evidence.json").symlink_to(copy)
+    assert main(listed) == 1
+    assert "1 written, 2 skipped as done" in capsys.readouterr().err
+    assert not (out / "p000.evidence.json").is_symlink() and copy.read_bytes() != b""
