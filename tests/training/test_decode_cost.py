@@ -180,3 +180,43 @@ def test_the_servers_copy_refuses_them_alone():
             served.load(served.open_header(data, 2**24, "picture 1"), "picture 1")
         assert time.perf_counter() - start < FAST, name
     assert served.decode(_jpeg((300, 200), progressive=True), 2**24).size == (300, 200)
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_the_real_server_refuses_them_fast_and_stays_up(tmp_path, exported):
+    """Sent as `encoded` bytes to tritonserver: each costly file gets an error naming the limit in under a
+    second (the 0.7 MB progressive JPEG of many scans held the prep step for 58 s before), then an ordinary
+    picture is answered."""
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    from export import formats as F
+    from serving import repository
+    from serving.server import TritonServer
+
+    repo = tmp_path / "repo"
+    repository.build(exported[0], repo, top_k=3, threads=1)
+    server = TritonServer(repo, 0, 0, 0)
+    server.start(timeout=180)
+    try:
+        client = http.InferenceServerClient(server.http_url)
+
+        def send(data: bytes):
+            inp = http.InferInput(F.ENCODED, [1, 1], "BYTES")
+            inp.set_data_from_numpy(np.array([[data]], dtype=object), binary_data=True)
+            return client.infer(F.ENTRY_MODEL, [inp])
+
+        for name, (make, limit) in HOSTILE.items():
+            data = make()
+            start = time.perf_counter()
+            with pytest.raises(InferenceServerException) as e:
+                send(data)
+            took = time.perf_counter() - start
+            assert took < FAST and limit in str(e.value) and "baseline JPEG" in str(e.value), (name, took, e.value)
+            print(f"{name} ({len(data) / 1e6:.2f} MB): refused by the server in {took * 1000:.0f} ms")
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(buf, "JPEG", progressive=True)
+        assert send(buf.getvalue()).as_numpy(F.SCORES).shape[0] == 1 and server.proc.poll() is None
+    finally:
+        server.stop()
