@@ -561,3 +561,6 @@ def test_a_server_killed_and_restarted_during_an_image_run_loses_no_picture(serv
     assert f"dnc segment: 160 written, 0 skipped as done, 0 failed of 160 picture(s); outputs in {out}" in err
     assert len(list(out.glob("*.evidence.json"))) == len(list(out.glob("*.labels.png"))) == 160
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert main(["segment", str(folder), "--out", str(out), "--model", SEG, "--url", server.grpc_url, "--protocol",
+                 "grpc"]) == 0  # the rerun asks the server its class list: all done with it
+    assert "0 written, 160 skipped as done (same source and class list" in capsys.readouterr().err
