@@ -96,11 +96,12 @@ def _jpeg_cost(data: bytes, what: str) -> None:
 
 
 def _png_cost(data: bytes, what: str) -> None:
-    pos, others, metadata, idat, idat_limit = 8, 0, 0, 0, MAX_SEGMENTS
+    pos, others, metadata, idat, idat_limit, animated = 8, 0, 0, 0, MAX_SEGMENTS, False
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"IHDR" and pos + 16 <= len(data):
-            w, h = struct.unpack_from(">II", data, pos + 8)
+        body = pos + 8
+        if kind == b"IHDR" and body + 8 <= len(data):
+            w, h = struct.unpack_from(">II", data, body)
             idat_limit = min(MAX_IDAT, MAX_SEGMENTS + h + w * h // 256)  # a chunk a row, or per KB of 4-byte pixels
         pos += 12 + length
         if kind == b"IDAT":
@@ -109,8 +110,10 @@ def _png_cost(data: bytes, what: str) -> None:
                 raise _costly(what, f"is a PNG of more than {idat_limit} IDAT chunks for its size",
                               f"{idat_limit} IDAT chunks")
             continue
-        if kind == b"IEND":
+        if kind == b"IEND" or (kind == b"fcTL" and idat and animated):  # PIL stops at an APNG's second frame
             return
+        if kind == b"acTL" and body + 4 <= len(data):  # an APNG: its frame count
+            animated = struct.unpack_from(">I", data, body)[0] > 1
         others += 1
         if others > MAX_SEGMENTS:
             raise _costly(what, f"is a PNG of more than {MAX_SEGMENTS} chunks besides IDAT", f"{MAX_SEGMENTS} chunks")

@@ -220,3 +220,19 @@ def test_the_real_server_refuses_them_fast_and_stays_up(tmp_path, exported):
         assert send(buf.getvalue()).as_numpy(F.SCORES).shape[0] == 1 and server.proc.poll() is None
     finally:
         server.stop()
+
+
+def test_an_animated_png_reads_its_first_frame_however_many_follow(tmp_path):
+    """PIL stops at an APNG's second frame, and so does the scan: 1,500 frames are not 1,500 costly chunks;
+    the same chunks in a PNG that is not animated are (PIL walks them all)."""
+    frames = [Image.fromarray(np.full((8, 8), i % 256, np.uint8)) for i in range(1500)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+    data = buf.getvalue()
+    assert data.count(b"fdAT") > 1000
+    path = tmp_path / "many.png"
+    path.write_bytes(data)
+    assert read_picture(path, "L").shape == (8, 8, 1)
+    still = data.replace(b"acTL", b"acTl")  # no longer animated (an unknown private chunk)
+    with pytest.raises(preprocess.ImageError, match="1000 chunks"):
+        preprocess.check_cost(still)
