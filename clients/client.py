@@ -323,11 +323,12 @@ class DNCClient:
             return None
         if how == "float32":
             return item.shape
-        from PIL import Image
-
-        try:
-            with Image.open(f) as im:  # the header only
-                return im.size
+        try:  # the header only, after the reader's cost scan; the size as the server will turn it upright
+            with preprocess.open_bytes(item.reshape(-1)[0], f"image {f}") as im:
+                w, h = im.size
+                return (h, w) if preprocess.orientation(im) >= 5 else (w, h)
+        except preprocess.ImageError as e:
+            raise DataError(str(e)) from None
         except Exception as e:  # a file with a PNG/JPEG signature and a damaged header
             raise DataError(f"cannot read image {f}: {type(e).__name__}: {e}") from None
 
