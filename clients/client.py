@@ -391,7 +391,7 @@ class DNCClient:
         self.close()
 
 
-NOUNS = {"classification": ("classifier", "classifiers"), "segmentation": ("segmenter", "segmenters")}
+NOUNS = F.TASK_NOUNS
 
 
 def _nouns(task: str | None) -> tuple[str, str]:

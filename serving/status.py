@@ -15,12 +15,12 @@ import logging
 import time
 from pathlib import Path
 
+from export import formats as F
 from serving import repository
 from serving.state import STATE_FILE, read_state, server_alive, supervisor_alive
 
 log = logging.getLogger(__name__)
 
-NOUN = {"classification": "classifier", "segmentation": "segmenter"}
 
 
 def status(repo: str | Path, url: str | None = None, timeout: float = 5.0) -> dict:
@@ -142,7 +142,7 @@ def render(report: dict) -> str:
     health = report["health"]
     for name, m in report["models"].items():
         anchored = "anchored to exemplars" if m["anchored"] else "not anchored"
-        lines.append(f"  {name}: {NOUN.get(m['task'], m['task'])}, {m['runtime']} runtime, embedding "
+        lines.append(f"  {name}: {F.TASK_NOUNS.get(m['task'], (m['task'],))[0]}, {m['runtime']} runtime, embedding "
                      f"{short_fingerprint(m['embed_fingerprint'])} (D={m['dim']})")
         lines.append(f"    class list {m['set_id']}: {m['num_classes']} classes, {anchored}: "
                      f"{abbreviate(m['class_names'])}")

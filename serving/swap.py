@@ -103,7 +103,6 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
             "answering_seconds": answering}
 
 
-_MODELS = {"classification": "classifier", "segmentation": "segmenter"}
 _SETS = {"classification": "served classifiers take sets made from class folders: `dnc centroids --embed "
                            "EMBED --data FOLDER`",
          "segmentation": "served segmenters take sets made from masks: `dnc centroids --embed EMBED --data SCENES`"}
@@ -113,7 +112,8 @@ def check_task(cs: centroid_set.CentroidSet, task: str, name: str, where: str | 
     """Refuse a set made for the other task by saying so: its embedding fingerprint differs too, but a
     message about fingerprints would send the user recomputing a set that can never fit this model."""
     if cs.task != task:
-        raise SwapError(f"{where} is a {cs.task} set; model {name} is a {_MODELS.get(task, task)} ({_SETS[task]}, "
+        noun = F.TASK_NOUNS.get(task, (task,))[0]
+        raise SwapError(f"{where} is a {cs.task} set; model {name} is a {noun} ({_SETS[task]}, "
                         "EMBED being the embed.onnx of its export); nothing changed")
 
 
