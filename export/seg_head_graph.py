@@ -6,11 +6,14 @@ size (H, W):
     xn = x / max(||x||, eps)                                   per cell
     sim = xn . P + pad                                         (N, h, w, C, Kmax); padded slots at PAD_SCORE
     cell scores = max_k sim, cell winners = argmax_k sim       (N, h, w, C)
-    scores = bilinear resize of the cell scores to (H, W)      (N, C, H, W), half-pixel centres
+    scores = bilinear resize of the cell scores to (H, W)      (N, H, W, C), half-pixel centres
     labels, pixel_score, pixel_margin = top-2 over classes     (N, H, W)
     pixel_subcentroid = winner of the label at the pixel's nearest cell (the cell holding its centre)
     per image and class: pixel count, mean pixel_score over its pixels, and the sub-centroid winning most
-    of them (-1 for a class with no pixel), counted with a scatter-add over C*Kmax bins
+    of them (-1 for a class with no pixel), counted with scatter-adds over C and C*Kmax bins
+The first four lines run in bands of output rows (export/seg_head_bands.py), each holding about
+CLASS_PIXEL_BUDGET class-pixels, so no tensor of C x H x W (or C x Kmax x h x w) is ever whole: the
+head's memory is bounded by the budget and the per-pixel answer (10 bytes a pixel), whatever C.
 This is what training/segmenter.py and training/seg_task.py compute in torch. The served variant
 (evidence=True) adds the anchored exemplar of each class's dominant sub-centroid (image id, name, y, x),
 the class names and the set id, from tables frozen into the graph, so a response comes from one list.
@@ -25,15 +28,19 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import formats as F
+from export import seg_head_bands as bands
 from export.centroid_set import CentroidSet, CentroidSetError, validate
 from export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, set_metadata
 
 MAX_LABEL = 255  # labels and sub-centroid indices travel as uint8
+CLASS_PIXEL_BUDGET = 1 << 23  # class-pixels one band of output rows holds (about 16 bytes each at the peak)
 
 
-def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: bool = True) -> onnx.ModelProto:
+def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: bool = True,
+                   budget: int = CLASS_PIXEL_BUDGET) -> onnx.ModelProto:
     """The segmentation head for a centroid set: inputs formats.SEG_HEAD_INPUTS, outputs
-    formats.SEG_HEAD_OUTPUTS (and formats.SEG_EVIDENCE_OUTPUTS with `evidence`)."""
+    formats.SEG_HEAD_OUTPUTS (and formats.SEG_EVIDENCE_OUTPUTS with `evidence`). `budget`: class-pixels
+    one band of output rows holds (export/seg_head_bands.py); the answers do not depend on it."""
     validate(cs)
     if cs.task != "segmentation":
         raise CentroidSetError(f"centroid set {cs.set_id} is a {cs.task} set; a segmenter needs one made from "
@@ -42,84 +49,60 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
     if c > MAX_LABEL or kmax > MAX_LABEL:
         raise CentroidSetError(f"a segmentation head has at most {MAX_LABEL} classes and sub-centroids per class "
                                f"(uint8 maps); this set has {c} and {kmax}")
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1 class-pixel, got {budget}")
     flat = cs.centroids.reshape(c * kmax, d).astype(np.float32)
     pad = np.where(cs.k_mask.reshape(-1), 0.0, PAD_SCORE).astype(np.float32)
+    i64 = lambda v, name: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    f32 = lambda v, name: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
     init = [
         numpy_helper.from_array(np.ascontiguousarray(flat.T), "seg.centroids_t"),  # (D, C*Kmax)
         numpy_helper.from_array(pad, "seg.pad"),  # (C*Kmax,)
-        numpy_helper.from_array(np.array(NORM_EPS, np.float32), "seg.eps"),
-        numpy_helper.from_array(np.array([0, 0, 0, c, kmax], np.int64), "seg.shape_nhwck"),
-        numpy_helper.from_array(np.array([2], np.int64), "seg.two"),
-        numpy_helper.from_array(np.array(0, np.int64), "seg.i0"),
-        numpy_helper.from_array(np.array(1, np.int64), "seg.i1"),
-        numpy_helper.from_array(np.array([1], np.int64), "seg.v1"),
-        numpy_helper.from_array(np.array([3], np.int64), "seg.v3"),
-        numpy_helper.from_array(np.array([2, 3], np.int64), "seg.hw_axes"),
-        numpy_helper.from_array(np.array([-1], np.int64), "seg.minus1"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "seg.half"),
-        numpy_helper.from_array(np.array(1.0, np.float32), "seg.one_f"),
-        numpy_helper.from_array(np.array(-1, np.int32), "seg.none"),
-        numpy_helper.from_array(np.arange(c, dtype=np.int64).reshape(1, c, 1, 1), "seg.class_ids"),
-        numpy_helper.from_array(np.array([c * kmax], np.int64), "seg.ck"),
-        numpy_helper.from_array(np.array(kmax, np.int64), "seg.kmax"),
-        numpy_helper.from_array(np.array([0, c, kmax], np.int64), "seg.shape_nck"),
+        f32(NORM_EPS, "seg.eps"), f32(0.5, "seg.half"), f32(1.0, "seg.one_f"), f32(0.0, "seg.zero_f"),
+        i64(0, "seg.i0"), i64(1, "seg.i1"), i64(2, "seg.i2"), i64(c, "seg.C"), i64(kmax, "seg.kmax"),
+        i64(budget, "seg.budget"), i64([0], "seg.v0"), i64([1], "seg.v1"), i64([2], "seg.two"),
+        i64([-1], "seg.minus1"), i64([c, kmax], "seg.ck_shape"), i64([1, -1, 1, 1], "seg.shape_r"),
+        i64([1, 1, -1, 1], "seg.shape_c"), i64([c * kmax], "seg.ck"), i64([0, c, kmax], "seg.shape_nck"),
+        i64([c], "seg.c_vec"), numpy_helper.from_array(np.array(-1, np.int32), "seg.none"),
     ]
-    x = F.PIXEL_EMBEDDING
-    n = []
-    if normalise_input:
-        n += [helper.make_node("ReduceL2", [x], ["seg.norm"], axes=[1], keepdims=1),  # (N, 1, h, w)
-              helper.make_node("Max", ["seg.norm", "seg.eps"], ["seg.norm_c"]),
-              helper.make_node("Div", [x, "seg.norm_c"], ["seg.xn"])]
-        x = "seg.xn"
+    n = [helper.make_node("Transpose", [F.PIXEL_EMBEDDING], ["seg.cells"], perm=[0, 2, 3, 1])]  # (N, h, w, D)
+    n += bands.shape_nodes()
+    n += bands.coordinate_nodes(0, "seg.h", "seg.H") + bands.coordinate_nodes(1, "seg.w", "seg.W")
+    n += bands.column_weight_nodes() + bands.band_rows_nodes() + bands.loop_nodes(c, kmax, normalise_input)
     n += [
-        helper.make_node("Transpose", [x], ["seg.cells"], perm=[0, 2, 3, 1]),  # (N, h, w, D)
-        helper.make_node("MatMul", ["seg.cells", "seg.centroids_t"], ["seg.sim_flat"]),  # (N, h, w, C*Kmax)
-        helper.make_node("Add", ["seg.sim_flat", "seg.pad"], ["seg.sim_padded"]),
-        helper.make_node("Reshape", ["seg.sim_padded", "seg.shape_nhwck"], ["seg.sim"]),  # (N, h, w, C, Kmax)
-        helper.make_node("ReduceMax", ["seg.sim"], ["seg.cell_scores"], axes=[4], keepdims=0),  # (N, h, w, C)
-        helper.make_node("ArgMax", ["seg.sim"], ["seg.cell_win"], axis=4, keepdims=0),  # (N, h, w, C)
-        helper.make_node("Transpose", ["seg.cell_scores"], ["seg.cell_scores_t"], perm=[0, 3, 1, 2]),  # (N, C, h, w)
-        # bilinear resize to (H, W): sizes = (N, C) of the cell scores, then the requested output size
-        helper.make_node("Shape", ["seg.cell_scores_t"], ["seg.nc"], start=0, end=2),
-        helper.make_node("Concat", ["seg.nc", F.OUTPUT_SIZE], ["seg.sizes"], axis=0),
-        helper.make_node("Resize", ["seg.cell_scores_t", "", "", "seg.sizes"], ["seg.scores"], mode="linear",
-                         coordinate_transformation_mode="half_pixel"),  # (N, C, H, W)
-        helper.make_node("TopK", ["seg.scores", "seg.two"], ["seg.top_v", "seg.top_i"], axis=1),  # (N, 2, H, W)
-        helper.make_node("Gather", ["seg.top_v", "seg.i0"], [F.PIXEL_SCORE], axis=1),  # (N, H, W)
-        helper.make_node("Gather", ["seg.top_v", "seg.i1"], ["seg.second"], axis=1),
-        helper.make_node("Sub", [F.PIXEL_SCORE, "seg.second"], [F.PIXEL_MARGIN]),
-        helper.make_node("Gather", ["seg.top_i", "seg.i0"], ["seg.labels64"], axis=1),  # (N, H, W)
-        helper.make_node("Cast", ["seg.labels64"], [F.LABELS], to=TensorProto.UINT8),
-    ]
-    n += _nearest_cells()
-    n += [
-        helper.make_node("Gather", ["seg.cell_win", "seg.rows"], ["seg.win_rows"], axis=1),  # (N, H, w, C)
-        helper.make_node("Gather", ["seg.win_rows", "seg.cols"], ["seg.win_px"], axis=2),  # (N, H, W, C)
-        helper.make_node("Unsqueeze", ["seg.labels64", "seg.v3"], ["seg.labels_u"]),  # (N, H, W, 1)
-        helper.make_node("GatherElements", ["seg.win_px", "seg.labels_u"], ["seg.sub_u"], axis=3),
-        helper.make_node("Squeeze", ["seg.sub_u", "seg.v3"], ["seg.sub64"]),  # (N, H, W)
-        helper.make_node("Cast", ["seg.sub64"], [F.PIXEL_SUBCENTROID], to=TensorProto.UINT8),
-        # per image and class: pixel count and the sum of pixel scores, via a one-hot over classes
-        helper.make_node("Unsqueeze", ["seg.labels64", "seg.v1"], ["seg.labels_c"]),  # (N, 1, H, W)
-        helper.make_node("Equal", ["seg.labels_c", "seg.class_ids"], ["seg.onehot_b"]),  # (N, C, H, W)
-        helper.make_node("Cast", ["seg.onehot_b"], ["seg.onehot"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceSum", ["seg.onehot", "seg.hw_axes"], ["seg.count_f"], keepdims=0),  # (N, C)
-        helper.make_node("Cast", ["seg.count_f"], [F.CLASS_PIXELS], to=TensorProto.INT32),
-        helper.make_node("Unsqueeze", [F.PIXEL_SCORE, "seg.v1"], ["seg.score_c"]),  # (N, 1, H, W)
-        helper.make_node("Mul", ["seg.onehot", "seg.score_c"], ["seg.score_oh"]),
-        helper.make_node("ReduceSum", ["seg.score_oh", "seg.hw_axes"], ["seg.score_sum"], keepdims=0),
-        helper.make_node("Max", ["seg.count_f", "seg.one_f"], ["seg.count_1"]),
-        helper.make_node("Div", ["seg.score_sum", "seg.count_1"], [F.CLASS_SCORE]),  # (N, C), 0 where absent
-        # the dominant sub-centroid: votes of every pixel for bin label * Kmax + sub-centroid
+        helper.make_node("Identity", ["seg.score"], [F.PIXEL_SCORE]),  # (N, H, W)
+        helper.make_node("Identity", ["seg.margin"], [F.PIXEL_MARGIN]),
+        helper.make_node("Identity", ["seg.labels"], [F.LABELS]),
+        helper.make_node("Identity", ["seg.sub"], [F.PIXEL_SUBCENTROID]),
+        # per image and class, by scatter-adds over the N x H x W answer (nothing of size C x H x W):
+        # pixel counts and score sums in float64, votes for bin label * Kmax + sub-centroid
+        helper.make_node("Concat", ["seg.n1", "seg.minus1"], ["seg.flat_shape"], axis=0),
+        helper.make_node("Cast", ["seg.labels"], ["seg.labels64"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["seg.labels64", "seg.flat_shape"], ["seg.label_flat"]),  # (N, H*W)
+        helper.make_node("Cast", ["seg.score"], ["seg.score_d"], to=TensorProto.DOUBLE),
+        helper.make_node("Reshape", ["seg.score_d", "seg.flat_shape"], ["seg.score_flat"]),
+        helper.make_node("Shape", ["seg.label_flat"], ["seg.np_shape"]),
+        helper.make_node("ConstantOfShape", ["seg.np_shape"], ["seg.ones_d"],
+                         value=helper.make_tensor("one", TensorProto.DOUBLE, [1], [1.0])),
+        helper.make_node("Concat", ["seg.n1", "seg.c_vec"], ["seg.nc_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["seg.nc_shape"], ["seg.zeros_nc"],
+                         value=helper.make_tensor("zero", TensorProto.DOUBLE, [1], [0.0])),
+        helper.make_node("ScatterElements", ["seg.zeros_nc", "seg.label_flat", "seg.ones_d"], ["seg.count_d"],
+                         axis=1, reduction="add"),  # (N, C)
+        helper.make_node("ScatterElements", ["seg.zeros_nc", "seg.label_flat", "seg.score_flat"], ["seg.sum_d"],
+                         axis=1, reduction="add"),
+        helper.make_node("Cast", ["seg.count_d"], [F.CLASS_PIXELS], to=TensorProto.INT32),
+        helper.make_node("Cast", ["seg.one_f"], ["seg.one_d"], to=TensorProto.DOUBLE),
+        helper.make_node("Max", ["seg.count_d", "seg.one_d"], ["seg.count_1"]),
+        helper.make_node("Div", ["seg.sum_d", "seg.count_1"], ["seg.mean_d"]),
+        helper.make_node("Cast", ["seg.mean_d"], [F.CLASS_SCORE], to=TensorProto.FLOAT),  # (N, C), 0 where absent
+        helper.make_node("Cast", ["seg.sub"], ["seg.sub64"], to=TensorProto.INT64),
         helper.make_node("Mul", ["seg.labels64", "seg.kmax"], ["seg.row"]),
         helper.make_node("Add", ["seg.row", "seg.sub64"], ["seg.slot"]),  # (N, H, W)
-        helper.make_node("Shape", ["seg.slot"], ["seg.n"], start=0, end=1),
-        helper.make_node("Concat", ["seg.n", "seg.minus1"], ["seg.flat_shape"], axis=0),
         helper.make_node("Reshape", ["seg.slot", "seg.flat_shape"], ["seg.slot_flat"]),  # (N, H*W)
-        helper.make_node("Shape", ["seg.slot_flat"], ["seg.slot_shape"]),
-        helper.make_node("ConstantOfShape", ["seg.slot_shape"], ["seg.ones"],
+        helper.make_node("ConstantOfShape", ["seg.np_shape"], ["seg.ones"],
                          value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
-        helper.make_node("Concat", ["seg.n", "seg.ck"], ["seg.bins_shape"], axis=0),
+        helper.make_node("Concat", ["seg.n1", "seg.ck"], ["seg.bins_shape"], axis=0),
         helper.make_node("ConstantOfShape", ["seg.bins_shape"], ["seg.zeros"],
                          value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])),
         helper.make_node("ScatterElements", ["seg.zeros", "seg.slot_flat", "seg.ones"], ["seg.votes"], axis=1,
@@ -127,7 +110,7 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
         helper.make_node("Reshape", ["seg.votes", "seg.shape_nck"], ["seg.votes_ck"]),  # (N, C, Kmax)
         helper.make_node("ArgMax", ["seg.votes_ck"], ["seg.dom64"], axis=2, keepdims=0),  # (N, C)
         helper.make_node("Cast", ["seg.dom64"], ["seg.dom32"], to=TensorProto.INT32),
-        helper.make_node("Cast", ["seg.count_f"], ["seg.present"], to=TensorProto.BOOL),
+        helper.make_node("Cast", ["seg.count_d"], ["seg.present"], to=TensorProto.BOOL),
         helper.make_node("Where", ["seg.present", "seg.dom32", "seg.none"], [F.CLASS_SUBCENTROID]),
     ]
     specs = F.SEG_HEAD_OUTPUTS
@@ -147,31 +130,6 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
                          F.META_FINGERPRINT: cs.embed_fingerprint, F.META_TASK: "segmentation"})
     onnx.checker.check_model(model, full_check=True)
     return model
-
-
-def _nearest_cells() -> list:
-    """Nodes giving seg.rows (H,) and seg.cols (W,): the cell holding each pixel centre,
-    min(floor((y + 0.5) * h / H), h - 1), from the cell map's and the output's sizes."""
-    out = [helper.make_node("Shape", ["seg.cell_win"], ["seg.hw_cells"], start=1, end=3)]  # (2,) h, w
-    for name, axis in (("rows", 0), ("cols", 1)):
-        a = f"seg.{name}"
-        out += [
-            helper.make_node("Gather", [F.OUTPUT_SIZE, f"seg.i{axis}"], [f"{a}.out"], axis=0),  # () H
-            helper.make_node("Gather", ["seg.hw_cells", f"seg.i{axis}"], [f"{a}.cells"], axis=0),  # () h
-            helper.make_node("Range", ["seg.i0", f"{a}.out", "seg.i1"], [f"{a}.idx"]),  # (H,)
-            helper.make_node("Cast", [f"{a}.idx"], [f"{a}.idx_f"], to=TensorProto.DOUBLE),
-            helper.make_node("Cast", [f"{a}.out"], [f"{a}.out_f"], to=TensorProto.DOUBLE),
-            helper.make_node("Cast", [f"{a}.cells"], [f"{a}.cells_f"], to=TensorProto.DOUBLE),
-            helper.make_node("Cast", ["seg.half"], [f"{a}.half"], to=TensorProto.DOUBLE),
-            helper.make_node("Add", [f"{a}.idx_f", f"{a}.half"], [f"{a}.centre"]),
-            helper.make_node("Mul", [f"{a}.centre", f"{a}.cells_f"], [f"{a}.scaled"]),
-            helper.make_node("Div", [f"{a}.scaled", f"{a}.out_f"], [f"{a}.pos"]),
-            helper.make_node("Floor", [f"{a}.pos"], [f"{a}.floor"]),
-            helper.make_node("Cast", [f"{a}.floor"], [f"{a}.i"], to=TensorProto.INT64),
-            helper.make_node("Sub", [f"{a}.cells", "seg.i1"], [f"{a}.last"]),
-            helper.make_node("Min", [f"{a}.i", f"{a}.last"], [a]),
-        ]
-    return out
 
 
 def _evidence(cs: CentroidSet) -> tuple[list, list]:
