@@ -18,11 +18,16 @@ server log (no traceback). Config parameters:
   and of one run of the graph (a batch of larger total is run in pieces),
   `maps_input` (optional bool: fill the score maps) and `map_outputs` (sent as 0 x 0 unless asked).
 An output holding NaN or inf is never sent: that request gets an error instead. The dynamic batcher hands
-several requests at once: those of one input shape are run as one batch and split again. The stub's
+several requests at once: those of one input shape are run as one batch and split again.
+Memory is handed back after each request (issue 23, item 5): onnxruntime runs without its CPU arena (which
+kept the largest request's buffers for good), buffers of 1 MB and more are mapped for themselves (a fixed
+mmap threshold: glibc's own rises to the largest buffer freed and then keeps such buffers in its heap), and
+after a call that handled more than TRIM_PIXELS pixels glibc's free heap pages are returned (malloc_trim). The stub's
 embedded interpreter ignores PYTHONPATH, so `dnc serve` names the environment holding numpy, PIL and
 onnxruntime in DNC_SITE_PACKAGES (unset in the official container, which has them).
 """
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -37,6 +42,32 @@ import onnxruntime as ort  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 TOLERANCE = 1e-3  # of the channel's range: resizing and float rounding stay inside it
+TRIM_PIXELS = 1 << 18  # a call that handled more pixels than this returns glibc's free pages afterwards
+
+
+MMAP_THRESHOLD = 1 << 20  # buffers from 1 MB up are mapped for themselves, unmapped when freed
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def _libc():
+    """glibc, set so freed large buffers go back to the system at once: a fixed mmap threshold (glibc
+    otherwise raises it to the largest buffer freed, and keeps later buffers of that size in its heap)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        return libc
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to set or trim
+        return None
+
+
+_LIBC = _libc()
+
+
+def _give_back(pixels):
+    """Return freed heap memory to the system after a large call: glibc keeps it (in its arenas, above the
+    mmap threshold it raised itself) and the stub's resident size would stay at the largest request's."""
+    if _LIBC is not None and pixels > TRIM_PIXELS:
+        _LIBC.malloc_trim(0)
 
 
 def _error(message, code="INVALID_ARG"):
@@ -82,15 +113,20 @@ class TritonPythonModel:
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = False  # an arena keeps the largest request's buffers resident for good
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.graph_inputs = [i.name for i in self.session.get_inputs()]
         self.graph_shapes = {i.name: i.shape for i in self.session.get_inputs()}  # ints fixed, strings free
 
     def execute(self, requests):
-        if self.role == "prep":
-            return [self._prep(r) for r in requests]
-        return self._run_graph(requests)
+        self.pixels = 0  # handled in this call, summed by _prep and _run_group
+        try:
+            if self.role == "prep":
+                return [self._prep(r) for r in requests]
+            return self._run_graph(requests)
+        finally:
+            _give_back(self.pixels)
 
     # -- prep ---------------------------------------------------------------------------------------
     def _prep(self, request):
@@ -149,6 +185,7 @@ class TritonPythonModel:
 
     def _check_budget(self, name, pixels):
         """One request carries at most max_pixels pixels in all (one largest picture's worth)."""
+        self.pixels += pixels
         if pixels > self.max_pixels:
             raise self.P.ImageError(f"{name}: the request's pictures hold {pixels / 1e6:.1f} million pixels in all, "
                                     f"more than the {self.max_pixels / 1e6:.1f} million one request may carry: "
@@ -191,6 +228,7 @@ class TritonPythonModel:
                    for n in members[0][1]}
         n_items = len(batched[self.inputs[0]])
         px = self._item_pixels(batched)
+        self.pixels += n_items * (px or 0)
         step = max(1, self.max_pixels // px) if px and self.max_pixels else n_items  # bounded memory per run
         try:
             runs = []
