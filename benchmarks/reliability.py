@@ -34,7 +34,7 @@ from triton_serving import Load, pct  # this folder's serving benchmark
 from clients.cli import main as dnc
 from export import formats as F
 from serving import repository
-from serving.processes import SHM_DIR, group_processes
+from serving.processes import group_processes, region_dir
 from serving.state import read_state, stop_detached
 from serving.swap import Probe, swap
 
@@ -49,8 +49,8 @@ def footprint(state: dict) -> dict:
                             if line.startswith("VmRSS:")).split()[1])
         except (OSError, StopIteration):
             pass
-    return {"processes": len(pids), "rss_mb": round(rss / 1024, 1),
-            "shm_regions": len(list(SHM_DIR.glob(f"{state['shm_prefix']}*")))}
+    regions = region_dir(state["pid"], state.get("private_shm", False)).glob(f"{state['shm_prefix']}*")
+    return {"processes": len(pids), "rss_mb": round(rss / 1024, 1), "shm_regions": len(list(regions))}
 
 
 def post(state: dict, path: str, body: bytes, headers: dict | None = None) -> int:

@@ -56,6 +56,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "unauthenticated crash and code-execution vulnerabilities (CVE-2025-23310/23311 and others, "
                         "see the README's Security section), so expose it only on a network you trust; deploy the "
                         "Dockerfile's current Triton release otherwise")
+    p.add_argument("--shared-shm", action="store_true",
+                   help="use the machine's /dev/shm instead of one of the server's own (a private tmpfs in a mount "
+                        "namespace). Its regions hold requests and responses and are created world-readable, then "
+                        "narrowed: only where /dev/shm is this server's alone (a container of its own) or where the "
+                        "kernel allows no namespace")
     p.add_argument("--detach", action="store_true", help="return once ready, leaving the server and its "
                    "supervisor running (stop them with `dnc stop`)")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the models to load")
@@ -125,7 +130,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from serving.supervisor import Supervisor
 
     lock = _hold_serve_lock(repo, run_dir)  # held until this process exits  # noqa: F841
-    server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host, run_dir=run_dir)
+    server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host, run_dir=run_dir,
+                          private_shm=not a.shared_shm)
     # Explicit handlers, set before the (long) start so an interrupt then still stops the server: a
     # process started in the background of a non-interactive shell inherits SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal of a foreground serve closed
@@ -179,7 +185,8 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
     out = run_dir / "supervisor.log"
     cmd = [sys.executable, "-m", "serving.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
            "--grpc-port", str(a.grpc_port), "--metrics-port", str(a.metrics_port), "--host", a.host,
-           "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else [])]
+           "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else []),
+           *(["--shared-shm"] if a.shared_shm else [])]
     with open_log(out) as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)

@@ -86,6 +86,12 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def region_dir(pid: int, private: bool) -> Path:
+    """Where the shared-memory regions of the server `pid` are, as its own user sees them: in its private
+    /dev/shm (reached through /proc while it runs; see private_shm.py) or in the machine's."""
+    return Path(f"/proc/{int(pid)}/root/dev/shm") if private else SHM_DIR
+
+
 def restrict_shm(prefix: str) -> int:
     """Make a server's shared-memory regions readable by its user only; returns how many were changed.
     The python backend creates them world-readable (0644, whatever the umask), and they hold requests

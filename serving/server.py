@@ -13,8 +13,12 @@ What is served is what the repository on disk holds, and nothing else can change
   behind a header whose required value (a newline) no HTTP or gRPC request can carry. No key exists,
   so none can leak through a command line, a state file or an environment.
 The server runs in a process group of its own (stopping the group also stops its python-backend stubs),
-and its python backend names its shared-memory regions with a prefix of this start, so whatever a
-crash leaves in /dev/shm is found and removed (`cleanup`).
+and its python backend names its shared-memory regions with a prefix of this start. Those regions hold
+requests and responses: the server runs with a /dev/shm of its own (a private tmpfs in a mount
+namespace, see private_shm.py), so no other local user can open one at any moment. Started with
+`private_shm=False` (`dnc serve --shared-shm`, for a container whose /dev/shm is already its own) it
+uses the machine's /dev/shm, where the regions are narrowed to 0600 once they appear and whatever a
+crash leaves is found by its prefix and removed (`cleanup`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from export import formats as F
+from serving import private_shm
 from serving.own_folder import open_log
 from serving.processes import cleanup_shm, restrict_shm, stop_group
 
@@ -99,7 +104,8 @@ class TritonServer:
 
     Ports of 0 are replaced by free ones (kept across restarts). `shm_prefix` names the python
     backend's shared-memory regions of this server (chosen at the first start when empty, then kept:
-    a restart first removes what the previous process left under it)."""
+    a restart first removes what the previous process left under it). `private_shm`: run in a /dev/shm
+    of its own (see the module docstring); False only where /dev/shm is this server's alone anyway."""
 
     repo: Path
     http_port: int = 8000
@@ -109,6 +115,7 @@ class TritonServer:
     run_dir: Path | None = None  # backend folder and log; a temporary folder (removed at stop) when None
     host: str = "127.0.0.1"
     shm_prefix: str = ""
+    private_shm: bool = True
     proc: subprocess.Popen | None = field(default=None, init=False)
     _tmp: Path | None = field(default=None, init=False)
     entries: list[str] = field(default_factory=list, init=False)  # entry models, from repository.json
@@ -143,6 +150,8 @@ class TritonServer:
                "--strict-readiness=true", f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
         if backend_dir is not None:
             cmd.append(f"--backend-directory={backend_dir}")
+        if self.private_shm:  # -I -S: no site, no environment, nothing of this project's imported
+            return [sys.executable, "-I", "-S", private_shm.__file__, *cmd]
         return cmd
 
     def start(self, timeout: float = 120.0) -> TritonServer:
@@ -189,13 +198,16 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         for entry in self.entries:  # every model the repository serves
             self.wait_ready(max(1.0, deadline - time.monotonic()), entry)
-        restrict_shm(self.shm_prefix)
+        if not self.private_shm:
+            restrict_shm(self.shm_prefix)
 
     def wait_ready(self, timeout: float, model: str = F.ENTRY_MODEL) -> None:
         """Poll the model's readiness (not /v2/health/ready, which is false while any model loads)."""
         deadline = time.monotonic() + timeout
         url = f"http://{self.http_url}/v2/models/{model}/ready"
         while time.monotonic() < deadline:
+            if self.private_shm and self.proc is not None and self.proc.poll() == private_shm.FAILED:
+                raise ServerError(self.log_tail(3))  # the launcher's own message: why, and the flag
             if self.proc is None or self.proc.poll() is not None:
                 raise ServerError(f"tritonserver exited with status {self.proc.returncode if self.proc else '?'} "
                                   f"before {model} was ready:\n{self.log_tail()}")

@@ -30,7 +30,8 @@ def write_state(server: TritonServer, restarts: int = 0) -> Path:
                                "pid": server.proc.pid, "server_started": start_ticks(server.proc.pid),
                                "http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url,
                                "log": str(server.log_file), "shm_prefix": server.shm_prefix,
-                               "restarts": restarts, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+                               "private_shm": server.private_shm, "restarts": restarts,
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     tmp.replace(path)
     return path
 

@@ -105,7 +105,8 @@ class Supervisor:
             try:
                 return self.server.proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
-                restrict_shm(self.server.shm_prefix)
+                if not self.server.private_shm:  # (a private /dev/shm is closed to others from the start)
+                    restrict_shm(self.server.shm_prefix)
 
     def _restart(self, wait: float) -> bool:
         """Start the server again after `wait` seconds, backing off further after each start that fails to

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,35 +307,52 @@ def test_bad_request_costs_one_log_line(served, reference):
 
 def test_kill_9_of_tritonserver_is_recovered(served, reference):
     """The supervisor restarts a killed server on the same ports and list; the dead one's stubs and shared
-    memory are gone."""
-    import os
+    memory are gone (its private /dev/shm with them: no process is left in its mount namespace)."""
     import signal
 
-    from serving.processes import SHM_DIR, group_processes
+    from serving.processes import group_processes, region_dir
 
     before = _state(served)
-    old_regions = {p.name for p in SHM_DIR.glob(f"{before['shm_prefix']}*")}
+    old_regions = list(region_dir(before["pid"], before["private_shm"]).glob(f"{before['shm_prefix']}*"))
+    namespace = os.readlink(f"/proc/{before['pid']}/ns/mnt")
+    assert old_regions and namespace != os.readlink("/proc/self/ns/mnt")
     os.kill(before["pid"], signal.SIGKILL)
     t0 = time.monotonic()
     _wait_restart(served, before, within=15.0)
     ready = assert_serving(served, reference, within=15.0) + time.monotonic() - t0
     after = _state(served)
     assert after["pid"] != before["pid"] and group_processes(before["pid"]) == []
-    assert not old_regions & {p.name for p in SHM_DIR.glob(f"{before['shm_prefix']}*")}
+    # (a namespace's number is reused once it is freed: the new server may hold the same one)
+    assert set(_in_namespace(namespace)) <= set(group_processes(after["pid"]))
+    assert not any(p.exists() for p in old_regions)
     print(f"ready {ready:.1f} s after kill -9")
+
+
+def _in_namespace(namespace: str) -> list[int]:
+    """Processes whose mount namespace is `namespace` (a /proc/PID/ns/mnt link's text)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and os.readlink(d / "ns" / "mnt") == namespace:
+                found.append(int(d.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_a_swap_after_failing_head_requests_leaves_no_stub(served, reference, tmp_path):
     """Failing requests straight to the head, then a swap and back: the replaced heads' stubs exit, the
     process count and shared-memory regions return to what they were."""
-    from serving.processes import SHM_DIR, group_processes
+    from serving.processes import group_processes, region_dir
     from serving.swap import swap
 
     state = _state(served)
+    regions = region_dir(state["pid"], state["private_shm"])
     for _ in range(5):
         assert _post(state, f"/v2/models/{F.HEAD_MODEL}/infer",
                      _json_infer(F.EMBEDDING, [1, 32], [float("nan")] * 32))[0] == 400
-    before = (len(group_processes(state["pid"])), len(list(SHM_DIR.glob(f"{state['shm_prefix']}*"))))
+    before = (len(group_processes(state["pid"])), len(list(regions.glob(f"{state['shm_prefix']}*"))))
+    assert before[1] > 0
     served_set = centroid_set.load(served / F.HEAD_MODEL / repository.SET_FOLDER)
     smaller = centroid_set.CentroidSet(served_set.centroids[:-1], served_set.ks[:-1], served_set.class_names[:-1],
                                        served_set.embed_fingerprint)
@@ -343,7 +362,7 @@ def test_a_swap_after_failing_head_requests_leaves_no_stub(served, reference, tm
     assert swap(served, tmp_path / "back", state["grpc"], log_file=state["log"])["to"] == served_set.set_id
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        now = (len(group_processes(state["pid"])), len(list(SHM_DIR.glob(f"{state['shm_prefix']}*"))))
+        now = (len(group_processes(state["pid"])), len(list(regions.glob(f"{state['shm_prefix']}*"))))
         if now == before:
             break
         time.sleep(0.5)

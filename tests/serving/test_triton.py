@@ -328,7 +328,7 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     import os
     import signal
 
-    from serving.processes import SHM_DIR
+    from serving.processes import region_dir
     from serving.state import read_state
 
     assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
@@ -336,16 +336,18 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     state = read_state(repo)
     with pytest.raises(ValueError, match="is being served"):
         repository.build(exported[0], repo)
-    regions = list(SHM_DIR.glob(f"{state['shm_prefix']}*"))
+    regions = list(region_dir(state["pid"], state["private_shm"]).glob(f"{state['shm_prefix']}*"))
     assert regions, "the python backend's shared memory carries the server's prefix"
+    stub = group_processes(state["pid"])[-1]  # its stubs hold the server's private /dev/shm after it dies
     os.kill(state["supervisor"], signal.SIGKILL)
     os.kill(state["pid"], signal.SIGKILL)
     time.sleep(1.0)
-    left = group_processes(state["pid"]), list(SHM_DIR.glob(f"{state['shm_prefix']}*"))
-    assert left[0] or left[1], "nothing left to clean: the case is moot"  # stubs may outlive it; regions do
+    left = group_processes(state["pid"])
+    assert left, "nothing left to clean: the case is moot"
+    assert list(region_dir(stub, state["private_shm"]).glob(f"{state['shm_prefix']}*"))  # regions kept alive
     assert main(["stop", "--repo", str(repo)]) == 0
     assert group_processes(state["pid"]) == [] and read_state(repo) is None
-    assert list(SHM_DIR.glob(f"{state['shm_prefix']}*")) == []
+    assert not any(r.exists() for r in regions) and not region_dir(stub, state["private_shm"]).exists()
 
 
 def test_one_supervisor_per_repository(repo, capsys):

@@ -75,7 +75,11 @@ for name, (path, body) in calls.items():
             codes.add("unsendable")
     out["api"][name] = sorted(map(str, codes))
 out["shm"] = {}  # the python backend's shared memory holds requests and responses
-for region in Path("/dev/shm").glob(state["shm_prefix"] + "*"):
+try:  # the server's own /dev/shm (see serving/private_shm.py)
+    out["shm"]["list its /dev/shm"] = str(len(os.listdir(f"/proc/{pid}/root/dev/shm")))
+except OSError as e:
+    out["shm"]["list its /dev/shm"] = type(e).__name__
+for region in Path("/dev/shm").glob(state["shm_prefix"] + "*"):  # the machine's (none: not there)
     for mode in ("rb", "r+b"):
         try:
             open(region, mode).close()
