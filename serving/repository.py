@@ -101,8 +101,7 @@ def _python(role: str, count: int, kind: str, params: dict) -> dict:
             "parameters": {k: {"string_value": v} for k, v in {"role": role, **params}.items()}}
 
 
-def _embed_backend(runtime_name: str, threads: int, instances: int, device: str, prep: dict,
-                   max_pixels: int) -> dict:
+def _embed_backend(runtime_name: str, threads: int, instances: int, device: str, prep: dict, max_pixels: int) -> dict:
     """The backend-specific part of the embedding model's config."""
     kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
     if runtime_name == "python":
@@ -113,7 +112,8 @@ def _embed_backend(runtime_name: str, threads: int, instances: int, device: str,
                 "instance_group": [{"count": instances, "kind": "KIND_GPU"}]}
     return {"backend": "onnxruntime", "default_model_filename": "model.onnx",
             "instance_group": [{"count": instances, "kind": kind}],
-            "parameters": {"intra_op_thread_count": {"string_value": str(threads)}}}
+            "parameters": {"intra_op_thread_count": {"string_value": str(threads)},
+                           "enable_mem_arena": {"string_value": "0"}}}  # an arena keeps a large request's memory
 
 
 def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threads: int = 0,
