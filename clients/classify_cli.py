@@ -26,7 +26,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="how pictures travel: uint8 pixels at their own size (the server resizes and normalises), "
                         "the files' PNG/JPEG bytes, or float32 preprocessed here")
     p.add_argument("--top-k", type=int, default=1, help="best classes to show per image")
-    p.add_argument("--batch-size", type=int, default=64, help="images per request")
+    p.add_argument("--batch-size", type=int, default=None, help="at most this many images per request; default: as "
+                   "many as fit the served model's max batch and the pixels it takes per request (read from the "
+                   "server)")
+    p.add_argument("--downscale", action="store_true", help="images above the served model's per-picture limit are "
+                   "sent downscaled (aspect kept); without it they are skipped with a message")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_classify)
 
@@ -36,7 +40,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
         raise ValueError(f"--top-k must be >= 1, got {a.top_k}")
     files = collect_images(a.paths)  # a missing path is named before any server is contacted
     skipped: list[tuple[str, str]] = []
-    with DNCClient(a.url, a.protocol, a.model, task="classification") as client:
+    with DNCClient(a.url, a.protocol, a.model, task="classification", downscale=a.downscale) as client:
         say_choice(a, client, "classification")
         preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped, how=a.how)
     if a.json:

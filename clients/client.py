@@ -11,7 +11,9 @@ HTTP and gRPC (tritonclient), binary tensors. Pictures travel as the server take
 uint8 pixels at their own size (the default), the files' PNG/JPEG bytes, or float32 preprocessed here;
 the server preprocesses raw ones as the export's manifest says (training/preprocess.py, the same code
 this client runs for float32). Every answer names the class-list version (`set_id`) that produced it;
-labels come from the same head, so they always match it.
+labels come from the same head, so they always match it. Requests carry as many pictures as fit the
+served model's pixel budget, read from the server; pictures above its per-picture limit are refused before
+sending, or sent downscaled with `downscale` and answered at their own size (clients/sizing.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from clients import sizing
 from clients.seg_results import Segmentation, segmentations
 from export import formats as F
 from training import preprocess
@@ -98,16 +101,17 @@ class DNCClient:
     """A connection to the entry model of a DNC server; checks on creation that it is up and ready."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", model: str | None = F.ENTRY_MODEL,
-                 timeout: float = 60.0, task: str | None = None):
+                 timeout: float = 60.0, task: str | None = None, downscale: bool = False):
         """`model` None: the one served model of `task` (see choose_model; `chosen` is then True). `task`
-        ("classification" or "segmentation"): a model of another task is refused, naming those of this one."""
+        ("classification" or "segmentation"): a model of another task is refused, naming those of this one.
+        `downscale`: files above the model's per-picture limit are sent downscaled (clients/sizing.py)."""
         if protocol not in PROTOCOLS:
             raise ClientError(f"unknown protocol {protocol!r}; choose http or grpc")
         if url is not None and not url.strip():
             raise ClientError("--url is empty: give the server's HOST:PORT, or leave --url out for "
                               f"{DEFAULT_URLS[protocol]}")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
-        self.chosen, self._want = model is None, task
+        self.chosen, self._want, self.downscale = model is None, task, downscale
         self.served: dict[str, str] = {}  # the DNC models served, name -> task (read when choosing the model)
         if "://" in self.url:
             raise ClientError(f"--url {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
@@ -135,7 +139,7 @@ class DNCClient:
 
     def _connect(self) -> None:
         """Check the server is live and the model ready (choosing it when not named); read the model's
-        batch size and preprocessing."""
+        batch size, preprocessing and pixel budget per request (`max_pixels`)."""
         url = self.url
         try:
             live = self._call(self._client.is_server_live)
@@ -170,6 +174,11 @@ class DNCClient:
             raise ClientError(f"model {model!r} on {url} is a {_nouns(self.task)[0]}, not a {_nouns(self._want)[0]}; "
                               f"{served_text(served, self._want, url)}"
                               + (f" (pass --model {fits[0]})" if len(fits) == 1 else ""))
+        self.max_pixels = sizing.served_budget(self._config, model)
+        if self.max_pixels is None:
+            raise ClientError(f"model {model!r} on {url} does not say how many pixels one request may carry (no "
+                              f"{sizing.PARAMETER} parameter in its config nor in its prep step's): serve a "
+                              "repository built by `dnc repo build`")
 
     def _config(self, model: str) -> dict:
         cfg = self._call(self._client.get_model_config, model, **({"as_json": True} if self.protocol == "grpc"
@@ -199,7 +208,8 @@ class DNCClient:
     def infer(self, x: np.ndarray, outputs: tuple[str, ...] | None = None, name: str = F.IMAGES,
               extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Raw outputs for a batch `x` sent as input `name` (F.IMAGES: preprocessed (N, C, H, W) float32;
-        F.PIXELS: (N, H, W, C) uint8; F.ENCODED: (N, 1) bytes), in requests of at most max_batch."""
+        F.PIXELS: (N, H, W, C) uint8; F.ENCODED: (N, 1) bytes), in requests of at most max_batch pictures and,
+        for pixels and floats, of at most the model's pixel budget (clients/sizing.py)."""
         if x.ndim < 2 or x.shape[0] == 0:
             raise ClientError(f"expected a non-empty batch, got shape {x.shape}")
         served = (F.SEG_HEAD_OUTPUTS + F.SEG_EVIDENCE_OUTPUTS) if self.task == "segmentation" else \
@@ -208,10 +218,12 @@ class DNCClient:
         dtype = {F.IMAGES: ("FP32", np.float32), F.PIXELS: ("UINT8", np.uint8), F.ENCODED: ("BYTES", object)}[name]
         binary = {"binary_data": True} if self.protocol == "http" else {}
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for i in range(0, len(x), self.max_batch):
+        hw = {F.PIXELS: x.shape[1:3], F.IMAGES: x.shape[2:4]}.get(name, ())
+        step = sizing.per_request(self.max_pixels, int(np.prod(hw)), self.max_batch) if len(hw) == 2 else self.max_batch
+        for i in range(0, len(x), step):
             inputs = []
             for n, arr in {name: x, **(extra or {})}.items():
-                chunk = arr[i:i + self.max_batch]
+                chunk = arr[i:i + step]
                 kind = dtype[0] if n == name else "BOOL"
                 chunk = np.ascontiguousarray(chunk, dtype=dtype[1] if n == name else bool)
                 inp = self._tc.InferInput(n, list(chunk.shape), kind)
@@ -258,28 +270,35 @@ class DNCClient:
         server's manifest says (the float32 input)."""
         return np.stack([self._item(f, "float32") for f in files])
 
-    def _send(self, files: list[Path], batch_size: int, skipped: list[tuple[str, str]] | None, how: str, call,
-              on_result=None):
-        """Read files and send them in requests of at most `batch_size` pictures that travel together (one
-        size for pixels; any for bytes and float32 pictures of a classifier); `call(batch, sources, name)`
-        answers one request. Unreadable files, and pictures the server refuses (a refused request is sent
-        again one picture at a time), go to `skipped`; without it, the first one raises. With `on_result`,
-        each answer is handed to it as its request returns and none is kept (the list returned is empty)."""
-        if batch_size < 1:
+    def _send(self, files: list[Path], batch_size: int | None, skipped: list[tuple[str, str]] | None, how: str,
+              call, on_result=None):
+        """Read files and send them in requests that travel together (one size for pixels; any for bytes and
+        float32 pictures of a classifier), each holding as many pictures as fit the model's pixel budget, at
+        most `batch_size` (None: the model's max batch; clients/sizing.py); `call(batch, sources, name)` answers
+        one request. A picture above the per-picture limit is refused before sending, or, with `downscale`,
+        sent downscaled and its answer brought back to its size. Unreadable files, and pictures the server
+        refuses (a refused request is sent again one picture at a time), go to `skipped`; without it, the
+        first one raises. With `on_result`, each answer is handed to it as its request returns and none is
+        kept (the list returned is empty)."""
+        if batch_size is not None and batch_size < 1:
             raise ClientError(f"--batch-size must be >= 1, got {batch_size}")
         if how not in INPUTS:
             raise ClientError(f"unknown input {how!r}; choose one of {', '.join(INPUTS)}")
         name = {"pixels": F.PIXELS, "encoded": F.ENCODED, "float32": F.IMAGES}[how]
-        results, pending, key = [], [], None
+        cap = min(batch_size or self.max_batch, self.max_batch)
+        results, pending, key, held = [], [], None, 0
+        originals: dict[str, tuple[int, int]] = {}  # source -> its (H, W), for pictures sent downscaled
         desc = "segment" if self.task == "segmentation" else "classify"
 
         def send(items: list[tuple[np.ndarray, str]]) -> None:
             try:
                 answers = call(np.stack([p for p, _ in items]), [s for _, s in items], name)
-                if on_result is None:
-                    results.extend(answers)
-                else:
-                    for a in answers:
+                for a in answers:
+                    if isinstance(a, Segmentation) and a.source in originals:
+                        a = sizing.restored(a, *originals[a.source])
+                    if on_result is None:
+                        results.append(a)
+                    else:
                         on_result(a)
             except ClientError as e:
                 if not e.refused or skipped is None:
@@ -291,46 +310,65 @@ class DNCClient:
                     send([item])
 
         def flush():
+            nonlocal held
             if pending:
                 send(list(pending))
                 pending.clear()
+                held = 0
 
-        with tqdm(total=len(files), desc=desc, unit="img", disable=len(files) <= batch_size or None) as bar:
+        with tqdm(total=len(files), desc=desc, unit="img", disable=len(files) <= cap or None) as bar:
             for f in files:
                 try:
-                    item = self._item(f, how)
-                    shape = self._size_key(f, item, how)
+                    item, shape, pixels, original = self._fitted(f, self._item(f, how), how)
                 except DataError as e:
                     if skipped is None:
                         raise
                     skipped.append((str(f), str(e)))
                     bar.update(1)
                     continue
-                if pending and (shape != key or len(pending) >= batch_size):
+                if original and self.task == "segmentation":
+                    originals[str(f)] = original
+                if pending and (shape != key or len(pending) >= cap or held + pixels > self.max_pixels):
                     flush()
-                key = shape
+                key, held = shape, held + pixels
                 pending.append((item, str(f)))
                 bar.update(1)
             flush()
         return results
 
+    def _fitted(self, f: Path, item: np.ndarray, how: str):
+        """(item, size key, pixels, None) for a picture within the model's per-picture limit; above it a
+        DataError naming the picture, its size, the limit and --downscale, or with `downscale` the picture
+        downscaled to fit (item, key, pixels, its own (H, W))."""
+        key, (w, h) = self._size_key(f, item, how)
+        if w * h <= self.max_pixels:
+            return item, key, w * h, None
+        if not self.downscale:
+            raise DataError(sizing.too_large(f"picture {f}", w, h, self.max_pixels, self.model))
+        prep = self.preprocessing
+        small = sizing.downscaled(item if how == "pixels" else read_picture(f, prep["color"], prep), self.max_pixels)
+        item = {"pixels": lambda: small, "float32": lambda: self._float32(small),
+                "encoded": lambda: np.array([sizing.png(small)], dtype=object)}[how]()
+        key, (sw, sh) = self._size_key(f, item, how)
+        log.info("%s: %dx%d sent downscaled to %dx%d (%s)", f, w, h, sw, sh, sizing.FLAG)
+        return item, key, sw * sh, (h, w)
+
     def _size_key(self, f: Path, item: np.ndarray, how: str):
-        """What pictures that may share a request have in common: pixels, and a segmenter's pictures in any
-        form, one size (a segmenter answers at the picture's size); a classifier's bytes or floats, nothing."""
-        if how == "pixels":
-            return item.shape
-        if self.task != "segmentation":
-            return None
-        if how == "float32":
-            return item.shape
+        """(what pictures that may share a request have in common, the picture's (width, height) as sent).
+        Shared: pixels, and a segmenter's pictures in any form, one size (a segmenter answers at the picture's
+        size); a classifier's bytes or floats, nothing."""
+        if how != "encoded":
+            h, w = item.shape[:2] if how == "pixels" else item.shape[1:3]
+            return (item.shape if how == "pixels" or self.task == "segmentation" else None), (w, h)
         try:  # the header only, after the reader's cost scan; the size as the server will turn it upright
             with preprocess.open_bytes(item.reshape(-1)[0], f"image {f}") as im:
                 w, h = im.size
-                return (h, w) if preprocess.orientation(im) >= 5 else (w, h)
+                size = (h, w) if preprocess.orientation(im) >= 5 else (w, h)
         except preprocess.ImageError as e:
             raise DataError(str(e)) from None
         except Exception as e:  # a file with a PNG/JPEG signature and a damaged header
             raise DataError(f"cannot read image {f}: {type(e).__name__}: {e}") from None
+        return (size if self.task == "segmentation" else None), size
 
     def _item(self, f: Path, how: str) -> np.ndarray:
         if how == "encoded":
@@ -338,13 +376,15 @@ class DNCClient:
             if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8")):
                 raise DataError(f"{f} is not a PNG or JPEG file: send it as pixels (--input pixels)")
             return np.array([data], dtype=object)  # (1,)
-        prep = self.preprocessing
-        if how == "pixels":
-            return read_picture(f, prep["color"], prep)  # (H, W, C) at its own size
-        x = preprocess.prepare(preprocess.from_pixels(read_picture(f, prep["color"], prep)), prep)  # (C, H, W)
-        return preprocess.normalise(x[None], prep)[0]
+        pixels = read_picture(f, self.preprocessing["color"], self.preprocessing)  # (H, W, C) at its own size
+        return pixels if how == "pixels" else self._float32(pixels)
 
-    def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int = 64,
+    def _float32(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W, C) uint8 -> (C, H', W') float32, preprocessed here as the server's manifest says."""
+        x = preprocess.prepare(preprocess.from_pixels(pixels), self.preprocessing)
+        return preprocess.normalise(x[None], self.preprocessing)[0]
+
+    def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int | None = None,
                        skipped: list[tuple[str, str]] | None = None, how: str = "pixels") -> list[Prediction]:
         """Predictions for image files and folders (see collect_images), sent in batches as `how` says
         (INPUTS). With `skipped` given, a file that cannot be read (or is refused by the reader's size
@@ -352,9 +392,9 @@ class DNCClient:
         return self._send(collect_images(paths), batch_size, skipped, how,
                           lambda x, src, name: self.classify(x, top_k, src, name))
 
-    def segment_files(self, paths: list[str | Path], batch_size: int = 8, skipped: list[tuple[str, str]] | None = None,
-                      how: str = "pixels", maps: bool = False, on_result=None,
-                      waits: tuple[float, ...] = RETRY_WAITS) -> list[Segmentation]:
+    def segment_files(self, paths: list[str | Path], batch_size: int | None = None,
+                      skipped: list[tuple[str, str]] | None = None, how: str = "pixels", maps: bool = False,
+                      on_result=None, waits: tuple[float, ...] = RETRY_WAITS) -> list[Segmentation]:
         """Segmentations of image files and folders, as classify_files does for predictions. With
         `on_result(segmentation)`, each answer is handed over as its request returns and none is kept (memory
         bounded by one request; the list returned is empty). A request that fails for a reason other than its

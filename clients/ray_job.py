@@ -35,7 +35,7 @@ PROBE_TIMEOUT_S = 10.0  # to connect to a cluster's head (a refused connection f
 GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # answered by any Ray head (UNAUTHENTICATED without a token)
 
 
-def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int, concurrency: int,
+def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int | None, concurrency: int,
                  truth_dir: str | None, sampling: Sampling | None = None, accept_short: bool = False
                  ) -> tuple[str, object]:
     """One video on a Ray worker: ("ok", summary) or ("failed", why)."""
@@ -55,14 +55,14 @@ def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int, concurren
         seg.close()
 
 
-def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int = 8, concurrency: int = 2,
+def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int | None = None, concurrency: int = 2,
                truth_dir: Path | None = None, address: str = "local", workers: int = 2,
                sampling: Sampling | None = None, accept_short: bool = False, overwrite: bool = False) -> dict:
     """The job's summary (as video_job.run_job), the videos segmented by Ray tasks. The segmenter is made
     here first: a wrong address or export is refused before Ray starts."""
     import ray
 
-    if batch_size < 1 or concurrency < 1 or workers < 1:
+    if (batch_size is not None and batch_size < 1) or concurrency < 1 or workers < 1:
         raise JobError(f"--batch-size, --concurrency and --ray-workers must be >= 1, got {batch_size}, "
                        f"{concurrency} and {workers}")
     seg = make_segmenter(spec)

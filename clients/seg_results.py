@@ -52,10 +52,12 @@ class Segmentation:
     class_names: list[str]  # index = class id
     classes: list[ClassEvidence]  # the classes present, most pixels first
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # pixel_subcentroid/score/margin when asked
+    sent_size: tuple[int, int] | None = None  # (H, W) the model saw, when downscaled (clients/sizing.py)
 
     def evidence(self) -> dict:
         h, w = self.labels.shape
         return {"source": self.source, "set_id": self.set_id, "height": h, "width": w,
+                **({"sent_height": self.sent_size[0], "sent_width": self.sent_size[1]} if self.sent_size else {}),
                 "class_names": self.class_names, "classes": [asdict(c) for c in self.classes]}
 
 

@@ -37,8 +37,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", choices=INPUTS, default="pixels", dest="how",
                    help="how pictures travel: uint8 pixels at their own size, the files' PNG/JPEG bytes, or "
                         "float32 preprocessed here")
-    p.add_argument("--batch-size", type=int, default=8, help="pictures per request (pictures of one size; "
-                   "consecutive frames of a video)")
+    p.add_argument("--batch-size", type=int, default=None, help="at most this many pictures per request (pictures "
+                   "of one size; consecutive frames of a video); default: as many as fit the pixels the served model "
+                   "takes per request, read from the server (4 frames of 1280x720, 2 of 1920x1080 by default)")
+    p.add_argument("--downscale", action="store_true", help="pictures and video frames above the served model's "
+                   "per-picture limit are sent downscaled (aspect kept) and their labels brought back to their own "
+                   "size (nearest); without it they are refused before sending")
     p.add_argument("--concurrency", type=int, default=2, help="videos: requests in flight per video")
     p.add_argument("--truth", default=None, metavar="CLIPS", help="videos: a folder from `dnc write-scenes --video` "
                    "(masks/NAME.masks.mkv, classes.json): mIoU per video and overall")
@@ -71,8 +75,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_segment(a: argparse.Namespace) -> int:
-    if a.batch_size < 1:
+    if a.batch_size is not None and a.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if a.downscale and a.in_process:
+        raise ValueError("--downscale goes with a served segmenter (--in-process takes pictures up to its export's "
+                         "own limit)")
     if a.centroids and not a.in_process:
         raise ValueError("--centroids goes with --in-process (a server's class list changes with `dnc swap`)")
     images, videos = split_media(a.paths)  # a missing path is named before any server is contacted
@@ -118,7 +125,8 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
     absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731 (Ray workers may run elsewhere)
     spec = ({"kind": "local", "export": absolute(a.in_process), "centroids": absolute(a.centroids),
              "threads": a.threads} if a.in_process
-            else {"kind": "server", "url": a.url, "protocol": a.protocol, "model": served_model(a, "segmentation")})
+            else {"kind": "server", "url": a.url, "protocol": a.protocol, "model": served_model(a, "segmentation"),
+                  "downscale": a.downscale})
     truth = Path(a.truth) if a.truth else None
     if truth is not None and not (truth / "classes.json").is_file():
         raise ValueError(f"--truth {truth}: not a clips folder (no classes.json); write one with "
@@ -152,7 +160,7 @@ def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
 
     if a.in_process:
         return _in_process(a, files, out)
-    with DNCClient(a.url, a.protocol, served_model(a, "segmentation")) as client:
+    with DNCClient(a.url, a.protocol, served_model(a, "segmentation"), downscale=a.downscale) as client:
         job = ImageJob(files, out, client.preprocessing, a.json)
         try:
             todo = job.pending(lambda: served_set_id(client), a.overwrite)

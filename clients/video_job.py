@@ -37,23 +37,24 @@ import json
 import logging
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from clients import sizing
 from clients.printable import shown
 from clients.seg_results import Segmentation, overlay, segmentations
 from clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
+from clients.video_requests import answers
 from training import video
 from training.seg_folder import read_classes
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3  # per request, before the video fails
+LOCAL_BATCH = 8  # frames per run of an export in-process when --batch-size is not given
 LEGEND_ROWS = 2  # of the overlay video's legend: fixed, as every frame of a video has one size
 
 
@@ -63,16 +64,30 @@ class JobError(ValueError):
 
 # -- segmenters ---------------------------------------------------------------------------------------
 class ServerSegmenter:
-    """A served segmenter; thread-safe (one tritonclient connection per thread)."""
+    """A served segmenter; thread-safe (one tritonclient connection per thread). Requests are sized to the
+    model's pixel budget, read from the server (`plan`); with `downscale`, frames above its per-picture limit
+    are sent downscaled and their answers brought back to the frame's size (clients/sizing.py)."""
 
-    def __init__(self, url: str | None, protocol: str, model: str):
+    def __init__(self, url: str | None, protocol: str, model: str, downscale: bool = False):
         self.args, self._local, self._clients = (url, protocol, model), threading.local(), []
+        self._generation = 0  # bumped by release(): requests of a released video are not retried
         first = self._client()  # connects now: a wrong address or a classifier is refused before any video
         if first.task != "segmentation":
             raise JobError(f"model {model!r} is a {first.task} model; segmenting videos needs a segmenter")
         self.describe = f"{model} at {first.url} ({protocol})"
         self.model = {"served": model, "url": first.url}  # a rerun compares the name (video_outputs)
         self._prep = first.preprocessing
+        self.max_pixels, self.max_batch, self.downscale = first.max_pixels, first.max_batch, downscale
+
+    def plan(self, height: int, width: int, batch_size: int | None) -> int:
+        """Frames of width x height per request: as many as fit the pixel budget, at most `batch_size` (None:
+        the model's max batch); frames above the per-picture limit fail the video unless downscaled."""
+        if height * width > self.max_pixels:
+            if not self.downscale:
+                raise JobError(sizing.too_large("each frame", width, height, self.max_pixels, self.args[2]))
+            width, height = sizing.fitted(width, height, self.max_pixels)
+        cap = min(batch_size or self.max_batch, self.max_batch)
+        return sizing.per_request(self.max_pixels, height * width, cap)
 
     def set_id(self) -> str:
         """The class list (set id) the served model answers with now: one blank picture at its trained size,
@@ -100,10 +115,16 @@ class ServerSegmenter:
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
         from clients.client import ClientError
 
+        generation, (h, w) = self._generation, frames.shape[1:3]
+        small = self.downscale and h * w > self.max_pixels
+        sent = np.stack([sizing.downscaled(f, self.max_pixels) for f in frames]) if small else frames
         for attempt in range(ATTEMPTS):
             try:
-                return self._client().segment(frames)
+                answers = self._client().segment(sent)
+                return [sizing.restored(a, h, w) for a in answers] if small else answers
             except ClientError as e:
+                if self._generation != generation:  # its video was released (failed): not retried
+                    raise JobError(f"abandoned: {e}") from None
                 if e.refused or attempt == ATTEMPTS - 1:  # a refused input stays refused
                     raise JobError(str(e)) from None
                 log.warning("request failed (%s); retrying", e)
@@ -111,10 +132,15 @@ class ServerSegmenter:
         raise AssertionError("unreachable")
 
     def release(self) -> None:
-        """Close the connections of the threads that segmented a video (each video has threads of its own)."""
-        for c in self._clients:
-            c.close()
-        self._clients, self._local = [], threading.local()
+        """Close the connections of the threads that segmented a video (each video has threads of its own),
+        those with a request still in flight included (a failed video: see clients/video_requests.py)."""
+        self._generation += 1
+        clients, self._clients, self._local = self._clients, [], threading.local()
+        for c in clients:
+            try:
+                c.close()
+            except Exception as e:  # a connection in use by a thread of a failed video: dropped all the same
+                log.debug("closing a connection: %s", e)
 
     def close(self) -> None:
         self.release()
@@ -133,6 +159,10 @@ class LocalSegmenter:
 
     def set_id(self) -> str:
         return self.seg.set_id
+
+    def plan(self, height: int, width: int, batch_size: int | None) -> int:
+        """Frames per run: --batch-size, or LOCAL_BATCH (the export refuses frames beyond its own limit)."""
+        return batch_size or LOCAL_BATCH
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
         from training.preprocess import ImageError
@@ -153,7 +183,7 @@ def make_segmenter(spec: dict):
     """A segmenter from a plain description (what a Ray worker receives): {"kind": "server", "url",
     "protocol", "model"} or {"kind": "local", "export", "centroids", "threads"}."""
     if spec["kind"] == "server":
-        return ServerSegmenter(spec["url"], spec["protocol"], spec["model"])
+        return ServerSegmenter(spec["url"], spec["protocol"], spec["model"], spec.get("downscale", False))
     return LocalSegmenter(spec["export"], spec.get("centroids"), spec.get("threads", 0))
 
 
@@ -238,43 +268,13 @@ class _Sink:
                 w.close()
 
 
-def _answers(frames, seg, batch_size: int, concurrency: int, timing: dict):
-    """(frame, segmentation) in frame order: batches of `batch_size` frames sent with up to `concurrency`
-    requests in flight; `timing` gains the seconds spent decoding and waiting for answers."""
-    pool = ThreadPoolExecutor(concurrency)
-    shape = None
-    try:
-        pending: deque = deque()
-        while True:
-            while len(pending) < concurrency:
-                t = time.perf_counter()
-                batch = [f for _, f in zip(range(batch_size), frames, strict=False)]
-                timing["decode"] += time.perf_counter() - t
-                if not batch:
-                    break
-                for f in batch:
-                    shape = shape or f.rgb.shape
-                    if f.rgb.shape != shape:
-                        raise video.VideoError(f"frame {f.index} is {f.rgb.shape[1]}x{f.rgb.shape[0]}, the frames "
-                                               f"before it {shape[1]}x{shape[0]}: a video must keep one size")
-                pending.append((batch, pool.submit(seg.segment, np.stack([f.rgb for f in batch]))))
-            if not pending:
-                return
-            batch, future = pending.popleft()
-            t = time.perf_counter()
-            results = future.result()
-            timing["wait"] += time.perf_counter() - t
-            yield from zip(batch, results, strict=True)
-    finally:  # on an error or Ctrl-C, requests still in flight are not waited for (their answers are dropped)
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
+def segment_video(path: Path, out_dir: Path, seg, batch_size: int | None = None, concurrency: int = 2,
                   truth_dir: Path | None = None, position: int = 1, on_frames=None,
                   sampling: video.Sampling | None = None, accept_short: bool = False) -> dict:
     """Segment one video into out_dir (see the module docstring); returns its summary. JobError (or
     video.VideoError) says why a video failed; its partial files are removed. `on_frames(n)` is told of
-    the source frames done (decoded, sampled or not: an overall progress bar)."""
+    the source frames done (decoded, sampled or not: an overall progress bar). Frames per request: see
+    clients/video_requests.py (`batch_size` None: as many as the segmenter takes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sampling = sampling or video.Sampling()
     outs = Outputs(out_dir, path.stem)
@@ -284,6 +284,7 @@ def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurren
     rate = sampling.rate(meta.rate)
     decoding = video.Decoding()
     timing = {"decode": 0.0, "wait": 0.0, "write": 0.0}
+    plan: dict = {}  # frames per request and the frame size (video_requests.answers)
     t0 = time.perf_counter()
     sink = _Sink(outs, rate, truth)
     try:
@@ -300,7 +301,7 @@ def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurren
                     done = to
 
             frames = video.frames(path, sampling, decoding, damage_ends=True)
-            for frame, s in _answers(frames, seg, batch_size, max(1, concurrency), timing):
+            for frame, s in answers(frames, seg, batch_size, max(1, concurrency), timing, plan):
                 t = time.perf_counter()
                 sink.write(frame, s)
                 timing["write"] += time.perf_counter() - t
@@ -318,6 +319,7 @@ def segment_video(path: Path, out_dir: Path, seg, batch_size: int = 8, concurren
         summary = {"video": str(path), "frames": sink.count, **decoding.describe(), "short": short is not None,
                    "shortfall": short, "sampling": sampling.describe(), "width": meta.width, "height": meta.height,
                    "fps": float(meta.rate), "output_fps": float(rate), "seconds": round(seconds, 3),
+                   "frames_per_request": plan.get("frames_per_request"),
                    "frames_per_s": round(sink.count / seconds, 2), "model": seg.model, "set_ids": sorted(sink.sets),
                    "segmenter": seg.describe, "time_share": {k: round(v / seconds, 3) for k, v in timing.items()},
                    "class_lists": sink.sets, "truth": Truth.miou(truth.conf, truth.names) if truth else None,
@@ -357,12 +359,12 @@ def collect_videos(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int = 8, concurrency: int = 2,
+def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int | None = None, concurrency: int = 2,
             truth_dir: Path | None = None, sampling: video.Sampling | None = None, accept_short: bool = False,
             overwrite: bool = False) -> dict:
     """Segment videos one after the other (each with `concurrency` requests in flight); returns the job's
     summary: per video its summary or why it failed; finished videos skipped (video_outputs.pending_videos)."""
-    if batch_size < 1 or concurrency < 1:
+    if (batch_size is not None and batch_size < 1) or concurrency < 1:
         raise JobError(f"--batch-size and --concurrency must be >= 1, got {batch_size} and {concurrency}")
     todo, done, redo = pending_videos(videos, out_dir, wanted(seg, sampling, accept_short), overwrite)
     total = sum(_declared_frames(v) for v in todo)

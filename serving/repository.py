@@ -167,7 +167,7 @@ def configs(prep: dict, runtime_name: str = "python", max_batch: int = 64, threa
         "input": raw + ([maps] if seg else []),
         "output": [_tensor(s, reshape=False) for s in served],
         "parameters": {F.META_PREPROCESSING: {"string_value": json.dumps(prep, sort_keys=True)},
-                       F.META_TASK: {"string_value": task}},
+                       F.META_TASK: {"string_value": task}, "max_pixels": {"string_value": str(max_pixels)}},
         "ensemble_scheduling": {"step": [
             {"model_name": fam.prep, "model_version": -1, "input_map": {t["name"]: t["name"] for t in raw},
              "output_map": {F.CHECKED_IMAGES: F.CHECKED_IMAGES, **({F.OUTPUT_SIZE: F.OUTPUT_SIZE} if seg else {})}},
