@@ -209,12 +209,12 @@ def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_ex
     for i, pic in enumerate(pictures[:3]):
         Image.fromarray(pic).save(folder / f"p{i}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    Image.new("RGB", (2100, 2100)).save(folder / "huge.png")  # readable here, refused by the server (> 4.2 Mpx)
+    Image.new("RGB", (2100, 2100)).save(folder / "huge.png")  # readable here, refused before sending (> 4.2 Mpx, the served budget)
     assert main(["segment", str(folder), "--out", str(tmp_path / "served"), "--model", SEG, "--url",
                  server.grpc_url, "--protocol", "grpc"]) == 1  # both are reported, the others written
     out = capsys.readouterr()
     assert "skipped" in out.err and "broken.png" in out.err and "3 image(s)" in out.out
-    assert "huge.png" in out.err and "more than the 4.2 million" in out.err
+    assert "huge.png" in out.err and "more than the 4.2 million" in out.err and "--downscale" in out.err
     assert main(["segment", str(folder / "p0.png"), str(folder / "p1.png"), str(folder / "p2.png"), "--out",
                  str(tmp_path / "local"), "--in-process", str(seg_export[2]), "--json", "--centroids",
                  str(repository.head_dir(repo, SEG) / repository.SET_FOLDER)]) == 0  # the list served now
