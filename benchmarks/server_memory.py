@@ -220,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench-server-memory"), help="folder for the sets, "
                    "repositories and results.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mmap-threshold", type=int, default=None, help="set MALLOC_MMAP_THRESHOLD_ (bytes) in the "
+                   "server's environment: glibc then maps large buffers of tritonserver itself for themselves and "
+                   "unmaps them when freed (its own threshold rises to the largest buffer freed, which then stays)")
     a = p.parse_args(argv)
+    if a.mmap_threshold is not None:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(a.mmap_threshold)  # inherited by dnc serve's tritonserver
     a.out.mkdir(parents=True, exist_ok=True)
     scenes = a.out / "scenes"
     if not (scenes / "classes.json").is_file():
@@ -237,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         results[c] = measure(repo, "seg", source, a.requests, max_pixels, a.seed + c)
         print(json.dumps({c: {k: v for k, v in results[c].items() if k != "failures"}}), flush=True)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "machine": platform.machine(),
-            "max_pixels": max_pixels, "k": a.k, "export": str(a.export)}
+            "max_pixels": max_pixels, "k": a.k, "export": str(a.export),
+            "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
     (a.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
     print(table(results))
     return 0 if all(r["target_met"] for r in results.values()) else 1

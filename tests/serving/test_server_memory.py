@@ -56,3 +56,14 @@ def test_memory_returns_after_the_largest_allowed_request(tmp_path, seg_export):
 
 
 HEAP_LEFT_MB = 100  # anonymous memory allowed to stay after the large request (measured: 3-40 MB)
+
+
+def test_the_native_onnxruntime_embedding_runs_without_an_arena(seg_export):
+    """Triton's onnxruntime backend (the container's runtimes) is told to keep no arena (its README's
+    `enable_mem_arena`); the python runtime's steps turn it off themselves (serving/python_model.py)."""
+    from serving import repository
+
+    prep = seg_export[3]["preprocessing"]
+    for runtime, device in (("onnxruntime", "cpu"), ("onnxruntime", "gpu")):
+        embed = repository.configs(prep, runtime, device=device, name="seg")["seg_embed"]
+        assert embed["parameters"]["enable_mem_arena"] == {"string_value": "0"}, embed

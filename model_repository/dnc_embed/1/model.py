@@ -224,7 +224,7 @@ class TritonPythonModel:
         return int(x.shape[2] * x.shape[3]) if x.ndim == 4 else None
 
     def _run_group(self, members, responses):
-        batched = {n: (np.concatenate([f[n] for _, f, _ in members]) if n != self.size_input else members[0][1][n])
+        batched = {n: (_joined([f[n] for _, f, _ in members]) if n != self.size_input else members[0][1][n])
                    for n in members[0][1]}
         n_items = len(batched[self.inputs[0]])
         px = self._item_pixels(batched)
@@ -235,7 +235,7 @@ class TritonPythonModel:
             for a in range(0, n_items, step):
                 feeds = {n: (batched[n][a:a + step] if n != self.size_input else batched[n]) for n in self.graph_inputs}
                 runs.append(self.session.run(self.outputs, feeds))
-            outs = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
+            outs = [_joined(list(parts)) for parts in zip(*runs, strict=True)]
         except Exception as e:  # one line to each client, not a traceback in the log per request
             for i, _, _ in members:
                 responses[i] = _error(f"inference failed: {str(e).splitlines()[0][:200]}", "INTERNAL")
@@ -309,6 +309,11 @@ class TritonPythonModel:
                     f"range the preprocessing produces ({_ranges(self.check)}): send preprocessed pixels, "
                     "((pixel / 255) - mean) / std, or send uint8 pixels or PNG/JPEG bytes instead")
         return None
+
+
+def _joined(arrays):
+    """One array of several along axis 0; a single one as it is (no copy of a large request's tensors)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _ranges(check):
