@@ -10,7 +10,8 @@ PSS, which counts shared pages once) is read from /proc:
 - during and after the worst request the limits allow: one picture of max_pixels (2048 x 2048 by default),
   sampled every 50 ms for the peak;
 - after --requests requests of varied allowed shapes (1, 2 or 4 pictures, sizes log-uniform from 64 x 64
-  up to the request budget, aspect 1:2 to 2:1) sent by 2 client threads, and the peak over them.
+  up to the request budget, aspect 1:2 to 2:1) sent by 2 client threads, and the peak over them;
+- with --load-clients N, then after N clients sent 4 requests of one 640 x 480 picture each (ordinary load).
 Target: the steady value (after the varied requests) within 20% of the post-warm-up value, in PSS (what the
 processes hold, shared pages counted once; RSS summed counts the shared-memory regions twice: the stub
 and the server map each). Each value is also split into anonymous memory (heaps) and the python backend's
@@ -139,49 +140,60 @@ def shapes(count: int, budget: int, rng: np.random.Generator) -> list[tuple[int,
     return out
 
 
-def measure(repo: Path, model: str, source: list[np.ndarray], requests: int, max_pixels: int, seed: int) -> dict:
-    """Serve `repo`, warm up, send the worst request and `requests` varied ones; memory at each stage."""
+def load(url: str, model: str, source: list[np.ndarray], plan: list[tuple[int, int, int]], clients: int,
+         pid: int, failures: list[str]) -> tuple[float, dict, dict]:
+    """Send the requests of `plan` from `clients` threads: seconds taken, peak memory, memory after."""
+    lock = threading.Lock()
+
+    def client(part):
+        for n, h, w in part:
+            try:
+                send(url, model, pictures(source, n, h, w, np.random.default_rng(h * w)))
+            except Exception as e:  # counted and reported
+                with lock:
+                    failures.append(f"{n}x{h}x{w}: {str(e)[:200]}")
+
+    t0 = time.monotonic()
+    with Sampler(pid) as s:
+        threads = [threading.Thread(target=client, args=(plan[i::clients],)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return time.monotonic() - t0, s.peak, settled(pid)
+
+
+def measure(repo: Path, model: str, source: list[np.ndarray], requests: int, max_pixels: int, seed: int,
+            load_clients: int = 0) -> dict:
+    """Serve `repo`, warm up, send the worst request and `requests` varied ones (and, with load_clients,
+    then 4 requests of one 640 x 480 picture per client from that many clients); memory at each stage."""
     assert dnc(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                 "--detach"]) == 0
     rng = np.random.default_rng(seed)
+    failures: list[str] = []
     try:
         state = read_state(repo)
         url, pid = state["http"], int(state["pid"])
-        started = settled(pid, 0.5)
+        row = {"started": settled(pid, 0.5)}
         for n in (1, 1, 1, 1, 2):
             send(url, model, pictures(source, n, 480, 640, rng))
-        warm = settled(pid)
+        row["warm"] = settled(pid)
         side = int(math.isqrt(max_pixels))
         worst_picture = pictures(source, 1, side, max_pixels // side, rng)
         t0 = time.monotonic()
         with Sampler(pid) as s:
             labels = send(url, model, worst_picture)
         worst_s = time.monotonic() - t0
-        worst_peak, after_worst = s.peak, settled(pid)
+        row["worst_peak"], row["after_worst"] = s.peak, settled(pid)
         del worst_picture
         plan = shapes(requests, max_pixels, rng)
-        lock, failures = threading.Lock(), []
-
-        def client(part):
-            for n, h, w in part:
-                try:
-                    send(url, model, pictures(source, n, h, w, np.random.default_rng(h * w)))
-                except Exception as e:  # counted and reported
-                    with lock:
-                        failures.append(f"{n}x{h}x{w}: {str(e)[:200]}")
-
-        t0 = time.monotonic()
-        with Sampler(pid) as s:
-            threads = [threading.Thread(target=client, args=(plan[i::2],)) for i in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        varied_s, varied_peak, steady = time.monotonic() - t0, s.peak, settled(pid)
+        varied_s, row["varied_peak"], row["steady"] = load(url, model, source, plan, 2, pid, failures)
+        if load_clients:
+            _, row["load_peak"], row["after_load"] = load(url, model, source, [(1, 480, 640)] * (4 * load_clients),
+                                                          load_clients, pid, failures)
     finally:
         stop_detached(repo)
-    row = {"started": started, "warm": warm, "worst_peak": worst_peak, "after_worst": after_worst,
-           "varied_peak": varied_peak, "steady": steady}
+    warm, steady = row["warm"], row["steady"]
     out = {f"{k}_{m}_mb": round(v[m] / MB, 1) for k, v in row.items() for m in ("rss", "pss", "anon", "shm")}
     out.update(processes=warm["processes"], worst_request=f"1 x {side} x {max_pixels // side}",
                worst_labels=labels.shape[1:], worst_s=round(worst_s, 2), requests=requests,
@@ -220,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench-server-memory"), help="folder for the sets, "
                    "repositories and results.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--load-clients", type=int, default=0, help="after the varied requests, this many clients send 4 "
+                   "requests of one 640 x 480 picture each (ordinary load; 0: skipped)")
     p.add_argument("--mmap-threshold", type=int, default=None, help="set MALLOC_MMAP_THRESHOLD_ (bytes) in the "
                    "server's environment: glibc then maps large buffers of tritonserver itself for themselves and "
                    "unmaps them when freed (its own threshold rises to the largest buffer freed, which then stays)")
@@ -239,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if repo.exists():
             stop_detached(repo)
         repository.build(a.export, repo, centroids=folder, name="seg", max_pixels=a.max_pixels)
-        results[c] = measure(repo, "seg", source, a.requests, max_pixels, a.seed + c)
+        results[c] = measure(repo, "seg", source, a.requests, max_pixels, a.seed + c, a.load_clients)
         print(json.dumps({c: {k: v for k, v in results[c].items() if k != "failures"}}), flush=True)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "machine": platform.machine(),
             "max_pixels": max_pixels, "k": a.k, "export": str(a.export),
