@@ -223,3 +223,29 @@ def test_a_failed_video_leaves_at_once(server, footage, tmp_path):
         watcher.join()
     assert status == 1 and failed_at, status
     assert ended - failed_at[0] < 2.0, f"ended {ended - failed_at[0]:.1f} s after the failure"
+
+
+def _raw_pixels(server, pictures: np.ndarray) -> str:
+    """What the server itself answers a request sent without the client's sizing (uint8 N x H x W x 3)."""
+    c = httpclient.InferenceServerClient(server.http_url)
+    inp = httpclient.InferInput(F.PIXELS, list(pictures.shape), "UINT8")
+    inp.set_data_from_numpy(pictures)
+    try:
+        c.infer(SMALL, [inp])
+    except Exception as e:  # tritonclient's InferenceServerException: the server's message
+        return str(e)
+    finally:
+        c.close()
+    raise AssertionError("the request was answered")
+
+
+def test_the_server_names_the_remedy_for_a_picture_or_a_request_too_large(server):
+    """A picture above the per-picture limit is told to be downscaled (fewer pictures would not help); a
+    request of pictures that each fit is told how many fit one request."""
+    one_big = np.zeros((1, 720, 1280, 3), np.uint8)  # 0.92 million > 0.6 million per picture
+    msg = _raw_pixels(server, one_big)
+    assert "each picture is 1280 x 720" in msg and "per picture: send it downscaled" in msg, msg
+    three = np.zeros((3, 400, 600, 3), np.uint8)  # 0.24 million each, 0.72 million in all
+    msg = _raw_pixels(server, three)
+    assert "0.7 million pixels in all" in msg and "send at most 2 of these per request" in msg, msg
+    assert "max_pixels" in msg

@@ -209,7 +209,7 @@ def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_ex
     for i, pic in enumerate(pictures[:3]):
         Image.fromarray(pic).save(folder / f"p{i}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    Image.new("RGB", (2100, 2100)).save(folder / "huge.png")  # readable here, refused before sending (> 4.2 Mpx, the served budget)
+    Image.new("RGB", (2100, 2100)).save(folder / "huge.png")  # refused before sending: > 4.2 Mpx
     assert main(["segment", str(folder), "--out", str(tmp_path / "served"), "--model", SEG, "--url",
                  server.grpc_url, "--protocol", "grpc"]) == 1  # both are reported, the others written
     out = capsys.readouterr()

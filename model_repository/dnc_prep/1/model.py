@@ -148,17 +148,18 @@ class TritonPythonModel:
                 problem = self._image_problem(x)
                 if problem:
                     return _error(f"{name}: {problem}")
-                self.P.check_size(f"{name} (each image)", x.shape[3], x.shape[2], self.max_pixels, self.prep)
-                self._check_budget(name, len(x) * x.shape[2] * x.shape[3])
+                self._check_each(name, x.shape[3], x.shape[2])
+                self._check_budget(name, len(x) * x.shape[2] * x.shape[3], len(x))
                 images = x.astype(np.float32, copy=False)
             elif kind == "pixels":  # (N, H, W, C): sizes known before any work
-                self._check_budget(name, len(x) * x.shape[1] * x.shape[2])
+                self._check_each(name, x.shape[2], x.shape[1])
+                self._check_budget(name, len(x) * x.shape[1] * x.shape[2], len(x))
                 images = self.P.normalise(np.stack([self.P.prepare_pixels(x[i], self.prep, self.max_pixels,
                                                                           f"picture {i} of the request")
                                                     for i in range(len(x))]), self.prep)
             else:
                 opened = [self._header(x[i], i) for i in range(len(x))]  # headers only: nothing decoded yet
-                self._check_budget(name, sum(im.size[0] * im.size[1] for im in opened))
+                self._check_budget(name, sum(im.size[0] * im.size[1] for im in opened), len(opened))
                 sizes = {im.size for im in opened}
                 if self.P.resize_mode(self.prep) == "none" and len(sizes) > 1:
                     return _error(f"{name}: the pictures of one request have different sizes ("
@@ -183,13 +184,22 @@ class TritonPythonModel:
                                     "(N x 1 bytes)")
         return self.P.open_header(data, self.max_pixels, what, self.prep)
 
-    def _check_budget(self, name, pixels):
+    def _check_each(self, name, w, h):
+        """A picture above the per-picture limit is told so, with its remedy (fewer pictures would not help)."""
+        if w * h > self.max_pixels:
+            raise self.P.ImageError(f"{name}: each picture is {w} x {h} ({w * h / 1e6:.1f} million pixels), more than "
+                                    f"the {self.max_pixels / 1e6:.1f} million this model takes per picture: send it "
+                                    "downscaled (the dnc client's --downscale does, and brings the answer back)")
+        self.P.check_size(f"{name} (each picture)", w, h, self.max_pixels, self.prep)  # (its aspect ratio)
+
+    def _check_budget(self, name, pixels, count=None):
         """One request carries at most max_pixels pixels in all (one largest picture's worth)."""
         self.pixels += pixels
         if pixels > self.max_pixels:
+            fewer = _fewer(pixels, count, self.max_pixels)
             raise self.P.ImageError(f"{name}: the request's pictures hold {pixels / 1e6:.1f} million pixels in all, "
-                                    f"more than the {self.max_pixels / 1e6:.1f} million one request may carry: "
-                                    "send fewer pictures per request")
+                                    f"more than the {self.max_pixels / 1e6:.1f} million one request may carry "
+                                    f"(the entry model's max_pixels parameter): {fewer}")
 
     # -- graphs -------------------------------------------------------------------------------------
     def _run_graph(self, requests):
@@ -280,7 +290,8 @@ class TritonPythonModel:
         px = self._item_pixels(feeds)
         if px and self.max_pixels and len(x) * px > self.max_pixels:
             return (f"{first}: the request's {len(x)} items hold {len(x) * px / 1e6:.1f} million pixels in all, more "
-                    f"than the {self.max_pixels / 1e6:.1f} million one request may carry: send fewer per request")
+                    f"than the {self.max_pixels / 1e6:.1f} million one request may carry (the entry model's max_pixels "
+                    f"parameter): {_fewer(len(x) * px, len(x), self.max_pixels)}")
         if self.check.get("kind") == "images":
             problem = self._image_problem(x)
             return f"{first}: {problem}" if problem else None
@@ -314,6 +325,13 @@ class TritonPythonModel:
 def _joined(arrays):
     """One array of several along axis 0; a single one as it is (no copy of a large request's tensors)."""
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _fewer(pixels, count, budget):
+    """The remedy for a request over its budget: how many of its pictures fit one request."""
+    if count and count > 1 and pixels // count <= budget:
+        return f"send at most {budget // (pixels // count)} of these per request"
+    return "send fewer pictures per request"
 
 
 def _ranges(check):
