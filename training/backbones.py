@@ -8,7 +8,41 @@ inputs (CIFAR, Fashion-MNIST). Output: pooled features (N, feature_dim).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# Input channels below which a strided 1x1 convolution's weight gradient is taken at unit stride on the
+# CPU (see SubsampledPointwise): the channel block of oneDNN's x64 1x1 kernels (16 with AVX-512, 8 with AVX2).
+ONEDNN_IC_BLOCK = 16
+
+
+class SubsampledPointwise(nn.Conv2d):
+    """The shortcut's 1x1 convolution (no padding); when its weight gradient is to be taken on the CPU with
+    fewer than ONEDNN_IC_BLOCK input channels, its stride is taken by subsampling the input first and the
+    convolution runs at unit stride (the same result: a 1x1 kernel reads only the pixels it lands on).
+
+    Why: oneDNN's 1x1 backward-weights kernels (jit_avx512_common_1x1 / jit_avx2_1x1, torch 2.13.0 ships
+    oneDNN 3.12) address the workspace into which they reduce a strided channels_last input to unit stride
+    as if it had a whole channel block per pixel, but it is sized for the real channel count, so with
+    fewer channels they write past it (uxlfoundation/oneDNN#6035, open; reported there as segfaults, hangs
+    or wrong weight gradients). A 64 px segmenter of width 8 (stages.1.0.down.0: 8 -> 16 channels at
+    stride 2, 64 x 64 maps) died of it in loss.backward() with glibc's "double free or corruption
+    (!prev)"; here any of 3 to 15 input channels crashed on 64 x 64 maps, 16 or more did not, and smaller
+    maps (the 32 px test fixture) happened not to. At unit stride there is no such workspace. Passes
+    without a weight gradient (evaluation, ONNX export) keep the strided convolution: only the
+    backward-weights pass is at fault. tests/training/test_onednn_workaround.py checks whether this torch
+    still has the bug.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sh, sw = self.stride
+        if ((sh, sw) != (1, 1) and self.in_channels < ONEDNN_IC_BLOCK and x.device.type == "cpu"
+                and torch.is_grad_enabled() and self.weight.requires_grad):
+            return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias)
+        return super().forward(x)
 
 
 class BasicBlock(nn.Module):
@@ -24,7 +58,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.down = None
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.down = nn.Sequential(SubsampledPointwise(cin, cout, stride), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         idt = x if self.down is None else self.down(x)
@@ -47,7 +81,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.down = None
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.down = nn.Sequential(SubsampledPointwise(cin, cout, stride), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         idt = x if self.down is None else self.down(x)
