@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from export import formats as F
-from export import runtime
-from export.recompute import embed_files, scan_labelled_folder
-from training.folders import FASHION_MNIST_COARSE, folder_name
+from dnc.export import formats as F
+from dnc.export import runtime
+from dnc.export.recompute import embed_files, scan_labelled_folder
+from dnc.training.folders import FASHION_MNIST_COARSE, folder_name
 
-DNC = [sys.executable, "-m", "clients.cli"]
+DNC = [sys.executable, "-m", "dnc.clients.cli"]
 HEADS = {"dnc": ["--head", "dnc"], "dnc-paper": ["--head", "dnc", "--no-revive"], "softmax": ["--head", "softmax"]}
 # Fine classes (folder names) that share a coarse class with another: where induction has work to do.
 MERGED = [folder_name(f) for fines in FASHION_MNIST_COARSE.values() if len(fines) > 1 for f in fines]

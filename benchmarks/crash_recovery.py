@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.cli import main as dnc
-from export import formats as F
-from serving import repository, supervisor
-from serving.state import read_state, stop_detached
+from dnc.clients.cli import main as dnc
+from dnc.export import formats as F
+from dnc.serving import repository, supervisor
+from dnc.serving.state import read_state, stop_detached
 
 
 def crash_body(shape: tuple[int, ...]) -> bytes:

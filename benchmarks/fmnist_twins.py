@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
 
 # "dnc" is the product's default DNC head; "dnc-paper" the paper's initialisation and momentum (random
 # unit sub-centroids, mu = 0.999, no clustering from memory): the ablation of issue 9.

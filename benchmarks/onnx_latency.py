@@ -27,11 +27,11 @@ import onnxruntime
 import torch
 from torch import nn
 
-from export import formats as F
-from export import runtime
-from export.embed_graph import EmbedModule
-from export.exporter import export_checkpoint
-from training import checkpoint as ckpt_io
+from dnc.export import formats as F
+from dnc.export import runtime
+from dnc.export.embed_graph import EmbedModule
+from dnc.export.exporter import export_checkpoint
+from dnc.training import checkpoint as ckpt_io
 
 
 class LinearTwin(nn.Module):

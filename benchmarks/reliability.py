@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 from triton_serving import Load, pct  # this folder's serving benchmark
 
-from clients.cli import main as dnc
-from export import formats as F
-from serving import repository
-from serving.processes import group_processes, region_dir
-from serving.state import read_state, stop_detached
-from serving.swap import Probe, swap
+from dnc.clients.cli import main as dnc
+from dnc.export import formats as F
+from dnc.serving import repository
+from dnc.serving.processes import group_processes, region_dir
+from dnc.serving.state import read_state, stop_detached
+from dnc.serving.swap import Probe, swap
 
 
 def footprint(state: dict) -> dict:

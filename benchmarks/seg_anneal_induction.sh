@@ -4,7 +4,7 @@
 cd "$(dirname "$0")/.."
 while pgrep -f seg_anneal_runs.sh > /dev/null; do sleep 10; done
 B=runs/bench-seg-anneal/induction/dnc/s0
-DNC=".venv/bin/python -m clients.cli"
+DNC=".venv/bin/python -m dnc.clients.cli"
 [ -s $B/log.json ] || $DNC train --data runs/bench-seg-gpu/scenes-coarse --out $B --seed 0 --head dnc --epochs 10 \
   --batch-size 16 --optimizer adamw --lr 0.002 --weight-decay 0.0001 --warmup-epochs 0.3 --workers 0 \
   --init runs/bench-twins3/dnc/e8/s0/checkpoint.safetensors > runs/bench-seg-anneal/induction-dnc-s0.log 2>&1

@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-DNC = [sys.executable, "-m", "clients.cli"]
+DNC = [sys.executable, "-m", "dnc.clients.cli"]
 # 10 epochs of 5,000 scenes: about 11 minutes a run alone on the 2-core machine (0.19 s a step); 5 epochs
 # reached 54.4 mIoU still rising (docs/BENCHMARKS.md), short of the 60% target.
 RECIPE = ["--batch-size", "16", "--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.0001",

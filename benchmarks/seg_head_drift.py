@@ -16,9 +16,9 @@ import statistics
 
 import torch
 
-from training import checkpoint as ckpt_io
-from training.batches import epoch_batches, iterate
-from training.seg_task import SegmentationTask
+from dnc.training import checkpoint as ckpt_io
+from dnc.training.batches import epoch_batches, iterate
+from dnc.training.seg_task import SegmentationTask
 
 
 def drift(path: str, data: str, steps: int, pace: float, seed: int = 0) -> dict:

@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clients.client import DNCClient
-from export import formats as F
-from export.seg_infer import InProcessSegmenter
-from serving import repository
-from serving.server import TritonServer
-from serving.swap import Probe, swap
-from training import preprocess
-from training.scenes import write_scenes
+from dnc.clients.client import DNCClient
+from dnc.export import formats as F
+from dnc.export.seg_infer import InProcessSegmenter
+from dnc.serving import repository
+from dnc.serving.server import TritonServer
+from dnc.serving.swap import Probe, swap
+from dnc.training import preprocess
+from dnc.training.scenes import write_scenes
 
 SEG, SIZES = "scenes", {"256x256": (256, 256), "640x480": (480, 640)}
 

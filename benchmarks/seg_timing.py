@@ -25,15 +25,15 @@ import numpy as np
 import onnxruntime
 import torch
 
-from export import formats as F
-from export import runtime
-from export.centroid_set import CentroidSet
-from export.embed_graph import export_embed
-from export.seg_head_graph import attach_seg_head, build_seg_head
-from training.model import ModelConfig, build_model
-from training.scenes import write_scenes
-from training.seg_folder import load_seg_folder
-from training.seg_task import SegmentationTask
+from dnc.export import formats as F
+from dnc.export import runtime
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.embed_graph import export_embed
+from dnc.export.seg_head_graph import attach_seg_head, build_seg_head
+from dnc.training.model import ModelConfig, build_model
+from dnc.training.scenes import write_scenes
+from dnc.training.seg_folder import load_seg_folder
+from dnc.training.seg_task import SegmentationTask
 
 FP = "sha256:" + "0" * 64
 

@@ -36,15 +36,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clients.cli import main as dnc
-from export import centroid_set
-from export import formats as F
-from export.centroid_set import CentroidSet
-from export.seg_recompute import compute_seg_set
-from serving import repository
-from serving.resident import resident
-from serving.state import read_state, stop_detached
-from training.scenes import write_scenes
+from dnc.clients.cli import main as dnc
+from dnc.export import centroid_set
+from dnc.export import formats as F
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.seg_recompute import compute_seg_set
+from dnc.serving import repository
+from dnc.serving.resident import resident
+from dnc.serving.state import read_state, stop_detached
+from dnc.training.scenes import write_scenes
 
 MB = 1e6
 TARGET = 1.2  # steady / post-warm-up

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-import training.head
-from training.loop import TrainConfig, build_optimizer, train_step
-from training.model import Classifier, ModelConfig
+from dnc.training import head as dnc_head
+from dnc.training.loop import TrainConfig, build_optimizer, train_step
+from dnc.training.model import Classifier, ModelConfig
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     results = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
                "threads": torch.get_num_threads(), "args": vars(args), "by_classes": {}}
-    training.head.READY_SHARE = 2.0  # the waiting head must stay waiting: its first clustering is not timed
+    dnc_head.READY_SHARE = 2.0  # the waiting head must stay waiting: its first clustering is not timed
     for c in [int(v) for v in args.classes.split(",")]:
         x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=g).to(dev)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from export.clustering import cluster
-from training import checkpoint as ckpt_io
-from training.anchor import anchor_model
-from training.batches import normalise
-from training.data import load_dataset
-from training.folders import FASHION_MNIST_COARSE
-from training.liveness import LIVE_SHARE
+from dnc.export.clustering import cluster
+from dnc.training import checkpoint as ckpt_io
+from dnc.training.anchor import anchor_model
+from dnc.training.batches import normalise
+from dnc.training.data import load_dataset
+from dnc.training.folders import FASHION_MNIST_COARSE
+from dnc.training.liveness import LIVE_SHARE
 
 MERGED = ("tops", "footwear")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the generator lives with the tests
-from training.loop import TrainConfig, train  # noqa: E402
-from training.model import ModelConfig  # noqa: E402
+from dnc.training.loop import TrainConfig, train  # noqa: E402
+from dnc.training.model import ModelConfig  # noqa: E402
 
 VARIANTS = {
     "default": dict(k=4),  # the product's ModelConfig defaults

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export import formats as F
-from export import runtime
-from serving import repository
-from serving.server import TritonServer
-from serving.swap import swap
+from dnc.export import formats as F
+from dnc.export import runtime
+from dnc.serving import repository
+from dnc.serving.server import TritonServer
+from dnc.serving.swap import swap
 
 
 def inprocess(export: Path, repo: Path, x: np.ndarray, threads: int, seconds: float, batch: int) -> float:

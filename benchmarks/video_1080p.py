@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clients.cli import main as dnc
-from serving import repository
-from serving.state import read_state, stop_detached
-from training import video
+from dnc.clients.cli import main as dnc
+from dnc.serving import repository
+from dnc.serving.state import read_state, stop_detached
+from dnc.training import video
 
 SOURCES = [Path("/usr/share/doc/opencv-doc/examples/data") / n for n in ("vtest.avi", "Megamind.avi", "tree.avi")]
 
@@ -72,7 +72,7 @@ def run(export: Path, out: Path, frames: int, width: int, height: int) -> dict:
         t0 = time.perf_counter()
         status = dnc(command)
         seconds = time.perf_counter() - t0
-        from clients.client import DNCClient
+        from dnc.clients.client import DNCClient
 
         with DNCClient(url, model="scenes") as c:
             budget, max_batch = c.max_pixels, c.max_batch

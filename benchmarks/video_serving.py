@@ -26,12 +26,12 @@ import threading
 import time
 from pathlib import Path
 
-from clients.video_job import LocalSegmenter, ServerSegmenter, run_job
-from serving import repository
-from serving.server import TritonServer
-from serving.swap import swap
-from training import video
-from training.scenes import write_clips
+from dnc.clients.video_job import LocalSegmenter, ServerSegmenter, run_job
+from dnc.serving import repository
+from dnc.serving.server import TritonServer
+from dnc.serving.swap import swap
+from dnc.training import video
+from dnc.training.scenes import write_clips
 
 SEG = "scenes"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -130,7 +130,7 @@ def main() -> None:
                        "answering_seconds": round(done["answering_seconds"], 2)}
         print("swap", res["swap"], flush=True)
     if not a.skip_ray:
-        from clients.ray_job import run_on_ray
+        from dnc.clients.ray_job import run_on_ray
 
         folder = out / "clips-ray"
         if not (folder / "classes.json").is_file():

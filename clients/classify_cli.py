@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, Prediction, collect_images
-from clients.model_option import say_choice
-from clients.printable import shown
+from dnc.clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, Prediction, collect_images
+from dnc.clients.model_option import say_choice
+from dnc.clients.printable import shown
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 

@@ -1,6 +1,6 @@
 """The `dnc` command: one entry point whose subcommands come from each layer of the stack.
 
-Run under torchrun for data-parallel training: `torchrun --nproc_per_node 2 -m clients.cli train ...`.
+Run under torchrun for data-parallel training: `torchrun --nproc_per_node 2 -m dnc.clients.cli train ...`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import signal
 import sys
 import threading
 
-from clients import classify_cli, segment_cli
-from export import cli as export_cli
-from serving import cli as serving_cli
-from serving.server import ServerError
-from training import cli as training_cli
-from training.images import DataError
+from dnc.clients import classify_cli, segment_cli
+from dnc.export import cli as export_cli
+from dnc.serving import cli as serving_cli
+from dnc.serving.server import ServerError
+from dnc.training import cli as training_cli
+from dnc.training.images import DataError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clients import sizing
-from clients.seg_results import Segmentation, segmentations
-from export import formats as F
-from training import preprocess
-from training.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
+from dnc.clients import sizing
+from dnc.clients.seg_results import Segmentation, segmentations
+from dnc.export import formats as F
+from dnc.training import preprocess
+from dnc.training.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clients.client import NOUNS, DNCClient
+from dnc.clients.client import NOUNS, DNCClient
 
 
 def served_model(a: argparse.Namespace, task: str) -> str:

@@ -12,11 +12,11 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-from clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
-from clients.model_option import served_model
-from clients.video_job import collect_videos
-from training.images import IMAGE_EXTENSIONS, DataError, read_picture
-from training.video import VIDEO_EXTENSIONS
+from dnc.clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
+from dnc.clients.model_option import served_model
+from dnc.clients.video_job import collect_videos
+from dnc.training.images import IMAGE_EXTENSIONS, DataError, read_picture
+from dnc.training.video import VIDEO_EXTENSIONS
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -117,8 +117,8 @@ def split_media(paths: list[str]) -> tuple[list[Path], list[Path]]:
 
 
 def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int:
-    from clients.video_job import make_segmenter, run_job, summary_text
-    from training.video import Sampling
+    from dnc.clients.video_job import make_segmenter, run_job, summary_text
+    from dnc.training.video import Sampling
 
     sampling = Sampling(a.every, a.sample_fps)  # refuses --every 0
 
@@ -132,7 +132,7 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
         raise ValueError(f"--truth {truth}: not a clips folder (no classes.json); write one with "
                          "`dnc write-scenes --video N`")
     if a.ray:
-        from clients.ray_job import run_on_ray
+        from dnc.clients.ray_job import run_on_ray
 
         summary = run_on_ray(videos, out, spec, a.batch_size, a.concurrency, truth, a.ray, a.ray_workers, sampling,
                              a.accept_short, a.overwrite)  # (checks the server or export before Ray starts)
@@ -155,8 +155,8 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
 def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     """Each answer written as its request returns (clients/image_job.py); pictures done by an earlier run with
     the class list served now are skipped unless --overwrite; failed requests retried (DNCClient.retried)."""
-    from clients.client import ClientError
-    from clients.image_job import ImageJob, served_set_id
+    from dnc.clients.client import ClientError
+    from dnc.clients.image_job import ImageJob, served_set_id
 
     if a.in_process:
         return _in_process(a, files, out)
@@ -174,10 +174,10 @@ def _in_process(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     """Segment files one by one with the export in-process, each written as it is answered."""
     from tqdm import tqdm
 
-    from clients.image_job import ImageJob
-    from clients.seg_results import segmentations
-    from export.seg_infer import InProcessSegmenter
-    from training.preprocess import ImageError
+    from dnc.clients.image_job import ImageJob
+    from dnc.clients.seg_results import segmentations
+    from dnc.export.seg_infer import InProcessSegmenter
+    from dnc.training.preprocess import ImageError
 
     seg = InProcessSegmenter(a.in_process, a.centroids, a.threads)
     job = ImageJob(files, out, seg.preprocessing, a.json)

@@ -26,8 +26,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from clients.seg_results import Segmentation
-from export import formats as F
+from dnc.clients.seg_results import Segmentation
+from dnc.export import formats as F
 
 log = logging.getLogger(__name__)
 

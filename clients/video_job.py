@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clients import sizing
-from clients.printable import shown
-from clients.seg_results import Segmentation, overlay, segmentations
-from clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
-from clients.video_requests import answers
-from training import video
-from training.seg_folder import read_classes
+from dnc.clients import sizing
+from dnc.clients.printable import shown
+from dnc.clients.seg_results import Segmentation, overlay, segmentations
+from dnc.clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
+from dnc.clients.video_requests import answers
+from dnc.training import video
+from dnc.training.seg_folder import read_classes
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ class ServerSegmenter:
     def set_id(self) -> str:
         """The class list (set id) the served model answers with now: one blank picture at its trained size,
         asking for the set id only."""
-        from clients.client import ClientError
-        from export import formats as F
+        from dnc.clients.client import ClientError
+        from dnc.export import formats as F
 
         size, chans = int(self._prep["image_size"]), int(self._prep["channels"])
         try:
@@ -104,7 +104,7 @@ class ServerSegmenter:
         return v.decode() if isinstance(v, bytes) else str(v)
 
     def _client(self):
-        from clients.client import DNCClient
+        from dnc.clients.client import DNCClient
 
         c = getattr(self._local, "client", None)
         if c is None:
@@ -113,7 +113,7 @@ class ServerSegmenter:
         return c
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
-        from clients.client import ClientError
+        from dnc.clients.client import ClientError
 
         generation, (h, w) = self._generation, frames.shape[1:3]
         small = self.downscale and h * w > self.max_pixels
@@ -150,7 +150,7 @@ class LocalSegmenter:
     """An export run in-process (export/seg_infer.py), optionally with another centroid set."""
 
     def __init__(self, export: str | Path, centroids: str | Path | None = None, threads: int = 0):
-        from export.seg_infer import InProcessSegmenter
+        from dnc.export.seg_infer import InProcessSegmenter
 
         self.seg = InProcessSegmenter(export, centroids, threads)
         self.describe = f"{export} in-process"
@@ -165,7 +165,7 @@ class LocalSegmenter:
         return batch_size or LOCAL_BATCH
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
-        from training.preprocess import ImageError
+        from dnc.training.preprocess import ImageError
 
         try:
             return segmentations(self.seg.run(frames), [str(i) for i in range(len(frames))])

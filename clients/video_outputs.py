@@ -21,8 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training import video
-from training.safe_files import Temp, remove_stale
+from dnc.training import video
+from dnc.training.safe_files import Temp, remove_stale
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ def _onnx_input_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from export.exporter import export_checkpoint
+    from dnc.export.exporter import export_checkpoint
 
     m = export_checkpoint(a.checkpoint, a.out, a.data, a.parity_samples, threads=a.threads, fp16=not a.no_fp16,
                           max_batch=a.max_batch, tensorrt_engines=a.tensorrt)
@@ -104,9 +104,9 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_centroids(a: argparse.Namespace) -> int:
-    from export.recompute import choose_split, compute_set
-    from export.seg_recompute import compute_seg_set, split_note
-    from training.seg_folder import is_seg_folder
+    from dnc.export.recompute import choose_split, compute_set
+    from dnc.export.seg_recompute import compute_seg_set, split_note
+    from dnc.training.seg_folder import is_seg_folder
 
     split = a.split or "train"
     if is_seg_folder(a.data):
@@ -138,16 +138,16 @@ def cmd_centroids(a: argparse.Namespace) -> int:
 def _no_split_ignored(split: str | None, data: str, note: str | None) -> None:
     """An explicit --split on a plain folder of classes would be silently ignored: refuse it instead."""
     if split is not None and note is None:
-        from training.images import DataError
+        from dnc.training.images import DataError
 
         raise DataError(f"--split {split}: {data} is a folder of classes, not laid out in splits (train/ and "
                         "test/); give the split's own folder as --data, or leave --split out")
 
 
 def cmd_eval_onnx(a: argparse.Namespace) -> int:
-    from export.evaluate import evaluate_folder
-    from export.seg_evaluate import evaluate_seg_folder
-    from training.seg_folder import is_seg_folder
+    from dnc.export.evaluate import evaluate_folder
+    from dnc.export.seg_evaluate import evaluate_seg_folder
+    from dnc.training.seg_folder import is_seg_folder
 
     if is_seg_folder(a.data):
         res = evaluate_seg_folder(a.embed, a.centroids, a.data, a.threads, a.split or "test")
@@ -159,7 +159,7 @@ def cmd_eval_onnx(a: argparse.Namespace) -> int:
             for name, v in res["iou_per_class"].items():
                 print(f"  {name:<16} IoU {'-' if v is None else f'{v:.2f}'}")
         return 0
-    from export.recompute import choose_split
+    from dnc.export.recompute import choose_split
 
     _no_split_ignored(a.split, a.data, choose_split(a.data, a.split or "test")[1])
     res = evaluate_folder(a.embed, a.centroids, a.data, a.batch_size, a.threads, a.split)

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as tF
 from torch import nn
 
-from export import formats as F
-from export.head_graph import set_metadata
+from dnc.export import formats as F
+from dnc.export.head_graph import set_metadata
 
 
 class EmbedModule(nn.Module):

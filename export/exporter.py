@@ -20,20 +20,20 @@ import onnx
 import onnxruntime
 import torch
 
-from export import centroid_set, manifest, parity, runtime
-from export import formats as F
-from export.centroid_set import CentroidSet
-from export.embed_graph import export_embed
-from export.head_graph import attach_head, build_head
-from export.staging import check_destination, staged
-from training import checkpoint as ckpt_io
-from training import preprocess
-from training.batches import normalise
-from training.data import load_dataset
-from training.head import DNCHead
-from training.liveness import LIVE_SHARE
-from training.loop import evaluate, subset
-from training.seg_folder import pixel_of, source_pixel
+from dnc.export import centroid_set, manifest, parity, runtime
+from dnc.export import formats as F
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.embed_graph import export_embed
+from dnc.export.head_graph import attach_head, build_head
+from dnc.export.staging import check_destination, staged
+from dnc.training import checkpoint as ckpt_io
+from dnc.training import preprocess
+from dnc.training.batches import normalise
+from dnc.training.data import load_dataset
+from dnc.training.head import DNCHead
+from dnc.training.liveness import LIVE_SHARE
+from dnc.training.loop import evaluate, subset
+from dnc.training.seg_folder import pixel_of, source_pixel
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config
     if mc.task == "segmentation":
-        from export.seg_exporter import export_segmenter
+        from dnc.export.seg_exporter import export_segmenter
 
         return export_segmenter(ck, checkpoint, out, data, n_real, n_random, threads, fp16, max_batch,
                                 tensorrt_engines)
@@ -186,7 +186,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
 
 def _engines(folder: Path, images: np.ndarray, max_batch: int, embed_dim: int, fp16: bool) -> dict:
     """Build and check TensorRT engines in the staged folder, or say why they cannot be built here."""
-    from export import tensorrt
+    from dnc.export import tensorrt
 
     ok, why = tensorrt.available()
     if not ok:

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from export.formats import MANIFEST_FILE
+from dnc.export.formats import MANIFEST_FILE
 
 FORMAT = "dnc-export"
 VERSION = 1
@@ -29,7 +29,7 @@ def write(folder: str | Path, manifest: dict) -> Path:
 def read(folder: str | Path) -> dict:
     """Read an export folder's manifest (folder, or the manifest file itself), its preprocessing checked
     against what `dnc export` writes and against the embed.onnx beside it (export/preprocessing_check.py)."""
-    from export import preprocessing_check
+    from dnc.export import preprocessing_check
 
     path = Path(folder)
     path = path / MANIFEST_FILE if path.is_dir() else path

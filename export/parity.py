@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as tF
 
-from export import formats as F
-from export import runtime
+from dnc.export import formats as F
+from dnc.export import runtime
 
 SCORE_TOLERANCE = 1e-4
 

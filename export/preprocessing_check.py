@@ -14,8 +14,8 @@ import json
 import math
 from pathlib import Path
 
-from export import formats as F
-from training import preprocess
+from dnc.export import formats as F
+from dnc.training import preprocess
 
 TASKS = ("classification", "segmentation")
 COLORS = {1: "L", 3: "RGB"}  # channels -> colour, as preprocess.describe writes them

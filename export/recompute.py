@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export import centroid_set, runtime
-from export import formats as F
-from export.centroid_set import CentroidSet
-from export.clustering import cluster
-from export.head_graph import build_head
-from export.staging import check_destination, staged
-from training.images import SPLIT_NAMES, DataError, class_folders, read_image_array, scan_image_folder, split_layout
-from training.progress import bar
-from training.seg_folder import is_seg_folder
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.clustering import cluster
+from dnc.export.head_graph import build_head
+from dnc.export.staging import check_destination, staged
+from dnc.training.images import SPLIT_NAMES, DataError, class_folders, read_image_array, scan_image_folder, split_layout
+from dnc.training.progress import bar
+from dnc.training.seg_folder import is_seg_folder
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from export import centroid_set, runtime
-from export import formats as F
-from export.seg_head_graph import build_seg_head
-from export.seg_recompute import check_segmentation_graph, embedded_scenes
-from training.images import DataError
-from training.seg_folder import read_classes
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.seg_head_graph import build_seg_head
+from dnc.export.seg_recompute import check_segmentation_graph, embedded_scenes
+from dnc.training.images import DataError
+from dnc.training.seg_folder import read_classes
 
 
 def evaluate_seg_folder(embed_path: str | Path, set_path: str | Path, data: str | Path, threads: int = 0,

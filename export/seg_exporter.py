@@ -23,19 +23,19 @@ import onnx
 import onnxruntime
 import torch
 
-from export import centroid_set, manifest, seg_parity
-from export import formats as F
-from export.embed_graph import export_embed
-from export.parity import SCORE_TOLERANCE
-from export.seg_head_graph import attach_seg_head, build_seg_head
-from export.staging import staged
-from training import checkpoint as ckpt_io
-from training import preprocess
-from training.batches import normalise
-from training.head import DNCHead
-from training.liveness import LIVE_SHARE
-from training.seg_folder import load_seg_folder
-from training.seg_task import SegmentationTask
+from dnc.export import centroid_set, manifest, seg_parity
+from dnc.export import formats as F
+from dnc.export.embed_graph import export_embed
+from dnc.export.parity import SCORE_TOLERANCE
+from dnc.export.seg_head_graph import attach_seg_head, build_seg_head
+from dnc.export.staging import staged
+from dnc.training import checkpoint as ckpt_io
+from dnc.training import preprocess
+from dnc.training.batches import normalise
+from dnc.training.head import DNCHead
+from dnc.training.liveness import LIVE_SHARE
+from dnc.training.seg_folder import load_seg_folder
+from dnc.training.seg_task import SegmentationTask
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, se
 def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, data: str | None, n_real: int,
                      n_random: int, threads: int, fp16: bool, max_batch: int, tensorrt_engines: bool = False) -> dict:
     """Export a segmenter checkpoint (see export.exporter.export_checkpoint for the arguments)."""
-    from export.exporter import ExportError, set_from_checkpoint
+    from dnc.export.exporter import ExportError, set_from_checkpoint
 
     t0 = time.time()
     mc = ck.model_config
@@ -131,7 +131,7 @@ def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, 
 
 def _engine(folder: Path, inputs: dict[str, np.ndarray], max_batch: int, fp16: bool, threads: int) -> dict:
     """A TensorRT engine of the embedding checked on the real parity scenes, or why none was built."""
-    from export import runtime, tensorrt
+    from dnc.export import runtime, tensorrt
 
     ok, why = tensorrt.available()
     if not ok:

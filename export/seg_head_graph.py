@@ -27,10 +27,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export import formats as F
-from export import seg_head_bands as bands
-from export.centroid_set import CentroidSet, CentroidSetError, validate
-from export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, set_metadata
+from dnc.export import formats as F
+from dnc.export import seg_head_bands as bands
+from dnc.export.centroid_set import CentroidSet, CentroidSetError, validate
+from dnc.export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, set_metadata
 
 MAX_LABEL = 255  # labels and sub-centroid indices travel as uint8
 CLASS_PIXEL_BUDGET = 1 << 23  # class-pixels one band of output rows holds (about 16 bytes each at the peak)
@@ -180,7 +180,7 @@ def attach_seg_head(embed: onnx.ModelProto, head: onnx.ModelProto) -> onnx.Model
     size read from the images' shape. Carries the metadata of both parts."""
     from onnx import compose
 
-    from export.head_graph import get_metadata
+    from dnc.export.head_graph import get_metadata
 
     head = onnx.ModelProto.FromString(head.SerializeToString())
     head.ir_version = embed.ir_version

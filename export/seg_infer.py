@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export import centroid_set, manifest, runtime
-from export import formats as F
-from export.seg_head_graph import build_seg_head
-from training import preprocess
+from dnc.export import centroid_set, manifest, runtime
+from dnc.export import formats as F
+from dnc.export.seg_head_graph import build_seg_head
+from dnc.training import preprocess
 
 MAX_PIXELS = preprocess.SERVED_MAX_PIXELS["segmentation"]  # per picture, as a served segmenter by default
 

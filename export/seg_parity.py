@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export import formats as F
-from export import runtime
-from export.parity import SCORE_TOLERANCE
-from training.head import DNCHead
-from training.segmenter import nearest_cells, upsample
+from dnc.export import formats as F
+from dnc.export import runtime
+from dnc.export.parity import SCORE_TOLERANCE
+from dnc.training.head import DNCHead
+from dnc.training.segmenter import nearest_cells, upsample
 
 LABEL_AGREEMENT = 0.999
 

@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export import centroid_set, runtime
-from export import formats as F
-from export.centroid_set import CentroidSet
-from export.clustering import cluster
-from export.recompute import nearest_distinct
-from export.seg_head_graph import build_seg_head
-from export.staging import check_destination, staged
-from training.images import DataError
-from training.preprocess import normalise
-from training.progress import bar
-from training.seg_folder import IMAGES_DIR, SPLITS, SegClasses, read_classes, read_pair, split_files
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.clustering import cluster
+from dnc.export.recompute import nearest_distinct
+from dnc.export.seg_head_graph import build_seg_head
+from dnc.export.staging import check_destination, staged
+from dnc.training.images import DataError
+from dnc.training.preprocess import normalise
+from dnc.training.progress import bar
+from dnc.training.seg_folder import IMAGES_DIR, SPLITS, SegClasses, read_classes, read_pair, split_files
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def embedded_scenes(sess, root: Path, split: str, prep: dict, classes: SegClasse
                     ) -> Iterator[tuple[int, Path, np.ndarray, np.ndarray]]:
     """Yield (image index, path, cell embeddings (D, h, w), mask (H, W) uint8) for each image of a split,
     each embedded at its own size. DataError names a file that cannot be read or holds a bad mask."""
-    from training.seg_folder import check_mask_values
+    from dnc.training.seg_folder import check_mask_values
 
     pairs = split_files(root, split)
     for i, (ip, mp) in enumerate(bar(pairs, desc=desc, unit="img")):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import formats as F
+from dnc.export import formats as F
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def build_and_check_segmenter(folder: Path, max_batch: int, images: np.ndarray, 
     Written for `dnc export --tensorrt` of segmenters; run only where a CUDA GPU is lent."""
     import tensorrt as trt
 
-    from export import runtime
+    from dnc.export import runtime
 
     embed_src = F.EMBED_FP16_FILE if fp16 and (folder / F.EMBED_FP16_FILE).exists() else F.EMBED_FILE
     h, w = images.shape[-2:]

@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from serving.own_folder import open_log, own_tree, run_folder
+from dnc.serving.own_folder import open_log, own_tree, run_folder
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from serving.repository import RUNTIMES
+    from dnc.serving.repository import RUNTIMES
 
     repo = sub.add_parser("repo", help="Triton model repositories").add_subparsers(dest="repo_command", required=True,
                                                                                    metavar="ACTION")
@@ -95,7 +95,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_repo_build(a: argparse.Namespace) -> int:
-    from serving.repository import build
+    from dnc.serving.repository import build
 
     if Path(a.repo).is_dir():
         own_tree(Path(a.repo))  # a repository another user prepared (or may write) could change what runs
@@ -112,8 +112,8 @@ def cmd_repo_build(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from serving.server import TritonServer, find_tritonserver
-    from serving.state import is_running, read_state
+    from dnc.serving.server import TritonServer, find_tritonserver
+    from dnc.serving.state import is_running, read_state
 
     repo = Path(a.repo)
     _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)
@@ -127,7 +127,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     run_folder(run_dir)
     if a.detach:
         return _detach(a, run_dir)
-    from serving.supervisor import Supervisor
+    from dnc.serving.supervisor import Supervisor
 
     lock = _hold_serve_lock(repo, run_dir)  # held until this process exits  # noqa: F841
     server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host, run_dir=run_dir,
@@ -178,12 +178,12 @@ def _announce(server) -> None:
 
 def _detach(a: argparse.Namespace, run_dir: Path) -> int:
     """Start `dnc serve` (the supervisor) in a session of its own and return once its server is ready."""
-    from serving.server import ServerError
-    from serving.state import read_state
+    from dnc.serving.server import ServerError
+    from dnc.serving.state import read_state
 
     run_folder(run_dir)
     out = run_dir / "supervisor.log"
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
+    cmd = [sys.executable, "-m", "dnc.serving.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
            "--grpc-port", str(a.grpc_port), "--metrics-port", str(a.metrics_port), "--host", a.host,
            "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else []),
            *(["--shared-shm"] if a.shared_shm else [])]
@@ -206,7 +206,7 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
-    from serving.state import stop_detached
+    from dnc.serving.state import stop_detached
 
     pid = stop_detached(a.repo)
     print(f"stopped the server of {a.repo} (pid {pid})" if pid else f"no server running for {a.repo}")
@@ -214,8 +214,8 @@ def cmd_stop(a: argparse.Namespace) -> int:
 
 
 def cmd_swap(a: argparse.Namespace) -> int:
-    from serving.state import read_state
-    from serving.swap import swap
+    from dnc.serving.state import read_state
+    from dnc.serving.swap import swap
 
     state = read_state(a.repo) or {}
     if a.url == "":
@@ -232,7 +232,7 @@ def cmd_swap(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from serving.status import render, status
+    from dnc.serving.status import render, status
 
     if a.url is not None and not a.url.strip():
         raise ValueError("--url is empty: give the server's gRPC HOST:PORT, or leave --url out to use the "
@@ -249,11 +249,11 @@ def _interrupt(*_) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m serving.cli serve ...`: what `dnc serve --detach` runs in the background (the serving
+    """`python -m dnc.serving.cli serve ...`: what `dnc serve --detach` runs in the background (the serving
     commands alone, without the training and client layers' imports)."""
     import logging
 
-    from serving.server import ServerError
+    from dnc.serving.server import ServerError
 
     ap = argparse.ArgumentParser(prog="dnc")
     add_commands(ap.add_subparsers(dest="command", required=True, metavar="COMMAND"))

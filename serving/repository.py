@@ -37,15 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from export import centroid_set, manifest
-from export import formats as F
-from export.staging import publish, staging_folder
-from serving.repo_template import clear_template, is_template
-from training import preprocess
+from dnc.export import centroid_set, manifest
+from dnc.export import formats as F
+from dnc.export.staging import publish, staging_folder
+from dnc.serving.repo_info import FORMAT, INFO_FILE, VERSION, read_info, write_info  # noqa: F401 (re-exported)
+from dnc.serving.repo_template import clear_template, is_template
+from dnc.training import preprocess
 
-FORMAT = "dnc-model-repository"
-VERSION = 2  # 1: one model, its description at the top level of repository.json
-INFO_FILE = "repository.json"
 LOCK_FILE = ".lock"  # held by builds and swaps: one writer of a repository at a time
 SET_FOLDER = "centroids"  # inside the head model's folder; Triton ignores non-numeric folders
 RUNTIMES = ("python", "onnxruntime", "tensorrt")
@@ -277,14 +275,14 @@ def _check_destination(repo: Path) -> bool:
 
 def _served(repo: Path) -> int | None:
     """The pid of the server `dnc serve` runs on `repo`, or None."""
-    from serving.state import is_running, read_state
+    from dnc.serving.state import is_running, read_state
 
     state = read_state(repo)
     return int(state["pid"]) if state is not None and is_running(state) else None
 
 
 def _embed_dim(sess, task: str) -> int:
-    from export import runtime
+    from dnc.export import runtime
 
     if task == "classification":
         return runtime.embed_dim_of(sess)
@@ -310,7 +308,7 @@ def build(export_dir: str | Path, repo: str | Path, runtime_name: str = "python"
     if meta.get("head") != "dnc":
         raise ValueError(f"{export_dir} is an export of a {meta.get('head')} model; only DNC exports can be served "
                          "(`dnc centroids` makes a class list from its embedding)")
-    from export import runtime
+    from dnc.export import runtime
 
     embed_path = export_dir / F.EMBED_FILE
     fingerprint = centroid_set.fingerprint_file(embed_path)
@@ -386,9 +384,9 @@ def _copy_code(version_dir: Path, role: str) -> None:
 def head_bytes(cs: centroid_set.CentroidSet, top_k: int) -> bytes:
     """The served head for a set (a classifier's or a segmenter's, by the set's task), checked to run:
     finite scores, one label per ranked class or per pixel."""
-    from export import runtime  # (onnx and onnxruntime imported here: the `dnc` command starts without them)
-    from export.head_graph import build_head
-    from export.seg_head_graph import build_seg_head
+    from dnc.export import runtime  # (onnx and onnxruntime imported here: the `dnc` command starts without them)
+    from dnc.export.head_graph import build_head
+    from dnc.export.seg_head_graph import build_seg_head
 
     rng = np.random.default_rng(0)
     if cs.task == "segmentation":
@@ -448,27 +446,6 @@ def set_info(cs: centroid_set.CentroidSet) -> dict:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def write_info(repo: Path, whole: dict) -> None:
-    tmp = Path(repo) / f".{INFO_FILE}.tmp"
-    tmp.write_text(json.dumps(dict(whole, format=FORMAT, version=VERSION), indent=1))
-    tmp.replace(Path(repo) / INFO_FILE)
-
-
-def read_info(repo: str | Path) -> dict:
-    """The repository's description, {"models": {NAME: description}}; refuses a folder that is not a DNC
-    model repository. A version-1 description (one model, named dnc) reads as a version-2 one."""
-    path = Path(repo) / INFO_FILE
-    if not path.is_file():
-        raise ValueError(f"{repo} is not a built DNC model repository (no {INFO_FILE}): run `dnc repo build` first")
-    info = json.loads(path.read_text())
-    if info.get("format") != FORMAT or info.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: not a DNC model repository description")
-    if info.get("version", 1) == 1:
-        one = {k: v for k, v in info.items() if k not in ("format", "version")}
-        info = {"format": FORMAT, "version": VERSION, "models": {F.DEFAULT_MODEL: one}}
-    return info
 
 
 def model_info(repo: str | Path, name: str | None = None) -> dict:

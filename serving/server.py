@@ -37,10 +37,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export import formats as F
-from serving import private_shm
-from serving.own_folder import open_log
-from serving.processes import cleanup_shm, restrict_shm, stop_group
+from dnc.export import formats as F
+from dnc.serving import private_shm
+from dnc.serving.own_folder import open_log
+from dnc.serving.processes import cleanup_shm, restrict_shm, stop_group
+from dnc.serving.repo_info import read_info
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,6 @@ class TritonServer:
         return cmd
 
     def start(self, timeout: float = 120.0) -> TritonServer:
-        from serving.repository import read_info  # (here: the `dnc` command imports this module at start)
-
         if self.proc is not None and self.proc.poll() is None:  # a second process would be left running
             raise ServerError(f"this server is already running (pid {self.proc.pid}); stop it first")
         try:

@@ -16,8 +16,8 @@ import signal
 import time
 from pathlib import Path
 
-from serving.processes import cleanup_shm, command_line, start_ticks, stop_group, triton_group
-from serving.server import ServerError, TritonServer
+from dnc.serving.processes import cleanup_shm, command_line, start_ticks, stop_group, triton_group
+from dnc.serving.server import ServerError, TritonServer
 
 STATE_FILE = ".dnc-server.json"
 

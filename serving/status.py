@@ -15,9 +15,9 @@ import logging
 import time
 from pathlib import Path
 
-from export import formats as F
-from serving import repository
-from serving.state import STATE_FILE, read_state, server_alive, supervisor_alive
+from dnc.export import formats as F
+from dnc.serving import repository
+from dnc.serving.state import STATE_FILE, read_state, server_alive, supervisor_alive
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _health(url: str, models: dict, timeout: float) -> dict:
     """What the server at `url` (gRPC) answers: live, ready, and per model ready and the set id answering."""
     import tritonclient.grpc as grpc
 
-    from serving.swap import Probe
+    from dnc.serving.swap import Probe
 
     out = {"url": url, "answering": False, "live": False, "ready": False, "models": {}, "error": None}
     try:

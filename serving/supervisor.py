@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from serving.processes import restrict_shm
-from serving.server import ServerError, TritonServer
-from serving.state import remove_state, write_state
+from dnc.serving.processes import restrict_shm
+from dnc.serving.server import ServerError, TritonServer
+from dnc.serving.state import remove_state, write_state
 
 log = logging.getLogger(__name__)
 

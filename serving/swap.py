@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export import centroid_set
-from export import formats as F
-from serving import repository
+from dnc.export import centroid_set
+from dnc.export import formats as F
+from dnc.serving import repository
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import FASHION_MNIST_DIR
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
+from dnc.training.data import FASHION_MNIST_DIR
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +66,7 @@ def softmax_checkpoint(tmp_path_factory, fmnist_ready):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, dnc_checkpoint):
     """(export folder, manifest) of the DNC checkpoint."""
-    from export.exporter import export_checkpoint
+    from dnc.export.exporter import export_checkpoint
 
     out = tmp_path_factory.mktemp("exports") / "fm"
     return out, export_checkpoint(dnc_checkpoint, out, n_real=128, n_random=32, threads=2)
@@ -75,7 +75,7 @@ def exported(tmp_path_factory, dnc_checkpoint):
 @pytest.fixture(scope="session")
 def fm_folder(tmp_path_factory, fmnist_ready):
     """Real Fashion-MNIST PNGs: train/ and test/, 10 fine classes, 20 and 10 images per class."""
-    from training.folders import write_dataset_folders
+    from dnc.training.folders import write_dataset_folders
 
     root = tmp_path_factory.mktemp("fm-folder")
     write_dataset_folders("fashion-mnist", root, "fine", per_class=20, test_per_class=10)
@@ -88,9 +88,9 @@ def seg_export(tmp_path_factory, fmnist_ready):
     then drawn at random so that its labels vary over the classes (parity is tested where it can fail)."""
     import torch.nn.functional as tF
 
-    from export.exporter import export_checkpoint
-    from training import checkpoint as ckpt_io
-    from training.scenes import write_scenes
+    from dnc.export.exporter import export_checkpoint
+    from dnc.training import checkpoint as ckpt_io
+    from dnc.training.scenes import write_scenes
 
     root = tmp_path_factory.mktemp("seg-export")
     scenes = root / "scenes"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from training.data import ImageData
+from dnc.training.data import ImageData
 
 
 class _BatchReader(Dataset):

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from training.model import ModelConfig, build_model
+from dnc.training.model import ModelConfig, build_model
 
 FORMAT = "dnc-checkpoint"
 VERSION = 1

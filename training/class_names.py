@@ -17,6 +17,7 @@ from __future__ import annotations
 import unicodedata
 
 MAX_LENGTH = 100
+CLASSES_FILE = "classes.json"  # a segmentation folder's class list (seg_folder.py); image folders check for it
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder what a terminal shows
 
 

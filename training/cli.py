@@ -8,7 +8,7 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from training.config import SEGMENTATION_ANNEAL, SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig, TrainConfig
+from dnc.training.config import SEGMENTATION_ANNEAL, SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig, TrainConfig
 
 
 def _floats(text: str) -> list[float]:
@@ -179,10 +179,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from training import checkpoint as ckpt_io
-    from training.data import load_dataset
-    from training.loop import train
-    from training.seg_folder import is_seg_folder
+    from dnc.training import checkpoint as ckpt_io
+    from dnc.training.data import load_dataset
+    from dnc.training.loop import train
+    from dnc.training.seg_folder import is_seg_folder
 
     given = _model_overrides(a)
     if given.get("in_chans", 3) not in (1, 3):
@@ -232,8 +232,8 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
     with --init, the classifier's backbone shape and its normalisation (spread over R, G, B)."""
     from PIL import Image
 
-    from training import checkpoint as ckpt_io
-    from training.seg_folder import MEAN, STD, read_classes, split_files
+    from dnc.training import checkpoint as ckpt_io
+    from dnc.training.seg_folder import MEAN, STD, read_classes, split_files
 
     classes = read_classes(tcfg.data)
     size = given.pop("image_size", None)
@@ -259,8 +259,8 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from training import checkpoint as ckpt_io
-    from training.loop import check_data, resolve_device, task_for
+    from dnc.training import checkpoint as ckpt_io
+    from dnc.training.loop import check_data, resolve_device, task_for
 
     ck = ckpt_io.load(a.checkpoint)
     mc = ck.model_config
@@ -299,10 +299,10 @@ def _live_text(res: dict, names: list[str]) -> str:
 
 
 def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_name: str) -> dict:
-    from training import checkpoint as ckpt_io
-    from training.anchor import anchor_model
-    from training.loop import check_data, resolve_device, task_for
-    from training.seg_folder import pixel_of
+    from dnc.training import checkpoint as ckpt_io
+    from dnc.training.anchor import anchor_model
+    from dnc.training.loop import check_data, resolve_device, task_for
+    from dnc.training.seg_folder import pixel_of
 
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config
@@ -337,7 +337,7 @@ def cmd_anchor(a: argparse.Namespace) -> int:
 
 
 def cmd_write_folder(a: argparse.Namespace) -> int:
-    from training.folders import write_dataset_folders
+    from dnc.training.folders import write_dataset_folders
 
     res = write_dataset_folders(a.data, Path(a.out), a.labels, a.per_class, a.test_per_class)
     for split, counts in res.items():
@@ -347,7 +347,7 @@ def cmd_write_folder(a: argparse.Namespace) -> int:
 
 
 def cmd_write_scenes(a: argparse.Namespace) -> int:
-    from training.scenes import write_clips, write_scenes
+    from dnc.training.scenes import write_clips, write_scenes
 
     if a.video:
         try:

@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import distributed
-from training.config import normalise_ks
-from training.liveness import LIVE_SHARE, live_mask, win_counts
-from training.memory import ClassMemory, rank_in_class
-from training.recluster import kmeanspp_seeds, sinkhorn_kmeans
-from training.sinkhorn import sinkhorn_assign
+from dnc.training import distributed
+from dnc.training.config import normalise_ks
+from dnc.training.liveness import LIVE_SHARE, live_mask, win_counts
+from dnc.training.memory import ClassMemory, rank_in_class
+from dnc.training.recluster import kmeanspp_seeds, sinkhorn_kmeans
+from dnc.training.sinkhorn import sinkhorn_assign
 
 # Clustering rounds for a data initialisation or a revival (the offline rule stops earlier when the
 # assignment settles; a class memory of a few hundred samples settles in a handful of rounds).

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training import preprocess
-from training.class_names import check_class_names
+from dnc.training import preprocess
+from dnc.training.class_names import CLASSES_FILE, check_class_names
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,6 @@ def check_class_folder(root: Path, name: str) -> None:
     high), or one holding, at any depth, a split folder or a segmentation folder (a folder of data sets
     given instead of one: its images would all become one class). The message names the folder and the
     one to give instead."""
-    from training.seg_folder import CLASSES_FILE  # (seg_folder imports this module)
-
     folder = root / name
     if is_split_name(name):
         hint = (f"{root} is laid out in splits: give {root / 'train'} (or its test/ split)"

@@ -1,4 +1,4 @@
-"""The training loop: one readable function, fit for long runs and for torchrun, for both tasks.
+"""The training loop: fit for long runs and for torchrun, for both tasks.
 
 train(cfg) builds (or resumes) a model, runs epochs of SGD/AdamW with warm-up and a cosine or step
 schedule, updates the DNC centroids after every optimiser step, evaluates each epoch, writes the log,
@@ -14,23 +14,23 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from training import checkpoint as ckpt_io
-from training import distributed, progress
-from training.batches import augment, epoch_batches, iterate, normalise
-from training.class_names import safe_name
-from training.config import TrainConfig
-from training.data import ImageData, load_dataset
-from training.head import DNCHead, normalise_ks
-from training.liveness import summarise, win_counts
-from training.model import Classifier, ModelConfig, build_model
-from training.report import topk_correct, write_log
-from training.seg_task import SegmentationTask
+from dnc.training import checkpoint as ckpt_io
+from dnc.training import distributed, progress
+from dnc.training.batches import augment, epoch_batches, iterate, normalise
+from dnc.training.class_names import safe_name
+from dnc.training.config import TrainConfig
+from dnc.training.data import ImageData, load_dataset
+from dnc.training.head import DNCHead, normalise_ks
+from dnc.training.liveness import summarise, win_counts
+from dnc.training.model import Classifier, ModelConfig, build_model
+from dnc.training.report import topk_correct, write_log
+from dnc.training.seg_task import SegmentationTask
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +229,74 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
     started_ddp = distributed.setup(device)
     if started_ddp and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    out = Path(cfg.out)
     try:
-        resume = ckpt_io.load(cfg.resume) if cfg.resume else None
-        if resume is not None and (resume.optimizer_state is None or "torch" not in resume.rng):
-            raise ValueError(f"{cfg.resume} is not a resumable training checkpoint (an anchored or exported "
-                             "model keeps no optimiser state); train a new run from it instead")
+        run = _Run.start(cfg, model_cfg, device)
+        log.info("training %s %s head on %s: %d samples, %d classes, %d steps/epoch, device %s", run.task.name,
+                 run.model_cfg.head, cfg.data, len(run.train_set), run.model_cfg.num_classes, run.n_batches, device)
+        while run.epoch < cfg.epochs:
+            finished_epoch = run.train_epoch()
+            if not finished_epoch:  # stopped mid-epoch (--max-steps): saved, no epoch row yet
+                break
+            run.end_epoch()
+            if cfg.max_steps and run.step >= cfg.max_steps:
+                break
+        return {"history": run.history, "step_losses": run.step_losses, "checkpoint": str(run.ckpt_path),
+                "model": run.model, "finished": run.epoch >= cfg.epochs, "step": run.step}
+    finally:
+        if started_ddp:
+            distributed.teardown()
+
+
+def _resumed(cfg: TrainConfig) -> ckpt_io.Checkpoint | None:
+    """The checkpoint to resume from (None for a new run), refused when it cannot continue this run."""
+    if not cfg.resume:
+        return None
+    resume = ckpt_io.load(cfg.resume)
+    if resume.optimizer_state is None or "torch" not in resume.rng:
+        raise ValueError(f"{cfg.resume} is not a resumable training checkpoint (an anchored or exported "
+                         "model keeps no optimiser state); train a new run from it instead")
+    for name in RUN_DEFINING:  # compared as JSON values (a tuple equals its saved list)
+        mine = json.loads(json.dumps(getattr(cfg, name)))
+        if name in resume.train_config and mine != resume.train_config[name]:
+            raise ValueError(f"{name} mismatch on resume: checkpoint has {resume.train_config[name]}, "
+                             f"requested {getattr(cfg, name)}")
+    return resume
+
+
+def _no_partial() -> dict:
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}  # running sums of an unfinished epoch
+
+
+@dataclass
+class _Run:
+    """One training run's state between steps: what a checkpoint saves and a resume restores."""
+
+    cfg: TrainConfig
+    model_cfg: ModelConfig
+    device: torch.device
+    task: object  # ClassificationTask or SegmentationTask
+    train_set: object
+    test_set: object
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    aug_gen: torch.Generator
+    encoder: torch.nn.Module  # the model's parts, wrapped for DDP when it runs
+    head: torch.nn.Module
+    n_batches: int
+    epoch: int = 0
+    step: int = 0
+    skip: int = 0  # steps of the current epoch already run (a resume mid-epoch)
+    history: list = field(default_factory=list)
+    partial: dict = field(default_factory=_no_partial)
+    step_losses: list = field(default_factory=list)
+    lr: float = 0.0
+    t0: float = 0.0  # when the current epoch started (earlier than now by a resumed epoch's seconds)
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, model_cfg: ModelConfig | None, device: torch.device) -> _Run:
+        """Data, model and optimiser of a new run, or of the run a checkpoint interrupted."""
+        resume = _resumed(cfg)
         model_cfg = _reconcile(model_cfg, resume)
-        if resume is not None:
-            for name in RUN_DEFINING:  # compared as JSON values (a tuple equals its saved list)
-                mine = json.loads(json.dumps(getattr(cfg, name)))
-                if name in resume.train_config and mine != resume.train_config[name]:
-                    raise ValueError(f"{name} mismatch on resume: checkpoint has {resume.train_config[name]}, "
-                                     f"requested {getattr(cfg, name)}")
         task = task_for(model_cfg)
         train_set = task.load(cfg.data, "train", model_cfg, cfg.train_limit)
         test_set = task.load(cfg.data, "test", model_cfg, cfg.test_limit)
@@ -258,109 +313,118 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict:
         model = model.to(device, memory_format=torch.channels_last)
         opt = build_optimizer(model, cfg)
         aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + distributed.rank())
-        epoch, step, skip, history = 0, 0, 0, []
-        partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}  # of an unfinished epoch
-        if resume is not None:
-            model.load_state_dict(resume.model_state)
-            opt.load_state_dict(resume.optimizer_state)
-            _restore_rng(resume.rng, aug_gen)
-            epoch, step, skip, history = resume.epoch, resume.step, resume.step_in_epoch, resume.history
-            partial.update(resume.extra.get("partial_epoch", {}))
-            log.info("resumed %s at epoch %d, step %d", cfg.resume, epoch, step)
-        # BN buffers of the encoder are broadcast from rank 0 by DDP; the head's buffers are
-        # identical on every rank by construction (gathered updates), so they are not.
-        encoder, head = _ddp(model.encoder, device), _ddp(model.head, device)
-
         n_batches = len(epoch_batches(len(train_set), cfg.batch_size, cfg.seed, 0, True,
                                       distributed.rank(), distributed.world_size()))
         if n_batches == 0:
             raise ValueError(f"batch size {cfg.batch_size} x {distributed.world_size()} ranks exceeds the "
                              f"{len(train_set)} training samples")
-        if skip >= n_batches:
-            raise ValueError(f"checkpoint is {skip} steps into an epoch of {n_batches}: resume with the "
+        run = cls(cfg, model_cfg, device, task, train_set, test_set, model, opt, aug_gen, model.encoder,
+                  model.head, n_batches)
+        if resume is not None:
+            model.load_state_dict(resume.model_state)
+            opt.load_state_dict(resume.optimizer_state)
+            _restore_rng(resume.rng, aug_gen)
+            run.epoch, run.step, run.skip, run.history = resume.epoch, resume.step, resume.step_in_epoch, resume.history
+            run.partial.update(resume.extra.get("partial_epoch", {}))
+            log.info("resumed %s at epoch %d, step %d", cfg.resume, run.epoch, run.step)
+        if run.skip >= n_batches:
+            raise ValueError(f"checkpoint is {run.skip} steps into an epoch of {n_batches}: resume with the "
                              "checkpoint's batch size and data")
-        total = cfg.epochs * n_batches
-        warmup = int(cfg.warmup_epochs * n_batches)
+        # BN buffers of the encoder are broadcast from rank 0 by DDP; the head's buffers are
+        # identical on every rank by construction (gathered updates), so they are not.
+        run.encoder, run.head = _ddp(model.encoder, device), _ddp(model.head, device)
         if isinstance(model.head, DNCHead):
-            model.head.schedule(init_step=warmup)  # sub-centroids from data once the warm-up is over
-        ckpt_path = out / "checkpoint.safetensors"
-        step_losses: list[float] = []
-        amp = device.type == "cuda"
+            model.head.schedule(init_step=run.warmup)  # sub-centroids from data once the warm-up is over
+        return run
 
-        def save(ep: int, st: int, in_epoch: int, part: dict | None = None):
-            distributed.broadcast_buffers(model.encoder)
-            rng = _rng_state(aug_gen, device)  # a collective: every rank takes part
-            if distributed.is_main():
-                extra = {"partial_epoch": part} if part else {}
-                ckpt_io.save(ckpt_io.Checkpoint(model_cfg, model.state_dict(), asdict(cfg), ep, st, in_epoch,
-                                                history, opt.state_dict(), rng, extra), ckpt_path)
-            if distributed.is_active():
-                torch.distributed.barrier()
+    @property
+    def total(self) -> int:
+        return self.cfg.epochs * self.n_batches
 
-        log.info("training %s %s head on %s: %d samples, %d classes, %d steps/epoch, device %s", task.name,
-                 model_cfg.head, cfg.data, len(train_set), model_cfg.num_classes, n_batches, device)
-        stop = False
-        while epoch < cfg.epochs and not stop:
-            model.train()
-            t0 = time.time() - partial["seconds"]
-            batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, True,
-                                    distributed.rank(), distributed.world_size())[skip:]
-            bar = progress.bar(iterate(train_set, batches, cfg.workers), total=n_batches, initial=skip,
-                               desc=f"epoch {epoch + 1}/{cfg.epochs}", show=distributed.is_main())
-            loss_sum, correct, seen = partial["loss_sum"], partial["correct"], partial["seen"]
-            for i, (x, y, ids) in enumerate(bar, start=skip):
-                lr = lr_at(step, total, warmup, cfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                if isinstance(model.head, DNCHead):
-                    model.head.set_pace(min(1.0, lr / cfg.lr))
-                x, y = task.prepare(x.to(device), y.to(device), aug_gen, model_cfg)
-                x = x.contiguous(memory_format=torch.channels_last)
-                loss, n_correct, n_seen = task.step(encoder, head, opt, x, y, ids.to(device), amp, model, step,
-                                                    cfg.seed)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
-                step += 1
-                step_losses.append(loss.item())
-                loss_sum += loss.item() * n_seen
-                correct += n_correct
-                seen += n_seen
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct / max(1, seen):.1f}", lr=f"{lr:.3g}")
-                stop = bool(cfg.max_steps and step >= cfg.max_steps)
-                if i + 1 < n_batches and (stop or (cfg.save_every and step % cfg.save_every == 0)):
-                    part = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "seconds": time.time() - t0}
-                    save(epoch, step, i + 1, part)
-                if stop:
-                    break
-            bar.close()
-            if i + 1 < n_batches:  # stopped mid-epoch: saved above, no epoch row yet
+    @property
+    def warmup(self) -> int:
+        return int(self.cfg.warmup_epochs * self.n_batches)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return Path(self.cfg.out) / "checkpoint.safetensors"
+
+    def save(self, in_epoch: int, part: dict | None = None) -> None:
+        """An atomic checkpoint of where the run is (every rank takes part: the RNG state is a collective)."""
+        distributed.broadcast_buffers(self.model.encoder)
+        rng = _rng_state(self.aug_gen, self.device)
+        if distributed.is_main():
+            extra = {"partial_epoch": part} if part else {}
+            ckpt_io.save(ckpt_io.Checkpoint(self.model_cfg, self.model.state_dict(), asdict(self.cfg), self.epoch,
+                                            self.step, in_epoch, self.history, self.opt.state_dict(), rng, extra),
+                         self.ckpt_path)
+        if distributed.is_active():
+            torch.distributed.barrier()
+
+    def train_epoch(self) -> bool:
+        """The rest of the current epoch's steps; False when --max-steps stopped it before its end."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        self.t0 = time.time() - self.partial["seconds"]
+        batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, True,
+                                distributed.rank(), distributed.world_size())[self.skip:]
+        bar = progress.bar(iterate(self.train_set, batches, cfg.workers), total=self.n_batches, initial=self.skip,
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", show=distributed.is_main())
+        sums = self.partial
+        i = self.skip - 1
+        for i, (x, y, ids) in enumerate(bar, start=self.skip):
+            self.lr = lr_at(self.step, self.total, self.warmup, cfg)
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr
+            if isinstance(model.head, DNCHead):
+                model.head.set_pace(min(1.0, self.lr / cfg.lr))
+            x, y = self.task.prepare(x.to(self.device), y.to(self.device), self.aug_gen, self.model_cfg)
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss, n_correct, n_seen = self.task.step(self.encoder, self.head, self.opt, x, y, ids.to(self.device),
+                                                     self.device.type == "cuda", model, self.step, cfg.seed)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower --lr")
+            self.step += 1
+            self.step_losses.append(loss.item())
+            sums["loss_sum"] += loss.item() * n_seen
+            sums["correct"] += n_correct
+            sums["seen"] += n_seen
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * sums['correct'] / max(1, sums['seen']):.1f}",
+                            lr=f"{self.lr:.3g}")
+            stop = bool(cfg.max_steps and self.step >= cfg.max_steps)
+            if i + 1 < self.n_batches and (stop or (cfg.save_every and self.step % cfg.save_every == 0)):
+                self.save(i + 1, dict(sums, seconds=time.time() - self.t0))
+            if stop:
                 break
-            # Only rank 0 writes the history, from its own running sums (its shard's train metrics).
-            skip, partial = 0, {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-            distributed.broadcast_buffers(model.encoder)  # every rank evaluates and saves one model
-            ev = task.evaluate(model, test_set, device, cfg.eval_batch_size, cfg.workers, desc="test")
-            row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": loss_sum / max(1, seen),
-                   task.train_metric: 100 * correct / max(1, seen), **task.row(ev),
-                   "seconds": round(time.time() - t0, 1)}
-            row.update(_subcentroid_row(ev, model.head))
-            history.append(row)
-            log.info("epoch %d: train loss %.4f | %s (%.0fs)", epoch + 1, row["train_loss"], task.summary(row),
-                     row["seconds"])
-            task.epoch_end(model, test_set, device, out, epoch + 1)
-            epoch += 1
-            save(epoch, step, 0)
-            if distributed.is_main():
-                write_log(history, out)
-        return {"history": history, "step_losses": step_losses, "checkpoint": str(ckpt_path), "model": model,
-                "finished": epoch >= cfg.epochs, "step": step}
-    finally:
-        if started_ddp:
-            distributed.teardown()
+        bar.close()
+        return i + 1 >= self.n_batches
+
+    def end_epoch(self) -> None:
+        """Evaluate, record the epoch's row, save and write the log. Only rank 0 writes the history, from its
+        own running sums (its shard's train metrics)."""
+        sums = self.partial
+        self.skip, self.partial = 0, _no_partial()
+        distributed.broadcast_buffers(self.model.encoder)  # every rank evaluates and saves one model
+        ev = self.task.evaluate(self.model, self.test_set, self.device, self.cfg.eval_batch_size, self.cfg.workers,
+                                desc="test")
+        seen = max(1, sums["seen"])
+        row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.lr, "train_loss": sums["loss_sum"] / seen,
+               self.task.train_metric: 100 * sums["correct"] / seen, **self.task.row(ev),
+               "seconds": round(time.time() - self.t0, 1)}
+        row.update(_subcentroid_row(ev, self.model.head))
+        self.history.append(row)
+        log.info("epoch %d: train loss %.4f | %s (%.0fs)", self.epoch + 1, row["train_loss"], self.task.summary(row),
+                 row["seconds"])
+        self.task.epoch_end(self.model, self.test_set, self.device, Path(self.cfg.out), self.epoch + 1)
+        self.epoch += 1
+        self.save(0)
+        if distributed.is_main():
+            write_log(self.history, Path(self.cfg.out))
 
 
 def _init_backbone(model: torch.nn.Module, path: str) -> None:
     """Start a segmenter's backbone from a classifier checkpoint, logging what did and did not load."""
-    from training.segmenter import Segmenter, init_from_classifier
+    from dnc.training.segmenter import Segmenter, init_from_classifier
 
     if not isinstance(model, Segmenter):
         raise ValueError("--init starts a segmenter from a classifier checkpoint; this run trains a classifier")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.backbones import build_backbone
-from training.config import ModelConfig
-from training.head import DNCHead, LinearHead
+from dnc.training.backbones import build_backbone
+from dnc.training.config import ModelConfig
+from dnc.training.head import DNCHead, LinearHead
 
 
 class Encoder(nn.Module):
@@ -43,7 +43,7 @@ def make_head(cfg: ModelConfig, seed: int = 0) -> nn.Module:
 def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     """A classifier or a segmenter, as `cfg.task` says."""
     if cfg.task == "segmentation":
-        from training.segmenter import Segmenter  # it builds on this module's config and head
+        from dnc.training.segmenter import Segmenter  # it builds on this module's config and head
 
         return Segmenter(cfg, lambda: make_head(cfg, seed))
     return Classifier(cfg, seed)

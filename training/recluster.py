@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.sinkhorn import sinkhorn_assign
+from dnc.training.sinkhorn import sinkhorn_assign
 
 
 @torch.no_grad()

@@ -29,12 +29,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from training.class_names import safe_name
-from training.data import ImageData, load_dataset
-from training.folders import LABEL_MAPS, coarse_index
-from training.images import DataError
-from training.progress import bar
-from training.seg_folder import SegClasses, default_palette, write_classes, write_pair
+from dnc.training.class_names import safe_name
+from dnc.training.data import ImageData, load_dataset
+from dnc.training.folders import LABEL_MAPS, coarse_index
+from dnc.training.images import DataError
+from dnc.training.progress import bar
+from dnc.training.seg_folder import SegClasses, default_palette, write_classes, write_pair
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def write_clips(out: str | Path, count: int, labels: str = "fine", height: int =
     """Write `count` clips with their lossless mask videos under `out` (see the module docstring)."""
     from fractions import Fraction
 
-    from training.video import H264Writer, MaskWriter
+    from dnc.training.video import H264Writer, MaskWriter
 
     if labels not in LABEL_MAPS:
         raise DataError(f"unknown label map {labels!r}; use one of {', '.join(LABEL_MAPS)}")

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from training.class_names import check_class_names
-from training.images import DataError, check_image_size
-from training.progress import bar
+from dnc.training.class_names import CLASSES_FILE, check_class_names
+from dnc.training.images import DataError, check_image_size
+from dnc.training.progress import bar
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "dnc-segmentation-folder"
 VERSION = 1
-CLASSES_FILE = "classes.json"
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
 SPLITS = ("train", "test")

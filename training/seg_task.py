@@ -20,14 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import distributed
-from training.batches import epoch_batches, iterate, normalise
-from training.head import DNCHead
-from training.liveness import summarise, win_counts
-from training.memory import rank_in_class
-from training.progress import bar
-from training.seg_folder import SegData, load_seg_folder, pixel_id
-from training.segmenter import Segmenter, cell_pixels, nearest_cells, upsample
+from dnc.training import distributed
+from dnc.training.batches import epoch_batches, iterate, normalise
+from dnc.training.head import DNCHead
+from dnc.training.liveness import summarise, win_counts
+from dnc.training.memory import rank_in_class
+from dnc.training.progress import bar
+from dnc.training.seg_folder import SegData, load_seg_folder, pixel_id
+from dnc.training.segmenter import Segmenter, cell_pixels, nearest_cells, upsample
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.backbones import Bottleneck, ResNet, build_backbone
+from dnc.training.backbones import Bottleneck, ResNet, build_backbone
 
 OUTPUT_STRIDE = 8
 

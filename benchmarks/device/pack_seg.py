@@ -19,8 +19,8 @@ import gzip
 import lzma
 from pathlib import Path
 
-from training import checkpoint as ckpt_io
-from training.data import FASHION_MNIST_DIR
+from dnc.training import checkpoint as ckpt_io
+from dnc.training.data import FASHION_MNIST_DIR
 
 DEV = Path(".dev")
 

@@ -11,7 +11,7 @@ mkdir -p "$OUT" "$B"
 nvidia-smi -L; python3 -c "import torch, numpy, onnxruntime; print(torch.__version__, numpy.__version__, onnxruntime.__version__, torch.cuda.get_device_name())"
 python3 benchmarks/device/pack_seg.py unpack
 for l in fine coarse; do
-  [ -f "$B/scenes-$l/classes.json" ] || python3 -m clients.cli write-scenes --out "$B/scenes-$l" --labels $l \
+  [ -f "$B/scenes-$l/classes.json" ] || python3 -m dnc.clients.cli write-scenes --out "$B/scenes-$l" --labels $l \
       --train "${TRAIN:-5000}" --test "${TEST:-1000}" > "$OUT/scenes-$l.log" 2>&1 &
 done
 t0=$(date +%s)

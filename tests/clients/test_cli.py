@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clients.cli import main
+from dnc.clients.cli import main
 
 
 def test_unknown_dataset_path(tmp_path, capsys):
@@ -72,7 +72,7 @@ def test_the_dnc_command_starts_without_torch_onnx_or_onnxruntime():
 def test_the_model_a_client_uses_when_none_is_named():
     """The choice of `dnc classify`/`dnc segment` without --model, from what a server serves (the served
     side is tested against tritonserver in tests/serving)."""
-    from clients.client import ClientError, choose_model, served_text
+    from dnc.clients.client import ClientError, choose_model, served_text
 
     both = {"dnc": "classification", "scenes": "segmentation"}
     assert choose_model(both, "segmentation", "u") == "scenes" and choose_model(both, "classification", "u") == "dnc"
@@ -98,7 +98,7 @@ def test_status_of_a_folder_that_is_not_a_repository(tmp_path, capsys):
 
 
 def test_long_class_lists_are_abbreviated():
-    from serving.status import abbreviate, short_fingerprint
+    from dnc.serving.status import abbreviate, short_fingerprint
 
     assert abbreviate(["a", "b"]) == "a, b"
     names = [f"class-{i}" for i in range(40)]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.cli import main
-from clients.image_job import output_names
+from dnc.clients.cli import main
+from dnc.clients.image_job import output_names
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def test_output_names_are_stable_and_distinct():
 def test_a_killed_run_keeps_what_it_wrote_and_the_rerun_does_the_rest(tmp_path, seg_export, capsys):
     files = _pictures(tmp_path / "in", 60, size=160)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "clients.cli", "segment", str(tmp_path / "in"), "--out", str(out),
+    cmd = [sys.executable, "-m", "dnc.clients.cli", "segment", str(tmp_path / "in"), "--out", str(out),
            "--in-process", str(seg_export[2]), "--threads", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

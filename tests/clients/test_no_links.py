@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
-from training import safe_files, video
-from training.scenes import write_clips
+from dnc.clients.cli import main
+from dnc.training import safe_files, video
+from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow
 SECRET = b"not yours\n"
@@ -92,7 +92,7 @@ def test_a_video_never_written_through_planted_links(seg_export, tmp_path, fmnis
 
 
 def test_links_at_final_names_are_not_a_finished_video(tmp_path):
-    from clients.video_outputs import Outputs
+    from dnc.clients.video_outputs import Outputs
 
     victim, out = _victim(tmp_path), tmp_path / "out"
     _plant(out, [f"v.{k}" for k in VIDEO_KINDS], victim)

@@ -6,10 +6,10 @@ import json
 import numpy as np
 from PIL import Image
 
-from clients.classify_cli import table
-from clients.cli import main
-from clients.client import Prediction, Ranked
-from clients.printable import shown
+from dnc.clients.classify_cli import table
+from dnc.clients.cli import main
+from dnc.clients.client import Prediction, Ranked
+from dnc.clients.printable import shown
 
 EVIL = "a\x1b[2Jb\nFORGED ROW\u2028c"
 

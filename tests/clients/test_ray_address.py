@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.ray_job import check_cluster
-from clients.video_job import JobError
-from training.scenes import write_clips
+from dnc.clients.ray_job import check_cluster
+from dnc.clients.video_job import JobError
+from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def test_segment_on_a_ray_address_where_nothing_listens_fails_within_40s(seg_exp
     write_clips(tmp_path / "clips", 1, "fine", height=48, width=64, frames=4, fps=10, seed=3)
     address = f"127.0.0.1:{_free_port()}"
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "clients.cli", "segment", str(tmp_path / "clips" / "videos"),
+    r = subprocess.run([sys.executable, "-m", "dnc.clients.cli", "segment", str(tmp_path / "clips" / "videos"),
                         "--in-process", str(seg_export[2]), "--out", str(tmp_path / "out"), "--ray", address],
                        capture_output=True, text=True, cwd=ROOT, timeout=40)
     took = time.monotonic() - t0

@@ -4,7 +4,7 @@ shows exactly the colours of the classes present (a fixed height for video frame
 import numpy as np
 import pytest
 
-from clients.seg_results import BACKGROUND, LEGEND_MIN_WIDTH, ClassEvidence, Segmentation, overlay, palette
+from dnc.clients.seg_results import BACKGROUND, LEGEND_MIN_WIDTH, ClassEvidence, Segmentation, overlay, palette
 
 NAMES = [BACKGROUND, "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
          "Ankle boot"]

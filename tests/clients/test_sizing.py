@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from clients import sizing
-from clients.seg_results import ClassEvidence, Segmentation
-from export import formats as F
-from serving import repository
+from dnc.clients import sizing
+from dnc.clients.seg_results import ClassEvidence, Segmentation
+from dnc.export import formats as F
+from dnc.serving import repository
 
 BUDGET = 2048 * 2048  # a segmenter's default
 

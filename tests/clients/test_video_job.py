@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.cli import main
-from clients.seg_results import LEGEND_MIN_WIDTH, overlay, segmentations
-from clients.video_job import LEGEND_ROWS, JobError, LocalSegmenter, Truth, collect_videos, run_job
-from export.seg_infer import InProcessSegmenter
-from training import video
-from training.scenes import write_clips
+from dnc.clients.cli import main
+from dnc.clients.seg_results import LEGEND_MIN_WIDTH, overlay, segmentations
+from dnc.clients.video_job import LEGEND_ROWS, JobError, LocalSegmenter, Truth, collect_videos, run_job
+from dnc.export.seg_infer import InProcessSegmenter
+from dnc.training import video
+from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow
 FRAMES = 10
@@ -150,7 +150,7 @@ def test_the_job_on_a_local_ray_instance(clips, seg_export, other_seg_set, tmp_p
 
     import ray
 
-    from clients.ray_job import run_on_ray
+    from dnc.clients.ray_job import run_on_ray
 
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     videos = collect_videos([clips])
@@ -167,14 +167,15 @@ def test_the_job_on_a_local_ray_instance(clips, seg_export, other_seg_set, tmp_p
     again = run_on_ray(videos, on_ray, spec, workers=2)
     assert again["segmented"] == 0 and again["skipped"] == [str(v) for v in videos]
     assert not ray.is_initialized() and _ray_sessions() == sessions  # nothing to do: no Ray instance started
-    cmd = [sys.executable, "-m", "clients.cli", "segment", str(clips / "videos"), "--out", str(on_ray), "--in-process",
-           str(seg_export[2]), "--centroids", str(other_seg_set), "--threads", "1", "--ray", "--ray-workers", "2"]
+    cmd = [sys.executable, "-m", "dnc.clients.cli", "segment", str(clips / "videos"), "--out", str(on_ray),
+           "--in-process", str(seg_export[2]), "--centroids", str(other_seg_set), "--threads", "1", "--ray",
+           "--ray-workers", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-800:]
     assert "2 segmented" in done.stdout and done.stdout.count(": made with list ") == 2
     assert "Token authentication" not in done.stderr and "token-auth" not in done.stderr
     assert "\r" not in done.stderr and "%|" not in done.stderr  # no tqdm bar
-    assert [line for line in done.stderr.splitlines() if " INFO clients.video_outputs: redo " not in line] == []
+    assert [line for line in done.stderr.splitlines() if " INFO dnc.clients.video_outputs: redo " not in line] == []
 
 
 def _ray_sessions() -> set[str]:
@@ -208,7 +209,7 @@ def test_ctrl_c_stops_a_job_cleanly_and_a_rerun_finishes_it(seg_export, tmp_path
     clips = tmp_path / "long"
     write_clips(clips, 1, "fine", height=48, width=64, frames=400, fps=25, seed=5)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "clients.cli", "segment", str(clips / "videos"), "--out", str(out), "--in-process",
+    cmd = [sys.executable, "-m", "dnc.clients.cli", "segment", str(clips / "videos"), "--out", str(out), "--in-process",
            str(seg_export[2]), "--threads", "1", "--batch-size", "2", "--concurrency", "1"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

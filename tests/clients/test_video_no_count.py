@@ -11,9 +11,9 @@ import av
 import numpy as np
 import pytest
 
-from clients.cli import main
-from training import video
-from training.scenes import write_clips
+from dnc.clients.cli import main
+from dnc.training import video
+from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow
 FRAMES = 30

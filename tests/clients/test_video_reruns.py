@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from clients.cli import main
-from clients.video_job import LocalSegmenter, collect_videos, run_job
-from clients.video_outputs import pending_videos, wanted
-from export import centroid_set
-from training import video
-from training.scenes import write_clips
+from dnc.clients.cli import main
+from dnc.clients.video_job import LocalSegmenter, collect_videos, run_job
+from dnc.clients.video_outputs import pending_videos, wanted
+from dnc.export import centroid_set
+from dnc.training import video
+from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow
 FRAMES = 8

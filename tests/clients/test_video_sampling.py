@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.cli import main
-from export import centroid_set
-from training import video
-from training.scenes import write_clips
-from training.seg_folder import read_classes
+from dnc.clients.cli import main
+from dnc.export import centroid_set
+from dnc.training import video
+from dnc.training.scenes import write_clips
+from dnc.training.seg_folder import read_classes
 
 pytestmark = pytest.mark.slow
 FRAMES, FPS = 30, 10

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
-from training import video
-from training.scenes import write_clips
+from dnc.clients.cli import main
+from dnc.training import video
+from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow
 FRAMES = 30

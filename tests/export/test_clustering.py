@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from export.clustering import cluster, sinkhorn_log_plan
+from dnc.export.clustering import cluster, sinkhorn_log_plan
+from dnc.training.sinkhorn import sinkhorn_log
 from tests.training.reference import normalise, sinkhorn_plan
-from training.sinkhorn import sinkhorn_log
 
 
 def test_plan_matches_float64_reference_and_training(rng):

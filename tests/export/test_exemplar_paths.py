@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import centroid_set, runtime
-from export import formats as F
-from export.head_graph import build_head
-from export.recompute import embed_files, scan_labelled_folder
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.head_graph import build_head
+from dnc.export.recompute import embed_files, scan_labelled_folder
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
@@ -24,7 +24,7 @@ def test_exemplars_name_real_files_from_anywhere(exported, fm_folder, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(fm_folder / "test", work / "data")
     # Run where the data is, with a relative --data, as a user in their project folder does.
-    res = subprocess.run([sys.executable, "-m", "clients.cli", "centroids", "--embed", str(out / F.EMBED_FILE),
+    res = subprocess.run([sys.executable, "-m", "dnc.clients.cli", "centroids", "--embed", str(out / F.EMBED_FILE),
                           "--data", "data", "--out", "set", "--K", "2"], cwd=work, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from clients.cli import main
-from export import centroid_set, manifest, parity, runtime
-from export import formats as F
-from export.exporter import ExportError, export_checkpoint
-from training import checkpoint as ckpt_io
+from dnc.clients.cli import main
+from dnc.export import centroid_set, manifest, parity, runtime
+from dnc.export import formats as F
+from dnc.export.exporter import ExportError, export_checkpoint
+from dnc.training import checkpoint as ckpt_io
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def test_softmax_checkpoint_exports_its_embedding(softmax_checkpoint, tmp_path):
 
 
 def test_cli_export_and_tensorrt_without_gpu(dnc_checkpoint, tmp_path, capsys, monkeypatch):
-    from export import tensorrt
+    from dnc.export import tensorrt
 
     monkeypatch.setattr(tensorrt, "available", lambda: (False, "no CUDA GPU is available on this machine"))
     assert main(["export", str(dnc_checkpoint), "--out", str(tmp_path / "e"), "--parity-samples", "16",
@@ -110,7 +110,7 @@ def test_export_refuses_to_replace_an_unrelated_folder(dnc_checkpoint, tmp_path,
 
 @pytest.mark.gpu
 def test_tensorrt_engines_agree_with_onnxruntime(dnc_checkpoint, tmp_path):
-    from export import tensorrt
+    from dnc.export import tensorrt
 
     ok, why = tensorrt.available()
     if not ok:

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from export import formats as F
-from export import runtime
-from export.centroid_set import CentroidSet
-from export.head_graph import PAD_SCORE, build_head
+from dnc.export import formats as F
+from dnc.export import runtime
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.head_graph import PAD_SCORE, build_head
 from tests.training.reference import dnc_scores, normalise
 
 

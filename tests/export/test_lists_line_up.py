@@ -3,9 +3,9 @@ class the same ("T-shirt-top"), so lists made from either can be compared and sw
 
 import pytest
 
-from clients.cli import main
-from export import centroid_set
-from export import formats as F
+from dnc.clients.cli import main
+from dnc.export import centroid_set
+from dnc.export import formats as F
 
 pytestmark = pytest.mark.slow
 

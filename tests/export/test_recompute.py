@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from clients.cli import main
-from export import centroid_set, runtime
-from export import formats as F
-from export.evaluate import evaluate_folder
-from export.recompute import compute_set, embed_files, scan_labelled_folder
+from dnc.clients.cli import main
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.evaluate import evaluate_folder
+from dnc.export.recompute import compute_set, embed_files, scan_labelled_folder
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,7 @@ def test_runs_without_torch(exported, fm_folder, tmp_path):
     out, _ = exported
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
-        "from export.recompute import compute_set\n"
+        "from dnc.export.recompute import compute_set\n"
         f"r = compute_set({str(out / F.EMBED_FILE)!r}, {str(fm_folder / 'test')!r}, {str(tmp_path / 's')!r}, k=2)\n"
         "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
         "print(r['set_id'])\n")

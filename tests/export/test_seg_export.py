@@ -12,19 +12,19 @@ import pytest
 import torch
 import torch.nn.functional as tF
 
-from clients.cli import main
-from export import centroid_set, manifest, runtime
-from export import formats as F
-from export.exporter import export_checkpoint
-from export.seg_evaluate import evaluate_seg_folder
-from export.seg_recompute import compute_seg_set
-from training import checkpoint as ckpt_io
-from training import preprocess
-from training.images import DataError
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
-from training.seg_folder import read_pair
-from training.seg_task import SegmentationTask
+from dnc.clients.cli import main
+from dnc.export import centroid_set, manifest, runtime
+from dnc.export import formats as F
+from dnc.export.exporter import export_checkpoint
+from dnc.export.seg_evaluate import evaluate_seg_folder
+from dnc.export.seg_recompute import compute_seg_set
+from dnc.training import checkpoint as ckpt_io
+from dnc.training import preprocess
+from dnc.training.images import DataError
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
+from dnc.training.seg_folder import read_pair
+from dnc.training.seg_task import SegmentationTask
 
 pytestmark = pytest.mark.slow
 
@@ -170,8 +170,8 @@ def test_sets_from_masks_run_and_are_evaluated_without_torch(seg_export, tmp_pat
     scenes, _, out, _ = seg_export
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
-        "from export.seg_recompute import compute_seg_set\n"
-        "from export.seg_evaluate import evaluate_seg_folder\n"
+        "from dnc.export.seg_recompute import compute_seg_set\n"
+        "from dnc.export.seg_evaluate import evaluate_seg_folder\n"
         f"r = compute_seg_set({str(out / F.EMBED_FILE)!r}, {str(scenes)!r}, {str(tmp_path / 's')!r}, k=2)\n"
         f"e = evaluate_seg_folder({str(out / F.EMBED_FILE)!r}, {str(tmp_path / 's')!r}, {str(scenes)!r})\n"
         "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
@@ -184,7 +184,7 @@ def test_sets_from_masks_run_and_are_evaluated_without_torch(seg_export, tmp_pat
 
 @pytest.mark.gpu
 def test_tensorrt_fp16_labels_agree_with_onnxruntime(seg_export, tmp_path):
-    from export import tensorrt
+    from dnc.export import tensorrt
 
     ok, why = tensorrt.available()
     if not ok:
@@ -196,7 +196,7 @@ def test_tensorrt_fp16_labels_agree_with_onnxruntime(seg_export, tmp_path):
 
 
 def test_without_a_gpu_the_export_says_why_no_engine(seg_export, tmp_path):
-    from export import tensorrt
+    from dnc.export import tensorrt
 
     ok, _ = tensorrt.available()
     if ok:

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export import formats as F
-from export.centroid_set import CentroidSet
-from export.seg_head_graph import build_seg_head
+from dnc.export import formats as F
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.seg_head_graph import build_seg_head
 from tests.training import reference as ref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,9 +79,9 @@ def test_an_output_smaller_than_the_cells(rng):
 PEAK = """
 import resource, sys
 import numpy as np, onnxruntime as ort
-from export import formats as F
-from export.centroid_set import CentroidSet
-from export.seg_head_graph import build_seg_head
+from dnc.export import formats as F
+from dnc.export.centroid_set import CentroidSet
+from dnc.export.seg_head_graph import build_seg_head
 rng = np.random.default_rng(0)
 c, k, d, side = 254, 4, 32, 1024
 p = rng.standard_normal((c, k, d)); p /= np.linalg.norm(p, axis=-1, keepdims=True)

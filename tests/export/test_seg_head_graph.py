@@ -6,9 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export import formats as F
-from export.centroid_set import CentroidSet, CentroidSetError
-from export.seg_head_graph import build_seg_head
+from dnc.export import formats as F
+from dnc.export.centroid_set import CentroidSet, CentroidSetError
+from dnc.export.seg_head_graph import build_seg_head
 from tests.training import reference as ref
 
 FP = "sha256:" + "ab" * 32
@@ -109,7 +109,7 @@ def test_a_classification_set_is_refused(rng):
 
 
 def test_a_segmentation_set_is_refused_by_the_classification_head(rng):
-    from export.head_graph import build_head
+    from dnc.export.head_graph import build_head
 
     with pytest.raises(CentroidSetError, match="is a segmentation set .*a classifier needs one made from labelled"):
         build_head(_set(rng))

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.cli import main
-from export import centroid_set, runtime
-from export import formats as F
-from export.recompute import embed_files, scan_labelled_folder
-from training.data import load_dataset
-from training.images import DataError
+from dnc.clients.cli import main
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.recompute import embed_files, scan_labelled_folder
+from dnc.training.data import load_dataset
+from dnc.training.images import DataError
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import repository
-from serving.server import TritonServer
+from dnc.serving import repository
+from dnc.serving.server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def _tracked_copy(dest: Path) -> Path:
 
 
 def _dnc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dnc.clients.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
@@ -83,7 +83,7 @@ def test_a_segmenter_alone_built_into_the_template_is_served(tmp_path, seg_expor
     server = TritonServer(repo, 0, 0, 0)
     try:
         server.start(timeout=180)
-        from clients.client import DNCClient
+        from dnc.clients.client import DNCClient
 
         with DNCClient(server.http_url, "http", "scenes") as client:
             pictures = np.random.default_rng(0).integers(0, 256, (1, 40, 48, 3), dtype=np.uint8)

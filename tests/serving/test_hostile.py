@@ -22,12 +22,12 @@ import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
-from clients.cli import main
-from export import centroid_set, runtime
-from export import formats as F
-from serving import repository
-from serving.processes import triton_group
-from serving.state import read_state, stop_detached
+from dnc.clients.cli import main
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.serving import repository
+from dnc.serving.processes import triton_group
+from dnc.serving.state import read_state, stop_detached
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -46,7 +46,7 @@ def served(tmp_path_factory, exported):
 @pytest.fixture(scope="module")
 def reference(served, exported, fm_folder):
     """A few real test images and their float64 scores from the served set (cosine, max over K)."""
-    from clients.client import DNCClient, collect_images
+    from dnc.clients.client import DNCClient, collect_images
 
     state = read_state(served)
     with DNCClient(state["http"]) as c:
@@ -310,7 +310,7 @@ def test_kill_9_of_tritonserver_is_recovered(served, reference):
     memory are gone (its private /dev/shm with them: no process is left in its mount namespace)."""
     import signal
 
-    from serving.processes import group_processes, region_dir
+    from dnc.serving.processes import group_processes, region_dir
 
     before = _state(served)
     old_regions = list(region_dir(before["pid"], before["private_shm"]).glob(f"{before['shm_prefix']}*"))
@@ -343,8 +343,8 @@ def _in_namespace(namespace: str) -> list[int]:
 def test_a_swap_after_failing_head_requests_leaves_no_stub(served, reference, tmp_path):
     """Failing requests straight to the head, then a swap and back: the replaced heads' stubs exit, the
     process count and shared-memory regions return to what they were."""
-    from serving.processes import group_processes, region_dir
-    from serving.swap import swap
+    from dnc.serving.processes import group_processes, region_dir
+    from dnc.serving.swap import swap
 
     state = _state(served)
     regions = region_dir(state["pid"], state["private_shm"])
@@ -381,7 +381,7 @@ def test_the_prep_step_checks_images_before_the_embedding_model(exported, refere
     """A native runtime's embedding model cannot check its input, so every ensemble starts with the python
     prep step (the same checks, then the images passed on). Refused with 400 by the prep step before the
     embedding model runs, answered as without it otherwise."""
-    from serving.server import TritonServer
+    from dnc.serving.server import TritonServer
 
     repo = tmp_path / "guarded"
     repository.build(exported[0], repo, top_k=3, threads=1)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
-from export import formats as F
-from export import manifest
-from export.seg_infer import InProcessSegmenter
-from serving import repository
+from dnc.clients.cli import main
+from dnc.export import formats as F
+from dnc.export import manifest
+from dnc.export.seg_infer import InProcessSegmenter
+from dnc.serving import repository
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def test_the_real_exports_build_and_their_manifests_read(exported, seg_export, t
 def test_an_older_exports_sentence_resize_and_missing_fields_are_accepted(exported, tmp_path):
     """Exports before 2026-11-26 wrote the resize mode as a sentence and had no interpolation or crop (their
     embed.onnx carries the same description; only the fields' checks are shown here)."""
-    from export.preprocessing_check import field_problems
+    from dnc.export.preprocessing_check import field_problems
 
     prep = dict(json.loads((exported[0] / F.MANIFEST_FILE).read_text())["preprocessing"])
     prep["resize"] = "short side to image_size (bilinear), then centre crop image_size x image_size"
@@ -117,6 +117,6 @@ def test_an_older_exports_sentence_resize_and_missing_fields_are_accepted(export
 
 def test_the_dnc_command_itself_exits_2(exported, tmp_path):
     bad = _edited(exported[0], tmp_path / "export", image_size=20000)
-    r = subprocess.run([sys.executable, "-m", "clients.cli", "repo", "build", str(bad), "--repo",
+    r = subprocess.run([sys.executable, "-m", "dnc.clients.cli", "repo", "build", str(bad), "--repo",
                         str(tmp_path / "repo")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "image_size is 20000" in r.stderr, r.stderr

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
-from serving import repository
-from serving.own_folder import FolderError
-from serving.server import TritonServer
+from dnc.clients.cli import main
+from dnc.serving import repository
+from dnc.serving.own_folder import FolderError
+from dnc.serving.server import TritonServer
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -94,7 +94,7 @@ def test_the_server_log_is_never_written_through_a_link(tmp_path, exported):
 
 
 def test_a_run_folder_is_created_for_its_user_alone(tmp_path):
-    from serving.own_folder import run_folder
+    from dnc.serving.own_folder import run_folder
 
     made = run_folder(tmp_path / ".repo.server")
     assert stat.S_IMODE(made.stat().st_mode) == 0o700

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
-from export import centroid_set
-from export import formats as F
-from serving import private_shm, repository
-from serving.state import read_state, stop_detached
-from serving.swap import swap
+from dnc.clients.cli import main
+from dnc.export import centroid_set
+from dnc.export import formats as F
+from dnc.serving import private_shm, repository
+from dnc.serving.state import read_state, stop_detached
+from dnc.serving.swap import swap
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export import centroid_set, runtime
-from export import formats as F
-from serving import repository
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.serving import repository
 
 ROOT = Path(__file__).resolve().parents[2]
 _NP = {"TYPE_FP32": "tensor(float)", "TYPE_INT32": "tensor(int32)", "TYPE_INT64": "tensor(int64)",
@@ -135,7 +135,7 @@ def test_dockerfile_serves_as_dnc_serve_does():
     import json
     import re
 
-    from serving.server import TritonServer
+    from dnc.serving.server import TritonServer
 
     text = (Path(__file__).parents[2] / "Dockerfile").read_text()
     release = re.search(r"^FROM nvcr.io/nvidia/tritonserver:(\d+)\.(\d+)-py3$", text, re.M)

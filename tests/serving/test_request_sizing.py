@@ -22,14 +22,14 @@ import pytest
 import tritonclient.http as httpclient
 from PIL import Image
 
-from clients import sizing
-from clients.cli import main
-from clients.client import DNCClient
-from export import formats as F
-from export.seg_infer import InProcessSegmenter
-from serving import repository
-from serving.server import TritonServer
-from training import video
+from dnc.clients import sizing
+from dnc.clients.cli import main
+from dnc.clients.client import DNCClient
+from dnc.export import formats as F
+from dnc.export.seg_infer import InProcessSegmenter
+from dnc.serving import repository
+from dnc.serving.server import TritonServer
+from dnc.training import video
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 SEG, SMALL = "scenes", "scenes-small"
@@ -114,7 +114,7 @@ def _requests(server, model: str) -> int:
 
 
 def test_the_budget_is_read_from_the_entry_model_or_an_older_repositorys_prep_step(server, caplog):
-    caplog.set_level(logging.INFO, "clients.sizing")
+    caplog.set_level(logging.INFO, "dnc.clients.sizing")
     c = httpclient.InferenceServerClient(server.http_url)
     try:
         assert c.get_model_config(SEG)["parameters"]["max_pixels"]["string_value"] == str(2048 * 2048)
@@ -202,7 +202,7 @@ def test_a_failed_video_leaves_at_once(server, footage, tmp_path):
     """An MJPEG file whose frames turn from 1920x1080 to 1280x720 at frame 6: with --concurrency 4 the video
     fails with three requests of 2 frames in flight (seconds of work on a CPU). The command ends within 2 s
     of the failure (before this change, 6 s here: the pool's threads were joined at exit)."""
-    proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "segment", str(footage / "resize.avi"), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "dnc.clients.cli", "segment", str(footage / "resize.avi"), "--out",
                              str(tmp_path / "out"), "--url", server.grpc_url, "--protocol", "grpc", "--model", SEG,
                              "--concurrency", "4"],
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)

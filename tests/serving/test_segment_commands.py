@@ -10,8 +10,8 @@ import time
 import pytest
 from PIL import Image
 
-from clients.cli import main
-from serving import repository
+from dnc.clients.cli import main
+from dnc.serving import repository
 from tests.serving.test_segment_serving import SEG, repo, server, write_scenes_pixels  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -64,7 +64,7 @@ def test_status_lists_models_server_and_health(server, repo, capsys):
     """`dnc status` on the repository of a running server: both models with task, runtime, class list and
     fingerprint, the server from its state file, the set id each model answers with; exit 1 when a
     recorded server does not answer or answers with another list than repository.json records."""
-    from serving.state import STATE_FILE, remove_state, write_state
+    from dnc.serving.state import STATE_FILE, remove_state, write_state
 
     info = repository.read_info(repo)["models"]
     write_state(server)  # the record `dnc serve` keeps (this fixture's server)

@@ -13,18 +13,18 @@ import pytest
 import tritonclient.grpc as grpc
 from PIL import Image
 
-from clients.cli import main
-from clients.client import DNCClient, collect_images, read_picture
-from clients.seg_results import LEGEND_MIN_WIDTH, segmentations
-from export import centroid_set, runtime
-from export import formats as F
-from export.seg_infer import InProcessSegmenter
-from export.seg_recompute import compute_seg_set
-from serving import repository
-from serving.server import TritonServer
-from serving.swap import Probe, swap
-from training import preprocess
-from training.scenes import write_scenes
+from dnc.clients.cli import main
+from dnc.clients.client import DNCClient, collect_images, read_picture
+from dnc.clients.seg_results import LEGEND_MIN_WIDTH, segmentations
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.seg_infer import InProcessSegmenter
+from dnc.export.seg_recompute import compute_seg_set
+from dnc.serving import repository
+from dnc.serving.server import TritonServer
+from dnc.serving.swap import Probe, swap
+from dnc.training import preprocess
+from dnc.training.scenes import write_scenes
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 SEG = "scenes"
@@ -364,7 +364,7 @@ def test_a_model_added_to_a_served_repository_is_loaded(server, repo, exported):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    from training.scenes import write_clips
+    from dnc.training.scenes import write_clips
 
     root = tmp_path_factory.mktemp("served-clips") / "clips"
     write_clips(root, 1, "fine", height=48, width=64, frames=12, fps=10, seed=8)
@@ -382,7 +382,7 @@ def test_video_job_through_triton_equals_in_process(server, repo, clips, seg_exp
     assert main(["segment", str(clips / "videos"), "--out", str(tmp_path / "local"), "--in-process",
                  str(seg_export[2]), "--centroids", served_set, "--threads", "1"]) == 0
     capsys.readouterr()
-    from training import video
+    from dnc.training import video
 
     local = list(video.masks(tmp_path / "local" / "clip000.masks.mkv"))
     assert len(local) == 12
@@ -392,7 +392,7 @@ def test_video_job_through_triton_equals_in_process(server, repo, clips, seg_exp
 
 
 def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, coarse_set, tmp_path):
-    from clients.video_job import ServerSegmenter, run_job
+    from dnc.clients.video_job import ServerSegmenter, run_job
 
     class Paced(ServerSegmenter):  # a slower client, so that the swap lands mid-video
         def segment(self, frames):
@@ -419,7 +419,7 @@ def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, c
     assert result["failed"] == {} and result["frames"] == 240
     lines = [json.loads(line) for line in (out / "clip000.evidence.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(240))
-    from training import video
+    from dnc.training import video
 
     assert len(list(video.masks(out / "clip000.masks.mkv"))) == 240
     sets = [line["set_id"] for line in lines]
@@ -437,7 +437,7 @@ def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, c
 
 
 def test_a_video_job_closes_its_connections_after_each_video(server, clips, tmp_path):
-    from clients.video_job import ServerSegmenter, collect_videos, run_job
+    from dnc.clients.video_job import ServerSegmenter, collect_videos, run_job
 
     folder = tmp_path / "three"
     folder.mkdir()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.client import DNCClient
-from export.seg_infer import InProcessSegmenter
-from serving import repository
-from serving.server import TritonServer
-from training.preprocess import EXIF_ORIENTATION
+from dnc.clients.client import DNCClient
+from dnc.export.seg_infer import InProcessSegmenter
+from dnc.serving import repository
+from dnc.serving.server import TritonServer
+from dnc.training.preprocess import EXIF_ORIENTATION
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.resident import resident, tree
+from dnc.serving.resident import resident, tree
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ HEAP_LEFT_MB = 100  # anonymous memory allowed to stay after the large request (
 def test_the_native_onnxruntime_embedding_runs_without_an_arena(seg_export):
     """Triton's onnxruntime backend (the container's runtimes) is told to keep no arena (its README's
     `enable_mem_arena`); the python runtime's steps turn it off themselves (serving/python_model.py)."""
-    from serving import repository
+    from dnc.serving import repository
 
     prep = seg_export[3]["preprocessing"]
     for runtime, device in (("onnxruntime", "cpu"), ("onnxruntime", "gpu")):

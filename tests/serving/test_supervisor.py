@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import main
-from export import formats as F
-from serving import repository, supervisor
-from serving.state import read_state, stop_detached, supervisor_alive
+from dnc.clients.cli import main
+from dnc.export import formats as F
+from dnc.serving import repository, supervisor
+from dnc.serving.state import read_state, stop_detached, supervisor_alive
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

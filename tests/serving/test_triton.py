@@ -13,15 +13,15 @@ import tritonclient.grpc as grpc
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
-from clients.cli import main
-from clients.client import ClientError, DNCClient, collect_images
-from export import centroid_set, runtime
-from export import formats as F
-from export.recompute import compute_set
-from serving import repository
-from serving.processes import group_processes
-from serving.server import GRPC_LOCK_HEADER, LOCK_HEADER, TritonServer
-from serving.swap import SwapError, swap
+from dnc.clients.cli import main
+from dnc.clients.client import ClientError, DNCClient, collect_images
+from dnc.export import centroid_set, runtime
+from dnc.export import formats as F
+from dnc.export.recompute import compute_set
+from dnc.serving import repository
+from dnc.serving.processes import group_processes
+from dnc.serving.server import GRPC_LOCK_HEADER, LOCK_HEADER, TritonServer
+from dnc.serving.swap import SwapError, swap
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -277,10 +277,10 @@ def test_serve_command_stops_cleanly_on_ctrl_c(repo):
     import subprocess
     import sys
 
-    from serving.state import read_state, stop_detached
+    from dnc.serving.state import read_state, stop_detached
 
-    cmd = [sys.executable, "-m", "clients.cli", "serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0",
-           "--metrics-port", "0"]
+    cmd = [sys.executable, "-m", "dnc.clients.cli", "serve", "--repo", str(repo), "--http-port", "0",
+           "--grpc-port", "0", "--metrics-port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180
@@ -328,8 +328,8 @@ def test_stop_cleans_up_after_a_supervisor_and_server_killed_without_notice(repo
     import os
     import signal
 
-    from serving.processes import region_dir
-    from serving.state import read_state
+    from dnc.serving.processes import region_dir
+    from dnc.serving.state import read_state
 
     assert main(["serve", "--repo", str(repo), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                  "--detach"]) == 0
@@ -370,7 +370,7 @@ def test_deep_and_turned_pictures_are_answered_as_their_upright_8_bit_twins(serv
     as pixels (read by the client), score as their 8-bit upright twins do."""
     from PIL import Image
 
-    from training.preprocess import EXIF_ORIENTATION
+    from dnc.training.preprocess import EXIF_ORIENTATION
 
     rng = np.random.default_rng(7)
     deep = rng.integers(0, 65536, (40, 36), dtype=np.uint16)

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.cli import main
-from clients.client import DNCClient
-from export import formats as F
-from serving import repository
-from serving.state import read_state, stop_detached
+from dnc.clients.cli import main
+from dnc.clients.client import DNCClient
+from dnc.export import formats as F
+from dnc.serving import repository
+from dnc.serving.state import read_state, stop_detached
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

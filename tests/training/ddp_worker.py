@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-import training.head
-from training import distributed
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
+from dnc.training import distributed
+from dnc.training import head as dnc_head
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
 
 out, head_kind = Path(sys.argv[1]), sys.argv[2]
 torch.set_num_threads(1)
@@ -24,7 +24,7 @@ cfg = TrainConfig(data="fashion-mnist", out=str(out), epochs=1, batch_size=16, l
 revive = head_kind in ("dnc-revive", "seg")
 cfg.warmup_epochs = 0.125 if revive else cfg.warmup_epochs
 if revive:
-    training.head.READY_MARGIN, training.head.READY_SHARE = -2.0, 0.0
+    dnc_head.READY_MARGIN, dnc_head.READY_SHARE = -2.0, 0.0
 if head_kind == "seg":  # a DNC segmenter on the scenes the test wrote (argv[3]): 64 scenes, 4 steps of 2 x 8
     cfg.data, cfg.train_limit, cfg.test_limit, cfg.batch_size, cfg.max_steps = sys.argv[3], 0, 0, 8, 4
     mcfg = ModelConfig(num_classes=6, task="segmentation", in_chans=3, image_size=32, width=4, embed_dim=8,

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from dnc.training.anchor import NearestSamples, anchor_model
+from dnc.training.batches import normalise as normalise_pixels
+from dnc.training.data import load_dataset
+from dnc.training.loop import subset
+from dnc.training.model import Classifier, ModelConfig
 from tests.training.reference import normalise
-from training.anchor import NearestSamples, anchor_model
-from training.batches import normalise as normalise_pixels
-from training.data import load_dataset
-from training.loop import subset
-from training.model import Classifier, ModelConfig
 
 
 def test_streaming_search_matches_full_search(rng):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.batches import augment, epoch_batches
-from training.data import DataError, load_dataset
+from dnc.training.batches import augment, epoch_batches
+from dnc.training.data import DataError, load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.batches import epoch_batches
-from training.head import DNCHead
+from dnc.training.batches import epoch_batches
+from dnc.training.head import DNCHead
 
 
 def _torchrun(tmp_path, head, *extra):
@@ -54,7 +54,7 @@ def test_two_process_revival_is_identical_on_both_ranks(tmp_path, fmnist_ready):
 
 @pytest.mark.slow
 def test_two_process_segmenter_keeps_identical_subcentroids(tmp_path, fmnist_ready):
-    from training.scenes import write_scenes
+    from dnc.training.scenes import write_scenes
 
     write_scenes(tmp_path / "scenes", "coarse", size=32, train=64, test=8, seed=0)
     r0, r1 = _torchrun(tmp_path, "seg", str(tmp_path / "scenes"))
@@ -76,7 +76,7 @@ def test_two_process_softmax_twin_stays_in_sync(tmp_path, fmnist_ready):
 
 
 def test_all_gather_is_identity_without_process_group():
-    from training.distributed import all_gather_cat
+    from dnc.training.distributed import all_gather_cat
 
     a, b = torch.randn(3, 2), torch.tensor([True, False, True])
     assert all(x is y for x, y in zip(all_gather_cat(a, b), (a, b), strict=True))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from dnc.training.head import DNCHead, LinearHead
 from tests.training.reference import dnc_scores
-from training.head import DNCHead, LinearHead
 
 
 @pytest.mark.parametrize("ks", [[4, 4, 4, 4, 4], [1, 3, 4, 2, 4, 1]])

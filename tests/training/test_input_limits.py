@@ -13,10 +13,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from export import centroid_set
-from export.formats import SET_TENSORS_FILE
-from training.class_names import MAX_LENGTH, check_class_names
-from training.images import MAX_ASPECT, DataError, read_image_array, scan_image_folder
+from dnc.export import centroid_set
+from dnc.export.formats import SET_TENSORS_FILE
+from dnc.training.class_names import MAX_LENGTH, check_class_names
+from dnc.training.images import MAX_ASPECT, DataError, read_image_array, scan_image_folder
 
 
 @pytest.mark.parametrize(("w", "h", "says"), [(2_000_000, 1, "aspect ratio"), (1, 50_000_001, "million"),
@@ -109,7 +109,7 @@ def test_centroid_sets_and_folders_apply_the_rule(tmp_path):
 
 def test_checkpoints_apply_the_rule():
     """A model config (what every checkpoint carries and is rebuilt from) refuses a bad class list."""
-    from training.model import ModelConfig
+    from dnc.training.model import ModelConfig
 
     with pytest.raises(ValueError, match="model config: class name 2 .* control character"):
         ModelConfig(num_classes=3, class_names=["a", "b", "c\x00"])

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from dnc.training.head import DNCHead
+from dnc.training.liveness import LIVE_SHARE, summarise, win_counts
+from dnc.training.recluster import kmeanspp_seeds
+from dnc.training.recluster import sinkhorn_kmeans as torch_kmeans
 from tests.training.reference import live_counts, normalise, sinkhorn_kmeans, sinkhorn_plan
-from training.head import DNCHead
-from training.liveness import LIVE_SHARE, summarise, win_counts
-from training.recluster import kmeanspp_seeds
-from training.recluster import sinkhorn_kmeans as torch_kmeans
 
 
 @pytest.mark.parametrize("ks", [[4, 4, 4], [1, 3, 4, 2, 4]])

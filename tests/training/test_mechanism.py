@@ -14,9 +14,9 @@ targets) stalls training near chance.
 
 import pytest
 
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
 from tests.training.modes import write_modes
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
 
 
 def _run(root, out, **model):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from training.memory import ClassMemory
+from dnc.training.memory import ClassMemory
 
 
 def test_fifo_order_and_bound():

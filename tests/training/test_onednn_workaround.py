@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.backbones import SubsampledPointwise
+from dnc.training.backbones import SubsampledPointwise
 
 
 def _run(script: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -29,9 +29,9 @@ def test_64px_segmenter_of_width_8_trains(tmp_path, fmnist_ready):
     evaluation and checkpoint. Before the work-around this aborted at the first backward pass (exit 134)."""
     res = _run(f"""
         import torch
-        from training.config import ModelConfig, TrainConfig
-        from training.loop import train
-        from training.scenes import write_scenes
+        from dnc.training.config import ModelConfig, TrainConfig
+        from dnc.training.loop import train
+        from dnc.training.scenes import write_scenes
         torch.set_num_threads(2)
         root = {str(tmp_path)!r}
         write_scenes(f"{{root}}/scenes", "fine", size=64, train=32, test=4, seed=1)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.folders import chosen_indices
-from training.progress import bar
+from dnc.training.folders import chosen_indices
+from dnc.training.progress import bar
 
 ROOT = Path(__file__).parents[2]
 
@@ -67,9 +67,9 @@ def test_chosen_indices_are_the_first_of_each_class():
 
 
 def _write_folder(out: Path, stderr) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.cli", "write-folder", "--out", str(out), "--per-class", "3",
-                           "--test-per-class", "2"], stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "dnc.clients.cli", "write-folder", "--out", str(out),
+                           "--per-class", "3", "--test-per-class", "2"], stdout=subprocess.PIPE, stderr=stderr,
+                          text=True, cwd=ROOT, timeout=120)
 
 
 def test_write_folder_bar_counts_what_it_writes_and_stays_out_of_logs(tmp_path, fmnist_ready):

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from training import checkpoint as ckpt_io
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
+from dnc.training import checkpoint as ckpt_io
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
 
 
 def _cfgs(tmp_path, name, revive=False, **kw):
@@ -26,8 +26,8 @@ def test_resume_gives_the_same_next_steps(tmp_path, fmnist_ready, revive, monkey
     # 12 steps never separate 10 classes by the readiness margin nor fill 90% of their memories: waive
     # both, so that resume is checked through the clustering from memory and the dead-sub-centroid
     # checks (the gate has its own test).
-    monkeypatch.setattr("training.head.READY_MARGIN", -2.0)
-    monkeypatch.setattr("training.head.READY_SHARE", 0.0)
+    monkeypatch.setattr("dnc.training.head.READY_MARGIN", -2.0)
+    monkeypatch.setattr("dnc.training.head.READY_SHARE", 0.0)
     # 6 steps per epoch: stop mid-epoch (4) and at an epoch boundary (6), compare continuations.
     t, m = _cfgs(tmp_path, "full", revive)
     full_run = train(t, m)
@@ -80,7 +80,7 @@ def test_resume_refuses_changed_model_or_run(tmp_path, fmnist_ready):
 
 def test_checkpoint_round_trip_and_bad_files(tmp_path):
     cfg = ModelConfig(num_classes=3, width=4, embed_dim=8, k=[1, 2, 3])
-    from training.model import Classifier
+    from dnc.training.model import Classifier
 
     model = Classifier(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -1,11 +1,11 @@
 """One name per class whoever wrote it: image folders, scenes and clips name Fashion-MNIST's classes alike."""
 
-from training import scenes
-from training.class_names import safe_name
-from training.data import FASHION_MNIST_CLASSES, load_dataset
-from training.folders import FASHION_MNIST_COARSE, write_image_folder
-from training.images import scan_image_folder
-from training.seg_folder import read_classes
+from dnc.training import scenes
+from dnc.training.class_names import safe_name
+from dnc.training.data import FASHION_MNIST_CLASSES, load_dataset
+from dnc.training.folders import FASHION_MNIST_COARSE, write_image_folder
+from dnc.training.images import scan_image_folder
+from dnc.training.seg_folder import read_classes
 
 
 def test_safe_name():
@@ -33,8 +33,8 @@ def test_models_named_before_the_safe_names_still_check_against_their_data(fmnis
     data; a class that really differs is still refused, named."""
     import pytest
 
-    from training.loop import check_data
-    from training.model import ModelConfig
+    from dnc.training.loop import check_data
+    from dnc.training.model import ModelConfig
 
     data = load_dataset("fashion-mnist", "test", in_chans=1, image_size=28)
     old = ["T-shirt/top", *FASHION_MNIST_CLASSES[1:]]

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from training import scenes
-from training.data import load_dataset
-from training.images import DataError
-from training.seg_folder import load_seg_folder, read_classes, read_pair
+from dnc.training import scenes
+from dnc.training.data import load_dataset
+from dnc.training.images import DataError
+from dnc.training.seg_folder import load_seg_folder, read_classes, read_pair
 
 
 def _digest(root):

@@ -5,10 +5,10 @@ and the command line refuses what does not fit."""
 import pytest
 import torch
 
-from training import checkpoint as ckpt_io
-from training.loop import TrainConfig, train
-from training.model import ModelConfig
-from training.scenes import write_scenes
+from dnc.training import checkpoint as ckpt_io
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
+from dnc.training.scenes import write_scenes
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def _cfgs(scenes, out, **kw):
 @pytest.mark.slow
 def test_resume_gives_the_same_next_steps(scenes, tmp_path, monkeypatch):
     # waive the readiness gate so the 8 steps cross the clustering from memory and the dead checks
-    monkeypatch.setattr("training.head.READY_MARGIN", -2.0)
-    monkeypatch.setattr("training.head.READY_SHARE", 0.0)
+    monkeypatch.setattr("dnc.training.head.READY_MARGIN", -2.0)
+    monkeypatch.setattr("dnc.training.head.READY_SHARE", 0.0)
     t, m = _cfgs(scenes, tmp_path / "full")
     full = train(t, m)
     assert len(full["step_losses"]) == 8
@@ -67,7 +67,7 @@ def test_resume_gives_the_same_next_steps(scenes, tmp_path, monkeypatch):
 
 def _background_only_miou(data) -> float:
     """mIoU of the trivial answer, background everywhere, on a split (classes present in its masks)."""
-    from training.seg_task import confusion_metrics
+    from dnc.training.seg_task import confusion_metrics
 
     c = data.num_classes
     truth = data.masks.long().flatten()
@@ -81,8 +81,8 @@ def test_short_run_from_a_classifier_learns_to_segment(more_scenes, dnc_checkpoi
     the test fixtures: the segmenter beats background-everywhere on held-out scenes. Segmentation leaves
     its plateau slowly on these scenes (the parametric twin measured the same here: 14.1 against 15.2), so
     the margin asked is small but beyond what predicting the background alone can reach."""
-    from clients.cli import main
-    from training.seg_task import SegmentationTask
+    from dnc.clients.cli import main
+    from dnc.training.seg_task import SegmentationTask
 
     out = tmp_path / "run"
     scenes = more_scenes
@@ -102,7 +102,7 @@ def test_short_run_from_a_classifier_learns_to_segment(more_scenes, dnc_checkpoi
 
 
 def test_init_loads_the_classifier_backbone_and_refuses_what_does_not_fit(scenes, dnc_checkpoint, tmp_path, capsys):
-    from clients.cli import main
+    from dnc.clients.cli import main
 
     out = tmp_path / "one-step"
     # one step at a negligible learning rate and no weight decay: the backbone is still the classifier's

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dnc.training.model import ModelConfig, build_model
+from dnc.training.seg_task import augment_pair, cell_labels, confusion_metrics, predict, sample_per_class
+from dnc.training.segmenter import PixelEncoder, cell_pixels, init_from_classifier, nearest_cells, upsample
 from tests.training import reference as ref
-from training.model import ModelConfig, build_model
-from training.seg_task import augment_pair, cell_labels, confusion_metrics, predict, sample_per_class
-from training.segmenter import PixelEncoder, cell_pixels, init_from_classifier, nearest_cells, upsample
 
 
 def _seg_cfg(**kw):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from dnc.training.sinkhorn import sinkhorn_assign, sinkhorn_log
 from tests.training.reference import sinkhorn_plan
-from training.sinkhorn import sinkhorn_assign, sinkhorn_log
 
 
 def _random_sims(rng, t, n, k):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from dnc.training.head import DNCHead
 from tests.training.reference import normalise, sinkhorn_plan
-from training.head import DNCHead
 
 
 def _reference_update(cent, ks, mem_feats, mu, eps, iters):
