@@ -25,6 +25,7 @@ import torch
 
 from dnc.export import centroid_set, manifest, seg_parity
 from dnc.export import formats as F
+from dnc.export.checkpoint_set import ExportError, set_from_checkpoint
 from dnc.export.embed_graph import export_embed
 from dnc.export.parity import SCORE_TOLERANCE
 from dnc.export.seg_head_graph import attach_seg_head, build_seg_head
@@ -62,8 +63,6 @@ def parity_inputs(data_spec: str, mc, prep: dict, n_real: int, n_random: int, se
 def export_segmenter(ck: ckpt_io.Checkpoint, checkpoint: str | Path, out: Path, data: str | None, n_real: int,
                      n_random: int, threads: int, fp16: bool, max_batch: int, tensorrt_engines: bool = False) -> dict:
     """Export a segmenter checkpoint (see export.exporter.export_checkpoint for the arguments)."""
-    from dnc.export.exporter import ExportError, set_from_checkpoint
-
     t0 = time.time()
     mc = ck.model_config
     model = ck.build_model().float()
