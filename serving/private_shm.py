@@ -41,6 +41,8 @@ def _call(libc, what: str, result: int) -> None:
 def enter() -> None:
     """Move this (single-threaded) process into a mount namespace whose /dev/shm is a private tmpfs."""
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.unshare.argtypes = [ctypes.c_int]  # (mount's flags are an unsigned long: say so, not an int)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     uid, gid = os.geteuid(), os.getegid()
     if uid == 0:
         _call(libc, "unshare(mount namespace)", libc.unshare(CLONE_NEWNS))
