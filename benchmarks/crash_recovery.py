@@ -65,6 +65,17 @@ def answered(address: str, body: bytes, within: float) -> float | None:
     return None
 
 
+def settled_state(repo: Path, restarts: int, within: float = 10.0) -> dict:
+    """The state file once it counts `restarts`: the supervisor writes it just after the new server is
+    ready, so a good request can be answered a moment before the count moves."""
+    deadline = time.monotonic() + within
+    while True:
+        state = read_state(repo) or {}
+        if state.get("restarts", 0) >= restarts or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
 def run(export: Path, out: Path, crashes: int, ready_within: float) -> dict:
     repo = out / "repo"
     if repo.exists():
@@ -91,7 +102,7 @@ def run(export: Path, out: Path, crashes: int, ready_within: float) -> dict:
                 break
             times.append(time.monotonic() - t0)
             print(f"crash {i + 1}/{crashes}: answered {times[-1]:.1f} s after the crash request", flush=True)
-        last = read_state(repo) or {}
+        last = settled_state(repo, first.get("restarts", 0) + len(times))
     finally:
         stop_detached(repo)
     return {"crashes": crashes, "connections_dropped": dropped, "good_answered": len(times),

@@ -74,7 +74,7 @@ def stop_group(pgid: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while group_processes(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if group_processes(pgid):
+    if timeout > 0 and group_processes(pgid):
         log.warning("tritonserver (pid %d) did not stop in %.0f s; killing it", pgid, timeout)
     signal_group(pgid, signal.SIGKILL)
 

@@ -237,6 +237,8 @@ class TritonServer:
         if self.proc is not None:
             if self.proc.poll() is None:
                 log.info("stopping tritonserver (pid %d)", self.proc.pid)
+            else:  # it died: its stubs are orphans with nothing to finish, and a restart waits on them
+                timeout = 0.0
             stop_group(self.proc.pid, timeout)
             self.proc.wait()
         cleanup_shm(self.shm_prefix)
