@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.export import runtime
 from dnc.export.recompute import embed_files, scan_labelled_folder
 from dnc.training.folders import FASHION_MNIST_COARSE, folder_name

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dnc.clients.cli import main as dnc
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.serving import repository, supervisor
 from dnc.serving.state import read_state, stop_detached
 

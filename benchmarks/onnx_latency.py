@@ -27,7 +27,7 @@ import onnxruntime
 import torch
 from torch import nn
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.export import runtime
 from dnc.export.embed_graph import EmbedModule
 from dnc.export.exporter import export_checkpoint

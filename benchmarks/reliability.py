@@ -32,7 +32,7 @@ import numpy as np
 from triton_serving import Load, pct  # this folder's serving benchmark
 
 from dnc.clients.cli import main as dnc
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.serving import repository
 from dnc.serving.processes import group_processes, region_dir
 from dnc.serving.state import read_state, stop_detached

@@ -32,12 +32,12 @@ import numpy as np
 from PIL import Image
 
 from dnc.clients.client import DNCClient
-from dnc.export import formats as F
+from dnc.core import formats as F
+from dnc.core import preprocess
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.serving import repository
 from dnc.serving.server import TritonServer
 from dnc.serving.swap import Probe, swap
-from dnc.training import preprocess
 from dnc.training.scenes import write_scenes
 
 SEG, SIZES = "scenes", {"256x256": (256, 256), "640x480": (480, 640)}

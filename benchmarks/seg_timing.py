@@ -25,14 +25,14 @@ import numpy as np
 import onnxruntime
 import torch
 
-from dnc.export import formats as F
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
 from dnc.export import runtime
-from dnc.export.centroid_set import CentroidSet
 from dnc.export.embed_graph import export_embed
 from dnc.export.seg_head_graph import attach_seg_head, build_seg_head
 from dnc.training.model import ModelConfig, build_model
 from dnc.training.scenes import write_scenes
-from dnc.training.seg_folder import load_seg_folder
+from dnc.training.seg_data import load_seg_folder
 from dnc.training.seg_task import SegmentationTask
 
 FP = "sha256:" + "0" * 64

@@ -37,9 +37,9 @@ import numpy as np
 from PIL import Image
 
 from dnc.clients.cli import main as dnc
-from dnc.export import centroid_set
-from dnc.export import formats as F
-from dnc.export.centroid_set import CentroidSet
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
 from dnc.export.seg_recompute import compute_seg_set
 from dnc.serving import repository
 from dnc.serving.resident import resident

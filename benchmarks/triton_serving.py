@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.export import runtime
 from dnc.serving import repository
 from dnc.serving.server import TritonServer

@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from dnc.clients.cli import main as dnc
+from dnc.core import video
 from dnc.serving import repository
 from dnc.serving.state import read_state, stop_detached
-from dnc.training import video
 
 SOURCES = [Path("/usr/share/doc/opencv-doc/examples/data") / n for n in ("vtest.avi", "Megamind.avi", "tree.avi")]
 

@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 from dnc.clients.video_job import LocalSegmenter, ServerSegmenter, run_job
+from dnc.core import video
 from dnc.serving import repository
 from dnc.serving.server import TritonServer
 from dnc.serving.swap import swap
-from dnc.training import video
 from dnc.training.scenes import write_clips
 
 SEG = "scenes"

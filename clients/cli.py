@@ -13,11 +13,11 @@ import sys
 import threading
 
 from dnc.clients import classify_cli, segment_cli
+from dnc.core.images import DataError
 from dnc.export import cli as export_cli
 from dnc.serving import cli as serving_cli
 from dnc.serving.server import ServerError
 from dnc.training import cli as training_cli
-from dnc.training.images import DataError
 
 
 def build_parser() -> argparse.ArgumentParser:

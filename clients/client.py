@@ -9,7 +9,7 @@
 
 HTTP and gRPC (tritonclient), binary tensors. Pictures travel as the server takes them raw (INPUTS):
 uint8 pixels at their own size (the default), the files' PNG/JPEG bytes, or float32 preprocessed here;
-the server preprocesses raw ones as the export's manifest says (training/preprocess.py, the same code
+the server preprocesses raw ones as the export's manifest says (core/preprocess.py, the same code
 this client runs for float32). Every answer names the class-list version (`set_id`) that produced it;
 labels come from the same head, so they always match it. Requests carry as many pictures as fit the
 served model's pixel budget, read from the server; pictures above its per-picture limit are refused before
@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from dnc.clients import sizing
 from dnc.clients.seg_results import Segmentation, segmentations
-from dnc.export import formats as F
-from dnc.training import preprocess
-from dnc.training.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
+from dnc.core import formats as F
+from dnc.core import preprocess
+from dnc.core.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from dnc.clients.printable import shown
 from dnc.clients.seg_results import Segmentation, table, write
-from dnc.training.images import read_picture
+from dnc.core.images import read_picture
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class ImageJob:
 def served_set_id(client) -> str:
     """The class list a served segmenter answers with now: one blank picture at its trained size, asking for
     the set id only (retried as image requests are)."""
-    from dnc.export import formats as F
+    from dnc.core import formats as F
 
     size, chans = int(client.preprocessing["image_size"]), int(client.preprocessing["channels"])
     blank = np.zeros((1, size, size, chans), np.uint8)

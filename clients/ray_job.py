@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dnc.clients.video_job import JobError, job_summary, make_segmenter, segment_video
 from dnc.clients.video_outputs import pending_videos, wanted
-from dnc.training.video import Sampling, VideoError
+from dnc.core.video import Sampling, VideoError
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0  # to connect to a cluster's head (a refused connection fails at once), and for its answer

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from dnc.clients.printable import shown
-from dnc.export import formats as F
-from dnc.training.safe_files import Temp, remove_stale
+from dnc.core import formats as F
+from dnc.core.safe_files import Temp, remove_stale
 
 BACKGROUND = "background"  # a class of this name is left uncoloured in overlays
 _BASE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),

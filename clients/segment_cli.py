@@ -15,8 +15,8 @@ from pathlib import Path
 from dnc.clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
 from dnc.clients.model_option import served_model
 from dnc.clients.video_job import collect_videos
-from dnc.training.images import IMAGE_EXTENSIONS, DataError, read_picture
-from dnc.training.video import VIDEO_EXTENSIONS
+from dnc.core.images import IMAGE_EXTENSIONS, DataError, read_picture
+from dnc.core.video import VIDEO_EXTENSIONS
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -118,7 +118,7 @@ def split_media(paths: list[str]) -> tuple[list[Path], list[Path]]:
 
 def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int:
     from dnc.clients.video_job import make_segmenter, run_job, summary_text
-    from dnc.training.video import Sampling
+    from dnc.core.video import Sampling
 
     sampling = Sampling(a.every, a.sample_fps)  # refuses --every 0
 
@@ -176,8 +176,8 @@ def _in_process(a: argparse.Namespace, files: list[Path], out: Path) -> int:
 
     from dnc.clients.image_job import ImageJob
     from dnc.clients.seg_results import segmentations
+    from dnc.core.preprocess import ImageError
     from dnc.export.seg_infer import InProcessSegmenter
-    from dnc.training.preprocess import ImageError
 
     seg = InProcessSegmenter(a.in_process, a.centroids, a.threads)
     job = ImageJob(files, out, seg.preprocessing, a.json)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from dnc.clients.seg_results import Segmentation
-from dnc.export import formats as F
+from dnc.core import formats as F
 
 log = logging.getLogger(__name__)
 

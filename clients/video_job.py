@@ -48,8 +48,8 @@ from dnc.clients.printable import shown
 from dnc.clients.seg_results import Segmentation, overlay, segmentations
 from dnc.clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
 from dnc.clients.video_requests import answers
-from dnc.training import video
-from dnc.training.seg_folder import read_classes
+from dnc.core import video
+from dnc.core.seg_folder import read_classes
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ServerSegmenter:
         """The class list (set id) the served model answers with now: one blank picture at its trained size,
         asking for the set id only."""
         from dnc.clients.client import ClientError
-        from dnc.export import formats as F
+        from dnc.core import formats as F
 
         size, chans = int(self._prep["image_size"]), int(self._prep["channels"])
         try:
@@ -165,7 +165,7 @@ class LocalSegmenter:
         return batch_size or LOCAL_BATCH
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
-        from dnc.training.preprocess import ImageError
+        from dnc.core.preprocess import ImageError
 
         try:
             return segmentations(self.seg.run(frames), [str(i) for i in range(len(frames))])

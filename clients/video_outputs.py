@@ -21,8 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnc.training import video
-from dnc.training.safe_files import Temp, remove_stale
+from dnc.core import video
+from dnc.core.safe_files import Temp, remove_stale
 
 log = logging.getLogger(__name__)
 

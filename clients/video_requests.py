@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 import numpy as np
 
-from dnc.training import video
+from dnc.core import video
 
 
 class Requests:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnc.export.centroid_set import CentroidSet
+from dnc.core.centroid_set import CentroidSet
+from dnc.core.seg_folder import pixel_of, source_pixel
 from dnc.training import checkpoint as ckpt_io
-from dnc.training.seg_folder import pixel_of, source_pixel
 
 
 class ExportError(ValueError):

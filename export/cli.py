@@ -104,9 +104,9 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_centroids(a: argparse.Namespace) -> int:
+    from dnc.core.seg_folder import is_seg_folder
     from dnc.export.recompute import choose_split, compute_set
     from dnc.export.seg_recompute import compute_seg_set, split_note
-    from dnc.training.seg_folder import is_seg_folder
 
     split = a.split or "train"
     if is_seg_folder(a.data):
@@ -138,16 +138,16 @@ def cmd_centroids(a: argparse.Namespace) -> int:
 def _no_split_ignored(split: str | None, data: str, note: str | None) -> None:
     """An explicit --split on a plain folder of classes would be silently ignored: refuse it instead."""
     if split is not None and note is None:
-        from dnc.training.images import DataError
+        from dnc.core.images import DataError
 
         raise DataError(f"--split {split}: {data} is a folder of classes, not laid out in splits (train/ and "
                         "test/); give the split's own folder as --data, or leave --split out")
 
 
 def cmd_eval_onnx(a: argparse.Namespace) -> int:
+    from dnc.core.seg_folder import is_seg_folder
     from dnc.export.evaluate import evaluate_folder
     from dnc.export.seg_evaluate import evaluate_seg_folder
-    from dnc.training.seg_folder import is_seg_folder
 
     if is_seg_folder(a.data):
         res = evaluate_seg_folder(a.embed, a.centroids, a.data, a.threads, a.split or "test")

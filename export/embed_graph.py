@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as tF
 from torch import nn
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.export.head_graph import set_metadata
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.core.images import DataError, split_layout
+from dnc.export import runtime
 from dnc.export.head_graph import build_head
 from dnc.export.recompute import embed_files, scan_labelled_folder
-from dnc.training.images import DataError, split_layout
 
 
 def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Path, batch_size: int = 256,

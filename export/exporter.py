@@ -20,14 +20,14 @@ import onnx
 import onnxruntime
 import torch
 
-from dnc.export import centroid_set, manifest, parity, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set, manifest, preprocess
+from dnc.core import formats as F
+from dnc.core.staging import check_destination, staged
+from dnc.export import parity, runtime
 from dnc.export.checkpoint_set import ExportError, set_from_checkpoint  # noqa: F401 (re-exported)
 from dnc.export.embed_graph import export_embed
 from dnc.export.head_graph import attach_head, build_head
-from dnc.export.staging import check_destination, staged
 from dnc.training import checkpoint as ckpt_io
-from dnc.training import preprocess
 from dnc.training.batches import normalise
 from dnc.training.data import load_dataset
 from dnc.training.head import DNCHead

@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dnc.export import formats as F
-from dnc.export.centroid_set import CentroidSet, CentroidSetError, validate
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
 
 PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 1]
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize

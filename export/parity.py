@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as tF
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.export import runtime
 
 SCORE_TOLERANCE = 1e-4

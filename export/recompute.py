@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
-from dnc.export.centroid_set import CentroidSet
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
+from dnc.core.images import SPLIT_NAMES, DataError, class_folders, read_image_array, scan_image_folder, split_layout
+from dnc.core.progress import bar
+from dnc.core.seg_folder import is_seg_folder
+from dnc.core.staging import check_destination, staged
+from dnc.export import runtime
 from dnc.export.clustering import cluster
 from dnc.export.head_graph import build_head
-from dnc.export.staging import check_destination, staged
-from dnc.training.images import SPLIT_NAMES, DataError, class_folders, read_image_array, scan_image_folder, split_layout
-from dnc.training.progress import bar
-from dnc.training.seg_folder import is_seg_folder
 
 log = logging.getLogger(__name__)
 

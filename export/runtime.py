@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from dnc.export import formats as F
-from dnc.training.images import DataError
-from dnc.training.preprocess import normalise
+from dnc.core import formats as F
+from dnc.core.images import DataError
+from dnc.core.preprocess import normalise
 
 
 def session(graph: str | Path | bytes, threads: int = 0) -> ort.InferenceSession:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.core.images import DataError
+from dnc.core.seg_folder import read_classes
+from dnc.export import runtime
 from dnc.export.seg_head_graph import build_seg_head
 from dnc.export.seg_recompute import check_segmentation_graph, embedded_scenes
-from dnc.training.images import DataError
-from dnc.training.seg_folder import read_classes
 
 
 def evaluate_seg_folder(embed_path: str | Path, set_path: str | Path, data: str | Path, threads: int = 0,

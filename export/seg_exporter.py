@@ -23,19 +23,19 @@ import onnx
 import onnxruntime
 import torch
 
-from dnc.export import centroid_set, manifest, seg_parity
-from dnc.export import formats as F
+from dnc.core import centroid_set, manifest, preprocess
+from dnc.core import formats as F
+from dnc.core.staging import staged
+from dnc.export import seg_parity
 from dnc.export.checkpoint_set import ExportError, set_from_checkpoint
 from dnc.export.embed_graph import export_embed
 from dnc.export.parity import SCORE_TOLERANCE
 from dnc.export.seg_head_graph import attach_seg_head, build_seg_head
-from dnc.export.staging import staged
 from dnc.training import checkpoint as ckpt_io
-from dnc.training import preprocess
 from dnc.training.batches import normalise
 from dnc.training.head import DNCHead
 from dnc.training.liveness import LIVE_SHARE
-from dnc.training.seg_folder import load_seg_folder
+from dnc.training.seg_data import load_seg_folder
 from dnc.training.seg_task import SegmentationTask
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 
 BAND = "band"  # prefix of names inside the loop body
 

@@ -27,9 +27,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dnc.export import formats as F
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
 from dnc.export import seg_head_bands as bands
-from dnc.export.centroid_set import CentroidSet, CentroidSetError, validate
 from dnc.export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, set_metadata
 
 MAX_LABEL = 255  # labels and sub-centroid indices travel as uint8

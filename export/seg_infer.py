@@ -1,7 +1,7 @@
 """A segmenter's export run in-process with onnxruntime: what the server answers, without a server.
 
 The same steps as a served segmenter, from the same descriptions: the manifest's preprocessing executed by
-training/preprocess.py, embed.onnx, and the head graph the repository serves (build_seg_head with its
+core/preprocess.py, embed.onnx, and the head graph the repository serves (build_seg_head with its
 evidence tables) for the export's centroid set or another one. `dnc segment --in-process` uses it; the
 tests and benchmarks compare the server with it.
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import centroid_set, manifest, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set, manifest, preprocess
+from dnc.core import formats as F
+from dnc.export import runtime
 from dnc.export.seg_head_graph import build_seg_head
-from dnc.training import preprocess
 
 MAX_PIXELS = preprocess.SERVED_MAX_PIXELS["segmentation"]  # per picture, as a served segmenter by default
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.export import runtime
 from dnc.export.parity import SCORE_TOLERANCE
 from dnc.training.head import DNCHead

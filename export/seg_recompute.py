@@ -23,17 +23,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
-from dnc.export.centroid_set import CentroidSet
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
+from dnc.core.images import DataError
+from dnc.core.preprocess import normalise
+from dnc.core.progress import bar
+from dnc.core.seg_folder import IMAGES_DIR, SPLITS, SegClasses, read_classes, read_pair, split_files
+from dnc.core.staging import check_destination, staged
+from dnc.export import runtime
 from dnc.export.clustering import cluster
 from dnc.export.recompute import nearest_distinct
 from dnc.export.seg_head_graph import build_seg_head
-from dnc.export.staging import check_destination, staged
-from dnc.training.images import DataError
-from dnc.training.preprocess import normalise
-from dnc.training.progress import bar
-from dnc.training.seg_folder import IMAGES_DIR, SPLITS, SegClasses, read_classes, read_pair, split_files
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def embedded_scenes(sess, root: Path, split: str, prep: dict, classes: SegClasse
                     ) -> Iterator[tuple[int, Path, np.ndarray, np.ndarray]]:
     """Yield (image index, path, cell embeddings (D, h, w), mask (H, W) uint8) for each image of a split,
     each embedded at its own size. DataError names a file that cannot be read or holds a bad mask."""
-    from dnc.training.seg_folder import check_mask_values
+    from dnc.core.seg_folder import check_mask_values
 
     pairs = split_files(root, split)
     for i, (ip, mp) in enumerate(bar(pairs, desc=desc, unit="img")):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Triton python-backend model of a DNC repository: the prep step, or one ONNX graph run with onnxruntime.
 
-`dnc repo build` copies this file to <model>/1/model.py (and, for the prep step, training/preprocess.py
+`dnc repo build` copies this file to <model>/1/model.py (and, for the prep step, core/preprocess.py
 beside it). It runs inside Triton's python stub, so it imports only numpy, onnxruntime, PIL and Triton's
 own utils. Every request is checked before any arithmetic; a bad one gets an INVALID_ARG error (HTTP 400)
 naming the picture or tensor and the problem while the rest of the batch is served, and one line in the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 
 FORMAT = "dnc-model-repository"
 VERSION = 2  # 1: one model, its description at the top level of repository.json

@@ -37,12 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import centroid_set, manifest
-from dnc.export import formats as F
-from dnc.export.staging import publish, staging_folder
+from dnc.core import centroid_set, manifest, preprocess
+from dnc.core import formats as F
+from dnc.core.staging import publish, staging_folder
 from dnc.serving.repo_info import FORMAT, INFO_FILE, VERSION, read_info, write_info  # noqa: F401 (re-exported)
 from dnc.serving.repo_template import clear_template, is_template
-from dnc.training import preprocess
 
 LOCK_FILE = ".lock"  # held by builds and swaps: one writer of a repository at a time
 SET_FOLDER = "centroids"  # inside the head model's folder; Triton ignores non-numeric folders

@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.serving import private_shm
 from dnc.serving.own_folder import open_log
 from dnc.serving.processes import cleanup_shm, restrict_shm, stop_group

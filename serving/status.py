@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.serving import repository
 from dnc.serving.state import STATE_FILE, read_state, server_alive, supervisor_alive
 

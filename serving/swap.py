@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.export import centroid_set
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
 from dnc.serving import repository
 
 log = logging.getLogger(__name__)

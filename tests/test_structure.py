@@ -2,7 +2,7 @@
 
 - One importable name: every project import goes through `dnc.` (the layers' folders stay at the top of
   the repository; pyproject.toml maps them under `dnc`), and the distribution installs nothing else.
-- Imports flow one way along the data: training <- export <- serving <- clients; no module imports a
+- Imports flow one way along the data: core <- training <- export <- serving <- clients; no module imports a
   layer above its own.
 - No import circle between modules, counting imports inside functions too (a circle dodged by a late
   import is still a circle).
@@ -16,7 +16,7 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["training", "export", "serving", "clients"]  # bottom to top
+LAYERS = ["core", "training", "export", "serving", "clients"]  # bottom to top
 SOURCES = [*LAYERS, "tests", "benchmarks"]
 KNOWN_CIRCLES: list[set[str]] = []
 
@@ -126,3 +126,29 @@ def test_the_structure_figures_script_runs():
     assert run.returncode == 0, run.stderr
     got = json.loads(run.stdout)
     assert got["files"] > 50 and got["longest_modules"][0][1] <= 500
+
+
+CLIENT_MODULES = ["dnc.clients.cli", "dnc.clients.client", "dnc.clients.image_job", "dnc.clients.video_job",
+                  "dnc.export.runtime", "dnc.export.seg_infer"]
+
+
+def test_the_core_and_the_client_paths_import_no_torch():
+    """core/ is torch-free, and so is everything `dnc classify` and `dnc segment` (through a server or
+    in-process with onnxruntime) import: a client install needs no PyTorch. Checked in a fresh interpreter,
+    where torch is not already loaded."""
+    import subprocess
+    import sys
+
+    core = sorted(p.stem for p in (ROOT / "core").glob("*.py") if p.stem != "__init__")
+    assert {"preprocess", "images", "video", "formats", "centroid_set", "manifest", "staging"} <= set(core)
+    def imports(modules: list[str]) -> subprocess.CompletedProcess:
+        code = ("import importlib, sys\n"
+                f"for m in {modules!r}:\n"
+                "    importlib.import_module(m)\n"
+                "    assert 'torch' not in sys.modules, m + ' imports torch'\n")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    run = imports([f"dnc.core.{c}" for c in core] + CLIENT_MODULES)
+    assert run.returncode == 0, run.stderr[-2000:]
+    control = imports([*CLIENT_MODULES, "dnc.training.head"])  # the check sees torch where it is needed
+    assert control.returncode != 0 and "dnc.training.head imports torch" in control.stderr

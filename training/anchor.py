@@ -14,9 +14,9 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from dnc.core.progress import bar
 from dnc.training.batches import epoch_batches, iterate, normalise
 from dnc.training.head import DNCHead
-from dnc.training.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _labelled_cells(emb: torch.Tensor, masks: torch.Tensor, ids: torch.Tensor, i
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cell embeddings (B, D, h, w), masks (B, H, W), image ids (B,) -> the labelled cells' embeddings (P, D),
     labels (P,) and pixel ids (P,)."""
-    from dnc.training.seg_folder import pixel_id
+    from dnc.core.seg_folder import pixel_id
     from dnc.training.seg_task import cell_labels
 
     b, d, h, w = emb.shape

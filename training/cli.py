@@ -179,10 +179,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from dnc.core.seg_folder import is_seg_folder
     from dnc.training import checkpoint as ckpt_io
     from dnc.training.data import load_dataset
     from dnc.training.loop import train
-    from dnc.training.seg_folder import is_seg_folder
 
     given = _model_overrides(a)
     if given.get("in_chans", 3) not in (1, 3):
@@ -232,8 +232,8 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
     with --init, the classifier's backbone shape and its normalisation (spread over R, G, B)."""
     from PIL import Image
 
+    from dnc.core.seg_folder import MEAN, STD, read_classes, split_files
     from dnc.training import checkpoint as ckpt_io
-    from dnc.training.seg_folder import MEAN, STD, read_classes, split_files
 
     classes = read_classes(tcfg.data)
     size = given.pop("image_size", None)
@@ -299,10 +299,10 @@ def _live_text(res: dict, names: list[str]) -> str:
 
 
 def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_name: str) -> dict:
+    from dnc.core.seg_folder import pixel_of
     from dnc.training import checkpoint as ckpt_io
     from dnc.training.anchor import anchor_model
     from dnc.training.loop import check_data, resolve_device, task_for
-    from dnc.training.seg_folder import pixel_of
 
     ck = ckpt_io.load(checkpoint)
     mc = ck.model_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from dnc.training.class_names import check_class_names
+from dnc.core.class_names import check_class_names
 
 
 def normalise_ks(num_classes: int, k: int | list[int]) -> list[int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dnc.training.images import DataError, read_image_array, scan_image_folder
+from dnc.core.images import DataError, read_image_array, scan_image_folder
 
 log = logging.getLogger(__name__)
 

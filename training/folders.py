@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dnc.training.class_names import safe_name
+from dnc.core.class_names import safe_name
+from dnc.core.images import DataError
+from dnc.core.progress import bar
 from dnc.training.data import ImageData, load_dataset
-from dnc.training.images import DataError
-from dnc.training.progress import bar
 
 log = logging.getLogger(__name__)
 

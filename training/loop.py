@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dnc.core import progress
+from dnc.core.class_names import safe_name
 from dnc.training import checkpoint as ckpt_io
-from dnc.training import distributed, progress
+from dnc.training import distributed
 from dnc.training.batches import augment, epoch_batches, iterate, normalise
-from dnc.training.class_names import safe_name
 from dnc.training.config import TrainConfig
 from dnc.training.data import ImageData, load_dataset
 from dnc.training.head import DNCHead, normalise_ks

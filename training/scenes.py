@@ -11,7 +11,7 @@ photographs, at random places and scales.
 
 Deterministic by seed: scene i of a split draws from its own generator seeded by (seed, split, i), so a
 scene does not depend on how many were written before it. Written in the layout of
-training/seg_folder.py.
+core/seg_folder.py.
 
 Clips (`write_clips`, `dnc write-scenes --video N`): test items moving in straight lines (bouncing off the
 edges) over one background, at the scenes' item scale (items are as large in pixels as in 64 px scenes,
@@ -29,12 +29,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from dnc.training.class_names import safe_name
+from dnc.core.class_names import safe_name
+from dnc.core.images import DataError
+from dnc.core.progress import bar
+from dnc.core.seg_folder import SegClasses, default_palette, write_classes, write_pair
 from dnc.training.data import ImageData, load_dataset
 from dnc.training.folders import LABEL_MAPS, coarse_index
-from dnc.training.images import DataError
-from dnc.training.progress import bar
-from dnc.training.seg_folder import SegClasses, default_palette, write_classes, write_pair
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def write_clips(out: str | Path, count: int, labels: str = "fine", height: int =
     """Write `count` clips with their lossless mask videos under `out` (see the module docstring)."""
     from fractions import Fraction
 
-    from dnc.training.video import H264Writer, MaskWriter
+    from dnc.core.video import H264Writer, MaskWriter
 
     if labels not in LABEL_MAPS:
         raise DataError(f"unknown label map {labels!r}; use one of {', '.join(LABEL_MAPS)}")

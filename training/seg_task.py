@@ -20,13 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnc.core.progress import bar
+from dnc.core.seg_folder import pixel_id
 from dnc.training import distributed
 from dnc.training.batches import epoch_batches, iterate, normalise
 from dnc.training.head import DNCHead
 from dnc.training.liveness import summarise, win_counts
 from dnc.training.memory import rank_in_class
-from dnc.training.progress import bar
-from dnc.training.seg_folder import SegData, load_seg_folder, pixel_id
+from dnc.training.seg_data import SegData, load_seg_folder
 from dnc.training.segmenter import Segmenter, cell_pixels, nearest_cells, upsample
 
 log = logging.getLogger(__name__)

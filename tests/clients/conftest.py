@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture(scope="session")
 def other_seg_set(tmp_path_factory, seg_export):
     """Another segmentation centroid set of the seg_export embedding (K=2, from its own training scenes)."""
-    from dnc.export import formats as F
+    from dnc.core import formats as F
     from dnc.export.seg_recompute import compute_seg_set
 
     out = tmp_path_factory.mktemp("other-seg-set") / "set"

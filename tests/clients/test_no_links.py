@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dnc.clients.cli import main
-from dnc.training import safe_files, video
+from dnc.core import safe_files, video
 from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow

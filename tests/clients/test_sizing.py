@@ -9,7 +9,7 @@ import pytest
 
 from dnc.clients import sizing
 from dnc.clients.seg_results import ClassEvidence, Segmentation
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.serving import repository
 
 BUDGET = 2048 * 2048  # a segmenter's default

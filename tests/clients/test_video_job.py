@@ -12,8 +12,8 @@ import pytest
 from dnc.clients.cli import main
 from dnc.clients.seg_results import LEGEND_MIN_WIDTH, overlay, segmentations
 from dnc.clients.video_job import LEGEND_ROWS, JobError, LocalSegmenter, Truth, collect_videos, run_job
+from dnc.core import video
 from dnc.export.seg_infer import InProcessSegmenter
-from dnc.training import video
 from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow

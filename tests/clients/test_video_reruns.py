@@ -11,8 +11,7 @@ import pytest
 from dnc.clients.cli import main
 from dnc.clients.video_job import LocalSegmenter, collect_videos, run_job
 from dnc.clients.video_outputs import pending_videos, wanted
-from dnc.export import centroid_set
-from dnc.training import video
+from dnc.core import centroid_set, video
 from dnc.training.scenes import write_clips
 
 pytestmark = pytest.mark.slow

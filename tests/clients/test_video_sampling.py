@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set
-from dnc.training import video
+from dnc.core import centroid_set, video
+from dnc.core.seg_folder import read_classes
 from dnc.training.scenes import write_clips
-from dnc.training.seg_folder import read_classes
 
 pytestmark = pytest.mark.slow
 FRAMES, FPS = 30, 10

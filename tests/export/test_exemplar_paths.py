@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.export import runtime
 from dnc.export.head_graph import build_head
 from dnc.export.recompute import embed_files, scan_labelled_folder
 

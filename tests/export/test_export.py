@@ -7,8 +7,9 @@ import onnx
 import pytest
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set, manifest, parity, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set, manifest
+from dnc.core import formats as F
+from dnc.export import parity, runtime
 from dnc.export.exporter import ExportError, export_checkpoint
 from dnc.training import checkpoint as ckpt_io
 

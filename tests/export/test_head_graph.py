@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
-from dnc.export import formats as F
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
 from dnc.export import runtime
-from dnc.export.centroid_set import CentroidSet
 from dnc.export.head_graph import PAD_SCORE, build_head
 from tests.training.reference import dnc_scores, normalise
 

@@ -4,8 +4,8 @@ class the same ("T-shirt-top"), so lists made from either can be compared and sw
 import pytest
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.export import runtime
 from dnc.export.evaluate import evaluate_folder
 from dnc.export.recompute import compute_set, embed_files, scan_labelled_folder
 

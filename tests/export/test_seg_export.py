@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as tF
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set, manifest, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set, manifest, preprocess
+from dnc.core import formats as F
+from dnc.core.images import DataError
+from dnc.core.seg_folder import read_pair
+from dnc.export import runtime
 from dnc.export.exporter import export_checkpoint
 from dnc.export.seg_evaluate import evaluate_seg_folder
 from dnc.export.seg_recompute import compute_seg_set
 from dnc.training import checkpoint as ckpt_io
-from dnc.training import preprocess
-from dnc.training.images import DataError
 from dnc.training.loop import TrainConfig, train
 from dnc.training.model import ModelConfig
-from dnc.training.seg_folder import read_pair
 from dnc.training.seg_task import SegmentationTask
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from dnc.export import formats as F
-from dnc.export.centroid_set import CentroidSet
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
 from dnc.export.seg_head_graph import build_seg_head
 from tests.training import reference as ref
 
@@ -79,8 +79,8 @@ def test_an_output_smaller_than_the_cells(rng):
 PEAK = """
 import resource, sys
 import numpy as np, onnxruntime as ort
-from dnc.export import formats as F
-from dnc.export.centroid_set import CentroidSet
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
 from dnc.export.seg_head_graph import build_seg_head
 rng = np.random.default_rng(0)
 c, k, d, side = 254, 4, 32, 1024

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from dnc.export import formats as F
-from dnc.export.centroid_set import CentroidSet, CentroidSetError
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet, CentroidSetError
 from dnc.export.seg_head_graph import build_seg_head
 from tests.training import reference as ref
 

@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.core.images import DataError
+from dnc.export import runtime
 from dnc.export.recompute import embed_files, scan_labelled_folder
 from dnc.training.data import load_dataset
-from dnc.training.images import DataError
 
 pytestmark = pytest.mark.slow
 

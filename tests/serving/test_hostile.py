@@ -23,8 +23,9 @@ import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.export import runtime
 from dnc.serving import repository
 from dnc.serving.processes import triton_group
 from dnc.serving.state import read_state, stop_detached

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dnc.clients.cli import main
-from dnc.export import formats as F
-from dnc.export import manifest
+from dnc.core import formats as F
+from dnc.core import manifest
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.serving import repository
 
@@ -107,7 +107,7 @@ def test_the_real_exports_build_and_their_manifests_read(exported, seg_export, t
 def test_an_older_exports_sentence_resize_and_missing_fields_are_accepted(exported, tmp_path):
     """Exports before 2026-11-26 wrote the resize mode as a sentence and had no interpolation or crop (their
     embed.onnx carries the same description; only the fields' checks are shown here)."""
-    from dnc.export.preprocessing_check import field_problems
+    from dnc.core.preprocessing_check import field_problems
 
     prep = dict(json.loads((exported[0] / F.MANIFEST_FILE).read_text())["preprocessing"])
     prep["resize"] = "short side to image_size (bilinear), then centre crop image_size x image_size"

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from dnc.clients.cli import main
-from dnc.export import centroid_set
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
 from dnc.serving import private_shm, repository
 from dnc.serving.state import read_state, stop_detached
 from dnc.serving.swap import swap

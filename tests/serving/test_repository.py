@@ -9,8 +9,9 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.export import runtime
 from dnc.serving import repository
 
 ROOT = Path(__file__).resolve().parents[2]

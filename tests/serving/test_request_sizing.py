@@ -25,11 +25,11 @@ from PIL import Image
 from dnc.clients import sizing
 from dnc.clients.cli import main
 from dnc.clients.client import DNCClient
-from dnc.export import formats as F
+from dnc.core import formats as F
+from dnc.core import video
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.serving import repository
 from dnc.serving.server import TritonServer
-from dnc.training import video
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 SEG, SMALL = "scenes", "scenes-small"

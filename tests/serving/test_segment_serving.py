@@ -16,14 +16,14 @@ from PIL import Image
 from dnc.clients.cli import main
 from dnc.clients.client import DNCClient, collect_images, read_picture
 from dnc.clients.seg_results import LEGEND_MIN_WIDTH, segmentations
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set, preprocess
+from dnc.core import formats as F
+from dnc.export import runtime
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.export.seg_recompute import compute_seg_set
 from dnc.serving import repository
 from dnc.serving.server import TritonServer
 from dnc.serving.swap import Probe, swap
-from dnc.training import preprocess
 from dnc.training.scenes import write_scenes
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -382,7 +382,7 @@ def test_video_job_through_triton_equals_in_process(server, repo, clips, seg_exp
     assert main(["segment", str(clips / "videos"), "--out", str(tmp_path / "local"), "--in-process",
                  str(seg_export[2]), "--centroids", served_set, "--threads", "1"]) == 0
     capsys.readouterr()
-    from dnc.training import video
+    from dnc.core import video
 
     local = list(video.masks(tmp_path / "local" / "clip000.masks.mkv"))
     assert len(local) == 12
@@ -419,7 +419,7 @@ def test_a_swap_during_a_video_loses_no_frame(server, repo, clips, seg_export, c
     assert result["failed"] == {} and result["frames"] == 240
     lines = [json.loads(line) for line in (out / "clip000.evidence.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(240))
-    from dnc.training import video
+    from dnc.core import video
 
     assert len(list(video.masks(out / "clip000.masks.mkv"))) == 240
     sets = [line["set_id"] for line in lines]

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from dnc.clients.client import DNCClient
+from dnc.core.preprocess import EXIF_ORIENTATION
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.serving import repository
 from dnc.serving.server import TritonServer
-from dnc.training.preprocess import EXIF_ORIENTATION
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

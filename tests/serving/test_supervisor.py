@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dnc.clients.cli import main
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.serving import repository, supervisor
 from dnc.serving.state import read_state, stop_detached, supervisor_alive
 

@@ -15,8 +15,9 @@ from tritonclient.utils import InferenceServerException
 
 from dnc.clients.cli import main
 from dnc.clients.client import ClientError, DNCClient, collect_images
-from dnc.export import centroid_set, runtime
-from dnc.export import formats as F
+from dnc.core import centroid_set
+from dnc.core import formats as F
+from dnc.export import runtime
 from dnc.export.recompute import compute_set
 from dnc.serving import repository
 from dnc.serving.processes import group_processes
@@ -370,7 +371,7 @@ def test_deep_and_turned_pictures_are_answered_as_their_upright_8_bit_twins(serv
     as pixels (read by the client), score as their 8-bit upright twins do."""
     from PIL import Image
 
-    from dnc.training.preprocess import EXIF_ORIENTATION
+    from dnc.core.preprocess import EXIF_ORIENTATION
 
     rng = np.random.default_rng(7)
     deep = rng.integers(0, 65536, (40, 36), dtype=np.uint16)

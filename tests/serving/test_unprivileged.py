@@ -23,7 +23,7 @@ import pytest
 
 from dnc.clients.cli import main
 from dnc.clients.client import DNCClient
-from dnc.export import formats as F
+from dnc.core import formats as F
 from dnc.serving import repository
 from dnc.serving.state import read_state, stop_detached
 

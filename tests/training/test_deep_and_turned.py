@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from dnc.training import preprocess as P
-from dnc.training.images import DataError, read_image_array, read_picture
+from dnc.core import preprocess as P
+from dnc.core.images import DataError, read_image_array, read_picture
 
 
 def _with_orientation(pixels: np.ndarray, orientation: int, fmt: str) -> bytes:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from dnc.core.images import DataError, read_image_array
 from dnc.training.data import FASHION_MNIST_CLASSES, ImageData, load_dataset
 from dnc.training.folders import FASHION_MNIST_COARSE, coarse_index, folder_name, write_image_folder
-from dnc.training.images import DataError, read_image_array
 
 
 def _small(rng, n=40):

@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from dnc.core.images import DataError
+from dnc.core.seg_folder import read_classes, read_pair
 from dnc.training import scenes
 from dnc.training.data import load_dataset
-from dnc.training.images import DataError
-from dnc.training.seg_folder import load_seg_folder, read_classes, read_pair
+from dnc.training.seg_data import load_seg_folder
 
 
 def _digest(root):

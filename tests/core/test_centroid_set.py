@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from dnc.export import centroid_set
-from dnc.export.centroid_set import CentroidSet, CentroidSetError, check_pairing
+from dnc.core import centroid_set
+from dnc.core.centroid_set import CentroidSet, CentroidSetError, check_pairing
 from tests.training.reference import normalise
 
 FP = "sha256:" + "a" * 64

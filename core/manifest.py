@@ -2,7 +2,7 @@
 
 An export folder holds the graphs (formats.EMBED_FILE, EMBED_FP16_FILE, HEAD_FILE, MERGED_FILE,
 optional *.plan engines), the centroid set it was exported with, and this manifest: versions,
-tensor names and shapes, the preprocessing (training/preprocess.py's description), the embedding fingerprint and the
+tensor names and shapes, the preprocessing (core/preprocess.py's description), the embedding fingerprint and the
 parity figures measured before the export was declared done.
 """
 
@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from dnc.export.formats import MANIFEST_FILE
+from dnc.core.formats import MANIFEST_FILE
 
 FORMAT = "dnc-export"
 VERSION = 1
@@ -28,8 +28,8 @@ def write(folder: str | Path, manifest: dict) -> Path:
 
 def read(folder: str | Path) -> dict:
     """Read an export folder's manifest (folder, or the manifest file itself), its preprocessing checked
-    against what `dnc export` writes and against the embed.onnx beside it (export/preprocessing_check.py)."""
-    from dnc.export import preprocessing_check
+    against what `dnc export` writes and against the embed.onnx beside it (core/preprocessing_check.py)."""
+    from dnc.core import preprocessing_check
 
     path = Path(folder)
     path = path / MANIFEST_FILE if path.is_dir() else path

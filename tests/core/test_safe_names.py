@@ -1,11 +1,11 @@
 """One name per class whoever wrote it: image folders, scenes and clips name Fashion-MNIST's classes alike."""
 
+from dnc.core.class_names import safe_name
+from dnc.core.images import scan_image_folder
+from dnc.core.seg_folder import read_classes
 from dnc.training import scenes
-from dnc.training.class_names import safe_name
 from dnc.training.data import FASHION_MNIST_CLASSES, load_dataset
 from dnc.training.folders import FASHION_MNIST_COARSE, write_image_folder
-from dnc.training.images import scan_image_folder
-from dnc.training.seg_folder import read_classes
 
 
 def test_safe_name():

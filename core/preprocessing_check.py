@@ -2,7 +2,7 @@
 
 manifest.read runs these checks, so everything that reads an export to serve it (`dnc repo build`, the
 in-process segmenter of `dnc segment --in-process` and its Ray tasks) refuses a manifest.json that no real
-export writes: every field of training/preprocess.py's description within the values training produces,
+export writes: every field of core/preprocess.py's description within the values training produces,
 channels and image size equal to embed.onnx's input, and the description equal to the one embed.onnx
 carries in its metadata (written by the same export; the fingerprint covers embed.onnx, not the manifest).
 Refusals name the file, the field, its value and what is allowed.
@@ -14,8 +14,8 @@ import json
 import math
 from pathlib import Path
 
-from dnc.export import formats as F
-from dnc.training import preprocess
+from dnc.core import formats as F
+from dnc.core import preprocess
 
 TASKS = ("classification", "segmentation")
 COLORS = {1: "L", 3: "RGB"}  # channels -> colour, as preprocess.describe writes them

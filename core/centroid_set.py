@@ -26,8 +26,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from dnc.export.formats import SET_JSON_FILE, SET_TENSORS_FILE
-from dnc.training.class_names import check_class_names
+from dnc.core.class_names import check_class_names
+from dnc.core.formats import SET_JSON_FILE, SET_TENSORS_FILE
 
 FORMAT = "dnc-centroid-set"
 VERSION = 1

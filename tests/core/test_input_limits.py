@@ -13,10 +13,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from dnc.export import centroid_set
-from dnc.export.formats import SET_TENSORS_FILE
-from dnc.training.class_names import MAX_LENGTH, check_class_names
-from dnc.training.images import MAX_ASPECT, DataError, read_image_array, scan_image_folder
+from dnc.core import centroid_set
+from dnc.core.class_names import MAX_LENGTH, check_class_names
+from dnc.core.formats import SET_TENSORS_FILE
+from dnc.core.images import MAX_ASPECT, DataError, read_image_array, scan_image_folder
 
 
 @pytest.mark.parametrize(("w", "h", "says"), [(2_000_000, 1, "aspect ratio"), (1, 50_000_001, "million"),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dnc.core.progress import bar
 from dnc.training.folders import chosen_indices
-from dnc.training.progress import bar
 
 ROOT = Path(__file__).parents[2]
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnc.training import preprocess as P
-from dnc.training.images import read_image_array
+from dnc.core import preprocess as P
+from dnc.core.images import read_image_array
 
 MEAN, STD = [0.2, 0.4, 0.6], [0.25, 0.3, 0.35]
 

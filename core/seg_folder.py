@@ -10,11 +10,11 @@ A segmentation data set is a folder holding
 this layout trains, evaluates and yields centroid sets. A mask pixel equal to `ignore_index` counts for
 nothing (no loss, no metric, no centroid); any other value must be a class id.
 
-`SegData` holds one split in memory as uint8 arrays resized to a square training size (images
-bilinear, masks nearest, short side then centre crop, as classification images are read). A pixel of a
-split at that size has one id, image * S * S + y * S + x (`pixel_id`, `pixel_of`); `source_pixel` maps
-it back to the file's own pixel. Torch is imported only where tensors are made, so `dnc centroids` on
-masks (onnxruntime only) reads folders without it.
+`read_pair` reads one image and its mask resized to a square training size (images bilinear, masks
+nearest, short side then centre crop, as classification images are read); training/seg_data.py holds a
+split of them in memory as tensors. A pixel of a split at that size has one id, image * S * S + y * S + x
+(`pixel_id`, `pixel_of`); `source_pixel` maps it back to the file's own pixel. No torch here: `dnc
+centroids` on masks (onnxruntime only) and the clients read folders without it.
 """
 
 from __future__ import annotations
@@ -22,19 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from dnc.training.class_names import CLASSES_FILE, check_class_names
-from dnc.training.images import DataError, check_image_size
-from dnc.training.progress import bar
-
-if TYPE_CHECKING:
-    import torch
+from dnc.core.class_names import CLASSES_FILE, check_class_names
+from dnc.core.images import DataError, check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -244,71 +239,3 @@ def split_files(root: str | Path, split: str) -> list[tuple[Path, Path]]:
             raise DataError(f"image {p} has no mask {m}")
         pairs.append((p, m))
     return pairs
-
-
-@dataclass
-class SegData:
-    """One split of a segmentation folder, in memory: images (N, C, S, S) and masks (N, S, S) uint8."""
-
-    name: str
-    split: str
-    classes: SegClasses
-    images: torch.Tensor
-    masks: torch.Tensor
-    paths: list[str] = field(default_factory=list)
-    mean: list[float] = field(default_factory=lambda: list(MEAN))
-    std: list[float] = field(default_factory=lambda: list(STD))
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.classes.names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes.names)
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.images.shape[-1])
-
-    @property
-    def ignore_index(self) -> int:
-        return self.classes.ignore_index
-
-    def name_of(self, sample_id: int) -> str:
-        return self.paths[sample_id]
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) indices -> images (B, C, S, S) uint8, masks (B, S, S) int64."""
-        return self.images[idx], self.masks[idx].long()
-
-
-def load_seg_folder(root: str | Path, split: str, size: int, in_chans: int = 3, limit: int = 0) -> SegData:
-    """Read one split of a segmentation folder into memory at `size` x `size` (see `read_pair`). A folder
-    inside one (ROOT/images, ROOT/images/train) is refused naming ROOT, the folder to give. Paths are absolute
-    (exemplar names stay valid when an anchored checkpoint or its export moves)."""
-    root = Path(root).resolve()
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
-    classes = read_classes(root)
-    pairs = split_files(root, split)
-    if limit:
-        pairs = pairs[:limit]
-    images = np.empty((len(pairs), in_chans, size, size), np.uint8)
-    masks = np.empty((len(pairs), size, size), np.uint8)
-    for i, (ip, mp) in enumerate(bar(pairs, desc=f"read {root.name}/{split}", leave=False)):
-        images[i], masks[i] = read_pair(ip, mp, size, in_chans)
-        check_mask_values(masks[i], classes, mp)
-    import torch
-
-    log.info("read %d %s scenes of %s (%d classes) at %dpx", len(pairs), split, root, len(classes.names), size)
-    mean, std = (MEAN, STD) if in_chans == 3 else ([0.5], [0.5])
-    return SegData(root.name, split, classes, torch.from_numpy(images), torch.from_numpy(masks),
-                   [str(p) for p, _ in pairs], list(mean), list(std))

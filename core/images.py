@@ -1,7 +1,7 @@
 """Image files without torch: decoding to fixed-size uint8 arrays and scanning class folders.
 
 Kept free of torch so that the export layer's `dnc centroids` (which runs on onnxruntime only) reads
-images exactly as training and the clients do: the geometry is training/preprocess.py's.
+images exactly as training and the clients do: the geometry is core/preprocess.py's.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dnc.training import preprocess
-from dnc.training.class_names import CLASSES_FILE, check_class_names
+from dnc.core import preprocess
+from dnc.core.class_names import CLASSES_FILE, check_class_names
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class DataError(ValueError):
 
 def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
     """Read any image file as (C, size, size) uint8: convert to gray/RGB, resize the short side to
-    `size`, centre-crop (training/preprocess.py executes it). Raises DataError naming the file if it
+    `size`, centre-crop (core/preprocess.py executes it). Raises DataError naming the file if it
     cannot be decoded or is refused by the size limits."""
     prep = {"color": "L" if in_chans == 1 else "RGB", "resize": "short_side", "image_size": size}
     return _read(path, prep, lambda im: preprocess.prepare(im, prep))

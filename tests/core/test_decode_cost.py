@@ -1,4 +1,4 @@
-"""Decoding cost bounded before decoding, in the one image reader (training/preprocess.py) every path uses:
+"""Decoding cost bounded before decoding, in the one image reader (core/preprocess.py) every path uses:
 files whose decoding costs far more than their pixels (a progressive JPEG of hundreds of scans, a PNG of
 many empty chunks) are refused from a scan of their bytes in well under a second, naming the limit and
 the fix; ordinary pictures still read; decoding that runs past its time limit is stopped."""
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dnc.training import preprocess
-from dnc.training.images import DataError, read_image_array, read_picture
+from dnc.core import preprocess
+from dnc.core.images import DataError, read_image_array, read_picture
 
 FAST = 1.0  # seconds: a refusal comes before any pixel is decoded
 
@@ -149,7 +149,7 @@ def test_decoding_past_its_time_limit_is_stopped(tmp_path, monkeypatch):
 
 def test_folder_scan_refuses_a_costly_file_before_pil_walks_it(tmp_path):
     """scan_image_folder's check that each file decodes (PIL's verify walks every PNG chunk) scans first."""
-    from dnc.training.images import scan_image_folder
+    from dnc.core.images import scan_image_folder
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
@@ -191,7 +191,7 @@ def test_the_real_server_refuses_them_fast_and_stays_up(tmp_path, exported):
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException
 
-    from dnc.export import formats as F
+    from dnc.core import formats as F
     from dnc.serving import repository
     from dnc.serving.server import TritonServer
 

@@ -2,7 +2,7 @@
 
 The description (`describe`) travels with the weights: in the export's manifest, in embed.onnx's metadata
 and in the served entry model's config. Everything that turns an image into a graph input executes it
-with this module: training's file reader (training/images.py), `dnc centroids`, the clients in-process,
+with this module: training's file reader (core/images.py), `dnc centroids`, the clients in-process,
 and the server's prep model for uint8 pixels and PNG/JPEG bytes (serving/repository.py copies this file
 beside it). So it imports numpy and PIL only, nothing of the project.
 

@@ -115,7 +115,7 @@ EMBED_PLAN_FILE = "embed.plan"
 HEAD_PLAN_FILE = "head.plan"
 
 # Raw inputs of a served entry model (give exactly one of images, pixels, encoded per request): the
-# server's prep step executes the manifest's preprocessing (training/preprocess.py) on them.
+# server's prep step executes the manifest's preprocessing (core/preprocess.py) on them.
 PIXELS = "pixels"  # (N, H, W, Cin') uint8 at the pictures' own size; Cin' 1 (gray) or 3 (RGB)
 ENCODED = "encoded"  # (N, 1) bytes: one PNG or JPEG file per picture
 MAPS = "maps"  # (N, 1) bool, segmenters, optional: true also fills pixel_subcentroid/score/margin (else 0 x 0)
