@@ -31,6 +31,7 @@ from dnc.clients import sizing
 from dnc.clients.seg_results import Segmentation, segmentations
 from dnc.core import formats as F
 from dnc.core import preprocess
+from dnc.core.errors import DNCError
 from dnc.core.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ RETRY_WAITS = (2.0, 6.0, 15.0)  # seconds before each retry of an image request 
 # enough for a supervised server to come back after a crash (README: longest 8.64 s to ready)
 
 
-class ClientError(ValueError):
+class ClientError(DNCError, ValueError):
     """The server is down, not ready, refused the request, or answered something unusable. `refused`: the
     server answered this request with an error about its input (HTTP 400, gRPC INVALID_ARGUMENT)."""
 

@@ -49,6 +49,7 @@ from dnc.clients.seg_results import Segmentation, overlay, segmentations
 from dnc.clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
 from dnc.clients.video_requests import answers
 from dnc.core import video
+from dnc.core.errors import DNCError
 from dnc.core.seg_folder import read_classes
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ LOCAL_BATCH = 8  # frames per run of an export in-process when --batch-size is n
 LEGEND_ROWS = 2  # of the overlay video's legend: fixed, as every frame of a video has one size
 
 
-class JobError(ValueError):
+class JobError(DNCError, ValueError):
     """A video that could not be segmented whole; the message names it and why."""
 
 

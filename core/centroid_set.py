@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from dnc.core.class_names import check_class_names
+from dnc.core.errors import DNCError
 from dnc.core.formats import SET_JSON_FILE, SET_TENSORS_FILE
 
 FORMAT = "dnc-centroid-set"
@@ -35,7 +36,7 @@ NORM_TOLERANCE = 1e-3
 TASKS = ("classification", "segmentation")
 
 
-class CentroidSetError(ValueError):
+class CentroidSetError(DNCError, ValueError):
     """A centroid set that cannot be used; the message names the set and the reason."""
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from dnc.core import preprocess
 from dnc.core.class_names import CLASSES_FILE, check_class_names
+from dnc.core.errors import DNCError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ MAX_ASPECT = preprocess.MAX_ASPECT
 SPLIT_NAMES = ("train", "test", "val", "validation")  # folder names that name a split, never a class
 
 
-class DataError(ValueError):
+class DataError(DNCError, ValueError):
     """A data set path or file that cannot be used; the message names the culprit."""
 
 

@@ -30,13 +30,15 @@ import stat
 import tempfile
 from pathlib import Path
 
+from dnc.core.errors import DNCError
+
 log = logging.getLogger(__name__)
 
 TAG = ".dnc-tmp"
 _STALE = re.compile(r"^\..+\.(\d+)-[^.]+" + re.escape(TAG) + "$")
 
 
-class OutputError(OSError):
+class OutputError(DNCError, OSError):
     """A temporary output was renamed or replaced under us, so it cannot be put in place."""
 
 

@@ -27,11 +27,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dnc.core.errors import DNCError
+
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v"}
 DEFAULT_RATE = Fraction(25)
 
 
-class VideoError(ValueError):
+class VideoError(DNCError, ValueError):
     """A video that cannot be read or written; the message names it."""
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from dnc.core.centroid_set import CentroidSet
+from dnc.core.errors import DNCError
 from dnc.core.seg_folder import pixel_of, source_pixel
 from dnc.training import checkpoint as ckpt_io
 
 
-class ExportError(ValueError):
+class ExportError(DNCError, ValueError):
     """An export that failed its checks; the message gives the figures and where they are kept."""
 
 

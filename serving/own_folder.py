@@ -15,8 +15,10 @@ import os
 import stat
 from pathlib import Path
 
+from dnc.core.errors import DNCError
 
-class FolderError(ValueError):
+
+class FolderError(DNCError, ValueError):
     """A folder (or file in it) the server would run from that another user could change; names it."""
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnc.core import formats as F
+from dnc.core.errors import DNCError
 from dnc.serving import private_shm
 from dnc.serving.own_folder import open_log
 from dnc.serving.processes import cleanup_shm, restrict_shm, stop_group
@@ -52,7 +53,7 @@ LOCKED = "model-repository,shared-memory,trace,logging"  # Triton API categories
 POLL_SECONDS = 1  # how often the server looks for a changed model in the repository
 
 
-class ServerError(RuntimeError):
+class ServerError(DNCError, RuntimeError):
     """The server could not be started or did not become ready; the message carries its log's tail."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from dnc.core import centroid_set
 from dnc.core import formats as F
+from dnc.core.errors import DNCError
 from dnc.serving import repository
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _head_failed(head: str) -> re.Pattern:
     return re.compile(rf"failed to load (?:model )?'{re.escape(head)}'.*")  # Triton's log line for a failed load
 
 
-class SwapError(ValueError):
+class SwapError(DNCError, ValueError):
     """A swap that did not happen (the message says which list serves), or whose end was not seen."""
 
 
