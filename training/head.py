@@ -38,12 +38,15 @@ multi-mode test set but costs top-1 on Fashion-MNIST (docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnc.core.errors import InputError
 from dnc.training import distributed
-from dnc.training.config import normalise_ks
+from dnc.training.config import HeadConfig, ModelConfig, normalise_ks
 from dnc.training.liveness import LIVE_SHARE, live_mask, win_counts
 from dnc.training.memory import ClassMemory, rank_in_class
 from dnc.training.recluster import kmeanspp_seeds, sinkhorn_kmeans
@@ -92,37 +95,21 @@ class DNCHead(nn.Module):
         revivals: (C, Kmax) int64 times each sub-centroid was found dead and re-seeded.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        dim: int,
-        k: int | list[int] = 4,
-        temperature: float = 0.1,
-        momentum: float = 0.999,
-        epsilon: float = 0.05,
-        sinkhorn_iters: int = 3,
-        memory_size: int = 256,
-        memory_cap: int = 32,
-        generator: torch.Generator | None = None,
-        revive: bool = False,
-        revive_every: int = 50,
-        seed: int = 0,
-        assign_weight: float = 0.0,
-        revive_momentum: float = 0.99,
-        ready_margin: float | None = None,
-        anneal: bool = False,
-    ):
+    def __init__(self, num_classes: int, dim: int, config: HeadConfig | None = None, *,
+                 generator: torch.Generator | None = None, seed: int = 0, **changes):
+        """A head over `num_classes` classes of `dim`-wide embeddings, set as `config` says (None: the
+        defaults of `ModelConfig`), with `changes` (HeadConfig fields by keyword) on top. `generator`
+        draws the random initial sub-centroids; `seed` is the base seed of the k-means++ draws (with
+        `revive`). A model's head is built by `DNCHead.from_config`."""
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if epsilon <= 0:
-            raise ValueError(f"sinkhorn epsilon must be > 0, got {epsilon}")
-        self.ks = normalise_ks(num_classes, k)
+        if config is not None and not isinstance(config, HeadConfig):
+            raise TypeError(f"config must be a HeadConfig, got {type(config).__name__} (give K as k=...)")
+        config = HeadConfig.defaults(**changes) if config is None else replace(config, **changes)
+        self.config = config
+        self.ks = normalise_ks(num_classes, config.k)
         self.num_classes, self.dim = num_classes, dim
-        self.temperature, self.momentum = float(temperature), float(momentum)
-        self.epsilon, self.sinkhorn_iters = float(epsilon), int(sinkhorn_iters)
+        self.temperature, self.momentum = float(config.temperature), float(config.momentum)
+        self.epsilon, self.sinkhorn_iters = float(config.epsilon), int(config.sinkhorn_iters)
         kmax = max(self.ks)
         self.uniform_k = min(self.ks) == kmax  # no padded slots to mask
         k_mask = torch.arange(kmax)[None, :] < torch.tensor(self.ks)[:, None]  # (C, Kmax)
@@ -130,20 +117,14 @@ class DNCHead(nn.Module):
         self.register_buffer("centroids", init * k_mask[..., None])
         self.register_buffer("k_mask", k_mask)
         self.register_buffer("exemplar_ids", torch.full((num_classes, kmax), -1, dtype=torch.long))
-        self.memory = ClassMemory(num_classes, memory_size, dim, memory_cap)
-        if revive_every < 1:
-            raise ValueError(f"revive-every must be >= 1 update, got {revive_every}")
-        self.revive, self.revive_every = bool(revive), int(revive_every)
-        if not 0.0 <= revive_momentum < 1.0:
-            raise ValueError(f"revive momentum must be in [0, 1), got {revive_momentum}")
-        self.revive_momentum = float(revive_momentum)
-        self.ready_gate = ready_margin  # None: READY_MARGIN
+        self.memory = ClassMemory(num_classes, config.memory_size, dim, config.memory_cap)
+        self.revive, self.revive_every = bool(config.revive), int(config.revive_every)
+        self.revive_momentum = float(config.revive_momentum)
+        self.ready_gate = config.ready_margin  # None: READY_MARGIN
         # pace: learning rate / peak, set by the loop every step (derived from the schedule, so resumed
         # runs recompute it and it is no checkpointed state); only used with `anneal`
-        self.anneal, self.pace = bool(anneal), 1.0
-        if assign_weight < 0:
-            raise ValueError(f"assignment-loss weight must be >= 0, got {assign_weight}")
-        self.assign_weight = float(assign_weight)
+        self.anneal, self.pace = bool(config.anneal), 1.0
+        self.assign_weight = float(config.assign_weight)
         if self.revive:
             self.register_buffer("updates", torch.zeros((), dtype=torch.long))
             self.register_buffer("init_step", torch.zeros((), dtype=torch.long))
@@ -153,8 +134,15 @@ class DNCHead(nn.Module):
             self.register_buffer("ready_margin", torch.tensor(-3.0))
             self.register_buffer("wins", torch.zeros(num_classes, kmax, dtype=torch.long))
             self.register_buffer("revivals", torch.zeros(num_classes, kmax, dtype=torch.long))
-            ready = (torch.tensor(self.ks) * SAMPLES_PER_SUBCENTROID).clamp(max=memory_size)
+            ready = (torch.tensor(self.ks) * SAMPLES_PER_SUBCENTROID).clamp(max=config.memory_size)
             self.register_buffer("ready_count", ready, persistent=False)  # (C,) memory a class needs
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, seed: int = 0) -> DNCHead:
+        """The head a model config describes: its random initial sub-centroids drawn from `seed` + 1, its
+        k-means++ draws (with `revive`) from `seed`."""
+        return cls(cfg.num_classes, cfg.embed_dim, cfg.head_config(),
+                   generator=torch.Generator().manual_seed(seed + 1), seed=seed)
 
     def schedule(self, init_step: int) -> None:
         """Let classes be clustered from their memories from update `init_step` on (the end of the
@@ -165,7 +153,7 @@ class DNCHead(nn.Module):
     def set_pace(self, pace: float) -> None:
         """The learning rate's share of its peak this step (used with `anneal`)."""
         if not 0.0 <= pace <= 1.0 + 1e-9:
-            raise ValueError(f"pace must be in [0, 1], got {pace}")
+            raise InputError(f"pace must be in [0, 1], got {pace}")
         self.pace = float(pace)
 
     def similarities(self, emb: torch.Tensor) -> torch.Tensor:

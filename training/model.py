@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dnc.core import tasks
 from dnc.training.backbones import build_backbone
 from dnc.training.config import ModelConfig
 from dnc.training.head import DNCHead, LinearHead
+from dnc.training.segmenter import Segmenter
 
 
 class Encoder(nn.Module):
@@ -34,17 +36,12 @@ def make_head(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     """The head a config describes (its random initial sub-centroids drawn from `seed`)."""
     if cfg.head == "softmax":
         return LinearHead(cfg.num_classes, cfg.embed_dim)
-    gen = torch.Generator().manual_seed(seed + 1)
-    return DNCHead(cfg.num_classes, cfg.embed_dim, cfg.k, cfg.temperature, cfg.momentum, cfg.epsilon,
-                   cfg.sinkhorn_iters, cfg.memory_size, cfg.memory_cap, gen, cfg.revive, cfg.revive_every, seed,
-                   cfg.assign_weight, cfg.revive_momentum, cfg.ready_margin, cfg.anneal)
+    return DNCHead.from_config(cfg, seed)
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     """A classifier or a segmenter, as `cfg.task` says."""
-    if cfg.task == "segmentation":
-        from dnc.training.segmenter import Segmenter  # it builds on this module's config and head
-
+    if tasks.task(cfg.task).dense:
         return Segmenter(cfg, lambda: make_head(cfg, seed))
     return Classifier(cfg, seed)
 

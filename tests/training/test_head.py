@@ -11,7 +11,7 @@ from tests.training.reference import dnc_scores
 @pytest.mark.parametrize("ks", [[4, 4, 4, 4, 4], [1, 3, 4, 2, 4, 1]])
 def test_scores_match_float64_reference(rng, ks):
     c, d, n = len(ks), 16, 64
-    head = DNCHead(c, d, ks, temperature=0.07)
+    head = DNCHead(c, d, k=ks, temperature=0.07, revive=False)
     cent = rng.standard_normal((c, max(ks), d))
     cent /= np.linalg.norm(cent, axis=-1, keepdims=True)
     cent *= head.k_mask.numpy()[..., None]  # padded slots are zero, as in the head
@@ -29,7 +29,7 @@ def test_scores_match_float64_reference(rng, ks):
 def test_padded_sub_centroid_never_wins(rng):
     # Every real sub-centroid is anti-aligned with the sample, so a zero padded slot (cosine 0)
     # would win if it were not masked.
-    head = DNCHead(2, 8, [1, 3])
+    head = DNCHead(2, 8, k=[1, 3], revive=False)
     x = torch.from_numpy(rng.standard_normal((1, 8))).float()
     xn = torch.nn.functional.normalize(x, dim=-1)
     head.centroids.copy_(torch.zeros(2, 3, 8))
@@ -41,7 +41,7 @@ def test_padded_sub_centroid_never_wins(rng):
 
 
 def test_centroids_are_buffers_not_parameters():
-    head = DNCHead(3, 4, 2)
+    head = DNCHead(3, 4, k=2, revive=False)
     assert list(head.parameters()) == []
     names = dict(head.named_buffers())
     assert {"centroids", "k_mask", "exemplar_ids", "memory.feats", "memory.ids"} <= set(names)
@@ -49,11 +49,11 @@ def test_centroids_are_buffers_not_parameters():
 
 def test_invalid_arguments_are_refused():
     with pytest.raises(ValueError, match="K must be >= 1"):
-        DNCHead(3, 4, [2, 0, 1])
+        DNCHead(3, 4, k=[2, 0, 1])
     with pytest.raises(ValueError, match="3 classes"):
-        DNCHead(3, 4, [2, 2])
+        DNCHead(3, 4, k=[2, 2])
     with pytest.raises(ValueError, match="temperature"):
-        DNCHead(3, 4, 2, temperature=0)
+        DNCHead(3, 4, k=2, temperature=0)
 
 
 def test_linear_twin_has_parameters_and_no_update():

@@ -15,7 +15,7 @@ from tests.training.reference import live_counts, normalise, sinkhorn_kmeans, si
 @pytest.mark.parametrize("ks", [[4, 4, 4], [1, 3, 4, 2, 4]])
 def test_live_measure_matches_reference(rng, ks):
     c, d, n = len(ks), 8, 400
-    head = DNCHead(c, d, ks)
+    head = DNCHead(c, d, k=ks, revive=False)
     # Sub-centroids near each other so that some win rarely: live counts vary between classes.
     base = rng.standard_normal((c, 1, d))
     cent = normalise(base + 0.6 * rng.standard_normal((c, max(ks), d)))
@@ -74,7 +74,7 @@ def test_kmeanspp_keeps_kept_and_draws_real_samples(rng):
 def _filled_head(rng, revive_every=3):
     """A K=3 head over 2 classes whose memories hold 3 well-separated modes each (fresh random data)."""
     d = 8
-    head = DNCHead(2, d, 3, memory_size=48, memory_cap=48, revive=True, revive_every=revive_every, seed=7)
+    head = DNCHead(2, d, k=3, memory_size=48, memory_cap=48, revive=True, revive_every=revive_every, seed=7)
     modes = normalise(rng.standard_normal((2, 3, d)))
     x = np.concatenate([normalise(modes[c, rng.integers(0, 3, 48)] + 0.1 * rng.standard_normal((48, d)))
                         for c in range(2)])
@@ -88,7 +88,7 @@ def _filled_head(rng, revive_every=3):
 
 def test_batch_margin_matches_reference(rng):
     ks, d, n = [4, 2, 3], 8, 50
-    head = DNCHead(3, d, ks, revive=True)
+    head = DNCHead(3, d, k=ks, revive=True, revive_every=50)
     cent = normalise(rng.standard_normal((3, 4, d))) * head.k_mask.numpy()[..., None]
     head.centroids.copy_(torch.from_numpy(cent).float())
     x, labels = normalise(rng.standard_normal((n, d))), rng.integers(0, 3, n)
@@ -101,7 +101,7 @@ def test_batch_margin_matches_reference(rng):
 
 def test_first_clustering_waits_for_separated_classes_and_takes_them_all_at_once(rng):
     d = 8
-    head = DNCHead(3, d, 2, memory_size=32, memory_cap=32, revive=True)
+    head = DNCHead(3, d, k=2, memory_size=32, memory_cap=32, revive=True, revive_every=50)
     cent = head.centroids.double().numpy()
     head.schedule(init_step=0)
     def batch(spread):  # 30 samples per class around its first sub-centroid, all counted correct
@@ -125,7 +125,7 @@ def test_first_clustering_waits_for_separated_classes_and_takes_them_all_at_once
 
 def test_first_clustering_waits_for_full_memories_and_leaves_nearly_empty_classes_for_later(rng):
     c, d = 20, 16
-    head = DNCHead(c, d, 2, memory_size=32, memory_cap=32, revive=True)  # ready_count: 32 samples
+    head = DNCHead(c, d, k=2, memory_size=32, memory_cap=32, revive=True, revive_every=50)  # ready_count: 32 samples
     cent = head.centroids.double().numpy()
     head.schedule(init_step=0)
 
@@ -216,7 +216,7 @@ def test_assignment_loss_matches_reference(rng, ks):
     """Targets: each class's batch samples clustered with its memory (Sinkhorn plan argmax); the loss is
     cross-entropy over the own class's K cosines / T towards them; gradients reach the embeddings."""
     c, d, n, t = len(ks), 6, 40, 0.1
-    head = DNCHead(c, d, ks, temperature=t, memory_size=30, memory_cap=30, assign_weight=0.5)
+    head = DNCHead(c, d, k=ks, temperature=t, memory_size=30, memory_cap=30, assign_weight=0.5, revive=False)
     cent = normalise(rng.standard_normal((c, max(ks), d))) * head.k_mask.numpy()[..., None]
     head.centroids.copy_(torch.from_numpy(cent).float())
     fill = [30, 11, 0]  # a full memory, a partial one, an empty one

@@ -27,7 +27,7 @@ def _reference_update(cent, ks, mem_feats, mu, eps, iters):
 def test_update_matches_reference_over_several_steps(rng, anneal, pace):
     """With `anneal` the momentum is 1 - (1 - mu) * pace; without it the pace is ignored."""
     ks, d, mu = [3, 1, 4, 2], 6, 0.9
-    head = DNCHead(4, d, ks, momentum=mu, memory_size=12, memory_cap=5, anneal=anneal)
+    head = DNCHead(4, d, k=ks, momentum=mu, memory_size=12, memory_cap=5, anneal=anneal, revive=False)
     head.set_pace(pace)
     cent = head.centroids.double().numpy().copy()
     memory = {c: [] for c in range(4)}
@@ -55,7 +55,7 @@ def test_update_matches_reference_over_several_steps(rng, anneal, pace):
 
 
 def test_incorrect_samples_do_not_update():
-    head = DNCHead(3, 4, 2, momentum=0.5)
+    head = DNCHead(3, 4, k=2, momentum=0.5, revive=False)
     before = head.centroids.clone()
     emb, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
     head.update(emb, labels, torch.arange(6), torch.zeros(6, dtype=torch.bool))
@@ -70,7 +70,7 @@ def test_incorrect_samples_do_not_update():
 
 def test_annealed_update_at_zero_pace_moves_nothing(rng):
     """At the end of a schedule (learning rate 0) the sub-centroids stop, memory still fills."""
-    head = DNCHead(3, 5, 2, momentum=0.5, revive=True, revive_momentum=0.5, anneal=True)
+    head = DNCHead(3, 5, k=2, momentum=0.5, revive=True, revive_momentum=0.5, anneal=True, revive_every=50)
     head.set_pace(0.0)
     before = head.centroids.clone()
     emb, labels = torch.from_numpy(rng.standard_normal((12, 5))).float(), torch.arange(12) % 3
