@@ -14,9 +14,13 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from dnc.core import tasks
+from dnc.core.errors import InputError
 from dnc.core.progress import bar
+from dnc.core.seg_folder import pixel_id
 from dnc.training.batches import epoch_batches, iterate, normalise
 from dnc.training.head import DNCHead
+from dnc.training.seg_task import cell_labels
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +71,10 @@ def anchor_model(model: torch.nn.Module, data, device: torch.device, batch_size:
     """
     head = model.head
     if not isinstance(head, DNCHead):
-        raise ValueError("exemplar anchoring needs a DNC head (this model has a softmax head)")
+        raise InputError("exemplar anchoring needs a DNC head (this model has a softmax head)")
     model.eval()
     search = NearestSamples(head.centroids.to(device), head.k_mask.to(device))
-    seg = model.cfg.task == "segmentation"
+    seg = tasks.task(model.cfg.task).dense
     batches = epoch_batches(len(data), min(batch_size, 32) if seg else batch_size, 0, 0, shuffle=False,
                             drop_last=False)
     for x, y, ids in bar(iterate(data, batches, workers), total=len(batches), desc="anchor", leave=False):
@@ -96,9 +100,6 @@ def _labelled_cells(emb: torch.Tensor, masks: torch.Tensor, ids: torch.Tensor, i
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cell embeddings (B, D, h, w), masks (B, H, W), image ids (B,) -> the labelled cells' embeddings (P, D),
     labels (P,) and pixel ids (P,)."""
-    from dnc.core.seg_folder import pixel_id
-    from dnc.training.seg_task import cell_labels
-
     b, d, h, w = emb.shape
     lab, ys, xs = cell_labels(masks, (h, w))  # (B, h, w) each
     pid = pixel_id(ids[:, None, None], ys, xs, masks.shape[-1])

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnc.core.errors import InputError
+
 # Input channels below which a strided 1x1 convolution's weight gradient is taken at unit stride on the
 # CPU (see SubsampledPointwise): the channel block of oneDNN's x64 1x1 kernels (16 with AVX-512, 8 with AVX2).
 ONEDNN_IC_BLOCK = 16
@@ -140,8 +142,8 @@ ARCHS = {
 def build_backbone(arch: str, width: int = 64, in_chans: int = 3, small_stem: bool = False) -> ResNet:
     """Build a ResNet by name ("resnet10", "resnet18", "resnet34", "resnet50")."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise InputError(f"unknown backbone (`arch`) {arch!r}; choose one of {', '.join(ARCHS)}")
     if width < 1:
-        raise ValueError(f"backbone width must be >= 1, got {width}")
+        raise InputError(f"backbone `width` must be >= 1, got {width}")
     block, layers = ARCHS[arch]
     return ResNet(block, layers, width=width, in_chans=in_chans, small_stem=small_stem)

@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dnc.core.errors import InputError
 from dnc.training.model import ModelConfig, build_model
 
 FORMAT = "dnc-checkpoint"
@@ -97,21 +98,21 @@ def save(ckpt: Checkpoint, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `save`. Raises ValueError naming the file if it is not one."""
+    """Read a checkpoint written by `save`. Raises InputError naming the file if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
+        raise InputError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt", device=map_location) as f:
             meta_text = (f.metadata() or {}).get("dnc")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise ValueError(f"{path} is not a safetensors checkpoint: {e}") from e
+        raise InputError(f"{path} is not a safetensors checkpoint: {e}") from e
     if not meta_text:
-        raise ValueError(f"{path} has no DNC checkpoint metadata")
+        raise InputError(f"{path} has no DNC checkpoint metadata")
     meta = json.loads(meta_text)
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')} v{meta.get('version')}")
+        raise InputError(f"{path}: unsupported checkpoint format {meta.get('format')} v{meta.get('version')}")
     group = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
     optim = None
     if meta.get("optimizer") is not None:

@@ -8,7 +8,13 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
+from dnc.core import tasks
+from dnc.core.errors import InputError
+from dnc.core.seg_folder import MEAN, STD, is_seg_folder, pixel_of, read_classes, split_files
 from dnc.training.config import SEGMENTATION_ANNEAL, SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig, TrainConfig
+
+# The commands import the modules that need torch (checkpoint, data, loop, anchor, folders, scenes) when they
+# run: `dnc` builds its parser, and runs its client commands, without torch.
 
 
 def _floats(text: str) -> list[float]:
@@ -96,8 +102,15 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_train(sub)
+    _add_eval(sub)
+    _add_anchor(sub)
+    _add_write_folder(sub)
+    _add_write_scenes(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = TrainConfig()
-    m = _M
     p = sub.add_parser("train", help="train a DNC (or softmax twin) image classifier or segmenter",
                        formatter_class=_Help)
     p.add_argument("--data", default=None, help="'fashion-mnist', or a path: IDX files, a CIFAR-10/100 python "
@@ -105,7 +118,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    f"(default {t.data})")
     p.add_argument("--out", default=None, help=f"run folder: checkpoint, log.csv/json, curves.png (default {t.out}; "
                    "on --resume, the checkpoint's)")
-    g = p.add_argument_group("model (on --resume, the checkpoint's; a flag given that differs is refused)")
+    _add_model_options(p.add_argument_group("model (on --resume, the checkpoint's; a flag given that differs is "
+                                            "refused)"))
+    _add_run_options(p.add_argument_group("optimisation and run (on --resume, the checkpoint's unless given)"), t)
+    p.set_defaults(func=cmd_train)
+
+
+def _add_model_options(g: argparse._ArgumentGroup) -> None:
+    """`dnc train`'s model options: each defaults to None, "the model's own or the checkpoint's"."""
+    m = _M
     for flag, kind, default, text in MODEL_FLAGS:
         g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
     g.add_argument("--head", choices=["dnc", "softmax"], default=None, help=f"head type (default {m.head})")
@@ -117,7 +138,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="sub-centroids move at the learning rate's pace (momentum 1 - (1 - mu) * lr / peak) and "
                         "none is re-seeded once the rate is under a quarter of its peak (default: segmenters "
                         "on, classifiers off)")
-    g = p.add_argument_group("optimisation and run (on --resume, the checkpoint's unless given)")
+
+
+def _add_run_options(g: argparse._ArgumentGroup, t: TrainConfig) -> None:
+    """`dnc train`'s optimisation and run options (defaults: `t`'s, or the checkpoint's on --resume)."""
     for flag, kind, text in TRAIN_FLAGS:
         dest = flag.lstrip("-").replace("-", "_")
         g.add_argument(flag, type=kind, default=None, help=f"{text} (default {getattr(t, dest)})")
@@ -131,8 +155,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "checkpoint (DNC or softmax; arch and width follow it; a grey stem is spread over RGB)")
     g.add_argument("--anchor", action="store_true", help="after training, anchor sub-centroids to real "
                    "samples and evaluate the anchored model too")
-    p.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on a data set")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="fashion-mnist")
@@ -142,6 +167,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_anchor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("anchor", help="replace sub-centroids by their nearest real training samples")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="fashion-mnist", help="the training set the ids refer to")
@@ -150,6 +177,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_anchor)
 
+
+def _add_write_folder(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("write-folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        help="write an in-memory data set (Fashion-MNIST, IDX, CIFAR) as train/ and test/ image folders")
     p.add_argument("--data", default="fashion-mnist")
@@ -161,6 +190,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "(default: as --per-class)")
     p.set_defaults(func=cmd_write_folder)
 
+
+def _add_write_scenes(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("write-scenes", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        help="write FashionScenes: a segmentation set of real Fashion-MNIST items on real backgrounds")
     p.add_argument("--out", required=True, help="segmentation folder to create (images/, masks/, classes.json)")
@@ -179,14 +210,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from dnc.core.seg_folder import is_seg_folder
     from dnc.training import checkpoint as ckpt_io
     from dnc.training.data import load_dataset
     from dnc.training.loop import train
 
     given = _model_overrides(a)
     if given.get("in_chans", 3) not in (1, 3):
-        raise ValueError(f"--channels must be 1 or 3, got {given['in_chans']}")
+        raise InputError(f"`channels` must be 1 or 3, got {given['in_chans']}")
     train_given = {f.name: getattr(a, f.name) for f in fields(TrainConfig)
                    if f.name != "resume" and getattr(a, f.name, None) is not None}
     if a.resume:
@@ -204,7 +234,8 @@ def cmd_train(a: argparse.Namespace) -> int:
             mcfg = _segmenter_config(tcfg, given)
         else:
             if tcfg.init:
-                raise ValueError("--init starts a segmenter from a classifier; --data is not a segmentation folder")
+                raise InputError(f"`init` starts a {tasks.SEGMENTATION.noun} from a {tasks.CLASSIFICATION.noun}; "
+                                 "`data` is not a segmentation folder")
             probe = load_dataset(tcfg.data, "train", given.get("in_chans", 3), given.get("image_size", 32))
             fixed = {k: v for k, v in given.items() if k not in ("in_chans", "image_size")}
             mcfg = ModelConfig(num_classes=probe.num_classes, in_chans=probe.in_chans, image_size=probe.image_size,
@@ -232,7 +263,6 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
     with --init, the classifier's backbone shape and its normalisation (spread over R, G, B)."""
     from PIL import Image
 
-    from dnc.core.seg_folder import MEAN, STD, read_classes, split_files
     from dnc.training import checkpoint as ckpt_io
 
     classes = read_classes(tcfg.data)
@@ -246,7 +276,7 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
         src = ckpt_io.load(tcfg.init).model_config
         for name in ("arch", "width"):
             if name in given and given[name] != getattr(src, name):
-                raise ValueError(f"--{name} {given[name]} differs from the --init classifier's {getattr(src, name)}")
+                raise InputError(f"`{name}` {given[name]} differs from the `init` classifier's {getattr(src, name)}")
             given[name] = getattr(src, name)
         mean, std = [src.mean[0]] * in_chans, [src.std[0]] * in_chans  # grey classifiers: one value
         if src.in_chans == in_chans:
@@ -254,7 +284,7 @@ def _segmenter_config(tcfg: TrainConfig, given: dict) -> ModelConfig:
     given.setdefault("k", SEGMENTATION_K)
     given.setdefault("ready_margin", SEGMENTATION_READY_MARGIN)
     given.setdefault("anneal", SEGMENTATION_ANNEAL)
-    return ModelConfig(num_classes=len(classes.names), task="segmentation", in_chans=in_chans, image_size=size,
+    return ModelConfig(num_classes=len(classes.names), task=tasks.SEGMENTATION.name, in_chans=in_chans, image_size=size,
                        mean=mean, std=std, class_names=classes.names, ignore_index=classes.ignore_index, **given)
 
 
@@ -272,7 +302,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     res.update(checkpoint=a.checkpoint, data=a.data, split=a.split, head=mc.head, task=mc.task)
     if a.json:
         print(json.dumps(res))
-    elif mc.task == "segmentation":
+    elif tasks.task(mc.task).dense:
         ious = ", ".join(f"{n} {'-' if v is None else f'{v:.1f}'}"
                          for n, v in zip(mc.class_names, res["iou_per_class"], strict=True))
         print(f"{a.checkpoint} on {a.data}/{a.split}: mIoU {res['miou']:.2f}%  pixel accuracy {res['pixel_acc']:.2f}%  "
@@ -299,7 +329,6 @@ def _live_text(res: dict, names: list[str]) -> str:
 
 
 def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_name: str) -> dict:
-    from dnc.core.seg_folder import pixel_of
     from dnc.training import checkpoint as ckpt_io
     from dnc.training.anchor import anchor_model
     from dnc.training.loop import check_data, resolve_device, task_for
@@ -312,12 +341,14 @@ def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_
     check_data(mc, train_set)
     check_data(mc, test_set)
     model = ck.build_model().to(device)
-    metric = "miou" if mc.task == "segmentation" else "top1"
+    dense = tasks.task(mc.task).dense
+    metric = tasks.task(mc.task).metric
     before = task.evaluate(model, test_set, device, batch_size)
     info = anchor_model(model, train_set, device, batch_size)
     after = task.evaluate(model, test_set, device, batch_size)
+
     def name(i: int) -> str | None:  # a segmenter's ids are pixel ids
-        return None if i < 0 else train_set.name_of(pixel_of(i, mc.image_size)[0] if metric == "miou" else i)
+        return None if i < 0 else train_set.name_of(pixel_of(i, mc.image_size)[0] if dense else i)
 
     names = [[name(i) for i in row] for row in info["exemplars"]]
     extra = dict(ck.extra, anchored=True, exemplar_names=names, anchor_data=data_spec,
@@ -353,7 +384,7 @@ def cmd_write_scenes(a: argparse.Namespace) -> int:
         try:
             width, height = (int(v) for v in a.video_size.lower().split("x"))
         except ValueError:
-            raise ValueError(f"--video-size {a.video_size!r}: give WIDTHxHEIGHT, e.g. 640x480") from None
+            raise InputError(f"`video_size` {a.video_size!r}: give WIDTHxHEIGHT, e.g. 640x480") from None
         classes = write_clips(a.out, a.video, a.labels, height, width, a.frames, a.fps, a.seed)
         print(f"{a.out}: {a.video} clips of {a.frames} frames, {width}x{height} at {a.fps} fps, "
               f"{len(classes.names)} classes ({', '.join(classes.names)}); videos/ and masks/")

@@ -68,7 +68,7 @@ def write_image_folder(data: ImageData, out: Path, label_map: dict[str, list[str
     Returns: images written per class folder.
     """
     if data.images is None:
-        raise DataError(f"{data.name} is read from files already; point --data at its folder instead")
+        raise DataError(f"{data.name} is read from files already; point `data` at its folder instead")
     names, fine_to = list(data.class_names), np.arange(data.num_classes)
     if label_map is not None:
         names, fine_to = coarse_index(data.class_names, label_map)

@@ -14,14 +14,16 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from dnc.core import progress
+from dnc.core import progress, tasks
 from dnc.core.class_names import safe_name
+from dnc.core.errors import DivergedError, InputError
+from dnc.core.images import DataError
 from dnc.training import checkpoint as ckpt_io
 from dnc.training import distributed
 from dnc.training.batches import augment, epoch_batches, iterate, normalise
@@ -32,6 +34,7 @@ from dnc.training.liveness import summarise, win_counts
 from dnc.training.model import Classifier, ModelConfig, build_model
 from dnc.training.report import topk_correct, write_log
 from dnc.training.seg_task import SegmentationTask
+from dnc.training.segmenter import Segmenter, init_from_classifier
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is available here")
+        raise InputError(f"`device` {name}: no CUDA GPU is available here")
     return dev
 
 
@@ -66,7 +69,6 @@ def subset(data: ImageData, limit: int) -> ImageData:
     """The first `limit` samples (ids stay the original indices' positions in the subset)."""
     if not limit or limit >= len(data):
         return data
-    from dataclasses import replace
     return replace(data, labels=data.labels[:limit],
                    images=None if data.images is None else data.images[:limit], paths=data.paths[:limit])
 
@@ -156,7 +158,7 @@ def _restore_rng(rng: dict[str, torch.Tensor], aug_gen: torch.Generator) -> None
         torch.cuda.set_rng_state(rng["cuda"])
     n = sum(k.startswith("aug.") for k in rng)
     if n != distributed.world_size():  # another process count would shard the batches differently
-        raise ValueError(f"checkpoint was written by {n} process(es); resume with the same number "
+        raise InputError(f"checkpoint was written by {n} process(es); resume with the same number "
                          f"(this run has {distributed.world_size()})")
     aug_gen.set_state(rng[f"aug.{distributed.rank()}"])
 
@@ -164,24 +166,24 @@ def _restore_rng(rng: dict[str, torch.Tensor], aug_gen: torch.Generator) -> None
 def check_data(model_cfg: ModelConfig, data: ImageData) -> None:
     """Refuse a data set whose classes or image format differ from the model's, naming the mismatch."""
     if data.num_classes != model_cfg.num_classes:
-        raise ValueError(f"{data.name} has {data.num_classes} classes but the model has {model_cfg.num_classes}")
+        raise DataError(f"{data.name} has {data.num_classes} classes but the model has {model_cfg.num_classes}")
     if (data.in_chans, data.image_size) != (model_cfg.in_chans, model_cfg.image_size):
-        raise ValueError(f"{data.name} images are {data.in_chans}x{data.image_size}px but the model takes "
-                         f"{model_cfg.in_chans}x{model_cfg.image_size}px")
+        raise DataError(f"{data.name} images are {data.in_chans}x{data.image_size}px but the model takes "
+                        f"{model_cfg.in_chans}x{model_cfg.image_size}px")
     # compared in their folder-safe form: checkpoints from before Fashion-MNIST's "T-shirt/top" became
     # "T-shirt-top" (class_names.safe_name) still evaluate, anchor and resume on the same data
     if model_cfg.class_names and [safe_name(n) for n in data.class_names] != [safe_name(n) for n in
                                                                              model_cfg.class_names]:
         bad = next(i for i, (a, b) in enumerate(zip(data.class_names, model_cfg.class_names, strict=True))
                    if safe_name(a) != safe_name(b))
-        raise ValueError(f"class {bad} of {data.name} is {data.class_names[bad]!r} but the model's is "
-                         f"{model_cfg.class_names[bad]!r}")
+        raise DataError(f"class {bad} of {data.name} is {data.class_names[bad]!r} but the model's is "
+                        f"{model_cfg.class_names[bad]!r}")
 
 
 class ClassificationTask:
     """What the training loop needs to train a classifier: data, one step, evaluation, log columns."""
 
-    name = "classification"
+    name = tasks.CLASSIFICATION.name
     train_metric = "train_top1"
 
     def load(self, spec: str, split: str, model_cfg: ModelConfig, limit: int) -> ImageData:
@@ -192,12 +194,12 @@ class ClassificationTask:
 
     def step(self, encoder, head, opt, x, y, ids, amp, model, step, seed):
         """Returns (loss, correct samples, samples)."""
-        loss, logits = train_step(encoder, head, opt, x, y, ids, amp, update=model.head.update,
+        loss, logits = train_step(encoder, head, opt, x, y, ids=ids, amp=amp, update=model.head.update,
                                   loss_fn=model.head.loss)
         return loss, int((logits.argmax(1) == y).sum()), len(y)
 
     def evaluate(self, model, data, device, batch_size=512, workers=0, desc="eval") -> dict:
-        return evaluate(model, data, device, batch_size, workers, desc)
+        return evaluate(model, data, device, batch_size=batch_size, workers=workers, desc=desc)
 
     def row(self, ev: dict) -> dict:
         return {"test_top1": ev["top1"], "test_top5": ev["top5"], "test_loss": ev["loss"]}
@@ -211,7 +213,7 @@ class ClassificationTask:
 
 def task_for(model_cfg: ModelConfig):
     """The task object of a model config."""
-    return SegmentationTask() if model_cfg.task == "segmentation" else ClassificationTask()
+    return SegmentationTask() if tasks.task(model_cfg.task).dense else ClassificationTask()
 
 
 def _ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -254,12 +256,12 @@ def _resumed(cfg: TrainConfig) -> ckpt_io.Checkpoint | None:
         return None
     resume = ckpt_io.load(cfg.resume)
     if resume.optimizer_state is None or "torch" not in resume.rng:
-        raise ValueError(f"{cfg.resume} is not a resumable training checkpoint (an anchored or exported "
+        raise InputError(f"{cfg.resume} is not a resumable training checkpoint (an anchored or exported "
                          "model keeps no optimiser state); train a new run from it instead")
     for name in RUN_DEFINING:  # compared as JSON values (a tuple equals its saved list)
         mine = json.loads(json.dumps(getattr(cfg, name)))
         if name in resume.train_config and mine != resume.train_config[name]:
-            raise ValueError(f"{name} mismatch on resume: checkpoint has {resume.train_config[name]}, "
+            raise InputError(f"{name} mismatch on resume: checkpoint has {resume.train_config[name]}, "
                              f"requested {getattr(cfg, name)}")
     return resume
 
@@ -314,13 +316,13 @@ class _Run:
         model = model.to(device, memory_format=torch.channels_last)
         opt = build_optimizer(model, cfg)
         aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + distributed.rank())
-        n_batches = len(epoch_batches(len(train_set), cfg.batch_size, cfg.seed, 0, True,
-                                      distributed.rank(), distributed.world_size()))
+        n_batches = len(epoch_batches(len(train_set), cfg.batch_size, cfg.seed, 0, shuffle=True,
+                                      rank=distributed.rank(), world=distributed.world_size()))
         if n_batches == 0:
-            raise ValueError(f"batch size {cfg.batch_size} x {distributed.world_size()} ranks exceeds the "
+            raise InputError(f"batch size {cfg.batch_size} x {distributed.world_size()} ranks exceeds the "
                              f"{len(train_set)} training samples")
-        run = cls(cfg, model_cfg, device, task, train_set, test_set, model, opt, aug_gen, model.encoder,
-                  model.head, n_batches)
+        run = cls(cfg=cfg, model_cfg=model_cfg, device=device, task=task, train_set=train_set, test_set=test_set,
+                  model=model, opt=opt, aug_gen=aug_gen, encoder=model.encoder, head=model.head, n_batches=n_batches)
         if resume is not None:
             model.load_state_dict(resume.model_state)
             opt.load_state_dict(resume.optimizer_state)
@@ -329,7 +331,7 @@ class _Run:
             run.partial.update(resume.extra.get("partial_epoch", {}))
             log.info("resumed %s at epoch %d, step %d", cfg.resume, run.epoch, run.step)
         if run.skip >= n_batches:
-            raise ValueError(f"checkpoint is {run.skip} steps into an epoch of {n_batches}: resume with the "
+            raise InputError(f"checkpoint is {run.skip} steps into an epoch of {n_batches}: resume with the "
                              "checkpoint's batch size and data")
         # BN buffers of the encoder are broadcast from rank 0 by DDP; the head's buffers are
         # identical on every rank by construction (gathered updates), so they are not.
@@ -356,19 +358,20 @@ class _Run:
         rng = _rng_state(self.aug_gen, self.device)
         if distributed.is_main():
             extra = {"partial_epoch": part} if part else {}
-            ckpt_io.save(ckpt_io.Checkpoint(self.model_cfg, self.model.state_dict(), asdict(self.cfg), self.epoch,
-                                            self.step, in_epoch, self.history, self.opt.state_dict(), rng, extra),
-                         self.ckpt_path)
+            ckpt_io.save(ckpt_io.Checkpoint(
+                self.model_cfg, self.model.state_dict(), train_config=asdict(self.cfg), epoch=self.epoch,
+                step=self.step, step_in_epoch=in_epoch, history=self.history, optimizer_state=self.opt.state_dict(),
+                rng=rng, extra=extra), self.ckpt_path)
         if distributed.is_active():
             torch.distributed.barrier()
 
     def train_epoch(self) -> bool:
-        """The rest of the current epoch's steps; False when --max-steps stopped it before its end."""
+        """The rest of the current epoch's steps; False when `max_steps` stopped it before its end."""
         cfg, model = self.cfg, self.model
         model.train()
         self.t0 = time.time() - self.partial["seconds"]
-        batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, True,
-                                distributed.rank(), distributed.world_size())[self.skip:]
+        batches = epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch, shuffle=True,
+                                rank=distributed.rank(), world=distributed.world_size())[self.skip:]
         bar = progress.bar(iterate(self.train_set, batches, cfg.workers), total=self.n_batches, initial=self.skip,
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", show=distributed.is_main())
         sums = self.partial
@@ -381,10 +384,11 @@ class _Run:
                 model.head.set_pace(min(1.0, self.lr / cfg.lr))
             x, y = self.task.prepare(x.to(self.device), y.to(self.device), self.aug_gen, self.model_cfg)
             x = x.contiguous(memory_format=torch.channels_last)
-            loss, n_correct, n_seen = self.task.step(self.encoder, self.head, self.opt, x, y, ids.to(self.device),
-                                                     self.device.type == "cuda", model, self.step, cfg.seed)
+            loss, n_correct, n_seen = self.task.step(self.encoder, self.head, self.opt, x, y, ids=ids.to(self.device),
+                                                     amp=self.device.type == "cuda", model=model, step=self.step,
+                                                     seed=cfg.seed)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower --lr")
+                raise DivergedError(f"loss is {loss.item()} at step {self.step}; lower `lr`")
             self.step += 1
             self.step_losses.append(loss.item())
             sums["loss_sum"] += loss.item() * n_seen
@@ -406,8 +410,8 @@ class _Run:
         sums = self.partial
         self.skip, self.partial = 0, _no_partial()
         distributed.broadcast_buffers(self.model.encoder)  # every rank evaluates and saves one model
-        ev = self.task.evaluate(self.model, self.test_set, self.device, self.cfg.eval_batch_size, self.cfg.workers,
-                                desc="test")
+        ev = self.task.evaluate(self.model, self.test_set, self.device, batch_size=self.cfg.eval_batch_size,
+                                workers=self.cfg.workers, desc="test")
         seen = max(1, sums["seen"])
         row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.lr, "train_loss": sums["loss_sum"] / seen,
                self.task.train_metric: 100 * sums["correct"] / seen, **self.task.row(ev),
@@ -416,7 +420,7 @@ class _Run:
         self.history.append(row)
         log.info("epoch %d: train loss %.4f | %s (%.0fs)", self.epoch + 1, row["train_loss"], self.task.summary(row),
                  row["seconds"])
-        self.task.epoch_end(self.model, self.test_set, self.device, Path(self.cfg.out), self.epoch + 1)
+        self.task.epoch_end(self.model, self.test_set, self.device, out=Path(self.cfg.out), epoch=self.epoch + 1)
         self.epoch += 1
         self.save(0)
         if distributed.is_main():
@@ -425,24 +429,22 @@ class _Run:
 
 def _init_backbone(model: torch.nn.Module, path: str) -> None:
     """Start a segmenter's backbone from a classifier checkpoint, logging what did and did not load."""
-    from dnc.training.segmenter import Segmenter, init_from_classifier
-
     if not isinstance(model, Segmenter):
-        raise ValueError("--init starts a segmenter from a classifier checkpoint; this run trains a classifier")
+        raise InputError("`init` starts a segmenter from a classifier checkpoint; this run trains a classifier")
     source = ckpt_io.load(path)
-    if source.model_config.task != "classification":
-        raise ValueError(f"--init {path} is a {source.model_config.task} checkpoint; give a classifier's")
+    if tasks.task(source.model_config.task) is not tasks.CLASSIFICATION:
+        raise InputError(f"`init` {path} is a {source.model_config.task} checkpoint; give a classifier's")
     src = source.model_config
     if src.arch != model.cfg.arch or src.width != model.cfg.width:
-        raise ValueError(f"--init {path} is a {src.arch} of width {src.width}; this segmenter is a {model.cfg.arch} "
+        raise InputError(f"`init` {path} is a {src.arch} of width {src.width}; this segmenter is a {model.cfg.arch} "
                          f"of width {model.cfg.width}")
     if src.small_stem != model.cfg.small_stem:
         stems = ["3x3" if c.small_stem else "7x7" for c in (src, model.cfg)]
-        raise ValueError(f"--init {path} was trained on {src.image_size} px images ({stems[0]} stem) but this "
-                         f"segmenter takes {model.cfg.image_size} px ones ({stems[1]} stem): give --image-size on "
+        raise InputError(f"`init` {path} was trained on {src.image_size} px images ({stems[0]} stem) but this "
+                         f"segmenter takes {model.cfg.image_size} px ones ({stems[1]} stem): give `image_size` on "
                          "the same side of 64")
     rep = init_from_classifier(model, source.model_state)
-    log.info("--init %s: loaded %d backbone tensors (%s adapted from 1 to %d channels); not loaded from the "
+    log.info("`init` %s: loaded %d backbone tensors (%s adapted from 1 to %d channels); not loaded from the "
              "classifier: %s; left at initial values: %s", path, len(rep["loaded"]),
              ", ".join(rep["adapted"]) or "none", model.cfg.in_chans, _groups(rep["not_loaded"]),
              _groups(rep["not_initialised"]))
@@ -475,7 +477,7 @@ def _reconcile(model_cfg: ModelConfig | None, resume: ckpt_io.Checkpoint | None)
     """The model config to use: the given one, or the checkpoint's, refusing mismatches on resume."""
     if resume is None:
         if model_cfg is None:
-            raise ValueError("a model config is needed when not resuming")
+            raise InputError("a model config (`model_cfg`) is needed when not resuming")
         return model_cfg
     if model_cfg is not None:
         theirs = resume.model_config
@@ -487,6 +489,6 @@ def _reconcile(model_cfg: ModelConfig | None, resume: ckpt_io.Checkpoint | None)
                 mine, ck = normalise_ks(theirs.num_classes, mine), normalise_ks(theirs.num_classes, ck)
             if mine != ck:
                 label = "embedding width" if name == "embed_dim" else name
-                raise ValueError(f"{label} mismatch on resume: checkpoint has {getattr(theirs, name)}, "
+                raise InputError(f"{label} mismatch on resume: checkpoint has {getattr(theirs, name)}, "
                                  f"requested {getattr(model_cfg, name)}")
     return resume.model_config

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dnc.core.errors import InputError
+
 
 def cap_key(ids: torch.Tensor) -> torch.Tensor:
     """A fixed pseudo-random 32-bit key per sample id (multiplicative hashing)."""
@@ -36,9 +38,9 @@ class ClassMemory(nn.Module):
     def __init__(self, num_classes: int, size: int, dim: int, per_step_cap: int):
         super().__init__()
         if size < 1:
-            raise ValueError(f"memory size must be >= 1, got {size}")
+            raise InputError(f"memory size (`memory_size`) must be >= 1, got {size}")
         if not 1 <= per_step_cap <= size:
-            raise ValueError(f"per-step cap must be in [1, memory size={size}], got {per_step_cap}")
+            raise InputError(f"per-step cap (`memory_cap`) must be in [1, memory size={size}], got {per_step_cap}")
         self.size = size
         self.per_step_cap = per_step_cap
         self.register_buffer("feats", torch.zeros(num_classes, size, dim))

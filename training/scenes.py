@@ -23,6 +23,7 @@ OUT/masks/clipNNN.masks.mkv (FFV1, lossless, frame for frame) and OUT/classes.js
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from dnc.core.class_names import safe_name
 from dnc.core.images import DataError
 from dnc.core.progress import bar
 from dnc.core.seg_folder import SegClasses, default_palette, write_classes, write_pair
+from dnc.core.video import H264Writer, MaskWriter
 from dnc.training.data import ImageData, load_dataset
 from dnc.training.folders import LABEL_MAPS, coarse_index
 
@@ -148,10 +150,10 @@ def write_scenes(out: str | Path, labels: str = "fine", size: int = 64, train: i
     if size < 16:
         raise DataError(f"scene size must be >= 16 px, got {size}")
     if train < 0 or test < 0 or train + test == 0:
-        raise DataError(f"need scenes to write: --train {train} --test {test}")
+        raise DataError(f"need scenes to write: `train` {train}, `test` {test}")
     if Path(out).exists() and any(Path(out).iterdir()):
         raise DataError(f"{out} exists and is not empty: scenes of another run would mix with these (give a new "
-                        "folder, or delete it; scenes are deterministic by --seed)")
+                        "folder, or delete it; scenes are deterministic by `seed`)")
     photos = load_photos()
     classes = None
     for split, n in (("train", train), ("test", test)):
@@ -207,19 +209,15 @@ def make_clip(items: ImageData, item_labels: np.ndarray, photos: list[np.ndarray
 def write_clips(out: str | Path, count: int, labels: str = "fine", height: int = 256, width: int = 256,
                 frames: int = 48, fps: int = 12, seed: int = 0, items_spec: str = "fashion-mnist") -> SegClasses:
     """Write `count` clips with their lossless mask videos under `out` (see the module docstring)."""
-    from fractions import Fraction
-
-    from dnc.core.video import H264Writer, MaskWriter
-
     if labels not in LABEL_MAPS:
         raise DataError(f"unknown label map {labels!r}; use one of {', '.join(LABEL_MAPS)}")
     if count < 1 or frames < 1 or fps < 1:
-        raise DataError(f"need clips, frames and a frame rate >= 1: --video {count} --frames {frames} --fps {fps}")
+        raise DataError(f"need clips, frames and a frame rate >= 1: {count} clips, `frames` {frames}, `fps` {fps}")
     if height < 16 or width < 16 or height % 2 or width % 2:
         raise DataError(f"clip sides must be even and >= 16 px (H.264 4:2:0), got {width}x{height}")
     if Path(out).exists() and any(Path(out).iterdir()):
         raise DataError(f"{out} exists and is not empty: clips of another run would mix with these (give a new "
-                        "folder, or delete it; clips are deterministic by --seed)")
+                        "folder, or delete it; clips are deterministic by `seed`)")
     items = load_dataset(items_spec, "test")
     if items.images is None or items.in_chans != 1:
         raise DataError(f"{items_spec}: clip items must be an in-memory grey set such as fashion-mnist")

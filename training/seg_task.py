@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnc.core import tasks
+from dnc.core.images import DataError
 from dnc.core.progress import bar
 from dnc.core.seg_folder import pixel_id
 from dnc.training import distributed
@@ -90,14 +92,14 @@ def confusion_metrics(conf: torch.Tensor) -> dict:
 class SegmentationTask:
     """What the training loop needs to train a segmenter (see ClassificationTask in training/loop.py)."""
 
-    name = "segmentation"
+    name = tasks.SEGMENTATION.name
     train_metric = "train_pixel_acc"
 
     def load(self, spec: str, split: str, model_cfg, limit: int) -> SegData:
-        data = load_seg_folder(spec, split, model_cfg.image_size, model_cfg.in_chans, limit)
+        data = load_seg_folder(spec, split, model_cfg.image_size, in_chans=model_cfg.in_chans, limit=limit)
         if data.ignore_index != model_cfg.ignore_index:
-            raise ValueError(f"{spec} ignores mask value {data.ignore_index} but the model ignores "
-                             f"{model_cfg.ignore_index}")
+            raise DataError(f"{spec} ignores mask value {data.ignore_index} but the model ignores "
+                            f"{model_cfg.ignore_index}")
         return data
 
     def prepare(self, x, y, gen, model_cfg):

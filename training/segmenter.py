@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnc.core.errors import InputError
 from dnc.training.backbones import Bottleneck, ResNet, build_backbone
 
 OUTPUT_STRIDE = 8
@@ -152,18 +153,18 @@ def init_from_classifier(segmenter: Segmenter, state: dict[str, torch.Tensor]) -
     (each a third), so a grey image in RGB gives the classifier's own stem response. Returns
     {"loaded": names, "adapted": names, "not_loaded": classifier tensors left out (its projection, head),
     "not_initialised": segmenter tensors left at their initial value (decoder, head)}. Shape mismatches
-    other than the stem raise ValueError naming the tensor.
+    other than the stem raise InputError naming the tensor.
     """
     prefix = "encoder.backbone."
     own = segmenter.encoder.backbone.state_dict()
     src = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not src:
-        raise ValueError("the checkpoint holds no classifier backbone (no encoder.backbone.* tensors)")
+        raise InputError("the checkpoint holds no classifier backbone (no encoder.backbone.* tensors)")
     loaded, adapted, new = [], [], {}
     for name, value in src.items():
         if name not in own:
-            raise ValueError(f"classifier tensor {prefix}{name} has no counterpart in the segmenter's backbone "
-                             "(another --arch?)")
+            raise InputError(f"classifier tensor {prefix}{name} has no counterpart in the segmenter's backbone "
+                             "(another `arch`?)")
         want = own[name].shape
         if value.shape != want:
             if (name == "stem.0.weight" and value.shape[1] == 1 and want[1] == 3 and value.shape[0] == want[0]
@@ -171,14 +172,14 @@ def init_from_classifier(segmenter: Segmenter, state: dict[str, torch.Tensor]) -
                 value = value.repeat(1, 3, 1, 1) / 3.0
                 adapted.append(prefix + name)
             else:
-                raise ValueError(f"classifier tensor {prefix}{name} is {tuple(value.shape)} but the segmenter's is "
-                                 f"{tuple(want)} (another --arch, --width, or stem: images <= 64 px get the 3x3 "
+                raise InputError(f"classifier tensor {prefix}{name} is {tuple(value.shape)} but the segmenter's is "
+                                 f"{tuple(want)} (another `arch`, `width`, or stem: images <= 64 px get the 3x3 "
                                  "stem, larger ones the 7x7)")
         new[name] = value
         loaded.append(prefix + name)
     missing = [prefix + k for k in own if k not in new]
     if missing:
-        raise ValueError(f"the classifier checkpoint lacks {missing[0]} (and {len(missing) - 1} more)")
+        raise InputError(f"the classifier checkpoint lacks {missing[0]} (and {len(missing) - 1} more)")
     segmenter.encoder.backbone.load_state_dict(new)
     not_loaded = [k for k in state if not k.startswith(prefix)]
     not_init = [f"encoder.{k}" for k in segmenter.encoder.state_dict() if not k.startswith("backbone.")]
