@@ -121,7 +121,7 @@ def test_the_structure_figures_script_runs():
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "structure_figures.py"), "--json"],
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "structure" / "structure_figures.py"), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     got = json.loads(run.stdout)

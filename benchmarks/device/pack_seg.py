@@ -1,4 +1,4 @@
-"""What the GPU runs of benchmarks/seg_benchmarks.py carry to the device and bring back (issue 11).
+"""What the GPU runs of benchmarks/accuracy/seg_benchmarks.py carry to the device and bring back (issue 11).
 
     pack             (here) Fashion-MNIST re-compressed with xz and the six classifiers' encoders into .dev/
                      (git-ignored, carried by the device tool, 64 MiB at most)

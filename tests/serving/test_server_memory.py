@@ -1,5 +1,5 @@
 """A served segmenter's memory comes back after the largest request its limits allow (issue 23, item 5):
-benchmarks/server_memory.py run small against the real tritonserver (one class count, a few varied
+benchmarks/memory/server_memory.py run small against the real tritonserver (one class count, a few varied
 requests; its full run is in docs/BENCHMARKS.md). Resident memory of tritonserver and its python stubs
 is read from /proc (serving/resident.py)."""
 
@@ -43,7 +43,7 @@ def test_memory_returns_after_the_largest_allowed_request(tmp_path, seg_export):
     the head ran in bands and onnxruntime's arena was off, the one request left its whole peak resident (the
     head alone: 30 classes x 4.2 million pixels x 16 bytes, 2 GB)."""
     out = tmp_path / "bench"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "server_memory.py"), "--export",
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory" / "server_memory.py"), "--export",
                           str(seg_export[2]), "--classes", "30", "--requests", "6", "--out", str(out)],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode in (0, 1), run.stdout[-2000:] + run.stderr[-2000:]  # 1: the 20% target missed

@@ -121,9 +121,9 @@ def test_a_server_that_cannot_start_is_given_up_on(tmp_path, exported):
 
 
 def test_crash_recovery_benchmark_runs(tmp_path, exported):
-    """benchmarks/crash_recovery.py with tiny settings (its 100-crash run: docs/BENCHMARKS.md)."""
+    """benchmarks/serving/crash_recovery.py with tiny settings (its 100-crash run: docs/BENCHMARKS.md)."""
     out = tmp_path / "bench"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crash_recovery.py"), "--export",
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving" / "crash_recovery.py"), "--export",
                           str(exported[0]), "--crashes", "2", "--out", str(out)], capture_output=True, text=True,
                          timeout=240, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""benchmarks/video_1080p.py smoke-run with tiny settings (its 300-frame 1080p run: docs/BENCHMARKS.md)."""
+"""benchmarks/video/video_1080p.py smoke-run with tiny settings (its 300-frame 1080p run: docs/BENCHMARKS.md)."""
 
 import json
 import subprocess
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_video_1080p_benchmark_runs(tmp_path, seg_export, opencv_doc):
     """6 frames at 1280x720 through `dnc serve` with default flags: every frame out, 4 per request."""
     out = tmp_path / "bench"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "video_1080p.py"), "--export", str(seg_export[2]),
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/video/video_1080p.py"), "--export", str(seg_export[2]),
                           "--frames", "6", "--size", "1280x720", "--out", str(out)], capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

@@ -14,9 +14,9 @@ targets) stalls training near chance.
 
 import pytest
 
+from benchmarks.accuracy.modes import write_modes
 from dnc.training.loop import TrainConfig, train
 from dnc.training.model import ModelConfig
-from tests.training.modes import write_modes
 
 
 def _run(root, out, **model):

@@ -1,6 +1,6 @@
 """Serving benchmark: Triton (python runtime) vs in-process onnxruntime, latency, and swaps under load.
 
-    python benchmarks/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse
+    python benchmarks/serving/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse
 
 1. In-process onnxruntime on the same graphs (embed.onnx then the served head), same thread budget
    (--threads for the embedding), images/s at the request batch and at the server's max batch,

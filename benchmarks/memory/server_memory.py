@@ -19,7 +19,7 @@ shared-memory regions (which Triton 2.51 never shrinks).
 Pictures are real scenes resized (uint8 pixels over HTTP, binary). Results: --out/results.json and a
 markdown table on stdout.
 
-    .venv/bin/python benchmarks/server_memory.py --export runs/bench-memory/seg-export --out runs/bench-memory
+    .venv/bin/python benchmarks/memory/server_memory.py --export runs/bench-memory/seg-export --out runs/bench-memory
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def class_set(export: Path, scenes: Path, classes: int, k: int, out: Path) -> Pa
         ex.append([base.exemplar_names[src][t] for t in take])
     cs = CentroidSet(cents, ks, names, base.embed_fingerprint, exemplar_ids=ids, exemplar_names=ex,
                      task="segmentation", exemplar_yx=yx,
-                     source={"from": "benchmarks/server_memory.py", "base": base.set_id, "k": k})
+                     source={"from": "benchmarks/memory/server_memory.py", "base": base.set_id, "k": k})
     folder = out / f"set-{classes}"
     if not (folder / F.SET_TENSORS_FILE).is_file():
         centroid_set.save(cs, folder)

@@ -10,7 +10,7 @@ known), inside each merged coarse class (tops = 4 fine classes, footwear = 3) on
 A picture per model: for each coarse class, its sub-centroids' anchored exemplars (nearest training
 image of the class, paper section 4.3) in a row, titled with the fine classes each sub-centroid wins.
 
-    .venv/bin/python benchmarks/subcategory_discovery.py --coarse runs/bench-c2f/data/coarse \
+    .venv/bin/python benchmarks/accuracy/subcategory_discovery.py --coarse runs/bench-c2f/data/coarse \
         --model new-s0=runs/bench-c2f/s0/dnc/checkpoint.safetensors --out runs/bench-discovery
 """
 

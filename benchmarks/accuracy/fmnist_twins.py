@@ -3,7 +3,7 @@
 Same backbone, schedule, batch order and seed for every head; each twin is trained in turn and its
 figures (top-1/top-5, wall time) appended to OUT/results.json. Run by hand, e.g.
 
-    .venv/bin/python benchmarks/fmnist_twins.py --epochs 8 --out runs/bench-fmnist
+    .venv/bin/python benchmarks/accuracy/fmnist_twins.py --epochs 8 --out runs/bench-fmnist
 """
 
 from __future__ import annotations

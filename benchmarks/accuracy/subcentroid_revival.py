@@ -1,28 +1,27 @@
 """Benchmark (issue 9): live sub-centroids and top-1 on short schedules, with and without revival.
 
 Trains DNC K=4 variants on the `make demo` coarse Fashion-MNIST folder (5 classes, 4,000 training
-images each, all 10,000 test images) or on the generated multi-mode set of tests/training/modes.py,
+images each, all 10,000 test images) or on the generated multi-mode set of modes.py (this folder),
 one variant after another, and prints each epoch's test top-1, live sub-centroids per class (nearest
 for >= 5% of the class's test images), mean pairwise cosine within a class, and revivals so far.
 Results are appended to OUT/results.json. Run by hand, e.g.
 
     .venv/bin/dnc write-folder --out runs/demo/data/coarse --labels coarse --per-class 4000 --test-per-class 0
-    .venv/bin/python benchmarks/subcentroid_revival.py --data coarse --epochs 2 --variants base,revive
+    .venv/bin/python benchmarks/accuracy/subcentroid_revival.py --data coarse --epochs 2 --variants base,revive
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
+from modes import write_modes  # this folder's generated multi-mode set (tests/training/test_mechanism.py uses it too)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the generator lives with the tests
-from dnc.training.loop import TrainConfig, train  # noqa: E402
-from dnc.training.model import ModelConfig  # noqa: E402
+from dnc.training.loop import TrainConfig, train
+from dnc.training.model import ModelConfig
 
 VARIANTS = {
     "default": dict(k=4),  # the product's ModelConfig defaults
@@ -56,8 +55,6 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.data == "modes":
-        from tests.training.modes import write_modes
-
         data = out / "modes"
         if not (data / "test").is_dir():
             write_modes(data, seed=0)

@@ -12,12 +12,12 @@
 
 Each run is a `dnc` command line (printed, and kept in results.json); a run whose result is recorded is
 skipped, so a stopped benchmark resumes. `--jobs N` runs N of them at once (on a GPU they share it).
-Classifiers come from benchmarks/fmnist_twins.py ({classifiers}/{dnc,softmax}/e8/sSEED), trained here
+Classifiers come from benchmarks/accuracy/fmnist_twins.py ({classifiers}/{dnc,softmax}/e8/sSEED), trained here
 when missing.
 
-    .venv/bin/python benchmarks/seg_benchmarks.py twins       # then transfer, then induction
-    python3 benchmarks/seg_benchmarks.py all --jobs 8         # on a GPU machine: all at once
-    .venv/bin/python benchmarks/seg_benchmarks.py --report
+    .venv/bin/python benchmarks/accuracy/seg_benchmarks.py twins       # then transfer, then induction
+    python3 benchmarks/accuracy/seg_benchmarks.py all --jobs 8         # on a GPU machine: all at once
+    .venv/bin/python benchmarks/accuracy/seg_benchmarks.py --report
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class Bench:
     def classifier(self, kind: str, seed: int) -> Path:
         ck = self.classifiers / kind / "e8" / f"s{seed}" / "checkpoint.safetensors"
         if not ck.is_file():
-            run([sys.executable, "benchmarks/fmnist_twins.py", "--heads", kind, "--epochs", "8", "--seed", str(seed),
-                 "--threads", "2", "--out", str(self.classifiers)])
+            run([sys.executable, "benchmarks/accuracy/fmnist_twins.py", "--heads", kind, "--epochs", "8",
+                 "--seed", str(seed), "--threads", "2", "--out", str(self.classifiers)])
         return ck
 
     def train(self, name: str, data: Path, seed: int, head: str, init: Path | None, k: int | None = None) -> None:

@@ -8,7 +8,7 @@ Builds a repository of the segmenter export (`dnc repo build --name scenes`, def
 the served model's pixel budget and sizes each request to it. Reports frames/s, the frames per request
 it chose, the budget it read, where the time went, and whether every frame came out.
 
-    .venv/bin/python benchmarks/video_1080p.py --export runs/demo/seg-export --out runs/bench-video-1080p
+    .venv/bin/python benchmarks/video/video_1080p.py --export runs/demo/seg-export --out runs/bench-video-1080p
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The README's segmentation figure from a `make demo` run: picture, overlay and labels, before and after
 the segmenter's class list was swapped to the fine classes (nearest-neighbour enlarged, labelled).
 
-    python benchmarks/demo_segment_figure.py --demo runs/demo --scenes 0,3 --out docs/img/demo-segment.png
+    python benchmarks/figures/demo_segment_figure.py --demo runs/demo --scenes 0,3 --out docs/img/demo-segment.png
 """
 
 from __future__ import annotations

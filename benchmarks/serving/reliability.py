@@ -10,7 +10,7 @@ On a repository built from an export, served by `dnc serve --detach` (supervisor
 3. bad requests: --bad hostile requests (out-of-range and NaN pixels, malformed JSON, wrong shapes, lying
    binary headers, non-finite embeddings to the head), then the server's memory and log lines added.
 
-    .venv/bin/python benchmarks/reliability.py --export runs/demo/export --centroids runs/demo/fine-set \
+    .venv/bin/python benchmarks/serving/reliability.py --export runs/demo/export --centroids runs/demo/fine-set \
         --out runs/bench-reliability/results.json
 """
 

@@ -1,6 +1,6 @@
 """Structure figures of the library code (issue 24), from the source alone: nothing is imported or run.
 
-    .venv/bin/python benchmarks/structure_figures.py [--json]
+    .venv/bin/python benchmarks/structure/structure_figures.py [--json]
 
 Counts, over training/, export/, serving/ and clients/: project imports made inside functions (each
 one a start-up cost dodged or a circle hidden), functions over 80 lines, comparisons with the task
@@ -16,7 +16,7 @@ import ast
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("training", "export", "serving", "clients")
 TASKS = ("classification", "segmentation")
 

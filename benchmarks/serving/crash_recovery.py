@@ -7,7 +7,7 @@ the time from each crash request to the good request's answer (longest, median),
 and whether every good request was answered; the supervisor backs off between restarts in a row
 (serving/supervisor.py), so later crashes take longer than the first ones.
 
-    .venv/bin/python benchmarks/crash_recovery.py --export runs/demo/export --out runs/bench-crash-recovery
+    .venv/bin/python benchmarks/serving/crash_recovery.py --export runs/demo/export --out runs/bench-crash-recovery
 """
 
 from __future__ import annotations

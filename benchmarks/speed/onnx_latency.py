@@ -7,7 +7,7 @@ hits both alike while neither graph runs beside the other's still-spinning onnxr
 (alternating single runs measured those: 0.45 vs 0.71 ms at batch 1, a 1.6x artefact). Median per
 batch size, after a warm-up block.
 
-    .venv/bin/python benchmarks/onnx_latency.py --checkpoint runs/bench-fmnist/dnc/checkpoint.safetensors
+    .venv/bin/python benchmarks/speed/onnx_latency.py --checkpoint runs/bench-fmnist/dnc/checkpoint.safetensors
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Issue 13 benchmark: video segmentation jobs through Triton vs in-process, on generated clips and real footage.
 
     sudo apt-get install -y opencv-doc      # real footage: vtest.avi (768x576), by hand, once
-    python benchmarks/video_serving.py --segmenter runs/demo/seg-export --other-set runs/demo/seg-fine-set \
+    python benchmarks/video/video_serving.py --segmenter runs/demo/seg-export --other-set runs/demo/seg-fine-set \
         --out runs/bench-video
 
 1. frames/s of `dnc segment`'s job (clients/video_job.py: decode, requests, mask/overlay/evidence writing)

@@ -1,4 +1,5 @@
-"""A small generated image set whose classes are each a union of well-separated modes (tests only).
+"""A small generated image set whose classes are each a union of well-separated modes
+(benchmarks/accuracy/subcentroid_revival.py --data modes, tests/training/test_mechanism.py).
 
 Each image has three binary attributes a CNN reads at a glance: stripe orientation (horizontal or
 vertical), stripe frequency (2 or 4 periods) and brightness (dark or light). The 8 combinations

@@ -10,7 +10,7 @@ sub-centroids), and `clustered`, after it (each step counts which own-class sub-
 a check every `revive_every` updates re-clusters the classes with a dead sub-centroid: that check is
 timed alone, for every class at once (its worst case), and its cost spread over `revive_every` steps.
 
-    .venv/bin/python benchmarks/step_time.py --out runs/bench-step/results.json
+    .venv/bin/python benchmarks/speed/step_time.py --out runs/bench-step/results.json
 """
 
 from __future__ import annotations

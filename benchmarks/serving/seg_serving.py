@@ -1,6 +1,6 @@
 """Issue 12 benchmark: a segmenter served beside a classifier by one tritonserver, against in-process.
 
-    python benchmarks/seg_serving.py --classifier runs/demo/export --segmenter runs/demo/seg-export \
+    python benchmarks/serving/seg_serving.py --classifier runs/demo/export --segmenter runs/demo/seg-export \
         --other-set runs/demo/seg-fine-set --out runs/bench-seg-serving
 
 1. Segmentation frames/s at 256x256 and 640x480 (real FashionScenes pictures, resized): in-process

@@ -5,7 +5,7 @@ schedule: the encoder still, BatchNorm statistics and sub-centroids updated as i
 the sub-centroids moving at full pace (what training did before --anneal) or at the learning rate's pace
 (zero here: --anneal), and reports test mIoU and mean training loss for each.
 
-    .venv/bin/python benchmarks/seg_head_drift.py CHECKPOINT --data SCENES [--steps 150]
+    .venv/bin/python benchmarks/accuracy/seg_head_drift.py CHECKPOINT --data SCENES [--steps 150]
 """
 
 from __future__ import annotations

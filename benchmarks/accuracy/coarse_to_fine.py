@@ -11,8 +11,8 @@ invocation; runs are keyed `s{seed}/{head}` in OUT/results.json, and `--report` 
 table and the means and spreads over the seeds found (the gap is also averaged over the fine classes
 that the coarse labels merged: tops and footwear).
 
-    .venv/bin/python benchmarks/coarse_to_fine.py --epochs 8 --per-class 4000 --seed 0 --out runs/bench-c2f3
-    .venv/bin/python benchmarks/coarse_to_fine.py --out runs/bench-c2f3 --report
+    .venv/bin/python benchmarks/accuracy/coarse_to_fine.py --epochs 8 --per-class 4000 --seed 0 --out runs/bench-c2f3
+    .venv/bin/python benchmarks/accuracy/coarse_to_fine.py --out runs/bench-c2f3 --report
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
    giving the same outputs (a K = 1 head of C random vectors without the normalisation), at 64x64 batch 8
    and 256x256 batch 1; blocks of runs alternate, median per graph. Target <= 1.05.
 
-    .venv/bin/python benchmarks/seg_timing.py --out runs/bench-seg-timing/results.json
+    .venv/bin/python benchmarks/speed/seg_timing.py --out runs/bench-seg-timing/results.json
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+#!/bin/bash
+# The served stack: throughput and latency through Triton against in-process onnxruntime, swaps under load,
+# a segmenter beside a classifier, reliability (kill -9, bad requests) and crash recovery (docs/BENCHMARKS.md,
+# "Serving throughput and latency", "Reliability and crash recovery"). Most entries want `make demo` first.
+#     benchmarks/serving/run.sh                # lists the entries
+set -euo pipefail
+SELF=$(realpath "$0")
+cd "$(dirname "$SELF")/../.."
+PY=.venv/bin/python
+B=benchmarks/serving
+
+triton() { # classifier throughput, latency and swaps under load, python runtime vs in-process (issue 4)
+  .venv/bin/dnc write-folder --out runs/bench-serving/coarse --labels coarse --per-class 200 --test-per-class 0
+  .venv/bin/dnc centroids --embed runs/bench-export/embed.onnx --data runs/bench-serving/coarse/train --K 4 \
+    --out runs/bench-serving/set-coarse
+  $PY $B/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse
+}
+
+seg() { # a segmenter served beside a classifier by one tritonserver, against in-process (issue 12; after make demo)
+  $PY $B/seg_serving.py --classifier runs/demo/export --segmenter runs/demo/seg-export \
+    --other-set runs/demo/seg-fine-set --out runs/bench-seg-serving
+}
+
+reliability() { # 100 swaps under load, 3 kill -9 recoveries, 1,000 bad requests (issue 10; after make demo)
+  # defaults: --export runs/demo/export --centroids runs/demo/fine-set --swaps 100 --steady-seconds 20
+  #           --threads-per-protocol 2 --kills 3 --bad 1000
+  $PY $B/reliability.py --out runs/bench-reliability/results.json
+}
+
+crash_recovery() { # 100 crash requests in a row against `dnc serve` (issue 23); EXPORT=... a classifier export
+  $PY $B/crash_recovery.py --export "${EXPORT:-runs/demo/export}" --crashes 100 --out runs/bench-crash-recovery
+}
+
+# ---- dispatch (the same in every group's run.sh): no argument lists the entries; `all` runs them in order
+entries() { grep -E '^[a-z0-9_]+\(\) \{ #' "$SELF" | sed -E 's/^([a-z0-9_]+)\(\) \{ # ?/\1\t/' |
+  awk -F'\t' '{ n = $1; gsub("_", "-", n); printf "  %s\t%s\n", n, $2 }'; }
+if [ $# -eq 0 ]; then echo "usage: $0 ENTRY... | all"; entries; exit 0; fi
+if [ "$1" = all ]; then set -- $(entries | cut -f1); fi
+for e in "$@"; do  # every name checked before anything runs
+  if ! entries | cut -f1 | tr -d ' ' | grep -qx -- "$e"; then echo "unknown entry $e"; entries; exit 2; fi
+done
+for e in "$@"; do echo "== $0 $e"; "${e//-/_}"; done

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Training speed and export latency: training step time of the DNC head over its softmax twin, onnxruntime
+# latency of the exported graphs, what a DNC head costs a segmenter (docs/BENCHMARKS.md, "Training speed",
+# "Export and latency"). Each entry wants the machine to itself.
+#     benchmarks/speed/run.sh                  # lists the entries
+set -euo pipefail
+SELF=$(realpath "$0")
+cd "$(dirname "$SELF")/../.."
+PY=.venv/bin/python
+B=benchmarks/speed
+
+step_time() { # training step time, DNC / softmax, at C = 10 and 1000 (issue 2)
+  $PY $B/step_time.py --out runs/bench-step/results.json
+}
+
+step_time_data() { # the same with sub-centroids from data, the product's default (issue 9; first in accuracy's seeds)
+  $PY $B/step_time.py --out runs/bench-step3/results.json
+}
+
+onnx_latency() { # onnxruntime latency, DNC merged graph / the same backbone with a linear head (issue 3; after accuracy's twins16)
+  $PY $B/onnx_latency.py --checkpoint runs/bench-fmnist/dnc/checkpoint.safetensors
+}
+
+seg_timing() { # what a DNC head costs a segmenter: training step and onnxruntime latency, runs 1 and 2 (issue 11)
+  $PY $B/seg_timing.py --out runs/bench-seg-timing/results.json
+  $PY $B/seg_timing.py --rounds 13 --latency-rounds 15 --out runs/bench-seg-timing/results-2.json
+}
+
+# ---- dispatch (the same in every group's run.sh): no argument lists the entries; `all` runs them in order
+entries() { grep -E '^[a-z0-9_]+\(\) \{ #' "$SELF" | sed -E 's/^([a-z0-9_]+)\(\) \{ # ?/\1\t/' |
+  awk -F'\t' '{ n = $1; gsub("_", "-", n); printf "  %s\t%s\n", n, $2 }'; }
+if [ $# -eq 0 ]; then echo "usage: $0 ENTRY... | all"; entries; exit 0; fi
+if [ "$1" = all ]; then set -- $(entries | cut -f1); fi
+for e in "$@"; do  # every name checked before anything runs
+  if ! entries | cut -f1 | tr -d ' ' | grep -qx -- "$e"; then echo "unknown entry $e"; entries; exit 2; fi
+done
+for e in "$@"; do echo "== $0 $e"; "${e//-/_}"; done
