@@ -37,7 +37,7 @@ class SubsampledPointwise(nn.Conv2d):
     """
 
     def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__(cin, cout, 1, stride, 0, bias=False)
+        super().__init__(cin, cout, 1, stride=stride, padding=0, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sh, sw = self.stride
@@ -53,9 +53,9 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, width: int, stride: int):
         super().__init__()
         cout = width * self.expansion
-        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(cin, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, cout, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(width, cout, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
         self.down = None
@@ -76,7 +76,7 @@ class Bottleneck(nn.Module):
         cout = width * self.expansion
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
@@ -99,12 +99,11 @@ class ResNet(nn.Module):
                  small_stem: bool = False):
         super().__init__()
         if small_stem:
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_chans, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False),
+                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         else:
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_chans, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
+                                      nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         stages, cin = [], width
         for i, n in enumerate(layers):
             w = width * 2**i

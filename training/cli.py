@@ -253,7 +253,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     else:
         print(f"test top-1 {last['test_top1']:.2f}%  top-5 {last['test_top5']:.2f}%  -> {result['checkpoint']}")
     if a.anchor:
-        _anchor(result["checkpoint"], tcfg.data, Path(tcfg.out) / "anchored.safetensors", 512, tcfg.device)
+        _anchor(result["checkpoint"], tcfg.data, Path(tcfg.out) / "anchored.safetensors", batch_size=512,
+                device_name=tcfg.device)
     return 0
 
 
@@ -353,8 +354,8 @@ def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_
     names = [[name(i) for i in row] for row in info["exemplars"]]
     extra = dict(ck.extra, anchored=True, exemplar_names=names, anchor_data=data_spec,
                  **{f"unanchored_{metric}": before[metric], f"anchored_{metric}": after[metric]})
-    ckpt_io.save(ckpt_io.Checkpoint(mc, model.state_dict(), ck.train_config, ck.epoch, ck.step, 0, ck.history,
-                                    None, {}, extra), out)
+    ckpt_io.save(ckpt_io.Checkpoint(mc, model.state_dict(), train_config=ck.train_config, epoch=ck.epoch,
+                                    step=ck.step, history=ck.history, extra=extra), out)
     label = "mIoU" if metric == "miou" else "top-1"
     print(f"unanchored {label} {before[metric]:.2f}%  anchored {label} {after[metric]:.2f}%  "
           f"(delta {after[metric] - before[metric]:+.2f}; mean centroid-exemplar cosine "
@@ -363,14 +364,15 @@ def _anchor(checkpoint: str, data_spec: str, out: Path, batch_size: int, device_
 
 
 def cmd_anchor(a: argparse.Namespace) -> int:
-    _anchor(a.checkpoint, a.data, Path(a.out), a.batch_size, a.device)
+    _anchor(a.checkpoint, a.data, Path(a.out), batch_size=a.batch_size, device_name=a.device)
     return 0
 
 
 def cmd_write_folder(a: argparse.Namespace) -> int:
     from dnc.training.folders import write_dataset_folders
 
-    res = write_dataset_folders(a.data, Path(a.out), a.labels, a.per_class, a.test_per_class)
+    res = write_dataset_folders(a.data, Path(a.out), labels=a.labels, per_class=a.per_class,
+                                test_per_class=a.test_per_class)
     for split, counts in res.items():
         print(f"{Path(a.out) / split}: {sum(counts.values())} images in {len(counts)} classes "
               f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
@@ -385,11 +387,12 @@ def cmd_write_scenes(a: argparse.Namespace) -> int:
             width, height = (int(v) for v in a.video_size.lower().split("x"))
         except ValueError:
             raise InputError(f"`video_size` {a.video_size!r}: give WIDTHxHEIGHT, e.g. 640x480") from None
-        classes = write_clips(a.out, a.video, a.labels, height, width, a.frames, a.fps, a.seed)
+        classes = write_clips(a.out, a.video, labels=a.labels, height=height, width=width, frames=a.frames,
+                              fps=a.fps, seed=a.seed)
         print(f"{a.out}: {a.video} clips of {a.frames} frames, {width}x{height} at {a.fps} fps, "
               f"{len(classes.names)} classes ({', '.join(classes.names)}); videos/ and masks/")
         return 0
-    classes = write_scenes(a.out, a.labels, a.size, a.train, a.test, a.seed)
+    classes = write_scenes(a.out, labels=a.labels, size=a.size, train=a.train, test=a.test, seed=a.seed)
     print(f"{a.out}: {a.train} training and {a.test} test scenes of {a.size}x{a.size} px, "
           f"{len(classes.names)} classes ({', '.join(classes.names)})")
     return 0

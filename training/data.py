@@ -109,8 +109,8 @@ def load_fashion_mnist(root: Path, split: str) -> ImageData:
     labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{root}: {images.shape[0]} images but {labels.shape[0]} labels ({split})")
-    return ImageData("fashion-mnist", split, list(FASHION_MNIST_CLASSES),
-                     torch.from_numpy(labels.astype(np.int64)), 1, 28, [0.2860], [0.3530],
+    return ImageData("fashion-mnist", split, list(FASHION_MNIST_CLASSES), torch.from_numpy(labels.astype(np.int64)),
+                     in_chans=1, image_size=28, mean=[0.2860], std=[0.3530],
                      images=torch.from_numpy(images.copy())[:, None])
 
 
@@ -135,8 +135,8 @@ def load_cifar(root: Path, split: str) -> ImageData:
     parts = [_unpickle(f) for f in files]
     x = np.concatenate([p[b"data"] for p in parts]).reshape(-1, 3, 32, 32)
     y = np.concatenate([np.asarray(p[key]) for p in parts]).astype(np.int64)
-    return ImageData(name, split, names, torch.from_numpy(y), 3, 32,
-                     [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616], images=torch.from_numpy(x.copy()))
+    return ImageData(name, split, names, torch.from_numpy(y), in_chans=3, image_size=32,
+                     mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], images=torch.from_numpy(x.copy()))
 
 
 # --- ImageFolder ---------------------------------------------------------------------------------
@@ -163,8 +163,8 @@ def load_image_folder(root: Path, split: str, in_chans: int, image_size: int, on
         paths = [p for p, k in zip(paths, keep, strict=True) if k]
         labels = [y for y, k in zip(labels, keep, strict=True) if k]
     mean, std = ([0.5], [0.5]) if in_chans == 1 else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    return ImageData(root.name, split, classes, torch.tensor(labels, dtype=torch.long), in_chans, image_size,
-                     mean, std, paths=paths)
+    return ImageData(root.name, split, classes, torch.tensor(labels, dtype=torch.long), in_chans=in_chans,
+                     image_size=image_size, mean=mean, std=std, paths=paths)
 
 
 def load_dataset(spec: str, split: str, in_chans: int = 3, image_size: int = 32,
@@ -194,4 +194,4 @@ def load_dataset(spec: str, split: str, in_chans: int = 3, image_size: int = 32,
         return load_fashion_mnist(root, split)
     if (root / "data_batch_1").exists() or (root / "meta").exists() and (root / "train").is_file():
         return load_cifar(root, split)
-    return load_image_folder(root, split, in_chans, image_size, on_bad)
+    return load_image_folder(root, split, in_chans, image_size, on_bad=on_bad)

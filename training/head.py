@@ -219,7 +219,7 @@ class DNCHead(nn.Module):
         allf = torch.cat([batch, feats], 1)  # (T, B + M, D)
         allm = torch.cat([bmask, mask], 1)
         sim = torch.bmm(allf, self.centroids[classes].transpose(1, 2))  # (T, B + M, K)
-        assign = sinkhorn_assign(sim, allm, self.k_mask[classes], self.epsilon, self.sinkhorn_iters)
+        assign = sinkhorn_assign(sim, allm, self.k_mask[classes], epsilon=self.epsilon, iters=self.sinkhorn_iters)
         target = torch.empty_like(labels)
         target[order] = assign[t, pos]
         return target
@@ -256,7 +256,7 @@ class DNCHead(nn.Module):
         kmask = self.k_mask[classes]  # (T, K)
         kmax = old.shape[1]
         sim = torch.bmm(feats, old.transpose(1, 2))  # (T, M, K)
-        assign = sinkhorn_assign(sim, mask, kmask, self.epsilon, self.sinkhorn_iters)  # (T, M)
+        assign = sinkhorn_assign(sim, mask, kmask, epsilon=self.epsilon, iters=self.sinkhorn_iters)  # (T, M)
         # Per-(class, sub-centroid) sums as a one-hot matmul: deterministic on every device (an
         # index_add on CUDA adds in no fixed order, and ranks must agree bit for bit).
         onehot = F.one_hot(assign, kmax).to(feats.dtype) * mask[..., None]  # (T, M, K)
@@ -303,9 +303,9 @@ class DNCHead(nn.Module):
         kmask = self.k_mask[classes]
         keep = ~dead[classes] & ~fresh[classes, None]  # a fresh class is seeded entirely from data
         gen = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + step)
-        seeds = kmeanspp_seeds(feats, mask, kmask, self.centroids[classes], keep, gen)
-        self.centroids[classes] = sinkhorn_kmeans(feats, mask, kmask, seeds, RECLUSTER_ROUNDS, self.epsilon,
-                                                  self.sinkhorn_iters)
+        seeds = kmeanspp_seeds(feats, mask, kmask, self.centroids[classes], keep=keep, generator=gen)
+        self.centroids[classes] = sinkhorn_kmeans(feats, mask, kmask, seeds, rounds=RECLUSTER_ROUNDS,
+                                                  epsilon=self.epsilon, iters=self.sinkhorn_iters)
         self.revivals += dead.long()
         self.initialised |= fresh
         self.wins[classes] = 0

@@ -194,7 +194,7 @@ class ClassificationTask:
 
     def step(self, encoder, head, opt, x, y, ids, amp, model, step, seed):
         """Returns (loss, correct samples, samples)."""
-        loss, logits = train_step(encoder, head, opt, x, y, ids=ids, amp=amp, update=model.head.update,
+        loss, logits = train_step(encoder, head, opt, x, y=y, ids=ids, amp=amp, update=model.head.update,
                                   loss_fn=model.head.loss)
         return loss, int((logits.argmax(1) == y).sum()), len(y)
 
@@ -384,7 +384,7 @@ class _Run:
                 model.head.set_pace(min(1.0, self.lr / cfg.lr))
             x, y = self.task.prepare(x.to(self.device), y.to(self.device), self.aug_gen, self.model_cfg)
             x = x.contiguous(memory_format=torch.channels_last)
-            loss, n_correct, n_seen = self.task.step(self.encoder, self.head, self.opt, x, y, ids=ids.to(self.device),
+            loss, n_correct, n_seen = self.task.step(self.encoder, self.head, self.opt, x, y=y, ids=ids.to(self.device),
                                                      amp=self.device.type == "cuda", model=model, step=self.step,
                                                      seed=cfg.seed)
             if not torch.isfinite(loss):

@@ -67,7 +67,7 @@ def sinkhorn_kmeans(feats: torch.Tensor, mask: torch.Tensor, k_mask: torch.Tenso
     assign = None
     for _ in range(rounds):
         sim = torch.bmm(feats, cents.transpose(1, 2))  # (T, M, K)
-        new = sinkhorn_assign(sim, mask, k_mask, epsilon, iters)  # (T, M)
+        new = sinkhorn_assign(sim, mask, k_mask, epsilon=epsilon, iters=iters)  # (T, M)
         if assign is not None and torch.equal(new[mask], assign[mask]):
             break
         assign = new

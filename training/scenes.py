@@ -120,7 +120,7 @@ def paste(canvas: np.ndarray, mask: np.ndarray, item: np.ndarray, label: int, rn
     top, left = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
     colour = rng.uniform(40, 255, 3).astype(np.float32)
     paint, sil = sprite(item, side, colour)
-    place(canvas, mask, paint, sil, top, left, label)
+    place(canvas, mask, paint, sil, top=top, left=left, label=label)
     return top, left, side
 
 
@@ -134,7 +134,7 @@ def make_scene(items: ImageData, item_labels: np.ndarray, photos: list[np.ndarra
     pasted = []
     for _ in range(int(rng.integers(ITEMS[0], ITEMS[1] + 1))):
         i = int(rng.integers(len(items)))
-        box = paste(canvas, mask, items.images[i, 0].numpy(), int(item_labels[i]) + 1, rng)
+        box = paste(canvas, mask, items.images[i, 0].numpy(), int(item_labels[i]) + 1, rng=rng)
         pasted.append((i, int(item_labels[i]), *box))
     return canvas, mask, pasted
 
@@ -169,8 +169,8 @@ def write_scenes(out: str | Path, labels: str = "fine", size: int = 64, train: i
             write_classes(out, classes)
         item_labels = to[items.labels.numpy()]
         for i in bar(range(n), desc=f"write-scenes {split}", unit="scene"):
-            image, mask, _ = make_scene(items, item_labels, photos, size, seed, split, i)
-            write_pair(out, split, f"{i:06d}", image, mask, classes)
+            image, mask, _ = make_scene(items, item_labels, photos, size=size, seed=seed, split=split, index=i)
+            write_pair(out, split, f"{i:06d}", image, mask=mask, classes=classes)
     log.info("wrote %d training and %d test scenes (%dpx, %d classes) to %s", train, test, size,
              len(classes.names), out)
     return classes
@@ -198,7 +198,7 @@ def make_clip(items: ImageData, item_labels: np.ndarray, photos: list[np.ndarray
         canvas, mask = bg.copy(), np.zeros((height, width), np.uint8)
         for m in movers:
             paint, sil, label, pos, vel, low, high = m
-            place(canvas, mask, paint, sil, int(round(pos[0])), int(round(pos[1])), label)
+            place(canvas, mask, paint, sil, top=int(round(pos[0])), left=int(round(pos[1])), label=label)
             pos += vel
             bounce = (pos < low) | (pos > high)
             vel[bounce] *= -1
@@ -235,7 +235,8 @@ def write_clips(out: str | Path, count: int, labels: str = "fine", height: int =
         name = f"clip{c:03d}"
         with H264Writer(out / "videos" / f"{name}.mp4", width, height, Fraction(fps), crf=18) as video, \
                 MaskWriter(out / "masks" / f"{name}.masks.mkv", width, height, Fraction(fps)) as masks:
-            for image, mask in make_clip(items, item_labels, photos, height, width, frames, seed, c):
+            for image, mask in make_clip(items, item_labels, photos, height=height, width=width, frames=frames,
+                                         seed=seed, index=c):
                 video.write(image)
                 masks.write(mask)
     log.info("wrote %d clips of %d frames (%dx%d, %d fps, %d classes) to %s", count, frames, width, height, fps,

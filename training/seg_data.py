@@ -80,5 +80,5 @@ def load_seg_folder(root: str | Path, split: str, size: int, in_chans: int = 3, 
 
     log.info("read %d %s scenes of %s (%d classes) at %dpx", len(pairs), split, root, len(classes.names), size)
     mean, std = (MEAN, STD) if in_chans == 3 else ([0.5], [0.5])
-    return SegData(root.name, split, classes, torch.from_numpy(images), torch.from_numpy(masks),
-                   [str(p) for p, _ in pairs], list(mean), list(std))
+    return SegData(root.name, split, classes, torch.from_numpy(images), masks=torch.from_numpy(masks),
+                   paths=[str(p) for p, _ in pairs], mean=list(mean), std=list(std))

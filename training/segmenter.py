@@ -61,7 +61,8 @@ def _dilate_block(block: nn.Module, dilation: int) -> None:
 
 
 def _conv_bn(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=1, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 class PixelEncoder(nn.Module):
@@ -132,7 +133,8 @@ class Segmenter(nn.Module):
         drawing from the global random state, one not) start from the same encoder."""
         super().__init__()
         self.cfg = cfg
-        self.encoder = PixelEncoder(cfg.arch, cfg.width, cfg.in_chans, cfg.small_stem, cfg.embed_dim, cfg.decoder_dim)
+        self.encoder = PixelEncoder(cfg.arch, cfg.width, cfg.in_chans, small_stem=cfg.small_stem,
+                                    embed_dim=cfg.embed_dim, decoder_dim=cfg.decoder_dim)
         self.head = make_head()
 
     def cell_logits(self, emb: torch.Tensor, head: nn.Module | None = None) -> torch.Tensor:

@@ -68,4 +68,4 @@ def sinkhorn_assign(
     Args and shapes as in `sinkhorn_log`. Returns (T, N) int64 sub-centroid indices; entries of
     padded samples are meaningless and must be ignored by the caller.
     """
-    return sinkhorn_log(sim, sample_mask, k_mask, epsilon, iters).argmax(dim=2)
+    return sinkhorn_log(sim, sample_mask, k_mask, epsilon=epsilon, iters=iters).argmax(dim=2)
