@@ -129,7 +129,7 @@ def test_augment_is_a_crop_or_flip_of_the_padded_image():
 def test_epoch_batches_shard_and_replay():
     a = epoch_batches(100, 8, seed=3, epoch=2, shuffle=True, rank=0, world=2)
     b = epoch_batches(100, 8, seed=3, epoch=2, shuffle=True, rank=1, world=2)
-    assert [t.tolist() for t in a] == [t.tolist() for t in epoch_batches(100, 8, 3, 2, True, 0, 2)]
+    assert [t.tolist() for t in a] == [t.tolist() for t in epoch_batches(100, 8, 3, 2, shuffle=True, rank=0, world=2)]
     assert len(a) == len(b) == 6  # 50 per rank -> 6 full batches
     assert not set(torch.cat(a).tolist()) & set(torch.cat(b).tolist())
 

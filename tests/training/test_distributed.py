@@ -37,7 +37,7 @@ def test_two_process_dnc_centroids_agree(tmp_path, fmnist_ready):
         assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks"
     # Features were gathered: the memory holds samples from both ranks' shards.
     ids = set(r0["head.memory.ids"][r0["head.memory.ids"] >= 0].tolist())
-    shards = [set(torch.cat(epoch_batches(256, 16, 0, 0, True, r, 2)[:6]).tolist()) for r in (0, 1)]
+    shards = [set(torch.cat(epoch_batches(256, 16, 0, 0, shuffle=True, rank=r, world=2)[:6]).tolist()) for r in (0, 1)]
     assert ids <= shards[0] | shards[1]
     assert ids & shards[0] and ids & shards[1], "memory holds only one rank's samples"
     assert (tmp_path / "checkpoint.safetensors").exists()
@@ -63,7 +63,7 @@ def test_two_process_segmenter_keeps_identical_subcentroids(tmp_path, fmnist_rea
         assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks"
     # cells of both ranks' images reached the memory (pixel id // (32 * 32) is the scene)
     scenes = set((r0["head.memory.ids"][r0["head.memory.ids"] >= 0] // 1024).tolist())
-    shards = [set(torch.cat(epoch_batches(64, 8, 0, 0, True, r, 2)[:4]).tolist()) for r in (0, 1)]
+    shards = [set(torch.cat(epoch_batches(64, 8, 0, 0, shuffle=True, rank=r, world=2)[:4]).tolist()) for r in (0, 1)]
     assert scenes <= shards[0] | shards[1] and scenes & shards[0] and scenes & shards[1]
 
 

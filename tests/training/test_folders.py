@@ -12,7 +12,8 @@ from dnc.training.folders import FASHION_MNIST_COARSE, coarse_index, folder_name
 def _small(rng, n=40):
     imgs = torch.from_numpy(rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8))
     labels = torch.from_numpy(rng.integers(0, 10, n))
-    return ImageData("t", "train", list(FASHION_MNIST_CLASSES), labels, 1, 28, [0.5], [0.5], images=imgs)
+    return ImageData("t", "train", list(FASHION_MNIST_CLASSES), labels, in_chans=1, image_size=28, mean=[0.5],
+                     std=[0.5], images=imgs)
 
 
 def test_coarse_folders_hold_the_right_images_pixel_for_pixel(rng, tmp_path):

@@ -30,7 +30,7 @@ def test_live_measure_matches_reference(rng, ks):
     won = head.own_class_winners(torch.from_numpy(emb).float(), torch.from_numpy(labels))
     counts = win_counts(won, torch.from_numpy(labels), c, max(ks))
     got = summarise(counts, head.centroids, head.k_mask)
-    ref_live, ref_cos = live_counts(emb, labels, cent, ks, LIVE_SHARE)
+    ref_live, ref_cos = live_counts(emb, labels, cent, ks, share=LIVE_SHARE)
     assert got["live_per_class"][:-1] == ref_live[:-1].tolist() and got["live_per_class"][-1] is None
     assert any(live < k for live, k in zip(ref_live[:-1], ks, strict=False)), "inputs too easy: nothing dead"
     assert got["live_mean"] == pytest.approx(ref_live[:-1].mean())
@@ -51,7 +51,7 @@ def test_sinkhorn_kmeans_matches_reference_per_class(rng):
     init = normalise(rng.standard_normal((3, 4, d))) * k_mask.numpy()[..., None]
     got = torch_kmeans(torch.from_numpy(feats).float(), mask, k_mask, torch.from_numpy(init).float(), rounds=8)
     for c, (k, n) in enumerate(zip(ks, counts, strict=True)):
-        want = sinkhorn_kmeans(feats[c, :n], init[c, :k], 8, 0.05, 3)
+        want = sinkhorn_kmeans(feats[c, :n], init[c, :k], rounds=8, epsilon=0.05, iters=3)
         np.testing.assert_allclose(got[c, :k].double().numpy(), want, atol=1e-4)
         assert (got[c, k:] == 0).all()
 
@@ -62,12 +62,12 @@ def test_kmeanspp_keeps_kept_and_draws_real_samples(rng):
     k_mask = torch.ones(2, 3, dtype=torch.bool)
     current = torch.nn.functional.normalize(torch.randn(2, 3, 5), dim=-1)
     keep = torch.tensor([[True, False, False], [False, False, False]])
-    seeds = kmeanspp_seeds(feats, mask, k_mask, current, keep, torch.Generator().manual_seed(3))
+    seeds = kmeanspp_seeds(feats, mask, k_mask, current, keep=keep, generator=torch.Generator().manual_seed(3))
     assert torch.equal(seeds[0, 0], current[0, 0])
     for c, j in [(0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]:  # each drawn seed is a real (unmasked) sample
         hits = (feats[c][mask[c]] == seeds[c, j]).all(1)
         assert hits.any(), (c, j)
-    again = kmeanspp_seeds(feats, mask, k_mask, current, keep, torch.Generator().manual_seed(3))
+    again = kmeanspp_seeds(feats, mask, k_mask, current, keep=keep, generator=torch.Generator().manual_seed(3))
     assert torch.equal(seeds, again), "same generator seed, different seeds"
 
 

@@ -86,8 +86,9 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 1, 28, 28))[1].sum().backward()
     opt.step()
-    ck = ckpt_io.Checkpoint(cfg, model.state_dict(), {"lr": 0.1}, 1, 5, 0, [{"epoch": 1}], opt.state_dict(),
-                            {"torch": torch.get_rng_state()})
+    ck = ckpt_io.Checkpoint(cfg, model.state_dict(), train_config={"lr": 0.1}, epoch=1, step=5, step_in_epoch=0,
+                            history=[{"epoch": 1}], optimizer_state=opt.state_dict(),
+                            rng={"torch": torch.get_rng_state()})
     path = ckpt_io.save(ck, tmp_path / "c.safetensors")
     ck = ckpt_io.load(path)
     assert ck.model_config == cfg and ck.step == 5

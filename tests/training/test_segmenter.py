@@ -21,7 +21,7 @@ def _seg_cfg(**kw):
 @pytest.mark.parametrize("small_stem,size,want", [(True, (32, 32), (8, 8)), (True, (37, 21), (10, 6)),
                                                   (False, (64, 64), (8, 8)), (False, (70, 45), (9, 6))])
 def test_output_stride(small_stem, size, want):
-    enc = PixelEncoder("resnet18", 8, 3, small_stem, 16, 16).eval()
+    enc = PixelEncoder("resnet18", 8, 3, small_stem=small_stem, embed_dim=16, decoder_dim=16).eval()
     assert enc.strides == ([1, 2, 4, 8] if small_stem else [4, 8, 8, 8])
     with torch.no_grad():
         assert enc(torch.randn(2, 3, *size)).shape == (2, 16, *want)
@@ -42,7 +42,7 @@ def test_prediction_matches_float64_reference(rng):
     x = torch.from_numpy(rng.standard_normal((2, 3, 30, 26)).astype(np.float32))
     emb, logits = model(x)
     labels, sub = predict(model, x)
-    want = ref.segment(emb.detach().numpy(), model.head.centroids.numpy(), model.head.ks, 30, 26)
+    want = ref.segment(emb.detach().numpy(), model.head.centroids.numpy(), model.head.ks, out_h=30, out_w=26)
     np.testing.assert_allclose(logits.detach().numpy() * model.head.temperature, want["scores"], atol=1e-5)
     assert (labels.numpy() == want["labels"]).mean() > 0.999
     same = labels.numpy() == want["labels"]

@@ -19,7 +19,7 @@ def _random_sims(rng, t, n, k):
 def test_plan_matches_float64_reference(rng):
     sims = _random_sims(rng, 3, 40, 4)
     mask_n, mask_k = torch.ones(3, 40, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool)
-    plan = sinkhorn_log(torch.from_numpy(sims).float(), mask_n, mask_k, 0.05, 3).exp().numpy()
+    plan = sinkhorn_log(torch.from_numpy(sims).float(), mask_n, mask_k, epsilon=0.05, iters=3).exp().numpy()
     for t in range(3):
         np.testing.assert_allclose(plan[t], sinkhorn_plan(sims[t], 0.05, 3), atol=1e-4)
 
@@ -48,7 +48,7 @@ def test_extreme_similarities_stay_finite(eps):
     sims = torch.tensor([[[1.0, -1.0, 1.0], [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, -1.0]]])
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         log_q = sinkhorn_log(sims.to(dtype), torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool),
-                             eps, 3)
+                             epsilon=eps, iters=3)
         assert log_q.dtype == torch.float32
         assert torch.isfinite(log_q).all()
         assert torch.isfinite(log_q.exp()).all()
@@ -61,7 +61,7 @@ def test_assignment_is_plan_argmax_with_padding(rng):
     n_real, k_real = [30, 12, 5, 1], [5, 3, 2, 1]
     mask_n = torch.arange(n)[None] < torch.tensor(n_real)[:, None]
     mask_k = torch.arange(k)[None] < torch.tensor(k_real)[:, None]
-    assign = sinkhorn_assign(sims, mask_n, mask_k, 0.05, 3)
+    assign = sinkhorn_assign(sims, mask_n, mask_k, epsilon=0.05, iters=3)
     for i in range(t):
         ref = sinkhorn_plan(sims[i, : n_real[i], : k_real[i]].double().numpy(), 0.05, 3)
         np.testing.assert_array_equal(assign[i, : n_real[i]].numpy(), ref.argmax(1))

@@ -47,7 +47,7 @@ def test_update_matches_reference_over_several_steps(rng, anneal, pace):
             if len(rows):
                 memory[c] = (memory[c] + list(rows))[-12:]
                 touched[c] = np.array(memory[c])
-        cent = _reference_update(cent, ks, touched, 1 - (1 - mu) * pace if anneal else mu, 0.05, 3)
+        cent = _reference_update(cent, ks, touched, mu=1 - (1 - mu) * pace if anneal else mu, eps=0.05, iters=3)
         np.testing.assert_allclose(head.centroids.double().numpy(), cent, atol=2e-5)
     norms = head.centroids.norm(dim=-1)[head.k_mask]
     np.testing.assert_allclose(norms.numpy(), 1.0, atol=1e-5)
