@@ -26,6 +26,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from dnc.core import tasks
 from dnc.core.class_names import check_class_names
 from dnc.core.errors import DNCError
 from dnc.core.formats import SET_JSON_FILE, SET_TENSORS_FILE
@@ -33,7 +34,6 @@ from dnc.core.formats import SET_JSON_FILE, SET_TENSORS_FILE
 FORMAT = "dnc-centroid-set"
 VERSION = 1
 NORM_TOLERANCE = 1e-3
-TASKS = ("classification", "segmentation")
 
 
 class CentroidSetError(DNCError, ValueError):
@@ -58,7 +58,7 @@ class CentroidSet:
     exemplar_ids: np.ndarray | None = None  # (C, Kmax) int64, -1 where not anchored
     exemplar_names: list[list[str | None]] | None = None  # (C, K_c) readable ids
     source: dict = field(default_factory=dict)  # how it was made
-    task: str = "classification"  # or "segmentation" (made from masks)
+    task: str = tasks.CLASSIFICATION.name  # or tasks.SEGMENTATION.name (made from masks)
     exemplar_yx: np.ndarray | None = None  # (C, Kmax, 2) int32 (y, x) of a segmentation exemplar, -1 none
 
     @property
@@ -83,7 +83,7 @@ class CentroidSet:
         """Content hash naming this class-list version: centroids, K per class and class names."""
         h = hashlib.sha256(np.ascontiguousarray(self.centroids, dtype=np.float32).tobytes())
         h.update(json.dumps([self.ks, self.class_names, self.embed_fingerprint]).encode())
-        if self.task != "classification":  # (classification sets keep the ids they were written with)
+        if tasks.task(self.task).dense:  # (classification sets keep the ids they were written with)
             h.update(self.task.encode())
         return h.hexdigest()[:16]
 
@@ -133,9 +133,9 @@ def validate(cs: CentroidSet, where: str = "centroid set") -> None:
         raise CentroidSetError(f"{where}: embedding fingerprint {cs.embed_fingerprint!r} is not sha256:<64 hex>")
     if cs.exemplar_ids is not None and cs.exemplar_ids.shape != (c, kmax):
         raise CentroidSetError(f"{where}: exemplar ids have shape {tuple(cs.exemplar_ids.shape)}, expected {(c, kmax)}")
-    if cs.task not in TASKS:
-        raise CentroidSetError(f"{where}: unknown task {cs.task!r} (one of {', '.join(TASKS)})")
-    if cs.exemplar_yx is not None and (cs.task != "segmentation" or cs.exemplar_yx.shape != (c, kmax, 2)):
+    if cs.task not in tasks.TASKS:
+        raise CentroidSetError(f"{where}: unknown task {cs.task!r} (one of {', '.join(tasks.TASKS)})")
+    if cs.exemplar_yx is not None and (not tasks.task(cs.task).dense or cs.exemplar_yx.shape != (c, kmax, 2)):
         raise CentroidSetError(f"{where}: exemplar pixels need a segmentation set and shape {(c, kmax, 2)}")
     if cs.exemplar_names is not None and [len(r) for r in cs.exemplar_names] != list(cs.ks):
         raise CentroidSetError(f"{where}: exemplar names do not match K per class")
@@ -193,7 +193,7 @@ def load(path: str | Path, expect_fingerprint: str | None = None, expect_dim: in
     cs = CentroidSet(centroids=tensors["centroids"], ks=[int(k) for k in tensors["ks"]],
                      class_names=meta.get("class_names", []), embed_fingerprint=meta.get("embed_fingerprint", ""),
                      exemplar_ids=tensors.get("exemplar_ids"), exemplar_names=meta.get("exemplar_names"),
-                     source=meta.get("source", {}), task=meta.get("task", "classification"),
+                     source=meta.get("source", {}), task=tasks.of(meta).name,
                      exemplar_yx=tensors.get("exemplar_yx"))
     validate(cs, str(file))
     if meta.get("set_id") and meta["set_id"] != cs.set_id:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from dnc.core.errors import InputError
+
 MAX_LENGTH = 100
 CLASSES_FILE = "classes.json"  # a segmentation folder's class list (seg_folder.py); image folders check for it
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder what a terminal shows
@@ -38,16 +40,16 @@ def class_name_problem(name: object) -> str | None:
 def check_class_names(names: object, where: str) -> list[str]:
     """`names` as a list when it is a valid class list; ValueError naming the first culprit otherwise."""
     if not isinstance(names, (list, tuple)):
-        raise ValueError(f"{where}: class names must be a list of strings, got a {type(names).__name__}")
+        raise InputError(f"{where}: class names must be a list of strings, got a {type(names).__name__}")
     for i, name in enumerate(names):
         problem = class_name_problem(name)
         if problem:
             shown = repr(name)[:60] + ("..." if len(repr(name)) > 60 else "")
-            raise ValueError(f"{where}: class name {i} ({shown}) {problem}")
+            raise InputError(f"{where}: class name {i} ({shown}) {problem}")
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"{where}: class names {seen[name]} and {i} are both {name!r}")
+            raise InputError(f"{where}: class names {seen[name]} and {i} are both {name!r}")
         seen[name] = i
     return list(names)
 

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from dnc.core import preprocessing_check
+from dnc.core.errors import InputError
 from dnc.core.formats import MANIFEST_FILE
 
 FORMAT = "dnc-export"
@@ -29,14 +31,12 @@ def write(folder: str | Path, manifest: dict) -> Path:
 def read(folder: str | Path) -> dict:
     """Read an export folder's manifest (folder, or the manifest file itself), its preprocessing checked
     against what `dnc export` writes and against the embed.onnx beside it (core/preprocessing_check.py)."""
-    from dnc.core import preprocessing_check
-
     path = Path(folder)
     path = path / MANIFEST_FILE if path.is_dir() else path
     if not path.is_file():
-        raise ValueError(f"no export manifest at {path}: export a checkpoint with `dnc export`")
+        raise InputError(f"no export manifest at {path}: export a checkpoint with `dnc export`")
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: not a DNC export manifest (format {meta.get('format')} v{meta.get('version')})")
+        raise InputError(f"{path}: not a DNC export manifest (format {meta.get('format')} v{meta.get('version')})")
     preprocessing_check.check(meta, path.parent, path)
     return meta

@@ -15,16 +15,14 @@ import math
 from pathlib import Path
 
 from dnc.core import formats as F
-from dnc.core import preprocess
+from dnc.core import preprocess, tasks
+from dnc.core.errors import InputError
 
-TASKS = ("classification", "segmentation")
 COLORS = {1: "L", 3: "RGB"}  # channels -> colour, as preprocess.describe writes them
 SCALE = 1 / 255
 MAX_IMAGE_SIZE = 4096  # pixels a side: the largest picture side served to a classifier (4096 x 4096)
 MEAN_RANGE = (0.0, 1.0)  # in units of pixel * scale: training's means are 0.29-0.5
 STD_RANGE = (0.01, 1.0)  # training's are 0.22-0.5; std 0 divides by zero, a tiny one blows values up
-RESIZE = {"classification": "short_side", "segmentation": "none"}
-CROP = {"classification": "centre", "segmentation": "none"}
 FIXED = {"interpolation": "bilinear", "layout": "NCHW", "dtype": "float32",
          "formula": "((pixel / 255) - mean[c]) / std[c]"}  # absent from exports before 2026-11-26: optional
 FIX = ("`dnc export` never writes this: export the checkpoint again with `dnc export` (manifest.json is "
@@ -35,15 +33,16 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def field_problems(prep, task: str) -> list[str]:
+def field_problems(prep, task_name: str) -> list[str]:
     """What in a preprocessing description no real export writes, one phrase per field (empty: none)."""
     if not isinstance(prep, dict):
         return [f"preprocessing is {prep!r}, not a description (a JSON object)"]
     bad = []
-    if task not in TASKS:
-        return [f"task is {task!r}; allowed: {', '.join(TASKS)}"]
-    if prep.get("task", "classification") != task:
-        bad.append(f"preprocessing task is {prep.get('task')!r} but the export's task is {task!r}")
+    if task_name not in tasks.TASKS:
+        return [f"task is {task_name!r}; allowed: {', '.join(tasks.TASKS)}"]
+    task = tasks.task(task_name)
+    if prep.get("task", tasks.DEFAULT.name) != task.name:
+        bad.append(f"preprocessing task is {prep.get('task')!r} but the export's task is {task.name!r}")
     ch = prep.get("channels")
     if isinstance(ch, bool) or ch not in COLORS:
         bad.append(f"channels is {ch!r}; allowed: 1 (gray) or 3 (RGB)")
@@ -68,11 +67,11 @@ def field_problems(prep, task: str) -> list[str]:
         mode = preprocess.resize_mode(prep)
     except preprocess.ImageError:
         mode = None
-    if mode != RESIZE[task]:
-        bad.append(f"resize is {prep.get('resize')!r}; allowed for a {task} model: {RESIZE[task]!r}"
-                   + (" (pictures at their own size)" if task == "segmentation" else
+    if mode != task.resize:
+        bad.append(f"resize is {prep.get('resize')!r}; allowed for a {task.name} model: {task.resize!r}"
+                   + (" (pictures at their own size)" if task.dense else
                       " (short side to image_size, then a centre crop: the graph takes image_size^2 only)"))
-    for name, want in {**FIXED, "crop": CROP[task]}.items():
+    for name, want in {**FIXED, "crop": task.crop}.items():
         if name in prep and prep[name] != want:
             bad.append(f"{name} is {prep[name]!r}; allowed: {want!r}")
     return bad
@@ -97,10 +96,10 @@ def graph_problems(prep: dict, task: str, embed_path: Path) -> list[str]:
     if dims[1] != prep["channels"]:
         bad.append(f"channels is {prep['channels']!r} but {shown}: allowed {dims[1]!r}")
     fixed = [d for d in dims[2:] if isinstance(d, int)]
-    if task == "classification" and dims[2:] != [prep["image_size"]] * 2:
+    if not tasks.task(task).dense and dims[2:] != [prep["image_size"]] * 2:
         bad.append(f"image_size is {prep['image_size']!r} but {shown}: allowed "
                    f"{dims[2] if len(set(fixed)) == 1 and len(fixed) == 2 else 'none (the graph is not a classifier)'}")
-    if task == "segmentation" and fixed:
+    if tasks.task(task).dense and fixed:
         bad.append(f"resize is {prep.get('resize')!r} (pictures at their own size) but {shown}, of fixed size: "
                    "not a segmenter's graph")
     meta = {p.key: p.value for p in model.metadata_props}
@@ -118,11 +117,11 @@ def graph_problems(prep: dict, task: str, embed_path: Path) -> list[str]:
 def check(meta: dict, export_dir: Path, where: str | Path) -> None:
     """Refuse (ValueError) a manifest whose preprocessing no real export writes; with embed.onnx beside it
     (export_dir), also one that disagrees with the graph."""
-    task = meta.get("task", "classification")
+    task = meta.get("task", tasks.DEFAULT.name)
     prep = meta.get("preprocessing")
     bad = field_problems(prep, task)
     embed = Path(export_dir) / F.EMBED_FILE
     if not bad and embed.is_file():
         bad = graph_problems(prep, task, embed)
     if bad:
-        raise ValueError(f"{where}: preprocessing refused: {'; '.join(bad)}. {FIX}")
+        raise InputError(f"{where}: preprocessing refused: {'; '.join(bad)}. {FIX}")

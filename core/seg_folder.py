@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from dnc.core.class_names import CLASSES_FILE, check_class_names
+from dnc.core.errors import InputError
 from dnc.core.images import DataError, check_image_size
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def write_pair(root: str | Path, split: str, name: str, image: np.ndarray, mask:
     masks/SPLIT/NAME.png (a palette PNG), each atomically."""
     root = Path(root)
     if image.shape[:2] != mask.shape:
-        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+        raise InputError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
     for d in (IMAGES_DIR, MASKS_DIR):
         (root / d / split).mkdir(parents=True, exist_ok=True)
     _atomic_save(Image.fromarray(image), root / IMAGES_DIR / split / f"{name}.png")

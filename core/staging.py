@@ -13,19 +13,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dnc.core.errors import InputError
+
 
 def check_destination(out: Path, marker: str, refuse_if: tuple[str, ...] = ()) -> None:
     """Refuse to replace `out` unless it is absent, empty or holds `marker` (and none of `refuse_if`)."""
     if not out.exists():
         return
     if not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+        raise InputError(f"`out` {out} is a file, not a folder")
     names = {p.name for p in out.iterdir()}
     clash = [n for n in refuse_if if n in names]
     if clash:
-        raise ValueError(f"--out {out} holds {clash[0]}: it is another kind of artefact; write to a folder of its own")
+        raise InputError(f"`out` {out} holds {clash[0]}: it is another kind of artefact; write to a folder of its own")
     if names and marker not in names:
-        raise ValueError(f"--out {out} is a non-empty folder without {marker}; refusing to replace it")
+        raise InputError(f"`out` {out} is a non-empty folder without {marker}; refusing to replace it")
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnc.core import formats as F
+from dnc.core import preprocess
 from dnc.core.errors import InputError
 
 
@@ -21,13 +22,15 @@ class Task:
     plural: str
     dense: bool  # answers per pixel (a label map) rather than per picture
     embed_output: F.TensorSpec  # what the embedding graph gives the head
+    head_inputs: tuple[F.TensorSpec, ...]  # what the head graph takes
     head_outputs: tuple[F.TensorSpec, ...]  # the frozen head's answer
     evidence_outputs: tuple[F.TensorSpec, ...]  # what the serving head adds: names, exemplars, set id
     resize: str  # how preprocessing sizes a picture: "short_side" (then crop) or "none" (any H x W)
     crop: str  # "centre" or "none"
-    metric: str  # what evaluation reports: "top1" (%) or "miou" (%)
+    metric: str  # what evaluation reports: "top1" (%) or "miou" (%); a checkpoint's history says test_METRIC
+    max_pixels: int  # the largest picture a served model of the task takes by default
     data: str  # what a centroid set of this task is made from, for messages
-    set_hint: str  # the command that makes one
+    set_hint: str  # how one is made, for messages
 
     def __str__(self) -> str:
         return self.name
@@ -35,14 +38,18 @@ class Task:
 
 CLASSIFICATION = Task(
     name="classification", noun="classifier", plural="classifiers", dense=False,
-    embed_output=F.EMBED_OUTPUT, head_outputs=F.HEAD_OUTPUTS, evidence_outputs=F.EVIDENCE_OUTPUTS,
-    resize="short_side", crop="centre", metric="top1", data="class folders (one folder of images per class)",
-    set_hint="`dnc centroids --embed EMBED --data FOLDER`")
+    embed_output=F.EMBED_OUTPUT, head_inputs=(F.EMBED_OUTPUT,), head_outputs=F.HEAD_OUTPUTS,
+    evidence_outputs=F.EVIDENCE_OUTPUTS,
+    resize="short_side", crop="centre", metric="top1", max_pixels=preprocess.SERVED_MAX_PIXELS["classification"],
+    data="class folders (one folder of images per class)",
+    set_hint="`dnc centroids` on class folders")
 SEGMENTATION = Task(
     name="segmentation", noun="segmenter", plural="segmenters", dense=True,
-    embed_output=F.SEG_EMBED_OUTPUT, head_outputs=F.SEG_HEAD_OUTPUTS, evidence_outputs=F.SEG_EVIDENCE_OUTPUTS,
-    resize="none", crop="none", metric="miou", data="a segmentation folder's masks",
-    set_hint="`dnc centroids --embed EMBED --data SCENES`")
+    embed_output=F.SEG_EMBED_OUTPUT, head_inputs=F.SEG_HEAD_INPUTS, head_outputs=F.SEG_HEAD_OUTPUTS,
+    evidence_outputs=F.SEG_EVIDENCE_OUTPUTS,
+    resize="none", crop="none", metric="miou", max_pixels=preprocess.SERVED_MAX_PIXELS["segmentation"],
+    data="a segmentation folder's masks",
+    set_hint="`dnc centroids` on a segmentation folder")
 TASKS = {t.name: t for t in (CLASSIFICATION, SEGMENTATION)}
 DEFAULT = CLASSIFICATION  # what artefacts written before tasks were recorded hold
 

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dnc.core.errors import DNCError
+from dnc.core.errors import DNCError, InputError
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v"}
 DEFAULT_RATE = Fraction(25)
@@ -123,11 +123,11 @@ class Sampling:
 
     def __post_init__(self):
         if self.every < 1:
-            raise ValueError(f"--every must be >= 1, got {self.every}")
+            raise InputError(f"`every` must be >= 1, got {self.every}")
         if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"--sample-fps must be > 0, got {self.fps}")
+            raise InputError(f"`sample_fps` must be > 0, got {self.fps}")
         if self.fps is not None and self.every != 1:
-            raise ValueError("--every and --sample-fps are two ways to sample: give one")
+            raise InputError("`every` and `sample_fps` are two ways to sample: give one")
 
     def rate(self, source: Fraction) -> Fraction:
         """The frame rate of the sampled frames (that of the mask and overlay videos)."""

@@ -1,13 +1,13 @@
 """The sub-centroids a DNC checkpoint carries, as a centroid set; and the error of a failed export.
 
-Shared by the classifier's and the segmenter's export (exporter.py, seg_exporter.py), which is why it
-lives apart from both: neither imports the other for it.
+It needs the checkpoint only, not the graphs; `dnc export` (exporter.py) writes what it returns.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from dnc.core import tasks
 from dnc.core.centroid_set import CentroidSet
 from dnc.core.errors import DNCError
 from dnc.core.seg_folder import pixel_of, source_pixel
@@ -31,7 +31,7 @@ def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet
     centroids = state["head.centroids"].float().numpy() * k_mask[..., None]
     norms = np.linalg.norm(centroids, axis=-1, keepdims=True)
     centroids = np.where(k_mask[..., None], centroids / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
-    if ck.model_config.task == "segmentation":  # pixel ids -> the image's id (the pixel goes to exemplar_yx)
+    if tasks.task(ck.model_config.task).dense:  # pixel ids -> the image's id (the pixel goes to exemplar_yx)
         ids = np.where(ids >= 0, ids // ck.model_config.image_size**2, -1)
     return CentroidSet(centroids=centroids, ks=[int(k) for k in k_mask.sum(1)],
                        class_names=list(ck.model_config.class_names), embed_fingerprint=fingerprint,
@@ -44,7 +44,7 @@ def set_from_checkpoint(ck: ckpt_io.Checkpoint, fingerprint: str) -> CentroidSet
 def _exemplar_pixels(ck: ckpt_io.Checkpoint) -> np.ndarray | None:
     """(C, Kmax, 2) anchoring pixels (y, x) of an anchored segmenter in its exemplar files' own
     coordinates (training saw each file resized and centre-cropped to image_size); None for classifiers."""
-    if ck.model_config.task != "segmentation":
+    if not tasks.task(ck.model_config.task).dense:
         return None
     pid = ck.model_state["head.exemplar_ids"].numpy()
     names = ck.extra.get("exemplar_names") or []

@@ -6,6 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from dnc.core import tasks
+from dnc.core.images import DataError
+from dnc.core.seg_folder import is_seg_folder
+
 _D = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -61,13 +65,14 @@ def _onnx_input_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
+    # torch (heavy, absent from client installs) only when an export runs
     from dnc.export.exporter import export_checkpoint
 
     m = export_checkpoint(a.checkpoint, a.out, a.data, a.parity_samples, threads=a.threads, fp16=not a.no_fp16,
                           max_batch=a.max_batch, tensorrt_engines=a.tensorrt)
     if a.json:
         print(json.dumps(m))
-    elif m.get("task") == "segmentation":
+    elif tasks.of(m).dense:
         for kind, row in m["parity"].items():
             if isinstance(row, dict) and "merged" not in row:
                 print(f"parity on {row['n']} {kind} images: cell embeddings max |diff| {row['embedding_max_abs']:.2e}")
@@ -104,7 +109,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_centroids(a: argparse.Namespace) -> int:
-    from dnc.core.seg_folder import is_seg_folder
+    # onnxruntime (heavy, and not needed to build the parser of every layer's commands) only when run
     from dnc.export.recompute import choose_split, compute_set
     from dnc.export.seg_recompute import compute_seg_set, split_note
 
@@ -138,14 +143,11 @@ def cmd_centroids(a: argparse.Namespace) -> int:
 def _no_split_ignored(split: str | None, data: str, note: str | None) -> None:
     """An explicit --split on a plain folder of classes would be silently ignored: refuse it instead."""
     if split is not None and note is None:
-        from dnc.core.images import DataError
-
         raise DataError(f"--split {split}: {data} is a folder of classes, not laid out in splits (train/ and "
                         "test/); give the split's own folder as --data, or leave --split out")
 
 
 def cmd_eval_onnx(a: argparse.Namespace) -> int:
-    from dnc.core.seg_folder import is_seg_folder
     from dnc.export.evaluate import evaluate_folder
     from dnc.export.seg_evaluate import evaluate_seg_folder
 

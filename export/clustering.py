@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnc.core.errors import InputError
+
 METHODS = ("sinkhorn", "kmeans")
 
 
@@ -57,9 +59,9 @@ def cluster(x: np.ndarray, k: int, method: str = "sinkhorn", epsilon: float = 0.
     k' = min(k, N): a class with fewer images than K gets fewer sub-centroids. Stops early when the
     assignment no longer changes. Empty clusters keep their previous centroid."""
     if method not in METHODS:
-        raise ValueError(f"unknown clustering method {method!r}; use one of {', '.join(METHODS)}")
+        raise InputError(f"unknown clustering method {method!r}; use one of {', '.join(METHODS)}")
     if len(x) == 0:
-        raise ValueError("cannot cluster an empty class")
+        raise InputError("cannot cluster an empty class")
     x = _normalise(x.astype(np.float64))
     k = min(k, len(x))
     rng = np.random.default_rng(seed)

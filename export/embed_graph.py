@@ -21,6 +21,7 @@ import torch.nn.functional as tF
 from torch import nn
 
 from dnc.core import formats as F
+from dnc.core import tasks
 from dnc.export.head_graph import set_metadata
 
 
@@ -48,14 +49,14 @@ class PixelEmbedModule(nn.Module):
 
 
 def export_embed(encoder: nn.Module, in_chans: int, image_size: int, preprocessing: dict,
-                 fp16: bool = False, task: str = "classification") -> onnx.ModelProto:
+                 fp16: bool = False, task: str = tasks.CLASSIFICATION.name) -> onnx.ModelProto:
     """Trace `encoder` (left untouched) to an ONNX embedding graph with a dynamic batch (and, for a
     segmenter's pixel encoder, a dynamic height and width)."""
     enc = copy.deepcopy(encoder).float().eval().to("cpu", memory_format=torch.contiguous_format)
     if fp16:
         enc = enc.half()
     dummy = torch.zeros(2, in_chans, image_size, image_size)
-    seg = task == "segmentation"
+    seg = tasks.task(task).dense
     module, output = (PixelEmbedModule(enc, fp16), F.PIXEL_EMBEDDING) if seg else (EmbedModule(enc, fp16), F.EMBEDDING)
     axes = ({F.IMAGES: {0: "batch", 2: "height", 3: "width"}, output: {0: "batch", 2: "cells_h", 3: "cells_w"}}
             if seg else {F.IMAGES: {0: "batch"}, output: {0: "batch"}})

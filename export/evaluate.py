@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.core import centroid_set
+from dnc.core import centroid_set, tasks
 from dnc.core import formats as F
+from dnc.core.errors import InputError
 from dnc.core.images import DataError, split_layout
 from dnc.export import runtime
 from dnc.export.head_graph import build_head
@@ -23,9 +24,9 @@ def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Pa
     """Top-1 (%) and per-class top-1 of embed + set on the images of `data` (one subfolder per class; a
     folder laid out as train/ and test/ is read at `split`, by default its held-out split)."""
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InputError(f"`batch_size` must be >= 1, got {batch_size}")
     sess = runtime.session(embed_path, threads)
-    runtime.check_task(runtime.preprocessing_of(sess, embed_path), "classification", embed_path, data)
+    runtime.check_task(runtime.preprocessing_of(sess, embed_path), tasks.CLASSIFICATION, embed_path, data)
     cs = centroid_set.load(set_path, centroid_set.fingerprint_file(embed_path), runtime.embed_dim_of(sess))
     layout = Path(data).is_dir() and split_layout(Path(data))
     classes, files, labels = scan_labelled_folder(data, (split or "test") if layout else split)

@@ -21,7 +21,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dnc.core import formats as F
+from dnc.core import tasks
 from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
+from dnc.core.errors import InputError
 
 PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 1]
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize
@@ -34,7 +36,7 @@ def build_head(cs: CentroidSet, normalise_input: bool = True, top_k: int | None 
     embedding; the merged graph does not, since its embedding graph ends in that normalisation.
     top_k: also output formats.EVIDENCE_OUTPUTS for the best min(top_k, C) classes (the served head)."""
     validate(cs)
-    if cs.task != "classification":
+    if tasks.task(cs.task).dense:
         raise CentroidSetError(f"centroid set {cs.set_id} is a {cs.task} set (made from masks); a classifier needs "
                                "one made from labelled images")
     c, kmax, d = cs.centroids.shape
@@ -77,7 +79,7 @@ def build_head(cs: CentroidSet, normalise_input: bool = True, top_k: int | None 
     specs = F.HEAD_OUTPUTS
     if top_k is not None:
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise InputError(f"top_k must be >= 1, got {top_k}")
         ev_init, ev_nodes = _evidence(cs, min(top_k, c))
         init += ev_init
         nodes += ev_nodes

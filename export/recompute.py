@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnc.core import centroid_set
+from dnc.core import centroid_set, tasks
 from dnc.core import formats as F
 from dnc.core.centroid_set import CentroidSet
+from dnc.core.errors import InputError
 from dnc.core.images import SPLIT_NAMES, DataError, class_folders, read_image_array, scan_image_folder, split_layout
 from dnc.core.progress import bar
 from dnc.core.seg_folder import is_seg_folder
@@ -44,11 +45,11 @@ def choose_split(data: str | Path, split: str = "train") -> tuple[Path, str | No
     root = Path(data)
     seg = next((p for p in (root, *root.resolve().parents) if is_seg_folder(p)), None)
     if seg is not None:
-        raise DataError(f"{root} is part of the segmentation folder {seg}; give --data {seg} (with a segmenter's "
+        raise DataError(f"{root} is part of the segmentation folder {seg}; give `data` {seg} (with a segmenter's "
                         "embed.onnx: its images and masks are read together)")
     inner = sorted(d for d in root.iterdir() if d.is_dir() and is_seg_folder(d)) if root.is_dir() else []
     if inner:
-        raise DataError(f"{root} is not a segmentation folder but holds {len(inner)}: give one of them as --data, "
+        raise DataError(f"{root} is not a segmentation folder but holds {len(inner)}: give one of them as `data`, "
                         f"e.g. {inner[0]}")
     layout = split_layout(root) if root.is_dir() else None
     if layout is None:
@@ -126,13 +127,13 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     Returns a summary: set id, classes, K per class, the folder read, seconds for embedding and clustering.
     """
     if k < 1 or batch_size < 1:
-        raise ValueError(f"--K and --batch-size must be >= 1, got {k} and {batch_size}")
+        raise InputError(f"`K` and `batch_size` must be >= 1, got {k} and {batch_size}")
     embed_path, out = Path(embed_path), Path(out)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
     prep = runtime.preprocessing_of(sess, embed_path)
     folder, note = choose_split(data, split)
-    runtime.check_task(prep, "classification", embed_path, data)
+    runtime.check_task(prep, tasks.CLASSIFICATION, embed_path, data)
     classes, files, labels = scan_labelled_folder(folder)
     t0 = time.time()
     x = embed_files(sess, files, prep, batch_size, threads or 2)  # (N, D)

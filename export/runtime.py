@@ -13,6 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from dnc.core import formats as F
+from dnc.core import tasks
+from dnc.core.errors import InputError
 from dnc.core.images import DataError
 from dnc.core.preprocess import normalise
 
@@ -29,33 +31,30 @@ def session(graph: str | Path | bytes, threads: int = 0) -> ort.InferenceSession
         return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
                                     providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's errors (InvalidProtobuf, ...) are not ValueErrors
-        raise ValueError(f"onnxruntime cannot load {'the graph' if isinstance(graph, bytes) else graph}: {e}") from e
+        raise InputError(f"onnxruntime cannot load {'the graph' if isinstance(graph, bytes) else graph}: {e}") from e
 
 
 def preprocessing_of(sess: ort.InferenceSession, path: str | Path = "embedding graph") -> dict:
     """The preprocessing an embedding graph expects, from its metadata."""
     meta = sess.get_modelmeta().custom_metadata_map
     if F.META_PREPROCESSING not in meta:
-        raise ValueError(f"{path} carries no preprocessing metadata: is it an embed.onnx written by `dnc export`?")
+        raise InputError(f"{path} carries no preprocessing metadata: is it an embed.onnx written by `dnc export`?")
     return json.loads(meta[F.META_PREPROCESSING])
 
 
-def check_task(prep: dict, task: str, graph: str | Path, data: str | Path) -> None:
+def check_task(prep: dict, task: tasks.Task, graph: str | Path, data: str | Path) -> None:
     """Refuse an embedding graph of the other task than the data (classes from folders vs from masks):
     DataError naming the graph and what its data is."""
-    got = prep.get("task", "classification")
+    got = tasks.of(prep)
     if got != task:
-        model = "classifier" if got == "classification" else "segmenter"
-        want = "a segmentation folder (images/, masks/, classes.json)" if got == "segmentation" else \
-            "an image folder with one subfolder per class"
-        raise DataError(f"{graph} is a {model}'s embedding graph: its data is {want}, not {data} (give the "
-                        f"{task} model's embed.onnx, from dnc export of its checkpoint)")
+        raise DataError(f"{graph} is a {got.noun}'s embedding graph: its data is {got.data}, not {data} (give "
+                        f"a {task.noun}'s embed.onnx, from `dnc export` of its checkpoint)")
 
 
 def embed_dim_of(sess: ort.InferenceSession) -> int:
     out = {o.name: o for o in sess.get_outputs()}
     if F.EMBEDDING not in out or not isinstance(out[F.EMBEDDING].shape[-1], int):
-        raise ValueError(f"the graph has no output {F.EMBEDDING!r} of fixed width")
+        raise InputError(f"the graph has no output {F.EMBEDDING!r} of fixed width")
     return int(out[F.EMBEDDING].shape[-1])
 
 

@@ -28,9 +28,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dnc.core import formats as F
+from dnc.core import tasks
 from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
+from dnc.core.errors import InputError
 from dnc.export import seg_head_bands as bands
-from dnc.export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, set_metadata
+from dnc.export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, get_metadata, set_metadata
 
 MAX_LABEL = 255  # labels and sub-centroid indices travel as uint8
 CLASS_PIXEL_BUDGET = 1 << 23  # class-pixels one band of output rows holds (about 16 bytes each at the peak)
@@ -42,7 +44,7 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
     formats.SEG_HEAD_OUTPUTS (and formats.SEG_EVIDENCE_OUTPUTS with `evidence`). `budget`: class-pixels
     one band of output rows holds (export/seg_head_bands.py); the answers do not depend on it."""
     validate(cs)
-    if cs.task != "segmentation":
+    if not tasks.task(cs.task).dense:
         raise CentroidSetError(f"centroid set {cs.set_id} is a {cs.task} set; a segmenter needs one made from "
                                "masks (dnc centroids on a segmentation folder)")
     c, kmax, d = cs.centroids.shape
@@ -50,7 +52,42 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
         raise CentroidSetError(f"a segmentation head has at most {MAX_LABEL} classes and sub-centroids per class "
                                f"(uint8 maps); this set has {c} and {kmax}")
     if budget < 1:
-        raise ValueError(f"budget must be >= 1 class-pixel, got {budget}")
+        raise InputError(f"budget must be >= 1 class-pixel, got {budget}")
+    init = _constants(cs, budget)
+    n = [helper.make_node("Transpose", [F.PIXEL_EMBEDDING], ["seg.cells"], perm=[0, 2, 3, 1])]  # (N, h, w, D)
+    n += bands.shape_nodes()
+    n += bands.coordinate_nodes(0, "seg.h", "seg.H") + bands.coordinate_nodes(1, "seg.w", "seg.W")
+    n += bands.column_weight_nodes() + bands.band_rows_nodes() + bands.loop_nodes(c, kmax, normalise_input)
+    n += [
+        helper.make_node("Identity", ["seg.score"], [F.PIXEL_SCORE]),  # (N, H, W)
+        helper.make_node("Identity", ["seg.margin"], [F.PIXEL_MARGIN]),
+        helper.make_node("Identity", ["seg.labels"], [F.LABELS]),
+        helper.make_node("Identity", ["seg.sub"], [F.PIXEL_SUBCENTROID]),
+    ]
+    n += _per_class_nodes()
+    specs = F.SEG_HEAD_OUTPUTS
+    if evidence:
+        ev_init, ev_nodes = _evidence(cs)
+        init += ev_init
+        n += ev_nodes
+        specs = specs + F.SEG_EVIDENCE_OUTPUTS
+    sizes = {"N": "batch", "C": c, "D": d, "H": "height", "W": "width", "h": "cells_h", "w": "cells_w", "2": 2}
+    outputs = [helper.make_tensor_value_info(s.name, _onnx_type(s.dtype), [sizes[v] for v in s.dims]) for s in specs]
+    inputs = [helper.make_tensor_value_info(F.PIXEL_EMBEDDING, TensorProto.FLOAT, ["batch", d, "cells_h", "cells_w"]),
+              helper.make_tensor_value_info(F.OUTPUT_SIZE, TensorProto.INT64, [2])]
+    graph = helper.make_graph(n, "dnc_seg_head", inputs, outputs, initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", F.OPSET)], producer_name="dnc-stack")
+    model.ir_version = 8
+    set_metadata(model, {F.META_SET_ID: cs.set_id, F.META_CLASS_NAMES: json.dumps(cs.class_names),
+                         F.META_FINGERPRINT: cs.embed_fingerprint, F.META_TASK: tasks.SEGMENTATION.name})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _constants(cs: CentroidSet, budget: int) -> list:
+    """The head's initialisers: the set's sub-centroids (D, C*Kmax), the padding scores of absent
+    sub-centroids, and the small constants the nodes use."""
+    c, kmax, d = cs.centroids.shape
     flat = cs.centroids.reshape(c * kmax, d).astype(np.float32)
     pad = np.where(cs.k_mask.reshape(-1), 0.0, PAD_SCORE).astype(np.float32)
     i64 = lambda v, name: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
@@ -65,17 +102,14 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
         i64([1, 1, -1, 1], "seg.shape_c"), i64([c * kmax], "seg.ck"), i64([0, c, kmax], "seg.shape_nck"),
         i64([c], "seg.c_vec"), numpy_helper.from_array(np.array(-1, np.int32), "seg.none"),
     ]
-    n = [helper.make_node("Transpose", [F.PIXEL_EMBEDDING], ["seg.cells"], perm=[0, 2, 3, 1])]  # (N, h, w, D)
-    n += bands.shape_nodes()
-    n += bands.coordinate_nodes(0, "seg.h", "seg.H") + bands.coordinate_nodes(1, "seg.w", "seg.W")
-    n += bands.column_weight_nodes() + bands.band_rows_nodes() + bands.loop_nodes(c, kmax, normalise_input)
-    n += [
-        helper.make_node("Identity", ["seg.score"], [F.PIXEL_SCORE]),  # (N, H, W)
-        helper.make_node("Identity", ["seg.margin"], [F.PIXEL_MARGIN]),
-        helper.make_node("Identity", ["seg.labels"], [F.LABELS]),
-        helper.make_node("Identity", ["seg.sub"], [F.PIXEL_SUBCENTROID]),
-        # per image and class, by scatter-adds over the N x H x W answer (nothing of size C x H x W):
-        # pixel counts and score sums in float64, votes for bin label * Kmax + sub-centroid
+    return init
+
+
+def _per_class_nodes() -> list:
+    """Per image and class, by scatter-adds over the N x H x W answer (nothing of size C x H x W): pixel
+    counts and score sums in float64, and votes for bin label * Kmax + sub-centroid whose winner is the
+    class's dominant sub-centroid."""
+    return [
         helper.make_node("Concat", ["seg.n1", "seg.minus1"], ["seg.flat_shape"], axis=0),
         helper.make_node("Cast", ["seg.labels"], ["seg.labels64"], to=TensorProto.INT64),
         helper.make_node("Reshape", ["seg.labels64", "seg.flat_shape"], ["seg.label_flat"]),  # (N, H*W)
@@ -113,23 +147,6 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
         helper.make_node("Cast", ["seg.count_d"], ["seg.present"], to=TensorProto.BOOL),
         helper.make_node("Where", ["seg.present", "seg.dom32", "seg.none"], [F.CLASS_SUBCENTROID]),
     ]
-    specs = F.SEG_HEAD_OUTPUTS
-    if evidence:
-        ev_init, ev_nodes = _evidence(cs)
-        init += ev_init
-        n += ev_nodes
-        specs = specs + F.SEG_EVIDENCE_OUTPUTS
-    sizes = {"N": "batch", "C": c, "D": d, "H": "height", "W": "width", "h": "cells_h", "w": "cells_w", "2": 2}
-    outputs = [helper.make_tensor_value_info(s.name, _onnx_type(s.dtype), [sizes[v] for v in s.dims]) for s in specs]
-    inputs = [helper.make_tensor_value_info(F.PIXEL_EMBEDDING, TensorProto.FLOAT, ["batch", d, "cells_h", "cells_w"]),
-              helper.make_tensor_value_info(F.OUTPUT_SIZE, TensorProto.INT64, [2])]
-    graph = helper.make_graph(n, "dnc_seg_head", inputs, outputs, initializer=init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", F.OPSET)], producer_name="dnc-stack")
-    model.ir_version = 8
-    set_metadata(model, {F.META_SET_ID: cs.set_id, F.META_CLASS_NAMES: json.dumps(cs.class_names),
-                         F.META_FINGERPRINT: cs.embed_fingerprint, F.META_TASK: "segmentation"})
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _evidence(cs: CentroidSet) -> tuple[list, list]:
@@ -179,8 +196,6 @@ def attach_seg_head(embed: onnx.ModelProto, head: onnx.ModelProto) -> onnx.Model
     """One graph: images (N, Cin, H, W) -> pixel embeddings -> the head's outputs at (H, W), the output
     size read from the images' shape. Carries the metadata of both parts."""
     from onnx import compose
-
-    from dnc.export.head_graph import get_metadata
 
     head = onnx.ModelProto.FromString(head.SerializeToString())
     head.ir_version = embed.ir_version

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.core import centroid_set, manifest, preprocess
+from dnc.core import centroid_set, manifest, preprocess, tasks
 from dnc.core import formats as F
+from dnc.core.errors import InputError
 from dnc.export import runtime
 from dnc.export.seg_head_graph import build_seg_head
 
-MAX_PIXELS = preprocess.SERVED_MAX_PIXELS["segmentation"]  # per picture, as a served segmenter by default
+MAX_PIXELS = tasks.SEGMENTATION.max_pixels  # per picture, as a served segmenter by default
 
 
 class InProcessSegmenter:
@@ -26,16 +27,16 @@ class InProcessSegmenter:
     def __init__(self, export_dir: str | Path, centroids: str | Path | None = None, threads: int = 0):
         export_dir = Path(export_dir)
         meta = manifest.read(export_dir)
-        if meta.get("task") != "segmentation" or meta.get("head") != "dnc":
-            raise ValueError(f"{export_dir} is not a DNC segmenter's export (task {meta.get('task', 'classification')}"
-                             f", head {meta.get('head')}): --in-process takes a segmenter's `dnc export` folder")
+        if not tasks.of(meta).dense or meta.get("head") != "dnc":
+            raise InputError(f"{export_dir} is not a DNC segmenter's export (task {tasks.of(meta)}, head "
+                             f"{meta.get('head')}): in-process segmentation takes a segmenter's `dnc export` folder")
         self.preprocessing = meta["preprocessing"]
-        self.task = "segmentation"
+        self.task = tasks.SEGMENTATION.name
         self.embed = runtime.session(export_dir / F.EMBED_FILE, threads)
         dim = {o.name: o.shape for o in self.embed.get_outputs()}[F.PIXEL_EMBEDDING][1]  # (N, D, h, w)
         cs = centroid_set.load(centroids or export_dir, expect_fingerprint=meta["embed_fingerprint"], expect_dim=dim)
-        if cs.task != "segmentation":
-            raise ValueError(f"{centroids} is a {cs.task} centroid set; a segmenter needs one made from masks")
+        if not tasks.task(cs.task).dense:
+            raise InputError(f"{centroids} is a {cs.task} centroid set; a segmenter needs one made from masks")
         self.set_id = cs.set_id
         self.head = runtime.session(build_seg_head(cs, evidence=True).SerializeToString(), threads)
         self.outputs = [o.name for o in self.head.get_outputs()]
@@ -45,7 +46,7 @@ class InProcessSegmenter:
         arrays = [preprocess.prepare_pixels(p, self.preprocessing, MAX_PIXELS, f"picture {i}")
                   for i, p in enumerate(pixels)]
         if len({a.shape for a in arrays}) > 1:
-            raise ValueError("pictures of one batch must share a size")
+            raise InputError("pictures of one batch must share a size")
         return preprocess.normalise(np.stack(arrays), self.preprocessing)
 
     def run(self, pixels: list[np.ndarray] | np.ndarray, maps: bool = False) -> dict[str, np.ndarray]:

@@ -23,13 +23,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnc.core import centroid_set
+from dnc.core import centroid_set, tasks
 from dnc.core import formats as F
 from dnc.core.centroid_set import CentroidSet
+from dnc.core.errors import InputError
 from dnc.core.images import DataError
 from dnc.core.preprocess import normalise
 from dnc.core.progress import bar
-from dnc.core.seg_folder import IMAGES_DIR, SPLITS, SegClasses, read_classes, read_pair, split_files
+from dnc.core.seg_folder import (
+    IMAGES_DIR,
+    SPLITS,
+    SegClasses,
+    check_mask_values,
+    read_classes,
+    read_pair,
+    split_files,
+)
 from dnc.core.staging import check_destination, staged
 from dnc.export import runtime
 from dnc.export.clustering import cluster
@@ -42,7 +51,7 @@ log = logging.getLogger(__name__)
 def check_segmentation_graph(sess, path: str | Path) -> dict:
     """The preprocessing of a segmenter's embed.onnx; DataError for a classifier's graph."""
     prep = runtime.preprocessing_of(sess, path)
-    runtime.check_task(prep, "segmentation", path, "a segmentation folder")
+    runtime.check_task(prep, tasks.SEGMENTATION, path, "a segmentation folder")
     return prep
 
 
@@ -67,8 +76,6 @@ def embedded_scenes(sess, root: Path, split: str, prep: dict, classes: SegClasse
                     ) -> Iterator[tuple[int, Path, np.ndarray, np.ndarray]]:
     """Yield (image index, path, cell embeddings (D, h, w), mask (H, W) uint8) for each image of a split,
     each embedded at its own size. DataError names a file that cannot be read or holds a bad mask."""
-    from dnc.core.seg_folder import check_mask_values
-
     pairs = split_files(root, split)
     for i, (ip, mp) in enumerate(bar(pairs, desc=desc, unit="img")):
         image, mask = read_pair(ip, mp, 0, prep["channels"])  # (C, H, W), (H, W)
@@ -104,7 +111,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     sampled cells per class, images, the split read, seconds.
     """
     if k < 1 or per_image < 1 or pixels_per_class < 1:
-        raise ValueError(f"--K, per-image and per-class samples must be >= 1, got {k}, {per_image}, {pixels_per_class}")
+        raise InputError(f"`K`, per-image and per-class samples must be >= 1, got {k}, {per_image}, {pixels_per_class}")
     embed_path, out, root = Path(embed_path), Path(out), Path(data)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
@@ -158,7 +165,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     t_cluster = time.time() - t0
     cs = CentroidSet(centroids=cents, ks=ks, class_names=list(classes.names),
                      embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
-                     exemplar_names=ex_names, task="segmentation", exemplar_yx=yx,
+                     exemplar_names=ex_names, task=tasks.SEGMENTATION.name, exemplar_yx=yx,
                      source={"from": "masks", "data": str(root.resolve()), "split": split, "method": method, "k": k,
                              "keep_means": keep_means, "images": len(names), "cells_per_class": counts,
                              "per_image": per_image, "seed": seed})

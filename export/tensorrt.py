@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from dnc.core import formats as F
+from dnc.export import runtime
+from dnc.export.checkpoint_set import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def build_engine(onnx_path: Path, plan_path: Path, input_name: str, sample_shape
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     profile = builder.create_optimization_profile()
@@ -67,7 +69,7 @@ def build_engine(onnx_path: Path, plan_path: Path, input_name: str, sample_shape
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise ValueError(f"TensorRT failed to build an engine from {onnx_path}")
+        raise ExportError(f"TensorRT failed to build an engine from {onnx_path}")
     tmp = plan_path.with_name(f".{plan_path.name}.tmp")
     tmp.write_bytes(bytes(engine))
     tmp.replace(plan_path)
@@ -99,7 +101,7 @@ def run_engine(plan: Path, inputs: dict[str, np.ndarray], batch: int) -> dict[st
             bufs[name] = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype, device="cuda")
             ctx.set_tensor_address(name, bufs[name].data_ptr())
         if not ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-            raise ValueError(f"TensorRT failed to run {plan}")
+            raise ExportError(f"TensorRT failed to run {plan}")
         torch.cuda.synchronize()
         for name in outs:
             chunks[name].append(bufs[name].cpu().numpy())
@@ -139,8 +141,6 @@ def build_and_check_segmenter(folder: Path, max_batch: int, images: np.ndarray, 
 
     Written for `dnc export --tensorrt` of segmenters; run only where a CUDA GPU is lent."""
     import tensorrt as trt
-
-    from dnc.export import runtime
 
     embed_src = F.EMBED_FP16_FILE if fp16 and (folder / F.EMBED_FP16_FILE).exists() else F.EMBED_FILE
     h, w = images.shape[-2:]

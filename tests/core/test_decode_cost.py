@@ -164,12 +164,15 @@ def test_folder_scan_refuses_a_costly_file_before_pil_walks_it(tmp_path):
 
 
 def test_the_servers_copy_refuses_them_alone():
-    """The prep step loads model_repository/dnc_prep/1/preprocess.py by itself (nothing of the project
-    beside it): that copy holds the scan and the time limit."""
+    """The prep step loads its copy of core/preprocess.py by itself (`dnc repo build` copies the file beside
+    the prep step's model.py, with nothing of the project): loaded alone, it holds the scan and the time
+    limit."""
     import importlib.util
     from pathlib import Path
 
-    copy = Path(__file__).resolve().parents[2] / "model_repository" / "dnc_prep" / "1" / "preprocess.py"
+    from dnc.core import preprocess
+
+    copy = Path(preprocess.__file__)
     spec = importlib.util.spec_from_file_location("dnc_preprocess_copy", copy)
     served = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(served)
