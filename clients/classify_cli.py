@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 
+from dnc.clients import flags
 from dnc.clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient, Prediction, collect_images
 from dnc.clients.model_option import say_choice
 from dnc.clients.printable import shown
+from dnc.core import tasks
+from dnc.core.errors import InputError
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -37,11 +40,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_classify(a: argparse.Namespace) -> int:
     if a.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {a.top_k}")
+        raise InputError(f"`top_k` must be >= 1, got {a.top_k}")
     files = collect_images(a.paths)  # a missing path is named before any server is contacted
     skipped: list[tuple[str, str]] = []
-    with DNCClient(a.url, a.protocol, a.model, task="classification", downscale=a.downscale) as client:
-        say_choice(a, client, "classification")
+    with DNCClient(a.url, a.protocol, a.model, task=tasks.CLASSIFICATION, downscale=a.downscale) as client:
+        say_choice(a, client, tasks.CLASSIFICATION)
         preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped, how=a.how)
     if a.json:
         for p in preds:
@@ -49,7 +52,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
     elif preds:
         print(table(preds))
     for path, reason in skipped:
-        print(f"dnc classify: skipped {shown(path)}: {shown(reason)}", file=sys.stderr)
+        print(f"dnc classify: skipped {shown(path)}: {flags.shown(shown(reason), a)}", file=sys.stderr)
     if skipped:
         print(f"dnc classify: {len(skipped)} of {len(files)} file(s) could not be read", file=sys.stderr)
         return 1

@@ -1,5 +1,11 @@
 """The `dnc` command: one entry point whose subcommands come from each layer of the stack.
 
+A failure whose cause lies outside the code (a project error, core/errors.DNCError; an image refused by
+core/preprocess.ImageError; a file the user named missing or unwritable, OSError) prints as one line,
+`dnc CMD: error: MESSAGE`, and exits 2; anything else is a bug and keeps its traceback. Library messages
+name their parameters in backticks (`max_pixels`); a name that is an option of the running subcommand is
+shown as its flag (--max-pixels), in errors and log lines alike.
+
 Run under torchrun for data-parallel training: `torchrun --nproc_per_node 2 -m dnc.clients.cli train ...`.
 """
 
@@ -13,11 +19,17 @@ import sys
 import threading
 
 from dnc.clients import classify_cli, segment_cli
-from dnc.core.images import DataError
+from dnc.clients.flags import flagged, option_flags
+from dnc.core.errors import DNCError
+from dnc.core.preprocess import ImageError
 from dnc.export import cli as export_cli
 from dnc.serving import cli as serving_cli
-from dnc.serving.server import ServerError
 from dnc.training import cli as training_cli
+
+# What prints as one line and exits 2: causes outside the code. (ImageError is standalone: core/preprocess.py
+# is copied into model repositories and runs without the rest of the package.)
+USER_ERRORS = (DNCError, ImageError, OSError,
+               ValueError)  # until every layer raises project errors (issue 24)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,23 +45,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = option_flags(parser, args, sys.argv[1:] if argv is None else argv)
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C stops every command cleanly (a video job removes its partial files), even when the process
         # inherited SIGINT ignored, as a process started in the background of a non-interactive shell does.
         signal.signal(signal.SIGINT, signal.default_int_handler)
     # Under torchrun only rank 0 reports progress; other ranks log warnings and errors.
     quiet = int(os.environ.get("RANK", "0")) != 0
+    handler = logging.StreamHandler()
+    handler.setFormatter(_FlagFormatter(flags, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                        datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.WARNING if quiet else logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                        handlers=[handler])
+    args._flags = flags  # (commands that print library text show it with these too: clients/flags.py)
     try:
         return args.func(args)
-    except (ValueError, DataError, FileNotFoundError, FloatingPointError, ServerError) as e:
-        print(f"dnc {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        print(f"dnc {args.command}: error: {flagged(str(e), flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"dnc {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+class _FlagFormatter(logging.Formatter):
+    """Log lines with the running subcommand's options shown as its flags (see `flagged`)."""
+
+    def __init__(self, flags: dict[str, str], **kwargs):
+        super().__init__(**kwargs)
+        self.flags = flags
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return flagged(super().formatMessage(record), self.flags)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dnc.clients import sizing
 from dnc.clients.seg_results import Segmentation, segmentations
 from dnc.core import formats as F
-from dnc.core import preprocess
+from dnc.core import preprocess, tasks
 from dnc.core.errors import DNCError
 from dnc.core.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
 
@@ -102,20 +102,21 @@ class DNCClient:
     """A connection to the entry model of a DNC server; checks on creation that it is up and ready."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", model: str | None = F.ENTRY_MODEL,
-                 timeout: float = 60.0, task: str | None = None, downscale: bool = False):
-        """`model` None: the one served model of `task` (see choose_model; `chosen` is then True). `task`
-        ("classification" or "segmentation"): a model of another task is refused, naming those of this one.
-        `downscale`: files above the model's per-picture limit are sent downscaled (clients/sizing.py)."""
+                 timeout: float = 60.0, task: str | tasks.Task | None = None, downscale: bool = False):
+        """`model` None: the one served model of `task` (see choose_model; `chosen` is then True). `task` (a
+        core/tasks.py description or its name): a model of another task is refused, naming those of this one.
+        `downscale`: files above the model's per-picture limit are sent downscaled (clients/sizing.py).
+        `task` (the served model's, read from the server) is then a tasks.Task."""
         if protocol not in PROTOCOLS:
-            raise ClientError(f"unknown protocol {protocol!r}; choose http or grpc")
+            raise ClientError(f"unknown `protocol` {protocol!r}; choose http or grpc")
         if url is not None and not url.strip():
-            raise ClientError("--url is empty: give the server's HOST:PORT, or leave --url out for "
+            raise ClientError("`url` is empty: give the server's HOST:PORT, or leave `url` out for "
                               f"{DEFAULT_URLS[protocol]}")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
-        self.chosen, self._want, self.downscale = model is None, task, downscale
-        self.served: dict[str, str] = {}  # the DNC models served, name -> task (read when choosing the model)
+        self.chosen, self._want, self.downscale = model is None, _wanted(task), downscale
+        self.served: dict[str, str] = {}  # the DNC models served, name -> task name (read when choosing the model)
         if "://" in self.url:
-            raise ClientError(f"--url {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
+            raise ClientError(f"`url` {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
         try:
             if protocol == "http":
                 import tritonclient.http as tc
@@ -124,7 +125,7 @@ class DNCClient:
                 import tritonclient.grpc as tc
                 self._client = tc.InferenceServerClient(self.url)
         except Exception as e:  # tritonclient refuses malformed addresses with its own exception type
-            raise ClientError(f"--url {self.url}: {_first_line(e)}") from e
+            raise ClientError(f"`url` {self.url}: {_first_line(e)}") from e
         self._tc, self._timeout = tc, timeout
         try:
             self._connect()
@@ -165,16 +166,16 @@ class DNCClient:
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1
         try:
             self.preprocessing = json.loads(cfg["parameters"][F.META_PREPROCESSING]["string_value"])
-            self.task = self.preprocessing.get("task", "classification")
+            self.task = tasks.of(self.preprocessing)
         except (KeyError, TypeError, ValueError) as e:
             raise ClientError(f"model {model!r} on {url} carries no {F.META_PREPROCESSING} parameter: "
                               "is it a repository built by `dnc repo build`?") from e
-        if self._want is not None and self.task != self._want:
+        if self._want is not None and self.task is not self._want:
             served = self.served_models()
-            fits = [n for n, t in served.items() if t == self._want]
-            raise ClientError(f"model {model!r} on {url} is a {_nouns(self.task)[0]}, not a {_nouns(self._want)[0]}; "
+            fits = of_task(served, self._want)
+            raise ClientError(f"model {model!r} on {url} is a {self.task.noun}, not a {self._want.noun}; "
                               f"{served_text(served, self._want, url)}"
-                              + (f" (pass --model {fits[0]})" if len(fits) == 1 else ""))
+                              + (f" (pass `model` {fits[0]})" if len(fits) == 1 else ""))
         self.max_pixels = sizing.served_budget(self._config, model)
         if self.max_pixels is None:
             raise ClientError(f"model {model!r} on {url} does not say how many pixels one request may carry (no "
@@ -200,8 +201,8 @@ class DNCClient:
             try:  # (a model unloaded since the statistics were read is not served)
                 params = self._config(name).get("parameters", {})
                 if F.META_PREPROCESSING in params and self._call(self._client.is_model_ready, name):
-                    found[name] = params.get(F.META_TASK, {}).get("string_value") or json.loads(
-                        params[F.META_PREPROCESSING]["string_value"]).get("task", "classification")
+                    found[name] = (params.get(F.META_TASK, {}).get("string_value") or tasks.of(json.loads(
+                        params[F.META_PREPROCESSING]["string_value"])).name)
             except Exception as e:
                 log.debug("%s: model %s not listed: %s", self.url, name, _first_line(e))
         return found
@@ -213,9 +214,7 @@ class DNCClient:
         for pixels and floats, of at most the model's pixel budget (clients/sizing.py)."""
         if x.ndim < 2 or x.shape[0] == 0:
             raise ClientError(f"expected a non-empty batch, got shape {x.shape}")
-        served = (F.SEG_HEAD_OUTPUTS + F.SEG_EVIDENCE_OUTPUTS) if self.task == "segmentation" else \
-            (F.HEAD_OUTPUTS + F.EVIDENCE_OUTPUTS)
-        names = outputs or tuple(s.name for s in served)
+        names = outputs or tuple(s.name for s in self.task.head_outputs + self.task.evidence_outputs)
         dtype = {F.IMAGES: ("FP32", np.float32), F.PIXELS: ("UINT8", np.uint8), F.ENCODED: ("BYTES", object)}[name]
         binary = {"binary_data": True} if self.protocol == "http" else {}
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -248,9 +247,10 @@ class DNCClient:
         k = min(top_k, out[F.TOPK_CLASS].shape[1])
         preds = []
         for i in range(len(x)):
-            top = [Ranked(r + 1, int(out[F.TOPK_CLASS][i, r]), _text(out[F.TOPK_LABEL][i, r]),
-                          float(out[F.TOPK_SCORE][i, r]), int(out[F.TOPK_SUBCENTROID][i, r]),
-                          int(out[F.TOPK_EXEMPLAR_ID][i, r]), _text(out[F.TOPK_EXEMPLAR][i, r])) for r in range(k)]
+            top = [Ranked(rank=r + 1, class_id=int(out[F.TOPK_CLASS][i, r]), label=_text(out[F.TOPK_LABEL][i, r]),
+                          score=float(out[F.TOPK_SCORE][i, r]), subcentroid=int(out[F.TOPK_SUBCENTROID][i, r]),
+                          exemplar_id=int(out[F.TOPK_EXEMPLAR_ID][i, r]), exemplar=_text(out[F.TOPK_EXEMPLAR][i, r]))
+                   for r in range(k)]
             preds.append(Prediction(sources[i] if sources else str(i), _text(out[F.SET_ID].reshape(-1)[i]),
                                     float(out[F.MARGIN].reshape(-1)[i]), top))
         return preds
@@ -259,8 +259,9 @@ class DNCClient:
                 name: str = F.PIXELS) -> list[Segmentation]:
         """Segmentations with evidence of a batch of pictures of one size (see infer for `name`); `maps` also
         asks for the winning sub-centroid, score and margin maps."""
-        if self.task != "segmentation":
-            raise ClientError(f"model {self.model!r} is a {self.task} model; `dnc segment` needs a segmenter")
+        if not self.task.dense:
+            raise ClientError(f"model {self.model!r} is a {self.task.noun}; segmenting needs a "
+                              f"{tasks.SEGMENTATION.noun}")
         wanted = (F.LABELS, *(s.name for s in F.SEG_HEAD_OUTPUTS[4:] + F.SEG_EVIDENCE_OUTPUTS),
                   *(F.MAP_OUTPUTS if maps else ()))
         extra = {F.MAPS: np.ones((len(pixels), 1), bool)} if maps else None
@@ -282,14 +283,14 @@ class DNCClient:
         first one raises. With `on_result`, each answer is handed to it as its request returns and none is
         kept (the list returned is empty)."""
         if batch_size is not None and batch_size < 1:
-            raise ClientError(f"--batch-size must be >= 1, got {batch_size}")
+            raise ClientError(f"`batch_size` must be >= 1, got {batch_size}")
         if how not in INPUTS:
-            raise ClientError(f"unknown input {how!r}; choose one of {', '.join(INPUTS)}")
+            raise ClientError(f"unknown input `how` {how!r}; choose one of {', '.join(INPUTS)}")
         name = {"pixels": F.PIXELS, "encoded": F.ENCODED, "float32": F.IMAGES}[how]
         cap = min(batch_size or self.max_batch, self.max_batch)
         results, pending, key, held = [], [], None, 0
         originals: dict[str, tuple[int, int]] = {}  # source -> its (H, W), for pictures sent downscaled
-        desc = "segment" if self.task == "segmentation" else "classify"
+        desc = "segment" if self.task.dense else "classify"
 
         def send(items: list[tuple[np.ndarray, str]]) -> None:
             try:
@@ -327,7 +328,7 @@ class DNCClient:
                     skipped.append((str(f), str(e)))
                     bar.update(1)
                     continue
-                if original and self.task == "segmentation":
+                if original and self.task.dense:
                     originals[str(f)] = original
                 if pending and (shape != key or len(pending) >= cap or held + pixels > self.max_pixels):
                     flush()
@@ -339,13 +340,14 @@ class DNCClient:
 
     def _fitted(self, f: Path, item: np.ndarray, how: str):
         """(item, size key, pixels, None) for a picture within the model's per-picture limit; above it a
-        DataError naming the picture, its size, the limit and --downscale, or with `downscale` the picture
+        DataError naming the picture, its size, the limit and `downscale`, or with `downscale` the picture
         downscaled to fit (item, key, pixels, its own (H, W))."""
         key, (w, h) = self._size_key(f, item, how)
         if w * h <= self.max_pixels:
             return item, key, w * h, None
         if not self.downscale:
-            raise DataError(sizing.too_large(f"picture {f}", w, h, self.max_pixels, self.model))
+            raise DataError(sizing.too_large(f"picture {f}", width=w, height=h, max_pixels=self.max_pixels,
+                                             model=self.model))
         prep = self.preprocessing
         small = sizing.downscaled(item if how == "pixels" else read_picture(f, prep["color"], prep), self.max_pixels)
         item = {"pixels": lambda: small, "float32": lambda: self._float32(small),
@@ -360,7 +362,7 @@ class DNCClient:
         size); a classifier's bytes or floats, nothing."""
         if how != "encoded":
             h, w = item.shape[:2] if how == "pixels" else item.shape[1:3]
-            return (item.shape if how == "pixels" or self.task == "segmentation" else None), (w, h)
+            return (item.shape if how == "pixels" or self.task.dense else None), (w, h)
         try:  # the header only, after the reader's cost scan; the size as the server will turn it upright
             with preprocess.open_bytes(item.reshape(-1)[0], f"image {f}") as im:
                 w, h = im.size
@@ -369,13 +371,13 @@ class DNCClient:
             raise DataError(str(e)) from None
         except Exception as e:  # a file with a PNG/JPEG signature and a damaged header
             raise DataError(f"cannot read image {f}: {type(e).__name__}: {e}") from None
-        return (size if self.task == "segmentation" else None), size
+        return (size if self.task.dense else None), size
 
     def _item(self, f: Path, how: str) -> np.ndarray:
         if how == "encoded":
             data = Path(f).read_bytes()
             if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8")):
-                raise DataError(f"{f} is not a PNG or JPEG file: send it as pixels (--input pixels)")
+                raise DataError(f"{f} is not a PNG or JPEG file: send it as pixels (`how` pixels)")
             return np.array([data], dtype=object)  # (1,)
         pixels = read_picture(f, self.preprocessing["color"], self.preprocessing)  # (H, W, C) at its own size
         return pixels if how == "pixels" else self._float32(pixels)
@@ -390,8 +392,8 @@ class DNCClient:
         """Predictions for image files and folders (see collect_images), sent in batches as `how` says
         (INPUTS). With `skipped` given, a file that cannot be read (or is refused by the reader's size
         limits) is appended to it as (path, reason) and the others go on; without it, the first one raises."""
-        return self._send(collect_images(paths), batch_size, skipped, how,
-                          lambda x, src, name: self.classify(x, top_k, src, name))
+        return self._send(collect_images(paths), batch_size=batch_size, skipped=skipped, how=how,
+                          call=lambda x, src, name: self.classify(x, top_k, src, name))
 
     def segment_files(self, paths: list[str | Path], batch_size: int | None = None,
                       skipped: list[tuple[str, str]] | None = None, how: str = "pixels", maps: bool = False,
@@ -401,9 +403,9 @@ class DNCClient:
         bounded by one request; the list returned is empty). A request that fails for a reason other than its
         input (connection closed or refused, server restarting) is sent again after each of `waits` seconds
         (len(waits) + 1 attempts; video requests retry too); a refused input is not retried."""
-        return self._send(collect_images(paths), batch_size, skipped, how,
-                          lambda x, src, name: self.retried(lambda: self.segment(x, src, maps, name), src, waits),
-                          on_result)
+        return self._send(collect_images(paths), batch_size=batch_size, skipped=skipped, how=how,
+                          call=lambda x, src, name: self.retried(lambda: self.segment(x, src, maps, name), src, waits),
+                          on_result=on_result)
 
     def retried(self, request, sources: list[str], waits: tuple[float, ...] = RETRY_WAITS):
         """request(), sent again after each of `waits` seconds while it fails with a ClientError that does not
@@ -432,18 +434,27 @@ class DNCClient:
         self.close()
 
 
-NOUNS = F.TASK_NOUNS
+def _wanted(task: str | tasks.Task | None) -> tasks.Task | None:
+    """The task a client asks for (None: any)."""
+    return None if task is None else tasks.task(task)
 
 
-def _nouns(task: str | None) -> tuple[str, str]:
-    return NOUNS.get(task, ("DNC model", "DNC models"))
+def of_task(served: dict[str, str], task: str | tasks.Task | None) -> list[str]:
+    """The served models (name -> task name) of `task` (any when None), sorted."""
+    want = _wanted(task)
+    return sorted(n for n, t in served.items() if want is None or tasks.task(t) is want)
 
 
-def served_text(served: dict[str, str], task: str | None, url: str) -> str:
+def _nouns(task: str | tasks.Task | None) -> tuple[str, str]:
+    want = _wanted(task)
+    return ("DNC model", "DNC models") if want is None else (want.noun, want.plural)
+
+
+def served_text(served: dict[str, str], task: str | tasks.Task | None, url: str) -> str:
     """What the server offers for `task`: "served segmenters: a, b", or "no segmenter is served at URL;
     served classifiers: dnc" (served: name -> task, see DNCClient.served_models)."""
     one, many = _nouns(task)
-    fits = sorted(n for n, t in served.items() if task is None or t == task)
+    fits = of_task(served, task)
     if fits:
         return f"served {many}: {', '.join(fits)}"
     groups = {}
@@ -454,18 +465,18 @@ def served_text(served: dict[str, str], task: str | None, url: str) -> str:
     return f"no {one} is served at {url}; " + "; ".join(f"served {g}: {', '.join(ns)}" for g, ns in groups.items())
 
 
-def choose_model(served: dict[str, str], task: str | None, url: str) -> str:
+def choose_model(served: dict[str, str], task: str | tasks.Task | None, url: str) -> str:
     """The model a client uses when none is named: the one served model of `task` (any task when None).
     When several are served, the one named `dnc` (the default of `dnc repo build --name`) if it is among
-    them, so that naming none keeps meaning dnc; otherwise a ClientError naming them (pass --model)."""
-    fits = sorted(n for n, t in served.items() if task is None or t == task)
+    them, so that naming none keeps meaning dnc; otherwise a ClientError naming them (pass `model`)."""
+    fits = of_task(served, task)
     if len(fits) == 1:
         return fits[0]
     if F.DEFAULT_MODEL in fits:
         return F.DEFAULT_MODEL
     if not fits:
         raise ClientError(served_text(served, task, url))
-    raise ClientError(f"several {_nouns(task)[1]} are served at {url}: {', '.join(fits)}; pass --model")
+    raise ClientError(f"several {_nouns(task)[1]} are served at {url}: {', '.join(fits)}; pass `model`")
 
 
 def _text(v) -> str:

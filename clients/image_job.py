@@ -24,6 +24,7 @@ import numpy as np
 
 from dnc.clients.printable import shown
 from dnc.clients.seg_results import Segmentation, table, write
+from dnc.core import formats as F
 from dnc.core.images import read_picture
 
 log = logging.getLogger(__name__)
@@ -104,18 +105,19 @@ class ImageJob:
 
     def summary(self) -> str:
         parts = [f"{len(self.rows)} written", f"{len(self.done)} skipped as done"
-                 + (f" (same source and class list {shown(self.set_id)}; --overwrite redoes them)"
+                 + (f" (same source and class list {shown(self.set_id)}; `overwrite` redoes them)"
                     if self.done else ""), f"{len(self.failed)} failed"]
         return f"{', '.join(parts)} of {len(self.files)} picture(s); outputs in {self.out}"
 
-    def report(self) -> int:
-        """Print the table (without --json), each failure and the summary; 1 when some picture failed."""
+    def report(self, text: Callable[[str], str] = str) -> int:
+        """Print the table (without --json), each failure and the summary, library text passed through `text`
+        (the command line shows parameters as its flags: clients/flags.py); 1 when some picture failed."""
         if self.rows and not self.as_json:
             print(table(self.rows))
             print(f"wrote {len(self.rows)} x (labels PNG, overlay PNG, evidence JSON) to {self.out}")
         for path, reason in self.failed:
-            print(f"dnc segment: failed {shown(path)}: {shown(reason)}", file=sys.stderr)
-        print(f"dnc segment: {self.summary()}", file=sys.stderr)
+            print(f"dnc segment: failed {shown(path)}: {text(shown(reason))}", file=sys.stderr)
+        print(f"dnc segment: {text(self.summary())}", file=sys.stderr)
         return 1 if self.failed else 0
 
     def stopped(self, error: Exception) -> str:
@@ -128,8 +130,6 @@ class ImageJob:
 def served_set_id(client) -> str:
     """The class list a served segmenter answers with now: one blank picture at its trained size, asking for
     the set id only (retried as image requests are)."""
-    from dnc.core import formats as F
-
     size, chans = int(client.preprocessing["image_size"]), int(client.preprocessing["channels"])
     blank = np.zeros((1, size, size, chans), np.uint8)
     out = client.retried(lambda: client.infer(blank, (F.SET_ID,), F.PIXELS), ["a blank picture (the set id)"])

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dnc.clients.client import NOUNS, DNCClient
+from dnc.clients.client import DNCClient, of_task
+from dnc.core import tasks
 
 
-def served_model(a: argparse.Namespace, task: str) -> str:
+def served_model(a: argparse.Namespace, task: tasks.Task) -> str:
     """The model `dnc classify`/`dnc segment` use: --model (refused when it is of another task, naming the
     served models of this one), or the server's one model of `task` (its `dnc` among several), said on
     stderr. Resolved once per parsed command line (kept in `a`)."""
@@ -24,10 +25,10 @@ def served_model(a: argparse.Namespace, task: str) -> str:
     return a._served_model
 
 
-def say_choice(a: argparse.Namespace, client: DNCClient, task: str) -> None:
+def say_choice(a: argparse.Namespace, client: DNCClient, task: tasks.Task) -> None:
     """Say on stderr which model a client made with model=None chose (nothing when --model named it)."""
     a._served_model = client.model
     if client.chosen:
-        others = sorted(n for n, t in client.served.items() if t == task and n != client.model)
+        others = [n for n in of_task(client.served, task) if n != client.model]
         also = f" (also served: {', '.join(others)}; pick one with --model)" if others else ""
-        print(f"dnc {a.command}: using the served {NOUNS[task][0]} {client.model!r}{also}", file=sys.stderr)
+        print(f"dnc {a.command}: using the served {task.noun} {client.model!r}{also}", file=sys.stderr)

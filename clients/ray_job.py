@@ -44,8 +44,8 @@ def _segment_one(path: str, out_dir: str, spec: dict, batch_size: int | None, co
     except Exception as e:  # the server unreachable from this worker, a missing export...
         return "failed", f"{type(e).__name__}: {e}"
     try:
-        return "ok", segment_video(Path(path), Path(out_dir), seg, batch_size, concurrency,
-                                   Path(truth_dir) if truth_dir else None, position=0, sampling=sampling,
+        return "ok", segment_video(Path(path), Path(out_dir), seg, batch_size=batch_size, concurrency=concurrency,
+                                   truth_dir=Path(truth_dir) if truth_dir else None, position=0, sampling=sampling,
                                    accept_short=accept_short)
     except (JobError, VideoError) as e:
         return "failed", str(e)
@@ -63,7 +63,7 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int | 
     import ray
 
     if (batch_size is not None and batch_size < 1) or concurrency < 1 or workers < 1:
-        raise JobError(f"--batch-size, --concurrency and --ray-workers must be >= 1, got {batch_size}, "
+        raise JobError(f"`batch_size`, `concurrency` and `workers` must be >= 1, got {batch_size}, "
                        f"{concurrency} and {workers}")
     seg = make_segmenter(spec)
     try:
@@ -72,7 +72,7 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int | 
         seg.close()
     todo, done, redo = pending_videos(videos, out_dir, want, overwrite)
     if not todo:  # all done: no Ray instance to start
-        return job_summary({}, {}, [str(v) for v in done], 0.0, redo)
+        return job_summary({}, {}, skipped=[str(v) for v in done], seconds=0.0, redone=redo)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = not ray.is_initialized()
     if started:
@@ -84,8 +84,9 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int | 
     t0 = time.perf_counter()
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_segment_one)
-        refs = {task.remote(str(v.resolve()), str(out_dir.resolve()), spec, batch_size, concurrency,
-                            str(truth_dir.resolve()) if truth_dir else None, sampling, accept_short): v
+        refs = {task.remote(str(v.resolve()), str(out_dir.resolve()), spec, batch_size=batch_size,
+                            concurrency=concurrency, truth_dir=str(truth_dir.resolve()) if truth_dir else None,
+                            sampling=sampling, accept_short=accept_short): v
                 for v in todo}  # paths as workers see them
         results, failures, pending = {}, {}, list(refs)
         with tqdm(total=len(refs), desc="videos on ray", unit="video", disable=None) as bar:
@@ -103,7 +104,8 @@ def run_on_ray(videos: list[Path], out_dir: Path, spec: dict, batch_size: int | 
     finally:
         if started:
             ray.shutdown()
-    return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0, redo)
+    return job_summary(results, failures, skipped=[str(v) for v in done], seconds=time.perf_counter() - t0,
+                       redone=redo)
 
 
 def check_cluster(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -113,9 +115,9 @@ def check_cluster(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         return
     host, sep, port = address.split("://", 1)[-1].rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise JobError(f"--ray {address}: not a Ray cluster address; give HOST:PORT of the cluster's head (its GCS "
-                       "port, 6379 unless `ray start --head --port` said otherwise), or --ray alone for a local "
-                       "instance")
+        raise JobError(f"Ray `address` {address}: not a Ray cluster address; give HOST:PORT of the cluster's head "
+                       "(its GCS port, 6379 unless `ray start --head --port` said otherwise), or \"local\" for a "
+                       "local instance")
     tls = os.environ.get("RAY_USE_TLS", "0").lower() not in ("", "0", "false")  # (then only a connection is tried)
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
@@ -124,8 +126,8 @@ def check_cluster(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         why = f"no answer within {timeout:.0f} s" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
     if why is not None:
         raise JobError(f"no Ray cluster answers at {address}: {why}; start one there with "
-                       f"`ray start --head --port {port}` or give its head's address (HOST:PORT), or use --ray alone "
-                       "for a local instance") from None
+                       f"`ray start --head --port {port}` or give its head's address (HOST:PORT), or \"local\" for a "
+                       "local instance") from None
 
 
 def _not_gcs(address: str, timeout: float) -> str | None:

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from dnc.clients.printable import shown
 from dnc.core import formats as F
+from dnc.core.errors import InputError
 from dnc.core.safe_files import Temp, remove_stale
 
 BACKGROUND = "background"  # a class of this name is left uncoloured in overlays
@@ -75,12 +76,15 @@ def segmentations(out: dict[str, np.ndarray], sources: list[str]) -> list[Segmen
         names = [_text(v) for v in out[F.CLASS_LABEL][i]]
         counts = out[F.CLASS_PIXELS][i]
         present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
-        classes = [ClassEvidence(c, names[c], int(counts[c]), float(counts[c]) / labels.size,
-                                 float(out[F.CLASS_SCORE][i, c]), int(out[F.CLASS_SUBCENTROID][i, c]),
-                                 int(out[F.CLASS_EXEMPLAR_ID][i, c]), _text(out[F.CLASS_EXEMPLAR][i, c]),
-                                 tuple(int(v) for v in out[F.CLASS_EXEMPLAR_YX][i, c])) for c in present]
+        classes = [ClassEvidence(class_id=c, label=names[c], pixels=int(counts[c]),
+                                 fraction=float(counts[c]) / labels.size, mean_score=float(out[F.CLASS_SCORE][i, c]),
+                                 subcentroid=int(out[F.CLASS_SUBCENTROID][i, c]),
+                                 exemplar_id=int(out[F.CLASS_EXEMPLAR_ID][i, c]),
+                                 exemplar=_text(out[F.CLASS_EXEMPLAR][i, c]),
+                                 exemplar_yx=tuple(int(v) for v in out[F.CLASS_EXEMPLAR_YX][i, c])) for c in present]
         maps = {n: out[n][i] for n in F.MAP_OUTPUTS if n in out and out[n][i].size}
-        result.append(Segmentation(source, _text(set_ids[i]), labels, names, classes, maps))
+        result.append(Segmentation(source=source, set_id=_text(set_ids[i]), labels=labels, class_names=names,
+                                   classes=classes, maps=maps))
     return result
 
 
@@ -110,7 +114,7 @@ def blend(picture: np.ndarray, seg: Segmentation, alpha: float = 0.5) -> np.ndar
     """The picture (H, W, C uint8) with each non-background class's colour blended in at `alpha`: (H, W, 3)."""
     rgb = np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture
     if rgb.shape[:2] != seg.labels.shape:
-        raise ValueError(f"{seg.source}: the picture is {rgb.shape[1]} x {rgb.shape[0]} but its labels are "
+        raise InputError(f"{seg.source}: the picture is {rgb.shape[1]} x {rgb.shape[0]} but its labels are "
                          f"{seg.labels.shape[1]} x {seg.labels.shape[0]}")
     colours = np.asarray(palette(seg.class_names), np.float32)[seg.labels]  # (H, W, 3)
     keep = np.array([n != BACKGROUND for n in seg.class_names])[seg.labels][..., None]  # (H, W, 1)
@@ -138,8 +142,6 @@ LEGEND_MIN_WIDTH = 160  # pixels: room for one entry beside a small picture (Fas
 
 
 def _font(width: int):
-    from PIL import ImageFont
-
     size = int(np.clip(width / 40, 10, 24))  # legible on a 64-pixel scene and on a 1080p frame
     try:
         return ImageFont.load_default(size=size), size
@@ -150,8 +152,6 @@ def _font(width: int):
 def legend(seg: Segmentation, width: int, rows: int | None = None) -> Image.Image:
     """A strip naming the classes present with their colours: entries flow left to right and wrap; at least
     LEGEND_MIN_WIDTH wide, its height even (H.264 frames need even sides)."""
-    from PIL import ImageDraw
-
     width = max(width, LEGEND_MIN_WIDTH)
     font, size = _font(width)
     pad, line = max(2, size // 3), size + max(4, size // 2)

@@ -12,11 +12,20 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-from dnc.clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, DNCClient
+from tqdm import tqdm
+
+from dnc.clients import flags
+from dnc.clients.client import DEFAULT_URLS, INPUTS, PROTOCOLS, ClientError, DNCClient
+from dnc.clients.image_job import ImageJob, served_set_id
 from dnc.clients.model_option import served_model
-from dnc.clients.video_job import collect_videos
+from dnc.clients.ray_job import run_on_ray
+from dnc.clients.seg_results import segmentations
+from dnc.clients.video_job import collect_videos, make_segmenter, run_job, summary_text
+from dnc.core import tasks
+from dnc.core.errors import InputError
 from dnc.core.images import IMAGE_EXTENSIONS, DataError, read_picture
-from dnc.core.video import VIDEO_EXTENSIONS
+from dnc.core.preprocess import ImageError
+from dnc.core.video import VIDEO_EXTENSIONS, Sampling
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
@@ -75,21 +84,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_segment(a: argparse.Namespace) -> int:
-    if a.batch_size is not None and a.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
+    counts = {"batch_size": a.batch_size, "concurrency": a.concurrency, "ray_workers": a.ray_workers}
+    for name, n in counts.items():
+        if n is not None and n < 1:
+            raise InputError(f"`{name}` must be >= 1, got {n}")
     if a.downscale and a.in_process:
-        raise ValueError("--downscale goes with a served segmenter (--in-process takes pictures up to its export's "
-                         "own limit)")
+        raise InputError("`downscale` goes with a served segmenter (`in_process` takes pictures up to its "
+                         "export's own limit)")
     if a.centroids and not a.in_process:
-        raise ValueError("--centroids goes with --in-process (a server's class list changes with `dnc swap`)")
+        raise InputError("`centroids` goes with `in_process` (a server's class list changes with `dnc swap`)")
     images, videos = split_media(a.paths)  # a missing path is named before any server is contacted
-    video_only = {"--truth": a.truth, "--ray": a.ray, "--every": a.every != 1, "--sample-fps": a.sample_fps,
-                  "--accept-short": a.accept_short}
+    video_only = {"truth": a.truth, "ray": a.ray, "every": a.every != 1, "sample_fps": a.sample_fps,
+                  "accept_short": a.accept_short}
     if any(video_only.values()) and not videos:
-        raise ValueError(f"{', '.join(k for k, v in video_only.items() if v)}: for videos, and no video was given")
+        raise InputError(f"{', '.join(f'`{k}`' for k, v in video_only.items() if v)}: for videos, and no video "
+                         "was given")
     out = Path(a.out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+        raise InputError(f"`out` {out} is a file, not a folder")
     status = _segment_images(a, images, out) if images else 0
     if videos:
         status = max(status, _segment_videos(a, videos, out))
@@ -117,37 +129,33 @@ def split_media(paths: list[str]) -> tuple[list[Path], list[Path]]:
 
 
 def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int:
-    from dnc.clients.video_job import make_segmenter, run_job, summary_text
-    from dnc.core.video import Sampling
-
     sampling = Sampling(a.every, a.sample_fps)  # refuses --every 0
 
     absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731 (Ray workers may run elsewhere)
     spec = ({"kind": "local", "export": absolute(a.in_process), "centroids": absolute(a.centroids),
              "threads": a.threads} if a.in_process
-            else {"kind": "server", "url": a.url, "protocol": a.protocol, "model": served_model(a, "segmentation"),
-                  "downscale": a.downscale})
+            else {"kind": "server", "url": a.url, "protocol": a.protocol,
+                  "model": served_model(a, tasks.SEGMENTATION), "downscale": a.downscale})
     truth = Path(a.truth) if a.truth else None
     if truth is not None and not (truth / "classes.json").is_file():
-        raise ValueError(f"--truth {truth}: not a clips folder (no classes.json); write one with "
-                         "`dnc write-scenes --video N`")
+        raise InputError(f"`truth` {truth}: not a clips folder (no classes.json); write one with "
+                         "`dnc write-scenes` (`video` N)")
+    job = {"batch_size": a.batch_size, "concurrency": a.concurrency, "truth_dir": truth, "sampling": sampling,
+           "accept_short": a.accept_short, "overwrite": a.overwrite}
     if a.ray:
-        from dnc.clients.ray_job import run_on_ray
-
-        summary = run_on_ray(videos, out, spec, a.batch_size, a.concurrency, truth, a.ray, a.ray_workers, sampling,
-                             a.accept_short, a.overwrite)  # (checks the server or export before Ray starts)
+        summary = run_on_ray(videos, out, spec, address=a.ray, workers=a.ray_workers,
+                             **job)  # (checks the server or export before Ray starts)
     else:
         seg = make_segmenter(spec)
         try:
-            summary = run_job(videos, out, seg, a.batch_size, a.concurrency, truth, sampling, a.accept_short,
-                              a.overwrite)
+            summary = run_job(videos, out, seg, **job)
         finally:
             seg.close()
     if a.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "per_video"} | {"per_video": {
-            v: {k: x for k, x in r.items() if k != "confusion"} for v, r in summary["per_video"].items()}}))
+        print(flags.shown(json.dumps({k: v for k, v in summary.items() if k != "per_video"} | {"per_video": {
+            v: {k: x for k, x in r.items() if k != "confusion"} for v, r in summary["per_video"].items()}}), a))
     else:
-        print(summary_text(summary))
+        print(flags.shown(summary_text(summary), a))
         print(f"outputs in {out}")
     return 1 if summary["failed"] else 0
 
@@ -155,29 +163,22 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
 def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     """Each answer written as its request returns (clients/image_job.py); pictures done by an earlier run with
     the class list served now are skipped unless --overwrite; failed requests retried (DNCClient.retried)."""
-    from dnc.clients.client import ClientError
-    from dnc.clients.image_job import ImageJob, served_set_id
-
     if a.in_process:
         return _in_process(a, files, out)
-    with DNCClient(a.url, a.protocol, served_model(a, "segmentation"), downscale=a.downscale) as client:
+    with DNCClient(a.url, a.protocol, served_model(a, tasks.SEGMENTATION), downscale=a.downscale) as client:
         job = ImageJob(files, out, client.preprocessing, a.json)
         try:
             todo = job.pending(lambda: served_set_id(client), a.overwrite)
-            client.segment_files(todo, a.batch_size, job.failed, a.how, a.maps, on_result=job.write)
+            client.segment_files(todo, batch_size=a.batch_size, skipped=job.failed, how=a.how, maps=a.maps,
+                                 on_result=job.write)
         except ClientError as e:  # the server gone for longer than the retries wait
             raise ClientError(job.stopped(e)) from None
-    return job.report()
+    return job.report(lambda text: flags.shown(text, a))
 
 
 def _in_process(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     """Segment files one by one with the export in-process, each written as it is answered."""
-    from tqdm import tqdm
-
-    from dnc.clients.image_job import ImageJob
-    from dnc.clients.seg_results import segmentations
-    from dnc.core.preprocess import ImageError
-    from dnc.export.seg_infer import InProcessSegmenter
+    from dnc.export.seg_infer import InProcessSegmenter  # (imports onnxruntime)
 
     seg = InProcessSegmenter(a.in_process, a.centroids, a.threads)
     job = ImageJob(files, out, seg.preprocessing, a.json)
@@ -191,7 +192,7 @@ def _in_process(a: argparse.Namespace, files: list[Path], out: Path) -> int:
             continue
         for s in answers:
             job.write(s)
-    return job.report()
+    return job.report(lambda text: flags.shown(text, a))
 
 
 def _rate(text: str) -> Fraction:

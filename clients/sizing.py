@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from io import BytesIO
 
 import numpy as np
 from PIL import Image
@@ -32,7 +33,7 @@ from dnc.core import formats as F
 log = logging.getLogger(__name__)
 
 PARAMETER = "max_pixels"  # the config parameter that carries the budget (serving/repository.configs)
-FLAG = "--downscale"
+FLAG = "`downscale`"  # the parameter that sends them downscaled (DNCClient, ServerSegmenter)
 
 
 def served_budget(config_of, model: str) -> int | None:
@@ -93,8 +94,6 @@ def downscaled(picture: np.ndarray, max_pixels: int) -> np.ndarray:
 
 def png(picture: np.ndarray) -> bytes:
     """A (H, W, C) uint8 picture as PNG bytes (a downscaled picture sent as `--input encoded`)."""
-    from io import BytesIO
-
     buf = BytesIO()
     Image.fromarray(picture[:, :, 0] if picture.shape[2] == 1 else picture).save(buf, "PNG")
     return buf.getvalue()

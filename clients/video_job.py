@@ -44,12 +44,15 @@ import numpy as np
 from tqdm import tqdm
 
 from dnc.clients import sizing
+from dnc.clients.client import ClientError, DNCClient
 from dnc.clients.printable import shown
 from dnc.clients.seg_results import Segmentation, overlay, segmentations
 from dnc.clients.video_outputs import Outputs, pending_videos, sampling_text, wanted
 from dnc.clients.video_requests import answers
-from dnc.core import video
+from dnc.core import formats as F
+from dnc.core import tasks, video
 from dnc.core.errors import DNCError
+from dnc.core.preprocess import ImageError
 from dnc.core.seg_folder import read_classes
 
 log = logging.getLogger(__name__)
@@ -73,8 +76,9 @@ class ServerSegmenter:
         self.args, self._local, self._clients = (url, protocol, model), threading.local(), []
         self._generation = 0  # bumped by release(): requests of a released video are not retried
         first = self._client()  # connects now: a wrong address or a classifier is refused before any video
-        if first.task != "segmentation":
-            raise JobError(f"model {model!r} is a {first.task} model; segmenting videos needs a segmenter")
+        if not first.task.dense:
+            raise JobError(f"model {model!r} is a {first.task.noun}; segmenting videos needs a "
+                           f"{tasks.SEGMENTATION.noun}")
         self.describe = f"{model} at {first.url} ({protocol})"
         self.model = {"served": model, "url": first.url}  # a rerun compares the name (video_outputs)
         self._prep = first.preprocessing
@@ -85,7 +89,8 @@ class ServerSegmenter:
         the model's max batch); frames above the per-picture limit fail the video unless downscaled."""
         if height * width > self.max_pixels:
             if not self.downscale:
-                raise JobError(sizing.too_large("each frame", width, height, self.max_pixels, self.args[2]))
+                raise JobError(sizing.too_large("each frame", width=width, height=height, max_pixels=self.max_pixels,
+                                                model=self.args[2]))
             width, height = sizing.fitted(width, height, self.max_pixels)
         cap = min(batch_size or self.max_batch, self.max_batch)
         return sizing.per_request(self.max_pixels, height * width, cap)
@@ -93,9 +98,6 @@ class ServerSegmenter:
     def set_id(self) -> str:
         """The class list (set id) the served model answers with now: one blank picture at its trained size,
         asking for the set id only."""
-        from dnc.clients.client import ClientError
-        from dnc.core import formats as F
-
         size, chans = int(self._prep["image_size"]), int(self._prep["channels"])
         try:
             out = self._client().infer(np.zeros((1, size, size, chans), np.uint8), (F.SET_ID,), F.PIXELS)  # (1,)
@@ -105,8 +107,6 @@ class ServerSegmenter:
         return v.decode() if isinstance(v, bytes) else str(v)
 
     def _client(self):
-        from dnc.clients.client import DNCClient
-
         c = getattr(self._local, "client", None)
         if c is None:
             c = self._local.client = DNCClient(*self.args)
@@ -114,8 +114,6 @@ class ServerSegmenter:
         return c
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
-        from dnc.clients.client import ClientError
-
         generation, (h, w) = self._generation, frames.shape[1:3]
         small = self.downscale and h * w > self.max_pixels
         sent = np.stack([sizing.downscaled(f, self.max_pixels) for f in frames]) if small else frames
@@ -151,7 +149,7 @@ class LocalSegmenter:
     """An export run in-process (export/seg_infer.py), optionally with another centroid set."""
 
     def __init__(self, export: str | Path, centroids: str | Path | None = None, threads: int = 0):
-        from dnc.export.seg_infer import InProcessSegmenter
+        from dnc.export.seg_infer import InProcessSegmenter  # (imports onnxruntime)
 
         self.seg = InProcessSegmenter(export, centroids, threads)
         self.describe = f"{export} in-process"
@@ -166,8 +164,6 @@ class LocalSegmenter:
         return batch_size or LOCAL_BATCH
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
-        from dnc.core.preprocess import ImageError
-
         try:
             return segmentations(self.seg.run(frames), [str(i) for i in range(len(frames))])
         except ImageError as e:  # a frame beyond the size limit: this video fails, the job goes on
@@ -195,7 +191,7 @@ class Truth:
     def __init__(self, folder: Path, name: str):
         path = folder / "masks" / f"{name}.masks.mkv"
         if not path.is_file():
-            raise JobError(f"--truth {folder}: no {path.name} under masks/ for video {name}")
+            raise JobError(f"truth folder {folder}: no {path.name} under masks/ for video {name}")
         self.names = read_classes(folder).names
         self.index = {n: i for i, n in enumerate(self.names)}
         self.frames = video.masks(path)
@@ -302,7 +298,8 @@ def segment_video(path: Path, out_dir: Path, seg, batch_size: int | None = None,
                     done = to
 
             frames = video.frames(path, sampling, decoding, damage_ends=True)
-            for frame, s in answers(frames, seg, batch_size, max(1, concurrency), timing, plan):
+            for frame, s in answers(frames, seg, batch_size=batch_size, concurrency=max(1, concurrency), timing=timing,
+                                    plan=plan):
                 t = time.perf_counter()
                 sink.write(frame, s)
                 timing["write"] += time.perf_counter() - t
@@ -311,9 +308,9 @@ def segment_video(path: Path, out_dir: Path, seg, batch_size: int | None = None,
         sink.close()
         short = decoding.shortfall()
         if short and not accept_short:
-            raise JobError(f"{short}; --accept-short writes the frames decoded")
+            raise JobError(f"{short}; `accept_short` writes the frames decoded")
         if short:
-            log.warning("%s: %s; written, marked short (--accept-short)", path, short)
+            log.warning("%s: %s; written, marked short (`accept_short`)", path, short)
         if truth and not short and (n := truth.count()) != decoding.decoded:
             raise JobError(f"the truth has {n} frames, the video {decoding.decoded}")
         seconds = time.perf_counter() - t0
@@ -355,7 +352,7 @@ def collect_videos(paths: list[str | Path]) -> list[Path]:
     for f in found:
         if f.stem in stems:
             raise JobError(f"two videos would write the same outputs: {stems[f.stem]} and {f} (rename one, or run "
-                           "them into different --out folders)")
+                           "them into different output folders)")
         stems[f.stem] = f
     return found
 
@@ -366,7 +363,7 @@ def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int | None = Non
     """Segment videos one after the other (each with `concurrency` requests in flight); returns the job's
     summary: per video its summary or why it failed; finished videos skipped (video_outputs.pending_videos)."""
     if (batch_size is not None and batch_size < 1) or concurrency < 1:
-        raise JobError(f"--batch-size and --concurrency must be >= 1, got {batch_size} and {concurrency}")
+        raise JobError(f"`batch_size` and `concurrency` must be >= 1, got {batch_size} and {concurrency}")
     todo, done, redo = pending_videos(videos, out_dir, wanted(seg, sampling, accept_short), overwrite)
     total = sum(_declared_frames(v) for v in todo)
     results, failures = {}, {}
@@ -374,13 +371,14 @@ def run_job(videos: list[Path], out_dir: Path, seg, batch_size: int | None = Non
     with tqdm(total=total or None, desc="all videos", unit="frame", position=0, disable=None) as overall:
         for v in todo:
             try:
-                results[str(v)] = segment_video(v, out_dir, seg, batch_size, concurrency, truth_dir,
-                                                on_frames=overall.update, sampling=sampling,
+                results[str(v)] = segment_video(v, out_dir, seg, batch_size=batch_size, concurrency=concurrency,
+                                                truth_dir=truth_dir, on_frames=overall.update, sampling=sampling,
                                                 accept_short=accept_short)
             except Exception as e:  # any error fails this video only (Ctrl-C stops the job)
                 failures[str(v)] = str(e) if isinstance(e, JobError | video.VideoError) else f"{type(e).__name__}: {e}"
                 log.error("%s failed: %s", v, failures[str(v)])
-    return job_summary(results, failures, [str(v) for v in done], time.perf_counter() - t0, redo)
+    return job_summary(results, failures, skipped=[str(v) for v in done], seconds=time.perf_counter() - t0,
+                       redone=redo)
 
 
 def _declared_frames(v: Path) -> int:

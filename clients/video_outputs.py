@@ -134,8 +134,8 @@ def redo_reason(outs: Outputs, want: dict) -> str | None:
     if made is None:
         return bad
     if made.get("short") and not want.get("accept_short"):  # (first: this is why the redo will fail)
-        return (f"written short with --accept-short ({made.get('shortfall') or 'frames missing'}); without "
-                "--accept-short a short video fails")
+        return (f"written short with `accept_short` ({made.get('shortfall') or 'frames missing'}); without "
+                "`accept_short` a short video fails")
     if made.get("set_ids") != want["set_ids"]:  # (next: a swap is the usual reason, and says the most)
         lists = made.get("set_ids") or []
         was = (f"list {lists[0]}" if len(lists) == 1 else f"lists {', '.join(lists)} (a swap mid-video)" if lists
@@ -174,7 +174,7 @@ def pending_videos(videos: list[Path], out_dir: Path, want: dict, overwrite: boo
         if not outs.done():
             todo.append(v)
             continue
-        why = "--overwrite" if overwrite else redo_reason(outs, want)
+        why = "`overwrite`" if overwrite else redo_reason(outs, want)
         if why is None:
             done.append(v)
         else:

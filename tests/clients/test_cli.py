@@ -2,9 +2,69 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from dnc.clients.cli import main
+from dnc.clients import classify_cli
+from dnc.clients.cli import build_parser, main
+from dnc.clients.flags import flagged, option_flags
+from dnc.core.errors import DNCError
+
+
+class Refused(DNCError):
+    """A project error that is no ValueError: caught for being a DNCError, not for its built-in base."""
+
+
+def test_errors_with_a_cause_outside_the_code_print_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["classify", str(tmp_path / "empty")]) == 2  # core.images.DataError, through the real command
+    err = capsys.readouterr().err
+    assert err.startswith("dnc classify: error: no image files") and err.count("\n") == 1, err
+    assert main(["classify", str(tmp_path / "missing.png")]) == 2  # a file the user named is missing (OSError)
+    err = capsys.readouterr().err
+    assert err == f"dnc classify: error: no such file or folder: {tmp_path / 'missing.png'}\n"
+
+
+@pytest.mark.parametrize("error", [Refused("the server said no"), KeyError("top"), TypeError("bad call")])
+def test_the_dispatcher_prints_project_errors_and_lets_bugs_keep_their_traceback(error, monkeypatch, capsys):
+    """A DNCError raised by a command is one line and exit 2; anything else (here KeyError, TypeError: a bug)
+    leaves main() with its traceback."""
+    def command(a):
+        raise error
+
+    monkeypatch.setattr(classify_cli, "cmd_classify", command)
+    if isinstance(error, DNCError):
+        assert main(["classify", "x.png"]) == 2
+        assert capsys.readouterr().err == "dnc classify: error: the server said no\n"
+    else:
+        with pytest.raises(type(error)):
+            main(["classify", "x.png"])
+        assert "error:" not in capsys.readouterr().err
+
+
+def test_library_messages_show_the_running_commands_options_as_flags(tmp_path, capsys):
+    """The library names its parameters (DNCClient: "`url` is empty"); `dnc classify` shows them as its flags."""
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    assert main(["classify", str(tmp_path / "a.png"), "--url", " "]) == 2
+    assert capsys.readouterr().err == ("dnc classify: error: --url is empty: give the server's HOST:PORT, or leave "
+                                       "--url out for localhost:8000\n")
+    assert main(["segment", str(tmp_path / "a.png"), "--out", str(tmp_path / "a.png"), "--input", "encoded"]) == 2
+    assert capsys.readouterr().err == f"dnc segment: error: --out {tmp_path / 'a.png'} is a file, not a folder\n"
+
+
+def test_flag_mapping_names_only_the_options_of_the_running_subcommand():
+    parser = build_parser()
+    argv = ["-v", "repo", "build", "EXPORT", "--repo", "R"]
+    flags = option_flags(parser, parser.parse_args(argv), argv)
+    assert flags["repo"] == "--repo" and flags["verbose"] == "-v"  # nested subcommand; the spelling typed
+    assert "help" not in flags and "http_port" not in flags  # `dnc serve --http-port`: another command's
+    text = "`repo` R is busy: stop that server (`dnc stop`, `repo` R) or change `http_port`"
+    assert flagged(text, flags) == "--repo R is busy: stop that server (`dnc stop`, --repo R) or change `http_port`"
+    argv = ["serve", "--repo", "R", "--http-port", "5"]
+    assert option_flags(parser, parser.parse_args(argv), argv)["http_port"] == "--http-port"
+    argv = ["classify", "x.png", "--input", "encoded"]
+    assert option_flags(parser, parser.parse_args(argv), argv)["how"] == "--input"  # dest differs from the flag
 
 
 def test_unknown_dataset_path(tmp_path, capsys):
@@ -62,7 +122,7 @@ def test_the_dnc_command_starts_without_torch_onnx_or_onnxruntime():
     import subprocess
     import sys
 
-    code = ("import sys; from clients.cli import build_parser; build_parser().parse_args(['classify', 'x.png']); "
+    code = ("import sys; from dnc.clients.cli import build_parser; build_parser().parse_args(['classify', 'x.png']); "
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -77,7 +137,7 @@ def test_the_model_a_client_uses_when_none_is_named():
     both = {"dnc": "classification", "scenes": "segmentation"}
     assert choose_model(both, "segmentation", "u") == "scenes" and choose_model(both, "classification", "u") == "dnc"
     assert choose_model({"a": "classification", "dnc": "classification"}, "classification", "u") == "dnc"
-    with pytest.raises(ClientError, match="^several segmenters are served at u: a, b; pass --model$"):
+    with pytest.raises(ClientError, match="^several segmenters are served at u: a, b; pass `model`$"):
         choose_model({"a": "segmentation", "b": "segmentation", "dnc": "classification"}, "segmentation", "u")
     with pytest.raises(ClientError, match="^no segmenter is served at u; served classifiers: dnc, x$"):
         choose_model({"dnc": "classification", "x": "classification"}, "segmentation", "u")

@@ -32,9 +32,10 @@ def test_fitted_keeps_the_aspect_within_the_limit(w, h):
 
 
 def test_the_refusal_names_the_picture_its_size_the_limit_and_the_flag():
-    msg = sizing.too_large("picture a/b.png", 3840, 2160, BUDGET, "scenes")
+    """(The library names its parameter, `downscale`; `dnc segment` shows it as --downscale: test_segment_serving.)"""
+    msg = sizing.too_large("picture a/b.png", width=3840, height=2160, max_pixels=BUDGET, model="scenes")
     assert msg == ("picture a/b.png is 3840x2160 (8.3 million pixels), more than the 4.2 million the served model "
-                   "'scenes' takes per picture: pass --downscale to send it downscaled to 2730x1536 (its labels are "
+                   "'scenes' takes per picture: pass `downscale` to send it downscaled to 2730x1536 (its labels are "
                    "brought back to 3840x2160)")
 
 

@@ -55,7 +55,7 @@ def test_sampling_picks_the_frames_it_says(clips, tmp_path):
     assert video.Sampling(fps=Fraction(25)).rate(Fraction(FPS)) == FPS
     with pytest.raises(ValueError, match="give one"):
         video.Sampling(every=2, fps=Fraction(1))
-    with pytest.raises(ValueError, match="--every must be >= 1"):
+    with pytest.raises(ValueError, match="`every` must be >= 1"):  # (`dnc segment` shows --every: below)
         video.Sampling(every=0)
 
 
