@@ -1,9 +1,16 @@
 """`dnc repo build`, `dnc serve`, `dnc stop`, `dnc swap` and `dnc status`: thin wrappers over the serving
-library."""
+library, added to the one `dnc` command (clients/cli.py).
+
+Every command takes `--repo` and none has a default: a default folder would be relative to where the
+command runs, which in a checkout is the source tree (the old default wrote built models, weights and
+server state into the committed model_repository/), and a hidden per-user folder would be shared by every
+project of that user. A repository is a deployment artefact its user names.
+"""
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import ipaddress
 import json
 import signal
@@ -12,19 +19,25 @@ import sys
 import time
 from pathlib import Path
 
+from dnc.core.errors import InputError
 from dnc.serving.own_folder import open_log, own_tree, run_folder
+from dnc.serving.repository import RUNTIMES, build
+from dnc.serving.server import ServerError, TritonServer, find_tritonserver
+from dnc.serving.state import is_running, read_state, stop_detached
+from dnc.serving.status import render, status
+from dnc.serving.supervisor import Supervisor
+from dnc.serving.swap import swap
 
 _D = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from dnc.serving.repository import RUNTIMES
-
     repo = sub.add_parser("repo", help="Triton model repositories").add_subparsers(dest="repo_command", required=True,
                                                                                    metavar="ACTION")
     p = repo.add_parser("build", formatter_class=_D, help="generate a Triton model repository from an export")
     p.add_argument("export", help="export folder written by `dnc export`")
-    p.add_argument("--repo", default="model_repository", help="repository folder to write")
+    p.add_argument("--repo", required=True, help="repository folder to write (a new or empty folder, or one "
+                   "`dnc repo build` wrote)")
     p.add_argument("--runtime", choices=RUNTIMES, default="python",
                    help="python: python-backend models running onnxruntime (the local server); onnxruntime, "
                         "tensorrt: native backends of the official Triton container")
@@ -45,7 +58,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", formatter_class=_D,
                        help="start tritonserver on a model repository, supervised (restarted after a crash)")
-    p.add_argument("--repo", default="model_repository", help="repository built by `dnc repo build`")
+    p.add_argument("--repo", required=True, help="repository built by `dnc repo build`")
     p.add_argument("--http-port", type=int, default=8000, help="0: a free port")
     p.add_argument("--grpc-port", type=int, default=8001, help="0: a free port")
     p.add_argument("--metrics-port", type=int, default=8002, help="0: a free port")
@@ -67,12 +80,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("stop", formatter_class=_D, help="stop a server started with `dnc serve --detach`")
-    p.add_argument("--repo", default="model_repository")
+    p.add_argument("--repo", required=True, help="the repository the server serves")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("swap", formatter_class=_D,
                        help="replace the class list of a running server by a centroid set (one reload, no gap)")
-    p.add_argument("--repo", default="model_repository", help="the repository the server serves")
+    p.add_argument("--repo", required=True, help="the repository the server serves")
     p.add_argument("--centroids", required=True, help="centroid set folder (from `dnc centroids`)")
     p.add_argument("--model", default=None, help="the model whose class list changes (default: the repository's "
                    "only model)")
@@ -86,7 +99,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", formatter_class=_D,
                        help="what a repository serves (models, tasks, class lists) and its server's address and "
                             "health; exit status 1 when a server is recorded but unhealthy")
-    p.add_argument("--repo", default="model_repository", help="repository built by `dnc repo build`")
+    p.add_argument("--repo", required=True, help="repository built by `dnc repo build`")
     p.add_argument("--url", default=None, help="gRPC address of the server to ask (default: from `dnc serve`'s "
                    "state file; without one, nothing is asked)")
     p.add_argument("--timeout", type=float, default=5, help="seconds each question to the server may take")
@@ -95,12 +108,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_repo_build(a: argparse.Namespace) -> int:
-    from dnc.serving.repository import build
-
     if Path(a.repo).is_dir():
         own_tree(Path(a.repo))  # a repository another user prepared (or may write) could change what runs
-    info = build(a.export, a.repo, a.runtime, a.centroids, a.max_batch, a.top_k, a.threads, a.instances, a.device,
-                 name=a.name, max_pixels=a.max_pixels)
+    info = build(a.export, a.repo, runtime_name=a.runtime, centroids=a.centroids, max_batch=a.max_batch,
+                 top_k=a.top_k, threads=a.threads, instances=a.instances, device=a.device, name=a.name,
+                 max_pixels=a.max_pixels)
     if a.json:
         print(json.dumps(info))
     else:
@@ -112,26 +124,21 @@ def cmd_repo_build(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from dnc.serving.server import TritonServer, find_tritonserver
-    from dnc.serving.state import is_running, read_state
-
     repo = Path(a.repo)
     _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)
     state = read_state(repo)
     if state is not None and is_running(state):
-        raise ValueError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
-                         f"HTTP {state['http']}); stop it with `dnc stop --repo {repo}`")
+        raise InputError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
+                         f"HTTP {state['http']}); stop it first (`dnc stop`, `repo` {repo})")
     run_dir = repo.resolve().with_name(f".{repo.resolve().name}.server")
     if repo.is_dir():  # (a missing repository is named by the server's start)
         own_tree(repo)  # what the server will execute: this user's alone
     run_folder(run_dir)
     if a.detach:
         return _detach(a, run_dir)
-    from dnc.serving.supervisor import Supervisor
-
     lock = _hold_serve_lock(repo, run_dir)  # held until this process exits  # noqa: F841
-    server = TritonServer(repo, a.http_port, a.grpc_port, a.metrics_port, host=a.host, run_dir=run_dir,
-                          private_shm=not a.shared_shm)
+    server = TritonServer(repo, http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, host=a.host,
+                          run_dir=run_dir, private_shm=not a.shared_shm)
     # Explicit handlers, set before the (long) start so an interrupt then still stops the server: a
     # process started in the background of a non-interactive shell inherits SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal of a foreground serve closed
@@ -146,16 +153,14 @@ def cmd_serve(a: argparse.Namespace) -> int:
 def _hold_serve_lock(repo: Path, run_dir: Path):
     """One supervisor per repository: an exclusive lock in its run folder, taken before anything starts
     (closes the window between the state-file check and the state file being written)."""
-    import fcntl
-
     run_folder(run_dir)
     lock = open_log(run_dir / "serve.lock")  # (kept open: the lock lives with the process)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise ValueError(f"another `dnc serve` is starting or running on {repo}; stop it with "
-                         f"`dnc stop --repo {repo}`") from None
+        raise InputError(f"another `dnc serve` is starting or running on {repo}; stop it first (`dnc stop`, "
+                         f"`repo` {repo})") from None
     return lock
 
 
@@ -163,11 +168,11 @@ def _check_host(host: str, allow_remote: bool, bundled: bool) -> None:
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
-        raise ValueError(f"--host {host!r} is not an IP address (give 127.0.0.1, 0.0.0.0 or an interface's "
+        raise InputError(f"`host` {host!r} is not an IP address (give 127.0.0.1, 0.0.0.0 or an interface's "
                          "address)") from None
     if bundled and not loopback and not allow_remote:
-        raise ValueError(f"--host {host}: the bundled Triton 2.51 has published unauthenticated crash and "
-                         "code-execution vulnerabilities, so it listens on loopback only; add --allow-remote to "
+        raise InputError(f"`host` {host}: the bundled Triton 2.51 has published unauthenticated crash and "
+                         "code-execution vulnerabilities, so it listens on loopback only; set `allow_remote` to "
                          "expose it on a network you trust (README, Security)")
 
 
@@ -177,13 +182,11 @@ def _announce(server) -> None:
 
 
 def _detach(a: argparse.Namespace, run_dir: Path) -> int:
-    """Start `dnc serve` (the supervisor) in a session of its own and return once its server is ready."""
-    from dnc.serving.server import ServerError
-    from dnc.serving.state import read_state
-
+    """Start `dnc serve` (the supervisor) in a session of its own, through the one `dnc` entry point, and
+    return once its server is ready."""
     run_folder(run_dir)
     out = run_dir / "supervisor.log"
-    cmd = [sys.executable, "-m", "dnc.serving.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
+    cmd = [sys.executable, "-m", "dnc.clients.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
            "--grpc-port", str(a.grpc_port), "--metrics-port", str(a.metrics_port), "--host", a.host,
            "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else []),
            *(["--shared-shm"] if a.shared_shm else [])]
@@ -206,23 +209,18 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
-    from dnc.serving.state import stop_detached
-
     pid = stop_detached(a.repo)
     print(f"stopped the server of {a.repo} (pid {pid})" if pid else f"no server running for {a.repo}")
     return 0
 
 
 def cmd_swap(a: argparse.Namespace) -> int:
-    from dnc.serving.state import read_state
-    from dnc.serving.swap import swap
-
     state = read_state(a.repo) or {}
     if a.url == "":
-        raise ValueError("--url is empty: give the server's gRPC HOST:PORT, or leave --url out to use the "
+        raise InputError("`url` is empty: give the server's gRPC HOST:PORT, or leave `url` out to use the "
                          "state file of `dnc serve`")
     url = a.url or state.get("grpc") or "localhost:8001"
-    res = swap(a.repo, a.centroids, url, a.timeout, log_file=state.get("log"), name=a.model)
+    res = swap(a.repo, a.centroids, url=url, timeout=a.timeout, log_file=state.get("log"), name=a.model)
     if a.json:
         print(json.dumps(res))
     else:
@@ -232,10 +230,8 @@ def cmd_swap(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from dnc.serving.status import render, status
-
     if a.url is not None and not a.url.strip():
-        raise ValueError("--url is empty: give the server's gRPC HOST:PORT, or leave --url out to use the "
+        raise InputError("`url` is empty: give the server's gRPC HOST:PORT, or leave `url` out to use the "
                          "state file of `dnc serve`")
     report = status(a.repo, a.url, a.timeout)
     print(json.dumps(report) if a.json else render(report))
@@ -246,26 +242,3 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m dnc.serving.cli serve ...`: what `dnc serve --detach` runs in the background (the serving
-    commands alone, without the training and client layers' imports)."""
-    import logging
-
-    from dnc.serving.server import ServerError
-
-    ap = argparse.ArgumentParser(prog="dnc")
-    add_commands(ap.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        return args.func(args)
-    except (ValueError, ServerError) as e:
-        print(f"dnc {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

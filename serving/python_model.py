@@ -1,4 +1,7 @@
-"""Triton python-backend model of a DNC repository: the prep step, or one ONNX graph run with onnxruntime.
+"""Triton python-backend models of a DNC repository: the prep step, or one ONNX graph run with onnxruntime.
+
+Each role is a class of its own (PrepModel, GraphModel; what they share is in _Model and the functions
+below); TritonPythonModel, which Triton's stub loads, builds the one its config's `role` names.
 
 `dnc repo build` copies this file to <model>/1/model.py (and, for the prep step, core/preprocess.py
 beside it). It runs inside Triton's python stub, so it imports only numpy, onnxruntime, PIL and Triton's
@@ -88,11 +91,12 @@ def _sibling(name):
     return module
 
 
-class TritonPythonModel:
-    def initialize(self, args):
+class _Model:
+    """What every role shares: the config's tensors and parameters, the check of images against the
+    preprocessing's range, the pixels a call handled (memory handed back after a large one)."""
+
+    def __init__(self, args, params):
         cfg = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-        self.role = params.get("role", "graph")
         self.inputs = [i["name"] for i in cfg["input"]]
         self.outputs = [o["name"] for o in cfg["output"]]
         self.check = json.loads(params.get("input_check", "{}"))
@@ -101,34 +105,45 @@ class TritonPythonModel:
             slack = TOLERANCE * (high - low)
             self.low, self.high = (low - slack).reshape(1, -1, 1, 1), (high + slack).reshape(1, -1, 1, 1)
         self.max_pixels = int(params.get("max_pixels", "0")) or None
-        if self.role == "prep":
-            self.P = _sibling("preprocess")
-            self.prep = json.loads(params["preprocessing"])
-            self.names = json.loads(params["names"])
-            return
-        self.size_input = params.get("size_input") or None
-        self.maps_input = params.get("maps_input") or None
-        self.map_outputs = set(filter(None, params.get("map_outputs", "").split(",")))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        opts.enable_cpu_mem_arena = False  # an arena keeps the largest request's buffers resident for good
-        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.graph_inputs = [i.name for i in self.session.get_inputs()]
-        self.graph_shapes = {i.name: i.shape for i in self.session.get_inputs()}  # ints fixed, strings free
+        self.pixels = 0  # handled in the current call
 
     def execute(self, requests):
-        self.pixels = 0  # handled in this call, summed by _prep and _run_group
+        self.pixels = 0
         try:
-            if self.role == "prep":
-                return [self._prep(r) for r in requests]
-            return self._run_graph(requests)
+            return self.answer(requests)
         finally:
             _give_back(self.pixels)
 
-    # -- prep ---------------------------------------------------------------------------------------
+    def answer(self, requests):
+        raise NotImplementedError
+
+    def _image_problem(self, x):
+        rows = x.reshape(len(x), -1)
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            return f"image {int(np.argmin(finite))} of the request holds NaN or inf values"
+        outside = ((x < self.low) | (x > self.high)).reshape(len(x), -1).any(axis=1)
+        if outside.any():
+            i = int(np.argmax(outside))
+            return (f"image {i} of the request has values in [{x[i].min():.4g}, {x[i].max():.4g}], outside the "
+                    f"range the preprocessing produces ({_ranges(self.check)}): send preprocessed pixels, "
+                    "((pixel / 255) - mean) / std, or send uint8 pixels or PNG/JPEG bytes instead")
+        return None
+
+
+class PrepModel(_Model):
+    """Role "prep": a request's float images, uint8 pixels or encoded pictures -> checked, preprocessed
+    images (and, for a segmenter, each picture's own size), by preprocess.py copied beside this file."""
+
+    def __init__(self, args, params):
+        super().__init__(args, params)
+        self.P = _sibling("preprocess")
+        self.prep = json.loads(params["preprocessing"])
+        self.names = json.loads(params["names"])
+
+    def answer(self, requests):
+        return [self._prep(r) for r in requests]
+
     def _prep(self, request):
         given = {}
         for kind in ("images", "pixels", "encoded"):
@@ -189,8 +204,8 @@ class TritonPythonModel:
         if w * h > self.max_pixels:
             raise self.P.ImageError(f"{name}: each picture is {w} x {h} ({w * h / 1e6:.1f} million pixels), more than "
                                     f"the {self.max_pixels / 1e6:.1f} million this model takes per picture: send it "
-                                    "downscaled (the dnc client's --downscale does, and brings the answer back)")
-        self.P.check_size(f"{name} (each picture)", w, h, self.max_pixels, self.prep)  # (its aspect ratio)
+                                    "downscaled (the dnc client's `downscale` does, and brings the answer back)")
+        self.P.check_size(f"{name} (each picture)", w, h, max_pixels=self.max_pixels, prep=self.prep)  # (aspect ratio)
 
     def _check_budget(self, name, pixels, count=None):
         """One request carries at most max_pixels pixels in all (one largest picture's worth)."""
@@ -201,8 +216,27 @@ class TritonPythonModel:
                                     f"more than the {self.max_pixels / 1e6:.1f} million one request may carry "
                                     f"(the entry model's max_pixels parameter): {fewer}")
 
-    # -- graphs -------------------------------------------------------------------------------------
-    def _run_graph(self, requests):
+
+class GraphModel(_Model):
+    """Role "graph": one ONNX graph (an embedding or a head) run with onnxruntime on checked inputs, the
+    requests of one input shape run as one batch (in pieces of at most `max_pixels`) and split again."""
+
+    def __init__(self, args, params):
+        super().__init__(args, params)
+        self.size_input = params.get("size_input") or None
+        self.maps_input = params.get("maps_input") or None
+        self.map_outputs = set(filter(None, params.get("map_outputs", "").split(",")))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = False  # an arena keeps the largest request's buffers resident for good
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.graph_inputs = [i.name for i in self.session.get_inputs()]
+        self.graph_shapes = {i.name: i.shape for i in self.session.get_inputs()}  # ints fixed, strings free
+
+    def answer(self, requests):
         responses = [None] * len(requests)
         groups = {}  # input shapes (and output size) -> [(request index, feeds, maps wanted)]
         for i, request in enumerate(requests):
@@ -308,18 +342,21 @@ class TritonPythonModel:
             return f"{first}: {what} {int(np.argmax(zero))} of the request is all zeros"
         return None
 
-    def _image_problem(self, x):
-        rows = x.reshape(len(x), -1)
-        finite = np.isfinite(rows).all(axis=1)
-        if not finite.all():
-            return f"image {int(np.argmin(finite))} of the request holds NaN or inf values"
-        outside = ((x < self.low) | (x > self.high)).reshape(len(x), -1).any(axis=1)
-        if outside.any():
-            i = int(np.argmax(outside))
-            return (f"image {i} of the request has values in [{x[i].min():.4g}, {x[i].max():.4g}], outside the "
-                    f"range the preprocessing produces ({_ranges(self.check)}): send preprocessed pixels, "
-                    "((pixel / 255) - mean) / std, or send uint8 pixels or PNG/JPEG bytes instead")
-        return None
+
+ROLES = {"prep": PrepModel, "graph": GraphModel}
+
+
+class TritonPythonModel:
+    """What Triton's stub loads: the model of the role the config's `role` parameter names (one file
+    serves every python model of a repository, so `dnc repo build` copies it as it is)."""
+
+    def initialize(self, args):
+        cfg = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+        self.model = ROLES[params.get("role", "graph")](args, params)
+
+    def execute(self, requests):
+        return self.model.execute(requests)
 
 
 def _joined(arrays):

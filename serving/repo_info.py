@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from dnc.core import formats as F
+from dnc.core.errors import InputError
 
 FORMAT = "dnc-model-repository"
 VERSION = 2  # 1: one model, its description at the top level of repository.json
@@ -29,10 +30,10 @@ def read_info(repo: str | Path) -> dict:
     model repository. A version-1 description (one model, named dnc) reads as a version-2 one."""
     path = Path(repo) / INFO_FILE
     if not path.is_file():
-        raise ValueError(f"{repo} is not a built DNC model repository (no {INFO_FILE}): run `dnc repo build` first")
+        raise InputError(f"{repo} is not a built DNC model repository (no {INFO_FILE}): run `dnc repo build` first")
     info = json.loads(path.read_text())
     if info.get("format") != FORMAT or info.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: not a DNC model repository description")
+        raise InputError(f"{path}: not a DNC model repository description")
     if info.get("version", 1) == 1:
         one = {k: v for k, v in info.items() if k not in ("format", "version")}
         info = {"format": FORMAT, "version": VERSION, "models": {F.DEFAULT_MODEL: one}}

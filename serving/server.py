@@ -161,7 +161,7 @@ class TritonServer:
             raise ServerError(f"this server is already running (pid {self.proc.pid}); stop it first")
         try:
             self.entries = [info["models"]["entry"] for info in read_info(self.repo)["models"].values()]
-        except ValueError as e:
+        except DNCError as e:  # not a built repository
             raise ServerError(str(e)) from None
         missing = [m for m in self.entries if not (self.repo / m / "config.pbtxt").is_file()]
         if not self.entries or missing:

@@ -15,9 +15,11 @@ import logging
 import time
 from pathlib import Path
 
-from dnc.core import formats as F
+from dnc.core import tasks
+from dnc.core.errors import InputError
 from dnc.serving import repository
 from dnc.serving.state import STATE_FILE, read_state, server_alive, supervisor_alive
+from dnc.serving.swap import Probe, SwapError
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +29,20 @@ def status(repo: str | Path, url: str | None = None, timeout: float = 5.0) -> di
     """The report of `repo`: {"repo", "models": {name: description}, "server": the record of `dnc serve`
     or None, "health": what the server at `url` (default: the recorded gRPC address) answers, or None when
     nothing is served, "problems": sentences, "healthy": no problem}. A missing folder, or one that is
-    not a DNC repository, is a ValueError naming the fix."""
+    not a DNC repository, is an InputError naming the fix."""
     repo = Path(repo)
     if not repo.exists():
-        raise ValueError(f"--repo {repo} does not exist: give the folder `dnc repo build --repo` wrote")
+        raise InputError(f"`repo` {repo} does not exist: give the folder `dnc repo build` wrote")
     if not repo.is_dir():
-        raise ValueError(f"--repo {repo} is a file, not a model repository folder")
+        raise InputError(f"`repo` {repo} is a file, not a model repository folder")
     info = repository.read_info(repo)
     report = {"repo": str(repo.resolve()), "models": {n: _model(m) for n, m in sorted(info["models"].items())},
               "server": _server(repo), "health": None, "problems": []}
     server, problems = report["server"], report["problems"]
     if server is not None and not server["running"] and url is None:
         problems.append(f"the server recorded in {repo / STATE_FILE} (pid {server['pid']}, gRPC {server['grpc']}) "
-                        f"is not running: `dnc stop --repo {repo}` clears the record, `dnc serve --repo {repo} "
-                        "--detach` starts a server")
+                        f"is not running: `dnc stop` (`repo` {repo}) clears the record, `dnc serve` (`repo` {repo}, "
+                        "`detach`) starts a server")
     target = url or (server["grpc"] if server is not None and server["running"] else None)
     if target:
         report["health"] = _health(target, info["models"], timeout)
@@ -51,7 +53,7 @@ def status(repo: str | Path, url: str | None = None, timeout: float = 5.0) -> di
 
 def _model(m: dict) -> dict:
     s = m["set"]
-    return {"task": m.get("task", "classification"), "runtime": m.get("runtime"), "set_id": s["set_id"],
+    return {"task": tasks.of(m).name, "runtime": m.get("runtime"), "set_id": s["set_id"],
             "num_classes": s["num_classes"], "class_names": list(s["class_names"]), "anchored": bool(s.get("anchored")),
             "embed_fingerprint": m["embed_fingerprint"], "dim": m.get("dim"), "swaps": len(m.get("swaps", []))}
 
@@ -66,7 +68,7 @@ def _server(repo: Path) -> dict | None:
         sup, srv = supervisor_alive(state), server_alive(state)
         started = state.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(path.stat().st_mtime))
     except (OSError, ValueError, KeyError, TypeError) as e:  # (damaged JSON is a ValueError)
-        raise ValueError(f"{path} is not a readable record of `dnc serve` ({type(e).__name__}: {e}); if no server "
+        raise InputError(f"{path} is not a readable record of `dnc serve` ({type(e).__name__}: {e}); if no server "
                          f"runs on {repo}, remove it") from None
     return {"pid": state.get("pid"), "supervisor": state.get("supervisor"), "http": state.get("http"),
             "grpc": state.get("grpc"), "metrics": state.get("metrics"), "log": state.get("log"),
@@ -77,8 +79,6 @@ def _server(repo: Path) -> dict | None:
 def _health(url: str, models: dict, timeout: float) -> dict:
     """What the server at `url` (gRPC) answers: live, ready, and per model ready and the set id answering."""
     import tritonclient.grpc as grpc
-
-    from dnc.serving.swap import Probe
 
     out = {"url": url, "answering": False, "live": False, "ready": False, "models": {}, "error": None}
     try:
@@ -101,7 +101,7 @@ def _health(url: str, models: dict, timeout: float) -> dict:
             if ready:
                 try:
                     served = Probe(url, name, m["preprocessing"]).set_id(timeout)
-                except ValueError as e:  # SwapError: the probe was refused or timed out
+                except SwapError as e:  # the probe was refused or timed out
                     error = str(e)
             out["models"][name] = {"ready": ready, "set_id": served, "error": error}
     finally:
@@ -142,7 +142,7 @@ def render(report: dict) -> str:
     health = report["health"]
     for name, m in report["models"].items():
         anchored = "anchored to exemplars" if m["anchored"] else "not anchored"
-        lines.append(f"  {name}: {F.TASK_NOUNS.get(m['task'], (m['task'],))[0]}, {m['runtime']} runtime, embedding "
+        lines.append(f"  {name}: {tasks.task(m['task']).noun}, {m['runtime']} runtime, embedding "
                      f"{short_fingerprint(m['embed_fingerprint'])} (D={m['dim']})")
         lines.append(f"    class list {m['set_id']}: {m['num_classes']} classes, {anchored}: "
                      f"{abbreviate(m['class_names'])}")
@@ -155,7 +155,7 @@ def render(report: dict) -> str:
             lines.append(f"    served: {now}")
     s = report["server"]
     if s is None:
-        start = f"`dnc serve --repo {report['repo']} --detach` starts one"
+        start = f"`dnc serve` (`repo` {report['repo']}, `detach`) starts one"
         lines.append(f"server: none recorded ({start})" if health is None else "server: none recorded by `dnc serve`")
     else:
         run = "running" if s["running"] else "not running"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.core import centroid_set
+from dnc.core import centroid_set, tasks
 from dnc.core import formats as F
 from dnc.core.errors import DNCError
 from dnc.serving import repository
@@ -53,8 +53,9 @@ def swap(repo: str | Path, centroids: str | Path, url: str, timeout: float = 120
     repository.model_info(repo, name)  # refuse a folder that is not a repository before creating the lock there
     try:
         with repository.locked(repo):
-            res = _swap_locked(repo, centroids, url, timeout, Path(log_file) if log_file else None, name)
-    except ValueError as e:
+            res = _swap_locked(repo, centroids, url=url, timeout=timeout,
+                               log_file=Path(log_file) if log_file else None, name=name)
+    except DNCError as e:  # (anything else is a bug: it keeps its traceback)
         if isinstance(e, SwapError | centroid_set.CentroidSetError):
             raise
         raise SwapError(str(e)) from None
@@ -66,7 +67,7 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
                  name: str | None) -> dict:
     t0 = time.perf_counter()
     info = repository.model_info(repo, name)
-    name, task = info["name"], info.get("task", "classification")
+    name, task = info["name"], tasks.of(info)
     cs = centroid_set.load(centroids)
     check_task(cs, task, name, centroids)  # before the pairing: a set of the other task has another embedding too
     centroid_set.check_pairing(cs, info["embed_fingerprint"], info["dim"], str(centroids))
@@ -97,25 +98,20 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
         log.warning("interrupted: the repository holds the head of %s, which the server loads; `dnc swap` "
                     "again records it", cs.set_id)
         raise
-    _record(repo, info, cs, old_id, str(centroids))
+    _record(repo, info, cs, old_id=old_id, source=str(centroids))
     total = time.perf_counter() - t0
     log.info("%s: swapped %s -> %s (%d classes) in %.2f s", name, old_id, cs.set_id, cs.num_classes, total)
     return {"model": name, "from": old_id, "to": cs.set_id, "classes": list(cs.class_names),
             "answering_seconds": answering}
 
 
-_SETS = {"classification": "served classifiers take sets made from class folders: `dnc centroids --embed "
-                           "EMBED --data FOLDER`",
-         "segmentation": "served segmenters take sets made from masks: `dnc centroids --embed EMBED --data SCENES`"}
-
-
-def check_task(cs: centroid_set.CentroidSet, task: str, name: str, where: str | Path) -> None:
+def check_task(cs: centroid_set.CentroidSet, task: tasks.Task, name: str, where: str | Path) -> None:
     """Refuse a set made for the other task by saying so: its embedding fingerprint differs too, but a
     message about fingerprints would send the user recomputing a set that can never fit this model."""
-    if cs.task != task:
-        noun = F.TASK_NOUNS.get(task, (task,))[0]
-        raise SwapError(f"{where} is a {cs.task} set; model {name} is a {noun} ({_SETS[task]}, "
-                        "EMBED being the embed.onnx of its export); nothing changed")
+    if tasks.task(cs.task) is not task:
+        raise SwapError(f"{where} is a {cs.task} set; model {name} is a {task.noun} (served {task.plural} take sets "
+                        f"made from {task.data}: {task.set_hint}, with the embed.onnx of its export); nothing "
+                        "changed")
 
 
 def _record(repo: Path, info: dict, cs: centroid_set.CentroidSet, old_id: str, source: str) -> None:
@@ -138,10 +134,10 @@ def _reconcile(repo: Path, info: dict, served: str, url: str) -> dict:
     if disk is not None and disk.set_id == served:
         log.warning("%s: the server answers with %s, the head on disk; recording it in %s (was %s)", info["name"],
                     served, repository.INFO_FILE, info["set"]["set_id"])
-        _record(repo, info, disk, info["set"]["set_id"], str(on_disk))
+        _record(repo, info, disk, old_id=info["set"]["set_id"], source=str(on_disk))
         return info
     raise SwapError(f"the server at {url} answers {info['name']} with class list {served}, but {repo} serves "
-                    f"{info['set']['set_id']}: is --url the server of --repo? (nothing changed)")
+                    f"{info['set']['set_id']}: is `url` the server of `repo`? (nothing changed)")
 
 
 def _reason(e: Exception) -> str:
@@ -239,8 +235,8 @@ class Probe:
             got = client.infer(self.entry, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)],
                                client_timeout=timeout)
         except InferenceServerException as e:
-            raise SwapError(f"no DNC model {self.entry!r} answers over gRPC at {self.url} ({_reason(e)}); `dnc swap "
-                            "--url` takes the gRPC address (default port 8001)") from e
+            raise SwapError(f"no DNC model {self.entry!r} answers over gRPC at {self.url} ({_reason(e)}); `url` "
+                            "is the gRPC address (default port 8001)") from e
         return got.as_numpy(F.SET_ID).reshape(-1)[0].decode()
 
 
@@ -251,4 +247,4 @@ def _client(url: str):
     try:
         return grpc.InferenceServerClient(url)
     except InferenceServerException as e:
-        raise SwapError(f"cannot use --url {url}: {_reason(e)} (give HOST:PORT of the gRPC endpoint)") from e
+        raise SwapError(f"cannot use `url` {url}: {_reason(e)} (give HOST:PORT of the gRPC endpoint)") from e

@@ -1,5 +1,5 @@
 """`dnc repo build` without a server: configs that parse as Triton ModelConfigs and match the graphs they
-describe, the checked-in model_repository/ equal to a build, refusals naming the culprit."""
+describe, the python models' code copied from the package, refusals naming the culprit."""
 
 import json
 from pathlib import Path
@@ -67,13 +67,14 @@ def test_head_config_json_equals_pbtxt(repo):
     assert sent == _config(repo / F.HEAD_MODEL / "config.pbtxt")
 
 
-def test_checked_in_repository_is_what_a_build_writes(repo):
-    """model_repository/ in git holds exactly the text files a build of a Fashion-MNIST export writes."""
-    checked = ROOT / "model_repository"
-    for path in sorted(p for p in repo.rglob("*") if p.suffix in (".pbtxt", ".py", ".md")):
-        rel = path.relative_to(repo)
-        assert (checked / rel).is_file(), f"{rel} missing from the checked-in model_repository/"
-        assert (checked / rel).read_text() == path.read_text(), f"{rel} differs: run `dnc repo build` again"
+def test_the_python_models_code_is_copied_from_the_package(repo):
+    """model_repository/ no longer holds copies of the code (test_repo_snapshot.py checks its example configs
+    against a build): each python model's model.py is serving/python_model.py, the prep step's
+    preprocess.py core/preprocess.py, byte for byte."""
+    code = (ROOT / "serving" / "python_model.py").read_text()
+    for name in (F.PREP_MODEL, F.EMBED_MODEL, F.HEAD_MODEL):
+        assert (repo / name / "1" / "model.py").read_text() == code, name
+    assert (repo / F.PREP_MODEL / "1" / "preprocess.py").read_text() == (ROOT / "core" / "preprocess.py").read_text()
 
 
 PREP = {"channels": 1, "image_size": 28, "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
@@ -96,9 +97,9 @@ def test_native_runtime_configs(tmp_path, exported):
     assert not (tmp_path / "r" / F.PREP_MODEL / "1" / "model.onnx").exists()
     with pytest.raises(ValueError, match="embed.plan"):
         repository.build(exported[0], tmp_path / "t", runtime_name="tensorrt")
-    with pytest.raises(ValueError, match="--max-batch must be >= 1"):
+    with pytest.raises(ValueError, match="`max_batch` must be >= 1"):
         repository.build(exported[0], tmp_path / "t", max_batch=0)
-    with pytest.raises(ValueError, match="--device cpu is not possible"):
+    with pytest.raises(ValueError, match="`device` cpu is not possible"):
         repository.configs(PREP, "tensorrt", device="cpu")
     gpu = repository.configs(PREP, "onnxruntime")
     assert gpu[F.EMBED_MODEL]["instance_group"][0]["kind"] == "KIND_GPU"

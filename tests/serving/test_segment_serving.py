@@ -115,7 +115,7 @@ def test_segmenter_equals_in_process_at_several_sizes(server, seg_export, pictur
     local = InProcessSegmenter(seg_export[2], threads=1)
     url = server.http_url if protocol == "http" else server.grpc_url
     with DNCClient(url, protocol, model=SEG) as c:
-        assert c.task == "segmentation"
+        assert str(c.task) == "segmentation"  # (a task description or its name)
         for pic in pictures:
             h, w = pic.shape[:2]
             want = segmentations(local.run([pic], maps=True), ["ref"])[0]
@@ -190,7 +190,7 @@ def test_segmenter_swap_under_load_while_the_classifier_keeps_its_list(server, r
     # a classifier's set cannot become the segmenter's list, nor the other way round, and the refusal says why
     # (not the embedding fingerprint); nothing changes
     with pytest.raises(ValueError, match=f"is a classification set; model {SEG} is a segmenter .served segmenters "
-                       "take sets made from masks: `dnc centroids --embed EMBED --data SCENES`"):
+                       "take sets made from a segmentation folder's masks: `dnc centroids` on a segmentation folder"):
         swap(repo, exported[0], server.grpc_url, name=SEG)
     assert main(["swap", "--repo", str(repo), "--model", "dnc", "--centroids", str(seg_export[2]), "--url",
                  server.grpc_url]) == 2
@@ -355,7 +355,7 @@ def test_a_model_added_to_a_served_repository_is_loaded(server, repo, exported):
     repository.build(exported[0], repo, name="late", top_k=2, threads=1)
     server.wait_ready(60, "late")
     with DNCClient(server.grpc_url, "grpc", model="late") as c:
-        assert c.task == "classification"
+        assert str(c.task) == "classification"  # (a task description or its name)
     assert sorted(repository.read_info(repo)["models"]) == ["dnc", "late", SEG]
     with DNCClient(server.http_url, model=None, task="classification") as c:  # dnc, the default name, of the two
         assert c.model == "dnc" and c.chosen and c.served == {"dnc": "classification", "late": "classification",
