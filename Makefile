@@ -38,7 +38,8 @@ test: setup data $(OPENCV) lint
 
 DNC  := $(VENV)/bin/dnc
 DEMO := runs/demo
-REPO := model_repository
+# the Triton model repository the demo builds and serves (beside its exports, not in the checkout)
+REPO := $(DEMO)/repository
 
 # The main job on CPU, end to end (9 min 55 s on 2 cores from a fresh clone, set-up included): train a small DNC classifier on Fashion-MNIST's 5
 # coarse classes, export and check it, build the Triton model repository, recompute a 10-class list from

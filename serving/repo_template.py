@@ -1,10 +1,11 @@
 """The checked-in template of a model repository: what a fresh clone's `model_repository/` holds.
 
-Git keeps the configs, `model.py`, `preprocess.py` and README a build writes (what a user reads and
-copies), but not `repository.json`, the weights or the centroid sets, which are generated. So a fresh
-clone's folder is neither empty nor a built repository; `dnc repo build` recognises it here, and clears
-its model folders before the first build: a template family left beside the one built (say `dnc` when
-only a segmenter `scenes` is built) has no weights, and the polling server would try to load it.
+Git keeps its README and the configs a build writes, as examples (the code a build copies, the weights,
+the centroid sets and `repository.json` are not kept). So a copy of that folder is neither empty nor a
+built repository; `dnc repo build` recognises it here, and clears its model folders before the first
+build: a template family left beside the one built (say `dnc` when only a segmenter `scenes` is built)
+has no weights, and the polling server would try to load it. (Repositories are best built outside the
+checkout: `--repo` has no default.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 README_TITLE = "# DNC model repository"
-TEMPLATE_FILES = frozenset({"README.md", "config.pbtxt", "model.py", "preprocess.py", ".keep", ".lock"})
+TEMPLATE_FILES = frozenset({"README.md", "config.pbtxt", ".lock"})
 
 
 def is_template(repo: Path) -> bool:

@@ -1,6 +1,6 @@
-"""What a fresh clone holds: `dnc repo build` into exactly the tracked files of model_repository/ (configs,
-code and README, but no repository.json, which git ignores) works as the README and `make demo` use it, and
-a folder with anything else in it is still refused."""
+"""What a fresh clone holds: `dnc repo build` into exactly the tracked files of model_repository/ (its README
+and example configs, no code and no repository.json) works when a user names it as `--repo`, and a folder
+with anything else in it is still refused."""
 
 import json
 import shutil
@@ -47,8 +47,8 @@ def test_repo_build_into_a_fresh_clones_repository(tmp_path, exported, seg_expor
     info = json.loads((repo / repository.INFO_FILE).read_text())
     assert set(info["models"]) == {"dnc", "scenes"}
     assert (repo / "dnc_head" / "1" / "model.onnx").is_file() and (repo / "scenes_embed" / "1" / "model.onnx").is_file()
-    # the tracked text files are what the build wrote (the copy a user reads is the real one)
-    for rel in ("dnc/config.pbtxt", "dnc_prep/1/model.py", "dnc_prep/1/preprocess.py"):
+    # the tracked configs are what the build wrote (the examples a user reads are real ones)
+    for rel in ("dnc/config.pbtxt", "dnc_prep/config.pbtxt", "scenes/config.pbtxt", "scenes_head/config.pbtxt"):
         assert (repo / rel).read_text() == (ROOT / "model_repository" / rel).read_text(), rel
 
 
