@@ -131,8 +131,6 @@ RAW_INPUTS = (
 # after it (`dnc repo build --name NAME`): NAME, the entry model clients call (an ensemble), and the
 # three steps it chains; the head is the part a swap replaces.
 DEFAULT_MODEL = "dnc"
-# what users call a model of each task (one and several), in every message and table
-TASK_NOUNS = {"classification": ("classifier", "classifiers"), "segmentation": ("segmenter", "segmenters")}
 MODEL_NAME_RULE = r"[a-z][a-z0-9-]{0,39}"  # no "_": a family's step names can never be another's entry
 
 

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Structure: figures of the library code from the source alone (imports inside functions, functions over 80
-# lines, task string comparisons, raise ValueError, longest modules) and the layer checks (docs/BENCHMARKS.md,
-# "Structure").
+# Structure: figures of the library code from the source alone (imports inside functions and whether each is
+# of a heavy dependency, functions over 80 lines, task string comparisons, raise ValueError, longest modules,
+# the path of a checkpoint through `dnc export`) and the layer checks (docs/BENCHMARKS.md, "Structure").
 #     benchmarks/structure/run.sh              # lists the entries
 set -euo pipefail
 SELF=$(realpath "$0")
