@@ -126,6 +126,13 @@ def test_the_structure_figures_script_runs():
     assert run.returncode == 0, run.stderr
     got = json.loads(run.stdout)
     assert got["files"] > 50 and got["longest_modules"][0][1] <= 500
+    # what issue 24 set out to reach, held from now on
+    assert got["task_string_comparisons"] == 0, got["task_string_places"]  # only core/tasks.py names the tasks
+    assert got["imports_inside_functions_not_heavy"] == []  # a late import only to spare a heavy dependency
+    assert got["functions_over_80_lines"] == []
+    assert got["raise_value_error"] == 0 and got["raise_project_errors"] > 100
+    walk = got["checkpoint_through_export"]
+    assert walk["stops"] > 20 and walk["files"] > 5  # the walk itself still finds the export's path
 
 
 CLIENT_MODULES = ["dnc.clients.cli", "dnc.clients.client", "dnc.clients.image_job", "dnc.clients.video_job",
@@ -152,3 +159,29 @@ def test_the_core_and_the_client_paths_import_no_torch():
     assert run.returncode == 0, run.stderr[-2000:]
     control = imports([*CLIENT_MODULES, "dnc.training.head"])  # the check sees torch where it is needed
     assert control.returncode != 0 and "dnc.training.head imports torch" in control.stderr
+
+
+def test_the_structure_figures_see_what_they_count(tmp_path):
+    """The control for the figures above: on a small tree with one of each fault, each count sees it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("structure_figures",
+                                                  ROOT / "benchmarks" / "structure" / "structure_figures.py")
+    sf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sf)
+    for layer in sf.LAYERS:
+        (tmp_path / layer).mkdir()
+    (tmp_path / "core" / "light.py").write_text("X = 1\n")
+    (tmp_path / "core" / "heavy.py").write_text("import torch\n")
+    body = "\n".join(f"    y{i} = {i}" for i in range(80))
+    (tmp_path / "export" / "cli.py").write_text(
+        "def cmd_export(task):\n    from dnc.core import light\n    from dnc.core import heavy\n"
+        "    if task == 'segmentation':\n        raise ValueError(task)\n    return helper()\n\n\n"
+        f"def helper():\n{body}\n    return {{'classification': 1}}\n")
+    got = sf.figures(tmp_path)
+    assert got["task_string_comparisons"] == 2  # the comparison and the dict key
+    assert got["imports_inside_functions_not_heavy"] == ["export/cli.py:2 dnc.core.light"]
+    assert got["imports_inside_functions_heavy"] == ["dnc.core.heavy"]
+    assert [f.split(" ")[1] for f in got["functions_over_80_lines"]] == ["helper"]
+    assert got["raise_value_error"] == 1
+    assert got["checkpoint_through_export"] == {"stops": 2, "files": 1, "climbs_back": 0}
