@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import site
+import sys
 from pathlib import Path
 
 for _dir in filter(None, os.environ.get("DNC_SITE_PACKAGES", "").split(os.pathsep)):
@@ -87,6 +88,7 @@ def _sibling(name):
     """A module copied beside this file (Triton's stub does not put the model folder on sys.path)."""
     spec = importlib.util.spec_from_file_location(f"dnc_{name}", Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered first, as an import would: dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
