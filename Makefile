@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[export,serving,dev]'
+	$(PY) -m pip install -q -e '.[train,export,serving,client,dev]'  # (not gpu: CUDA machines only)
 	touch $@
 
 data: $(FMNIST)
