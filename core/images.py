@@ -34,7 +34,8 @@ def read_image_array(path: str | Path, in_chans: int, size: int) -> np.ndarray:
     """Read any image file as (C, size, size) uint8: convert to gray/RGB, resize the short side to
     `size`, centre-crop (core/preprocess.py executes it). Raises DataError naming the file if it
     cannot be decoded or is refused by the size limits."""
-    prep = {"color": "L" if in_chans == 1 else "RGB", "resize": "short_side", "image_size": size}
+    # the geometry only (prepare() converts, resizes and crops; it never normalises, so mean and std are moot)
+    prep = preprocess.Preprocessing(channels=in_chans, image_size=size, mean=(0.0,) * in_chans, std=(1.0,) * in_chans)
     return _read(path, prep, lambda im: preprocess.prepare(im, prep))
 
 

@@ -27,6 +27,7 @@ import io
 import re
 import struct
 import time
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -145,22 +146,74 @@ def open_bytes(data: bytes, what: str = "image", formats: tuple[str, ...] | None
     return Image.open(fp, formats=formats)
 
 
+FORMULA = "((pixel / 255) - mean[c]) / std[c]"
+CLASSIFICATION = "classification"  # the task names core/tasks.py describes (this file cannot import it)
+
+
+class Preprocessing(NamedTuple):
+    """What turns a picture into a graph input, typed: the description that travels with the weights.
+
+    Artefacts hold it as a JSON object (`to_dict`: the manifest, embed.onnx's metadata, the served entry
+    model's config); `from_dict` reads it back, older forms included. Everything here executes it, and
+    takes either form. (A NamedTuple, not a dataclass: the python backend loads this file by path, outside
+    sys.modules, where a dataclass cannot be made.)"""
+
+    channels: int  # 1 (gray, "L") or 3 ("RGB")
+    image_size: int  # the training size: a classifier's input is image_size^2
+    mean: tuple[float, ...]  # per channel, in units of pixel * scale
+    std: tuple[float, ...]
+    resize: str = "short_side"  # "short_side" then a centre crop, or "none" (a segmenter's own size)
+    task: str = CLASSIFICATION
+    scale: float = 1 / 255
+
+    @property
+    def color(self) -> str:
+        return "L" if self.channels == 1 else "RGB"
+
+    @property
+    def crop(self) -> str:
+        return "centre" if self.resize == "short_side" else "none"
+
+    def to_dict(self) -> dict:
+        prep = {"channels": self.channels, "color": self.color, "image_size": self.image_size, "resize": self.resize,
+                "interpolation": "bilinear", "crop": self.crop, "scale": self.scale, "mean": list(self.mean),
+                "std": list(self.std), "layout": "NCHW", "dtype": "float32", "formula": FORMULA}
+        if self.task != CLASSIFICATION:
+            prep["task"] = self.task
+        return prep
+
+    @classmethod
+    def from_dict(cls, prep: dict) -> Preprocessing:
+        """The description an artefact holds (core/preprocessing_check.py has refused what no export writes;
+        a missing field is named here)."""
+        try:
+            return cls(channels=int(prep["channels"]), image_size=int(prep["image_size"]),
+                       mean=tuple(float(m) for m in prep["mean"]), std=tuple(float(s) for s in prep["std"]),
+                       resize=resize_mode(prep), task=str(prep.get("task", CLASSIFICATION)),
+                       scale=float(prep.get("scale", 1 / 255)))
+        except (KeyError, TypeError) as e:
+            raise ImageError(f"the preprocessing description lacks a usable {e}") from None
+
+
+def typed(prep: dict | Preprocessing) -> Preprocessing:
+    """Either form of a description, typed."""
+    return prep if isinstance(prep, Preprocessing) else Preprocessing.from_dict(prep)
+
+
 def describe(in_chans: int, image_size: int, mean: list[float], std: list[float],
-             task: str = "classification") -> dict:
-    """The preprocessing of a model trained on image_size^2 pictures with in_chans channels. A segmenter
-    takes pictures at their own size (resize "none"); `image_size` is then the size it was trained at."""
-    seg = task == "segmentation"
-    prep = {"channels": in_chans, "color": "L" if in_chans == 1 else "RGB", "image_size": image_size,
-            "resize": "none" if seg else "short_side", "interpolation": "bilinear", "crop": "none" if seg else "centre",
-            "scale": 1 / 255, "mean": list(mean), "std": list(std), "layout": "NCHW", "dtype": "float32",
-            "formula": "((pixel / 255) - mean[c]) / std[c]"}
-    if task != "classification":
-        prep["task"] = task
-    return prep
+             task: str = CLASSIFICATION) -> dict:
+    """The preprocessing of a model trained on image_size^2 pictures with in_chans channels, as artefacts
+    hold it. A segmenter takes pictures at their own size (resize "none"); `image_size` is then the size it
+    was trained at."""
+    resize = "short_side" if task == CLASSIFICATION else "none"
+    return Preprocessing(channels=in_chans, image_size=image_size, mean=tuple(mean), std=tuple(std), resize=resize,
+                         task=task).to_dict()
 
 
-def resize_mode(prep: dict) -> str:
+def resize_mode(prep: dict | Preprocessing) -> str:
     """"short_side" or "none" (exports before 2026-11-26 wrote the mode as a sentence)."""
+    if isinstance(prep, Preprocessing):
+        return prep.resize
     mode = str(prep.get("resize", ""))
     if mode in ("short_side", "none"):
         return mode
@@ -171,7 +224,7 @@ def resize_mode(prep: dict) -> str:
     raise ImageError(f"unknown resize mode {mode!r} in the preprocessing description")
 
 
-def check_size(what: str, w: int, h: int, max_pixels: int, prep: dict | None = None) -> None:
+def check_size(what: str, w: int, h: int, max_pixels: int, prep: dict | Preprocessing | None = None) -> None:
     """Refuse a picture whose size costs far more than the model's input is worth (before decoding it)."""
     if w < 1 or h < 1:
         raise ImageError(f"{what} has no pixels ({w} x {h})")
@@ -183,7 +236,8 @@ def check_size(what: str, w: int, h: int, max_pixels: int, prep: dict | None = N
                          f"the {MAX_ASPECT:.0f}:1 accepted (it would be enlarged before the centre crop)")
 
 
-def open_header(data: bytes, max_pixels: int, what: str = "image", prep: dict | None = None) -> Image.Image:
+def open_header(data: bytes, max_pixels: int, what: str = "image", prep: dict | Preprocessing | None = None
+                ) -> Image.Image:
     """PNG or JPEG bytes -> a PIL image whose header is read and size checked, its pixels not yet decoded."""
     if not data:
         raise ImageError(f"{what} is empty (0 bytes)")
@@ -269,11 +323,12 @@ def upright_8bit(im: Image.Image, what: str = "image") -> Image.Image:
     return im.transpose(_TURN[turn]) if turn != 1 else im
 
 
-def prepare(im: Image.Image, prep: dict) -> np.ndarray:
+def prepare(im: Image.Image, prep: dict | Preprocessing) -> np.ndarray:
     """A PIL image -> (C, H, W) uint8 as the description says (upright and in 8 bits, color, then geometry)."""
-    im = upright_8bit(im).convert(prep["color"])
-    if resize_mode(prep) == "short_side":
-        size = int(prep["image_size"])
+    prep = typed(prep)
+    im = upright_8bit(im).convert(prep.color)
+    if prep.resize == "short_side":
+        size = prep.image_size
         w, h = im.size
         s = size / min(w, h)
         nw, nh = max(size, round(w * s)), max(size, round(h * s))
@@ -286,25 +341,29 @@ def prepare(im: Image.Image, prep: dict) -> np.ndarray:
     return arr.transpose(2, 0, 1).copy()  # (C, H, W), writable
 
 
-def prepare_pixels(pixels: np.ndarray, prep: dict, max_pixels: int, what: str = "image") -> np.ndarray:
+def prepare_pixels(pixels: np.ndarray, prep: dict | Preprocessing, max_pixels: int, what: str = "image"
+                   ) -> np.ndarray:
     """uint8 (H, W[, C]) -> (C, H', W') uint8, checked before any copy. Pixels that need no change skip
     PIL (video frames at their own size)."""
+    prep = typed(prep)
     channels = pixel_channels(pixels, what)
     h, w = pixels.shape[:2]
-    check_size(what, w, h, max_pixels, prep)
-    if resize_mode(prep) == "none" and channels == int(prep["channels"]):
+    check_size(what, w, h=h, max_pixels=max_pixels, prep=prep)
+    if prep.resize == "none" and channels == prep.channels:
         return pixels.reshape(h, w, channels).transpose(2, 0, 1).copy()
     return prepare(from_pixels(pixels, what), prep)
 
 
-def normalise(images: np.ndarray, prep: dict) -> np.ndarray:
+def normalise(images: np.ndarray, prep: dict | Preprocessing) -> np.ndarray:
     """uint8 (N, C, H, W) -> float32 (N, C, H, W): ((pixel * scale) - mean[c]) / std[c]."""
-    mean = np.asarray(prep["mean"], np.float32)[None, :, None, None]
-    std = np.asarray(prep["std"], np.float32)[None, :, None, None]
-    return ((images.astype(np.float32) * np.float32(prep["scale"])) - mean) / std
+    prep = typed(prep)
+    mean = np.asarray(prep.mean, np.float32)[None, :, None, None]
+    std = np.asarray(prep.std, np.float32)[None, :, None, None]
+    return ((images.astype(np.float32) * np.float32(prep.scale)) - mean) / std
 
 
-def value_range(prep: dict) -> tuple[list[float], list[float]]:
+def value_range(prep: dict | Preprocessing) -> tuple[list[float], list[float]]:
     """Per channel, the lowest and highest value normalise() can produce (what a float32 request may hold)."""
-    mean, std, scale = np.asarray(prep["mean"], float), np.asarray(prep["std"], float), float(prep["scale"])
+    prep = typed(prep)
+    mean, std, scale = np.asarray(prep.mean, float), np.asarray(prep.std, float), float(prep.scale)
     return list((0.0 - mean) / std), list((255.0 * scale - mean) / std)

@@ -115,3 +115,28 @@ def test_bad_pixels_are_refused_by_name(shape, dtype, says):
     prep = P.describe(3, 16, MEAN, STD)
     with pytest.raises(P.ImageError, match=says):
         P.prepare_pixels(np.zeros(shape, dtype), prep, 4_000_000)
+
+
+def test_the_typed_description_reads_and_writes_what_artefacts_hold():
+    """Preprocessing.to_dict is describe()'s JSON object, from_dict reads it back (and the older sentence
+    form of `resize`), a missing field is named, and the executor takes either form with the same result."""
+    from dnc.core.preprocess import ImageError, Preprocessing, describe, normalise, prepare, typed
+
+    for chans, task in ((1, "classification"), (3, "segmentation")):
+        d = describe(chans, 32, [0.3] * chans, [0.25] * chans, task=task)
+        p = Preprocessing.from_dict(d)
+        assert p.to_dict() == d and typed(p) is p and typed(d) == p
+        assert (p.resize, p.crop, p.color) == (("none", "none", "RGB") if chans == 3 else ("short_side", "centre", "L"))
+    old = dict(describe(3, 32, [0.5] * 3, [0.25] * 3), resize="short side to 32, then centre crop")
+    assert Preprocessing.from_dict(old).resize == "short_side"
+    with pytest.raises(ImageError, match="'mean'"):
+        Preprocessing.from_dict({k: v for k, v in old.items() if k != "mean"})
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (2, 3, 5, 6), dtype=np.uint8)
+    d = describe(3, 32, [0.4, 0.5, 0.6], [0.2, 0.3, 0.4])
+    want = (images.astype(np.float64) / 255 - np.array(d["mean"])[None, :, None, None]) / np.array(d["std"])[
+        None, :, None, None]  # float64 reference
+    for form in (d, Preprocessing.from_dict(d)):
+        np.testing.assert_allclose(normalise(images, form), want, rtol=1e-5, atol=1e-5)
+    im = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    assert np.array_equal(prepare(im, d), prepare(im, Preprocessing.from_dict(d)))
