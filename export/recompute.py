@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnc.core import centroid_set, tasks
+from dnc.core import centroid_set, preprocess, tasks
 from dnc.core import formats as F
 from dnc.core.centroid_set import CentroidSet
 from dnc.core.errors import InputError
@@ -87,7 +87,8 @@ def scan_labelled_folder(root: str | Path, split: str | None = None) -> tuple[li
 def embed_files(sess, files: list[Path], prep: dict, batch_size: int = 256, threads: int = 2,
                 desc: str = "embed") -> np.ndarray:
     """Read and embed image files: (N, D) float32. An unreadable file raises DataError naming it."""
-    read = lambda f: read_image_array(f, prep["channels"], prep["image_size"])  # noqa: E731
+    p = preprocess.typed(prep)
+    read = lambda f: read_image_array(f, p.channels, p.image_size)  # noqa: E731
     out = []
     with ThreadPoolExecutor(max(1, threads)) as pool, bar(total=len(files), desc=desc, unit="img") as shown:
         for i in range(0, len(files), batch_size):
@@ -136,7 +137,7 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     runtime.check_task(prep, tasks.CLASSIFICATION, embed_path, data)
     classes, files, labels = scan_labelled_folder(folder)
     t0 = time.time()
-    x = embed_files(sess, files, prep, batch_size, threads or 2)  # (N, D)
+    x = embed_files(sess, files, prep=prep, batch_size=batch_size, threads=threads or 2)  # (N, D)
     t_embed = time.time() - t0
     d = x.shape[1]
     t0 = time.time()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dnc.core import centroid_set, tasks
+from dnc.core import centroid_set, preprocess, tasks
 from dnc.core import formats as F
 from dnc.core.centroid_set import CentroidSet
 from dnc.core.errors import InputError
@@ -77,8 +77,9 @@ def embedded_scenes(sess, root: Path, split: str, prep: dict, classes: SegClasse
     """Yield (image index, path, cell embeddings (D, h, w), mask (H, W) uint8) for each image of a split,
     each embedded at its own size. DataError names a file that cannot be read or holds a bad mask."""
     pairs = split_files(root, split)
+    channels = preprocess.typed(prep).channels
     for i, (ip, mp) in enumerate(bar(pairs, desc=desc, unit="img")):
-        image, mask = read_pair(ip, mp, 0, prep["channels"])  # (C, H, W), (H, W)
+        image, mask = read_pair(ip, mp, 0, channels)  # (C, H, W), (H, W)
         check_mask_values(mask, classes, mp)
         emb = sess.run([F.PIXEL_EMBEDDING], {F.IMAGES: normalise(image[None], prep)})[0][0]  # (D, h, w)
         yield i, ip, emb, mask
@@ -124,7 +125,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     pools: list[Reservoir] = []
     names: list[str] = []
     t0 = time.time()
-    for i, path, emb, mask in embedded_scenes(sess, root, split, prep, classes, "embed"):
+    for i, path, emb, mask in embedded_scenes(sess, root, split=split, prep=prep, classes=classes, desc="embed"):
         d, h, w = emb.shape
         if not pools:
             pools = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
