@@ -77,7 +77,7 @@ def test_the_python_models_code_is_copied_from_the_package(repo):
     assert (repo / F.PREP_MODEL / "1" / "preprocess.py").read_text() == (ROOT / "core" / "preprocess.py").read_text()
 
 
-PREP = {"channels": 1, "image_size": 28, "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
+PREP = {"channels": 1, "image_size": 28, "scale": 1 / 255, "mean": [0.5], "std": [0.5], "resize": "short_side"}
 
 
 def test_native_runtime_configs(tmp_path, exported):
