@@ -28,8 +28,7 @@ from dnc.training import cli as training_cli
 
 # What prints as one line and exits 2: causes outside the code. (ImageError is standalone: core/preprocess.py
 # is copied into model repositories and runs without the rest of the package.)
-USER_ERRORS = (DNCError, ImageError, OSError,
-               ValueError)  # until every layer raises project errors (issue 24)
+USER_ERRORS = (DNCError, ImageError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:

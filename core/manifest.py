@@ -35,7 +35,12 @@ def read(folder: str | Path) -> dict:
     path = path / MANIFEST_FILE if path.is_dir() else path
     if not path.is_file():
         raise InputError(f"no export manifest at {path}: export a checkpoint with `dnc export`")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not a JSON export manifest ({e}): export the checkpoint again") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} is not a DNC export manifest (a JSON {type(meta).__name__}, not an object)")
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
         raise InputError(f"{path}: not a DNC export manifest (format {meta.get('format')} v{meta.get('version')})")
     preprocessing_check.check(meta, path.parent, path)

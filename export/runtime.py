@@ -39,7 +39,10 @@ def preprocessing_of(sess: ort.InferenceSession, path: str | Path = "embedding g
     meta = sess.get_modelmeta().custom_metadata_map
     if F.META_PREPROCESSING not in meta:
         raise InputError(f"{path} carries no preprocessing metadata: is it an embed.onnx written by `dnc export`?")
-    return json.loads(meta[F.META_PREPROCESSING])
+    try:
+        return json.loads(meta[F.META_PREPROCESSING])
+    except ValueError as e:
+        raise InputError(f"{path} carries unreadable preprocessing metadata ({e}): export again") from None
 
 
 def check_task(prep: dict, task: tasks.Task, graph: str | Path, data: str | Path) -> None:

@@ -110,7 +110,10 @@ def load(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         raise InputError(f"{path} is not a safetensors checkpoint: {e}") from e
     if not meta_text:
         raise InputError(f"{path} has no DNC checkpoint metadata")
-    meta = json.loads(meta_text)
+    try:
+        meta = json.loads(meta_text)
+    except ValueError as e:
+        raise InputError(f"{path} has unreadable DNC checkpoint metadata ({e})") from None
     if meta.get("format") != FORMAT or meta.get("version", 0) > VERSION:
         raise InputError(f"{path}: unsupported checkpoint format {meta.get('format')} v{meta.get('version')}")
     group = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
