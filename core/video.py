@@ -179,8 +179,8 @@ def info(path: str | Path) -> VideoInfo:
     with _open(path) as c:
         s = _stream(c, path)
         rate = s.average_rate or s.guessed_rate or DEFAULT_RATE
-        return VideoInfo(s.codec_context.width, s.codec_context.height, Fraction(rate), int(s.frames or 0),
-                         s.codec_context.name)
+        return VideoInfo(width=s.codec_context.width, height=s.codec_context.height, rate=Fraction(rate),
+                         frames=int(s.frames or 0), codec=s.codec_context.name)
 
 
 def frames(path: str | Path, sampling: Sampling | None = None, decoding: Decoding | None = None,
@@ -199,7 +199,8 @@ def frames(path: str | Path, sampling: Sampling | None = None, decoding: Decodin
         # the timeline the count declares (a truncated AVI's own duration shrinks with the file), else the container's
         decoding.duration = float(decoding.declared / rate) if decoding.declared else \
             float(s.duration * s.time_base) if s.duration and s.time_base else (c.duration or 0) / 1e6
-        for raw in (sampling or Sampling()).pick(_decode(c, s, rate, decoding, path, damage_ends), rate):
+        for raw in (sampling or Sampling()).pick(_decode(c, s, rate=rate, d=decoding, path=path,
+                                                         damage_ends=damage_ends), rate):
             yield Frame(raw.index, raw.time, raw.frame.to_ndarray(format="rgb24"))
     if decoding.decoded == 0:
         raise VideoError(f"{path}: no frame could be decoded" + (f" ({decoding.damage})" if decoding.damage else ""))
@@ -289,7 +290,8 @@ class MaskWriter(_Writer):
     """Class ids per pixel, losslessly (FFV1, gray8, Matroska): each write is one frame."""
 
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, shown: str | Path | None = None):
-        super().__init__(Path(path), "matroska", "ffv1", width, height, rate, "gray", shown=shown)
+        super().__init__(Path(path), fmt="matroska", codec="ffv1", width=width, height=height, rate=rate,
+                         pix_fmt="gray", shown=shown)
 
     def write(self, labels: np.ndarray) -> None:
         import av
@@ -308,8 +310,9 @@ class H264Writer(_Writer):
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, crf: int = 20,
                  shown: str | Path | None = None):
         self.src = (height, width)
-        super().__init__(Path(path), "mp4", "libx264", width + width % 2, height + height % 2, rate, "yuv420p",
-                         {"crf": str(crf), "preset": "veryfast"}, {"movflags": "+faststart"}, shown=shown)
+        super().__init__(Path(path), fmt="mp4", codec="libx264", width=width + width % 2, height=height + height % 2,
+                         rate=rate, pix_fmt="yuv420p", options={"crf": str(crf), "preset": "veryfast"},
+                         muxer={"movflags": "+faststart"}, shown=shown)
 
     def write(self, rgb: np.ndarray) -> None:
         import av

@@ -118,8 +118,9 @@ def cmd_centroids(a: argparse.Namespace) -> int:
         note = split_note(Path(a.data), split)
         if not a.json:
             print(note, flush=True)
-        res = compute_seg_set(a.embed, a.data, a.out, a.K, a.method, a.keep_means, a.threads, a.seed,
-                              split, a.pixels_per_image, a.pixels_per_class)
+        res = compute_seg_set(a.embed, a.data, out=a.out, k=a.K, method=a.method, keep_means=a.keep_means,
+                              threads=a.threads, seed=a.seed, split=split, per_image=a.pixels_per_image,
+                              pixels_per_class=a.pixels_per_class)
         if a.json:
             print(json.dumps(res))
         else:
@@ -131,7 +132,8 @@ def cmd_centroids(a: argparse.Namespace) -> int:
     _no_split_ignored(a.split, a.data, note)
     if note and not a.json:
         print(note, flush=True)
-    res = compute_set(a.embed, folder, a.out, a.K, a.method, a.keep_means, a.batch_size, a.threads, a.seed)
+    res = compute_set(a.embed, folder, out=a.out, k=a.K, method=a.method, keep_means=a.keep_means,
+                      batch_size=a.batch_size, threads=a.threads, seed=a.seed)
     if a.json:
         print(json.dumps(dict(res, split_note=note)))
     else:
@@ -152,7 +154,7 @@ def cmd_eval_onnx(a: argparse.Namespace) -> int:
     from dnc.export.seg_evaluate import evaluate_seg_folder
 
     if is_seg_folder(a.data):
-        res = evaluate_seg_folder(a.embed, a.centroids, a.data, a.threads, a.split or "test")
+        res = evaluate_seg_folder(a.embed, a.centroids, data=a.data, threads=a.threads, split=a.split or "test")
         if a.json:
             print(json.dumps(res))
         else:
@@ -164,7 +166,7 @@ def cmd_eval_onnx(a: argparse.Namespace) -> int:
     from dnc.export.recompute import choose_split
 
     _no_split_ignored(a.split, a.data, choose_split(a.data, a.split or "test")[1])
-    res = evaluate_folder(a.embed, a.centroids, a.data, a.batch_size, a.threads, a.split)
+    res = evaluate_folder(a.embed, a.centroids, data=a.data, batch_size=a.batch_size, threads=a.threads, split=a.split)
     if a.json:
         print(json.dumps(res))
     else:

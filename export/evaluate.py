@@ -34,7 +34,8 @@ def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Pa
     if unknown:
         raise DataError(f"{data} has classes the centroid set does not know: {unknown}")
     truth = np.array([cs.class_names.index(c) for c in classes])[labels]  # (N,) set class index
-    x = embed_files(sess, files, runtime.preprocessing_of(sess, embed_path), batch_size, threads or 2, desc="eval")
+    x = embed_files(sess, files, prep=runtime.preprocessing_of(sess, embed_path), batch_size=batch_size,
+                    threads=threads or 2, desc="eval")
     head = runtime.session(build_head(cs).SerializeToString(), threads)
     pred = np.concatenate([head.run([F.PREDICTED], {F.EMBEDDING: x[i:i + batch_size]})[0]
                            for i in range(0, len(x), batch_size)])

@@ -78,13 +78,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             onnx.save(head, tmp / F.HEAD_FILE)
             onnx.save(merged, tmp / F.MERGED_FILE)
             files.update(head=F.HEAD_FILE, merged=F.MERGED_FILE, centroid_set=F.SET_TENSORS_FILE)
-        inputs, prep_diff = parts.parity_inputs(data_spec, mc, prep, n_real, n_random)
-        figures = parts.parity(model, tmp, inputs, threads, fp16, dnc)
+        inputs, prep_diff = parts.parity_inputs(data_spec, mc, prep=prep, n_real=n_real, n_random=n_random)
+        figures = parts.parity(model, tmp, inputs=inputs, threads=threads, fp16=fp16, dnc=dnc)
         figures["preprocessing_max_abs"] = prep_diff  # manifest formula vs training's normalisation
         figures["passed"] &= prep_diff < SCORE_TOLERANCE
         engines = None
         if tensorrt_engines and dnc:
-            engines, plans = parts.engines(tmp, inputs, max_batch, mc.embed_dim, fp16, threads)
+            engines, plans = parts.engines(tmp, inputs, max_batch=max_batch, embed_dim=mc.embed_dim, fp16=fp16,
+                                           threads=threads)
             figures["passed"] &= engines.get("passed", True)
             files.update(plans)
         last = ck.history[-1] if ck.history else {}

@@ -38,7 +38,7 @@ def evaluate_seg_folder(embed_path: str | Path, set_path: str | Path, data: str 
     c = cs.num_classes
     conf = np.zeros((c, c), np.int64)
     images = 0
-    for _, _, emb, mask in embedded_scenes(sess, Path(data), split, prep, classes, "eval"):
+    for _, _, emb, mask in embedded_scenes(sess, Path(data), split=split, prep=prep, classes=classes, desc="eval"):
         size = np.array(mask.shape, np.int64)
         labels = head.run([F.LABELS], {F.PIXEL_EMBEDDING: emb[None], F.OUTPUT_SIZE: size})[0][0]
         truth = to_set[mask]

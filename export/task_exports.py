@@ -68,7 +68,7 @@ class ClassifierParts:
 
     def parity(self, model, folder: Path, inputs: dict, threads: int, fp16: bool, dnc: bool) -> dict:
         if dnc:
-            return parity.check(model, folder, inputs, threads, fp16)
+            return parity.check(model, folder, inputs=inputs, threads=threads, fp16=fp16)
         return parity.check_embedding(model, folder, inputs, threads)
 
     def evaluation(self, model, data_spec: str, dnc: bool, limit: int = 10000) -> dict:
@@ -91,7 +91,8 @@ class ClassifierParts:
             log.warning("TensorRT engines not built: %s", why)
             return {"built": False, "reason": why}, {}
         reference = runtime.session(folder / F.MERGED_FILE).run([F.PREDICTED], {F.IMAGES: inputs["real"]})[0]
-        got = tensorrt.build_and_check(folder, max_batch, embed_dim, inputs["real"], reference, fp16)
+        got = tensorrt.build_and_check(folder, max_batch, embed_dim=embed_dim, images=inputs["real"],
+                                       reference_pred=reference, fp16=fp16)
         return got, ({"embed_plan": F.EMBED_PLAN_FILE, "head_plan": F.HEAD_PLAN_FILE} if got["built"] else {})
 
 
@@ -124,7 +125,8 @@ class SegmenterParts:
         return build_seg_head(cs), attach_seg_head(embed, build_seg_head(cs))
 
     def parity(self, model, folder: Path, inputs: dict, threads: int, fp16: bool, dnc: bool) -> dict:
-        return (seg_parity.check if dnc else seg_parity.check_embedding)(model, folder, inputs, threads, fp16)
+        check = seg_parity.check if dnc else seg_parity.check_embedding
+        return check(model, folder, inputs=inputs, threads=threads, fp16=fp16)
 
     def evaluation(self, model, data_spec: str, dnc: bool) -> dict:
         """The manifest's `evaluation` (mIoU, pixel accuracy, IoU per class on the test scenes) and, for a
@@ -147,7 +149,7 @@ class SegmenterParts:
             return {"built": False, "reason": why}, {}
         real = next(x for kind, x in inputs.items() if kind.startswith("real"))
         reference = runtime.session(folder / F.MERGED_FILE, threads).run([F.LABELS], {F.IMAGES: real})[0]
-        got = tensorrt.build_and_check_segmenter(folder, max_batch, real, reference, fp16)
+        got = tensorrt.build_and_check_segmenter(folder, max_batch, images=real, reference_labels=reference, fp16=fp16)
         return got, ({"embed_plan": F.EMBED_PLAN_FILE} if got["built"] else {})
 
 

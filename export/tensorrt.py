@@ -118,8 +118,10 @@ def build_and_check(folder: Path, max_batch: int, embed_dim: int, images: np.nda
 
     sample = tuple(images.shape[1:])
     embed_src = F.EMBED_FP16_FILE if fp16 and (folder / F.EMBED_FP16_FILE).exists() else F.EMBED_FILE
-    build_engine(folder / embed_src, folder / F.EMBED_PLAN_FILE, F.IMAGES, sample, max_batch)
-    build_engine(folder / F.HEAD_FILE, folder / F.HEAD_PLAN_FILE, F.EMBEDDING, (embed_dim,), max_batch)
+    build_engine(folder / embed_src, folder / F.EMBED_PLAN_FILE, input_name=F.IMAGES, sample_shape=sample,
+                 max_batch=max_batch)
+    build_engine(folder / F.HEAD_FILE, folder / F.HEAD_PLAN_FILE, input_name=F.EMBEDDING, sample_shape=(embed_dim,),
+                 max_batch=max_batch)
     emb = run_engine(folder / F.EMBED_PLAN_FILE, {F.IMAGES: images}, max_batch)[F.EMBEDDING]
     pred = run_engine(folder / F.HEAD_PLAN_FILE, {F.EMBEDDING: emb.astype(np.float32)}, max_batch)[F.PREDICTED]
     agreement = float((pred.reshape(-1) == reference_pred).mean())
@@ -144,8 +146,9 @@ def build_and_check_segmenter(folder: Path, max_batch: int, images: np.ndarray, 
 
     embed_src = F.EMBED_FP16_FILE if fp16 and (folder / F.EMBED_FP16_FILE).exists() else F.EMBED_FILE
     h, w = images.shape[-2:]
-    build_engine(folder / embed_src, folder / F.EMBED_PLAN_FILE, F.IMAGES, tuple(images.shape[1:]), max_batch,
-                 sizes=((32, 32), (h, w), (SEG_MAX_SIDE, SEG_MAX_SIDE)))
+    build_engine(folder / embed_src, folder / F.EMBED_PLAN_FILE, input_name=F.IMAGES,
+                 sample_shape=tuple(images.shape[1:]), max_batch=max_batch, sizes=((32, 32), (h, w), (SEG_MAX_SIDE,
+                                                                                                      SEG_MAX_SIDE)))
     cells = run_engine(folder / F.EMBED_PLAN_FILE, {F.IMAGES: images}, max_batch)[F.PIXEL_EMBEDDING]
     head = runtime.session(folder / F.HEAD_FILE)
     labels = head.run([F.LABELS], {F.PIXEL_EMBEDDING: cells.astype(np.float32),

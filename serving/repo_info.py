@@ -31,8 +31,11 @@ def read_info(repo: str | Path) -> dict:
     path = Path(repo) / INFO_FILE
     if not path.is_file():
         raise InputError(f"{repo} is not a built DNC model repository (no {INFO_FILE}): run `dnc repo build` first")
-    info = json.loads(path.read_text())
-    if info.get("format") != FORMAT or info.get("version", 0) > VERSION:
+    try:
+        info = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        info = None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version", 0) > VERSION:
         raise InputError(f"{path}: not a DNC model repository description")
     if info.get("version", 1) == 1:
         one = {k: v for k, v in info.items() if k not in ("format", "version")}

@@ -38,7 +38,16 @@ def write_state(server: TritonServer, restarts: int = 0) -> Path:
 
 def read_state(repo: str | Path) -> dict | None:
     path = Path(repo) / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        state = None
+    if not isinstance(state, dict):
+        raise ServerError(f"{path} is not a server record (not a JSON object): remove it if no server of {repo} "
+                          "runs")
+    return state
 
 
 def remove_state(repo: str | Path) -> None:
