@@ -25,12 +25,5 @@ load16() { # ordinary load: 16 clients x 4 requests of one 640 x 480 picture, af
 # before: a copy of commit 668590f with the script and serving/resident.py added, run from that copy:
 #   .venv/bin/python benchmarks/memory/server_memory.py --export EXPORT --classes 10,60 --requests 10 --out OUT
 
-# ---- dispatch (the same in every group's run.sh): no argument lists the entries; `all` runs them in order
-entries() { grep -E '^[a-z0-9_]+\(\) \{ #' "$SELF" | sed -E 's/^([a-z0-9_]+)\(\) \{ # ?/\1\t/' |
-  awk -F'\t' '{ n = $1; gsub("_", "-", n); printf "  %s\t%s\n", n, $2 }'; }
-if [ $# -eq 0 ]; then echo "usage: $0 ENTRY... | all"; entries; exit 0; fi
-if [ "$1" = all ]; then set -- $(entries | cut -f1); fi
-for e in "$@"; do  # every name checked before anything runs
-  if ! entries | cut -f1 | tr -d ' ' | grep -qx -- "$e"; then echo "unknown entry $e"; entries; exit 2; fi
-done
-for e in "$@"; do echo "== $0 $e"; "${e//-/_}"; done
+# ---- the entries listed, checked and run (the same for every group)
+source benchmarks/dispatch.sh

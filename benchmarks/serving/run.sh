@@ -31,12 +31,5 @@ crash_recovery() { # 100 crash requests in a row against `dnc serve` (issue 23);
   $PY $B/crash_recovery.py --export "${EXPORT:-runs/demo/export}" --crashes 100 --out runs/bench-crash-recovery
 }
 
-# ---- dispatch (the same in every group's run.sh): no argument lists the entries; `all` runs them in order
-entries() { grep -E '^[a-z0-9_]+\(\) \{ #' "$SELF" | sed -E 's/^([a-z0-9_]+)\(\) \{ # ?/\1\t/' |
-  awk -F'\t' '{ n = $1; gsub("_", "-", n); printf "  %s\t%s\n", n, $2 }'; }
-if [ $# -eq 0 ]; then echo "usage: $0 ENTRY... | all"; entries; exit 0; fi
-if [ "$1" = all ]; then set -- $(entries | cut -f1); fi
-for e in "$@"; do  # every name checked before anything runs
-  if ! entries | cut -f1 | tr -d ' ' | grep -qx -- "$e"; then echo "unknown entry $e"; entries; exit 2; fi
-done
-for e in "$@"; do echo "== $0 $e"; "${e//-/_}"; done
+# ---- the entries listed, checked and run (the same for every group)
+source benchmarks/dispatch.sh

@@ -17,12 +17,5 @@ hd1080() { # a 300-frame 1920x1080 clip through `dnc serve` with default flags (
   $PY $B/video_1080p.py --export "${EXPORT:-runs/demo/seg-export}" --out runs/bench-video-1080p
 }
 
-# ---- dispatch (the same in every group's run.sh): no argument lists the entries; `all` runs them in order
-entries() { grep -E '^[a-z0-9_]+\(\) \{ #' "$SELF" | sed -E 's/^([a-z0-9_]+)\(\) \{ # ?/\1\t/' |
-  awk -F'\t' '{ n = $1; gsub("_", "-", n); printf "  %s\t%s\n", n, $2 }'; }
-if [ $# -eq 0 ]; then echo "usage: $0 ENTRY... | all"; entries; exit 0; fi
-if [ "$1" = all ]; then set -- $(entries | cut -f1); fi
-for e in "$@"; do  # every name checked before anything runs
-  if ! entries | cut -f1 | tr -d ' ' | grep -qx -- "$e"; then echo "unknown entry $e"; entries; exit 2; fi
-done
-for e in "$@"; do echo "== $0 $e"; "${e//-/_}"; done
+# ---- the entries listed, checked and run (the same for every group)
+source benchmarks/dispatch.sh

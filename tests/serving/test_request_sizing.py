@@ -29,7 +29,6 @@ from dnc.core import formats as F
 from dnc.core import video
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.serving import repository
-from dnc.serving.server import TritonServer
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 SEG, SMALL = "scenes", "scenes-small"
@@ -47,14 +46,6 @@ def repo(tmp_path_factory, seg_export):
     assert block in cfg.read_text()
     cfg.write_text(cfg.read_text().replace(block, ""))
     return out
-
-
-@pytest.fixture(scope="module")
-def server(repo):
-    s = TritonServer(repo, 0, 0, 0)
-    s.start(timeout=180)
-    yield s
-    s.stop()
 
 
 def _frames(source: Path, n: int, width: int, height: int) -> list[np.ndarray]:

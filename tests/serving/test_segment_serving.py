@@ -22,7 +22,6 @@ from dnc.export import runtime
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.export.seg_recompute import compute_seg_set
 from dnc.serving import repository
-from dnc.serving.server import TritonServer
 from dnc.serving.swap import Probe, swap
 from dnc.training.scenes import write_scenes
 
@@ -37,14 +36,6 @@ def repo(tmp_path_factory, exported, seg_export):
     repository.build(exported[0], out, top_k=3, threads=1)
     repository.build(seg_export[2], out, name=SEG, threads=1)
     return out
-
-
-@pytest.fixture(scope="module")
-def server(repo):
-    s = TritonServer(repo, 0, 0, 0)
-    s.start(timeout=180)
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -35,14 +35,6 @@ def repo(tmp_path_factory, exported):
 
 
 @pytest.fixture(scope="module")
-def server(repo):
-    s = TritonServer(repo, 0, 0, 0)
-    s.start(timeout=180)
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def other_set(tmp_path_factory, exported, fm_folder):
     """A 4-class list recomputed from real images with the served embedding (no retraining)."""
     root = tmp_path_factory.mktemp("four")
