@@ -2,7 +2,7 @@
 #
 # 25.11 is a current release with the published security fixes (releases up to 25.06 are affected by
 # CVE-2025-23310/23311 in HTTP chunked decoding and CVE-2025-23319/23320/23334 in the python backend's
-# shared memory; see the README's Security section). The locally bundled Triton 2.51 (24.10) is not.
+# shared memory; see docs/SECURITY.md). The locally bundled Triton 2.51 (24.10) is not.
 # Build the repository with a native runtime first:
 #   dnc export CKPT --out export                      # + --tensorrt on a CUDA machine for --runtime tensorrt
 #   dnc repo build export --repo served --runtime onnxruntime     # or tensorrt (embedding as a TensorRT
@@ -28,7 +28,8 @@ FROM nvcr.io/nvidia/tritonserver:25.11-py3
 RUN pip install --no-cache-dir onnxruntime==1.32.0 pillow \
     && groupadd --system dnc && useradd --system --gid dnc --no-create-home --shell /usr/sbin/nologin dnc
 
-ARG REPO=model_repository
+# the folder `dnc repo build --repo` wrote (model_repository/ of the checkout is documentation only)
+ARG REPO=served
 COPY --chown=root:root ${REPO} /models
 RUN chmod -R a+rX,go-w /models
 
