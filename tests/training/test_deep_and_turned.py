@@ -32,7 +32,8 @@ def test_exif_orientation_is_applied_as_viewers_apply_it(tmp_path, rng, fmt, ori
     want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
     assert (want.shape[:2] == (34, 20)) == (orientation >= 5)  # 5-8 turn the picture a quarter
     assert np.array_equal(read_picture(path, "RGB"), want)
-    served = P.prepare(P.decode(data, 10**6), {"color": "RGB", "resize": "none"})  # the prep step's path
+    seg = P.describe(3, 32, [0.5] * 3, [0.25] * 3, task="segmentation")  # RGB at the picture's own size
+    served = P.prepare(P.decode(data, 10**6), seg)  # the prep step's path
     assert np.array_equal(served.transpose(1, 2, 0), want)
 
 
@@ -48,7 +49,7 @@ def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path, rng):
     deep_in, twin_in = (read_image_array(tmp_path / f"{n}.png", 1, 16) for n in ("deep", "twin"))
     assert np.array_equal(deep_in, twin_in)
     data = (tmp_path / "deep.png").read_bytes()
-    prep = {"color": "L", "resize": "none"}
+    prep = P.describe(1, 32, [0.5], [0.25], task="segmentation")  # gray at the picture's own size
     assert np.array_equal(P.prepare(P.decode(data, 10**6), prep)[0], twin)
     assert (twin == 255).mean() < 0.01  # PIL's plain convert made most of these 255
 
