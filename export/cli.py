@@ -29,8 +29,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("centroids", formatter_class=_D,
                        help="compute a centroid set (a new class list) from labelled images with embed.onnx only")
-    _onnx_input_flags(p)
+    _onnx_input_flags(p, data_required=False)
     p.add_argument("--out", required=True, help="centroid set folder to write (set + head.onnx)")
+    p.add_argument("--from", dest="base", default=None, metavar="SET",
+                   help="edit this classification set instead of computing one from --data: only added classes are "
+                   "embedded, the others keep their sub-centroids bit-identical (a new set id)")
+    p.add_argument("--add", action="append", default=[], metavar="NAME=FOLDER",
+                   help="with --from: add class NAME from a folder of its images (repeatable)")
+    p.add_argument("--remove", action="append", default=[], metavar="NAME", help="with --from: drop class NAME")
+    p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="with --from: rename a class")
     p.add_argument("--K", type=int, default=4, help="sub-centroids per class (fewer for classes with fewer images)")
     p.add_argument("--method", choices=["sinkhorn", "kmeans"], default="sinkhorn",
                    help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
@@ -50,12 +57,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval_onnx)
 
 
-def _onnx_input_flags(p: argparse.ArgumentParser) -> None:
+def _onnx_input_flags(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     """Flags shared by the commands that embed a labelled image folder with embed.onnx."""
     p.add_argument("--embed", required=True, help="an exported embed.onnx")
-    p.add_argument("--data", required=True, help="image folder, one subfolder per class (centroids: or train/ and "
-                   "test/ each holding them; train/ is read); or a segmentation folder (images/, masks/, "
-                   "classes.json) with a segmenter's embed.onnx")
+    p.add_argument("--data", required=data_required,
+                   help="image folder, one subfolder per class (centroids: or train/ and test/ each holding them; "
+                   "train/ is read); or a segmentation folder (images/, masks/, classes.json) with a segmenter's "
+                   "embed.onnx")
     p.add_argument("--split", choices=["train", "test"], default=None,
                    help="segmentation folders, and image folders laid out as train/ and test/ (or val/): the "
                    "split to read (default: train for centroids, test for eval-onnx)")
@@ -113,6 +121,10 @@ def cmd_centroids(a: argparse.Namespace) -> int:
     from dnc.export.recompute import choose_split, compute_set
     from dnc.export.seg_recompute import compute_seg_set, split_note
 
+    if a.base is not None or a.add or a.remove or a.rename:
+        return _edit(a)
+    if a.data is None:
+        raise DataError("--data is needed to compute a set (or --from SET to edit one)")
     split = a.split or "train"
     if is_seg_folder(a.data):
         note = split_note(Path(a.data), split)
@@ -139,6 +151,26 @@ def cmd_centroids(a: argparse.Namespace) -> int:
     else:
         print(f"centroid set {res['set_id']}: {len(res['classes'])} classes, {res['images']} images, K per class "
               f"{res['ks']} (embed {res['embed_seconds']:.1f}s, cluster {res['cluster_seconds']:.1f}s) -> {res['out']}")
+    return 0
+
+
+def _edit(a: argparse.Namespace) -> int:
+    from dnc.export.edit_set import edit_set, parse_pairs
+
+    if a.base is None:
+        raise DataError("--add, --remove and --rename edit a set: give it with --from SET")
+    if a.data is not None or a.split is not None:
+        raise DataError("--from edits a set: give each added class's images with --add NAME=FOLDER, not --data/--split")
+    res = edit_set(a.base, a.embed, a.out, add=parse_pairs(a.add, "add"), remove=a.remove,
+                   rename=parse_pairs(a.rename, "rename"), k=a.K, method=a.method, keep_means=a.keep_means,
+                   batch_size=a.batch_size, threads=a.threads, seed=a.seed)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        added = ", ".join(f"{n} ({c} images)" for n, c in res["added"].items()) or "none"
+        print(f"centroid set {res['set_id']} from {res['base_set_id']}: {len(res['classes'])} classes, K per class "
+              f"{res['ks']}; added {added}; removed {res['removed'] or 'none'}; renamed {res['renamed'] or 'none'} "
+              f"(embed {res['embed_seconds']:.1f}s) -> {res['out']}")
     return 0
 
 

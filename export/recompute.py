@@ -98,6 +98,15 @@ def embed_files(sess, files: list[Path], prep: dict, batch_size: int = 256, thre
     return np.concatenate(out)
 
 
+def class_subcentroids(xc: np.ndarray, k: int, method: str, seed: int, keep_means: bool
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """One class's (N, D) embeddings -> its (k, D) unit sub-centroids and, for each, the index of the
+    distinct image anchoring it (whose embedding replaces the cluster mean unless `keep_means`)."""
+    cc, _ = cluster(xc, k, method, seed=seed)
+    near = nearest_distinct(cc, xc)
+    return (cc if keep_means else xc[near] / np.linalg.norm(xc[near], axis=1, keepdims=True)), near
+
+
 def nearest_distinct(cents: np.ndarray, x: np.ndarray) -> np.ndarray:
     """For (k, D) sub-centroids and (N >= k, D) samples, the index of each one's nearest sample, no
     sample used twice (greedy, most similar pair first)."""
@@ -148,10 +157,8 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     names: list[list[str | None]] = []
     for c in bar(range(len(classes)), desc="cluster", unit="class"):
         members = np.flatnonzero(labels == c)
-        xc = x[members]
-        cc, _ = cluster(xc, ks[c], method, seed=seed + c)
-        near = nearest_distinct(cc, xc)
-        cents[c, :ks[c]] = cc if keep_means else xc[near] / np.linalg.norm(xc[near], axis=1, keepdims=True)
+        cents[c, :ks[c]], near = class_subcentroids(x[members], ks[c], method=method, seed=seed + c,
+                                                    keep_means=keep_means)
         ids[c, :ks[c]] = members[near]
         names.append([str(files[i]) for i in members[near]])
     t_cluster = time.time() - t0

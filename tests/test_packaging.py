@@ -21,7 +21,8 @@ import tomllib
 from PIL import Image
 
 from dnc.clients.cli import main
-from tests.serving.test_segment_serving import SEG, repo, server  # noqa: F401 (fixtures)
+from tests.serving.conftest import server  # noqa: F401 (fixture)
+from tests.serving.test_segment_serving import SEG, repo  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.triton]
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from dnc.clients.cli import main
 from dnc.serving import repository
-from tests.serving.test_segment_serving import SEG, repo, server, write_scenes_pixels  # noqa: F401 (fixtures)
+from tests.serving.test_segment_serving import SEG, repo, write_scenes_pixels  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

@@ -1,0 +1,137 @@
+"""`dnc centroids --from SET`: a new class list made from an existing one, a class at a time.
+
+Edits are applied in the order remove, rename, add, to a classification set paired with the given
+embed.onnx (its fingerprint is checked first: a set from another embedding is refused). Only an added
+class is embedded and clustered (export/recompute.py's rule: K sub-centroids, each anchored to a distinct
+real image of the class); every untouched class keeps its sub-centroids, exemplar ids and names
+bit-identical, so the edit costs the new images alone, not the whole list. The result is a new set (its
+own set id, since the content changed) written with its head.onnx, like any set `dnc swap` serves; its
+`source` records the set it came from and the edits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from dnc.core import centroid_set, tasks
+from dnc.core import formats as F
+from dnc.core.centroid_set import CentroidSet
+from dnc.core.class_names import check_class_names
+from dnc.core.errors import InputError
+from dnc.core.images import DataError, image_files
+from dnc.core.staging import check_destination, staged
+from dnc.export import runtime
+from dnc.export.head_graph import build_head
+from dnc.export.recompute import class_subcentroids, embed_files
+
+log = logging.getLogger(__name__)
+
+
+def parse_pairs(items: list[str], what: str) -> dict[str, str]:
+    """["A=B", ...] -> {A: B}; a malformed item or a repeated A is refused, naming it."""
+    out: dict[str, str] = {}
+    for item in items:
+        left, sep, right = item.partition("=")
+        if not sep or not left or not right:
+            raise InputError(f"`{what}` takes NAME=VALUE, got {item!r}")
+        if left in out:
+            raise InputError(f"`{what}` names {left!r} twice")
+        out[left] = right
+    return out
+
+
+def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dict[str, str] | None = None,
+             remove: list[str] | None = None, rename: dict[str, str] | None = None, k: int = 4,
+             method: str = "sinkhorn", keep_means: bool = False, batch_size: int = 256, threads: int = 0,
+             seed: int = 0) -> dict:
+    """Write to `out` the set `base` with classes removed, renamed ({old: new}) and added ({name: folder of
+    that class's images}); returns a summary (set ids, classes, K per class, images embedded, seconds)."""
+    add, remove, rename = dict(add or {}), list(remove or []), dict(rename or {})
+    if not (add or remove or rename):
+        raise InputError("an edit needs at least one of `add`, `remove` or `rename`")
+    if k < 1 or batch_size < 1:
+        raise InputError(f"`K` and `batch_size` must be >= 1, got {k} and {batch_size}")
+    embed_path, out = Path(embed_path), Path(out)
+    check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
+    sess = runtime.session(embed_path, threads)
+    prep = runtime.preprocessing_of(sess, embed_path)
+    runtime.check_task(prep, tasks.CLASSIFICATION, embed_path, "class folders")
+    cs = centroid_set.load(base, expect_fingerprint=centroid_set.fingerprint_file(embed_path),
+                           expect_dim=runtime.embed_dim_of(sess))
+    if tasks.task(cs.task).dense:
+        raise InputError(f"{base} is a segmentation set: editing one (adding a class from masks) is not "
+                         "supported yet; recompute it with `dnc centroids` on a segmentation folder")
+    kept = _remove_and_rename(cs, remove, rename, base)
+    t0 = time.time()
+    added = {name: _class_from_folder(sess, prep, Path(folder), name, k=k, method=method, keep_means=keep_means,
+                                      batch_size=batch_size, threads=threads, seed=seed + i)
+             for i, (name, folder) in enumerate(add.items())}
+    seconds = time.time() - t0
+    new = _assemble(cs, kept, rename, added, source={
+        "from": "edit", "base_set_id": cs.set_id, "base": str(Path(base).resolve()), "remove": remove,
+        "rename": rename, "add": {n: str(Path(f).resolve()) for n, f in add.items()}, "k": k, "method": method,
+        "keep_means": keep_means})
+    with staged(out) as tmp:
+        centroid_set.save(new, tmp)
+        onnx.save(build_head(new), tmp / F.HEAD_FILE)
+    log.info("centroid set %s (from %s: -%d, renamed %d, +%d) -> %s", new.set_id, cs.set_id, len(remove),
+             len(rename), len(added), out)
+    return {"set_id": new.set_id, "base_set_id": cs.set_id, "classes": list(new.class_names), "ks": list(new.ks),
+            "added": {n: len(a[2]) for n, a in added.items()}, "removed": remove, "renamed": rename,
+            "embed_seconds": seconds, "out": str(out)}
+
+
+def _remove_and_rename(cs: CentroidSet, remove: list[str], rename: dict[str, str], base) -> list[int]:
+    """The indices of the classes kept, after checking every name the edits give."""
+    names = list(cs.class_names)
+    unknown = [n for n in [*remove, *rename] if n not in names]
+    if unknown:
+        raise InputError(f"{base} has no class {unknown[0]!r} (its classes: {', '.join(names)})")
+    both = set(remove) & set(rename)
+    if both:
+        raise InputError(f"class {sorted(both)[0]!r} is both removed and renamed")
+    return [i for i, n in enumerate(names) if n not in remove]
+
+
+def _class_from_folder(sess, prep: dict, folder: Path, name: str, k: int, method: str, keep_means: bool,
+                       batch_size: int, threads: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """An added class from a folder of its images: (k', D) sub-centroids, (k',) anchoring image indices,
+    the files read (k' = min(k, images))."""
+    if not folder.is_dir():
+        raise DataError(f"the images of the added class {name!r} should be a folder; {folder} is not one")
+    files = [f.resolve() for f in image_files(folder)]
+    if not files:
+        raise DataError(f"{folder} (the added class {name!r}) holds no images")
+    x = embed_files(sess, files, prep=prep, batch_size=batch_size, threads=threads or 2, desc=f"embed {name}")
+    cents, near = class_subcentroids(x, min(k, len(files)), method=method, seed=seed, keep_means=keep_means)
+    return cents, near, files
+
+
+def _assemble(cs: CentroidSet, kept: list[int], rename: dict[str, str],
+              added: dict[str, tuple[np.ndarray, np.ndarray, list[Path]]], source: dict) -> CentroidSet:
+    """The edited set: kept rows copied as they are (zero-padded when the widest class grows), then the
+    added classes; exemplar ids of added images continue after the base set's largest."""
+    names = [rename.get(cs.class_names[i], cs.class_names[i]) for i in kept] + list(added)
+    check_class_names(names, "the edited class list")
+    ks = [cs.ks[i] for i in kept] + [len(a[0]) for a in added.values()]
+    kmax, d = max(ks), cs.dim
+    cents = np.zeros((len(names), kmax, d), np.float32)  # (C', Kmax', D)
+    ids = np.full((len(names), kmax), -1, np.int64)
+    old_kmax = cs.centroids.shape[1]
+    cents[:len(kept), :old_kmax] = cs.centroids[kept]
+    base_ids = cs.exemplar_ids if cs.exemplar_ids is not None else np.full(cs.centroids.shape[:2], -1, np.int64)
+    ids[:len(kept), :old_kmax] = base_ids[kept]
+    exemplar_names = [list(cs.exemplar_names[i]) if cs.exemplar_names else [None] * cs.ks[i] for i in kept]
+    next_id = int(base_ids.max(initial=-1)) + 1
+    for row, (sub, near, files) in enumerate(added.values(), start=len(kept)):
+        cents[row, :len(sub)] = sub
+        ids[row, :len(sub)] = next_id + near
+        next_id += len(files)
+        exemplar_names.append([str(files[i]) for i in near])
+    return CentroidSet(centroids=cents, ks=ks, class_names=names, embed_fingerprint=cs.embed_fingerprint,
+                       exemplar_ids=ids, exemplar_names=exemplar_names, source=source, task=cs.task)
