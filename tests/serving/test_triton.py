@@ -379,3 +379,35 @@ def test_deep_and_turned_pictures_are_answered_as_their_upright_8_bit_twins(serv
     for a, b in (("a-deep", "a-twin"), ("b-turned", "b-twin")):
         assert [x.label for x in got[a].top] == [x.label for x in got[b].top], (a, how)
         assert np.allclose([x.score for x in got[a].top], [x.score for x in got[b].top], atol=1e-5), (a, how)
+
+
+def test_an_edited_set_is_swapped_in_and_answers_its_new_class(server, repo, exported, fm_folder, tmp_path):
+    """`dnc centroids --from` the served list, one class replaced by another from 20 of its images: `dnc
+    swap` serves it like any set, the new class answers for its own test images, and the untouched classes
+    answer as before (issue 25, item 2)."""
+    from dnc.export.edit_set import edit_set
+
+    served = repository.model_info(repo)["set"]["set_id"]
+    base = exported[0]  # the export folder holds the checkpoint's set
+    if centroid_set.load(base).set_id != served:
+        swap(repo, base, server.grpc_url)
+    few = tmp_path / "few-sandals"
+    few.mkdir()
+    for f in sorted((fm_folder / "train" / "Sandal").iterdir())[:20]:
+        (few / f.name).symlink_to(f)
+    edit_set(base, exported[0] / F.EMBED_FILE, tmp_path / "edited", add={"Sandal2": str(few)}, remove=["Sandal"],
+             threads=2)
+    edited = centroid_set.load(tmp_path / "edited")
+    tests = sorted((fm_folder / "test" / "Sandal").iterdir())[:10] + sorted((fm_folder / "test" / "Bag").iterdir())[:10]
+    with DNCClient(server.http_url) as c:
+        before = {p.source: p.label for p in c.classify_files(tests)}
+        assert swap(repo, tmp_path / "edited", server.grpc_url)["to"] == edited.set_id
+        after = c.classify_files(tests)
+    try:
+        assert {p.set_id for p in after} == {edited.set_id}
+        # every other class's scores are unchanged: an answer is the old one unless it was Sandal or is Sandal2
+        assert all(p.label == before[p.source] for p in after if "Sandal" not in (before[p.source], p.label[:6]))
+        sandals = [p for p in after if "/Sandal/" in p.source]
+        assert sum(p.label == "Sandal2" for p in sandals) >= sum(before[p.source] == "Sandal" for p in sandals) - 2
+    finally:
+        swap(repo, base, server.grpc_url)
