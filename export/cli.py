@@ -38,7 +38,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="with --from: add class NAME from a folder of its images (repeatable)")
     p.add_argument("--remove", action="append", default=[], metavar="NAME", help="with --from: drop class NAME")
     p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="with --from: rename a class")
-    p.add_argument("--K", type=int, default=4, help="sub-centroids per class (fewer for classes with fewer images)")
+    p.add_argument("--K", type=_k, default=4,
+                   help="sub-centroids per class (fewer for classes with fewer images); `all`: every image of a "
+                   "class is one (class folders: the head is then 1-nearest-neighbour)")
     p.add_argument("--method", choices=["sinkhorn", "kmeans"], default="sinkhorn",
                    help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
     p.add_argument("--keep-means", action="store_true",
@@ -55,6 +57,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _onnx_input_flags(p)
     p.add_argument("--centroids", required=True, help="centroid set folder")
     p.set_defaults(func=cmd_eval_onnx)
+
+
+def _k(text: str) -> int | str:
+    """--K: a whole number, or "all" (every image a sub-centroid)."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or 'all', not {text!r}") from None
 
 
 def _onnx_input_flags(p: argparse.ArgumentParser, data_required: bool = True) -> None:
@@ -127,6 +139,9 @@ def cmd_centroids(a: argparse.Namespace) -> int:
         raise DataError("--data is needed to compute a set (or --from SET to edit one)")
     split = a.split or "train"
     if is_seg_folder(a.data):
+        if a.K == "all":
+            raise DataError("--K all is for class folders; a segmentation set holds at most 255 sub-centroids per "
+                            "class (its maps are uint8): give a number")
         note = split_note(Path(a.data), split)
         if not a.json:
             print(note, flush=True)

@@ -27,7 +27,7 @@ from dnc.core.images import DataError, image_files
 from dnc.core.staging import check_destination, staged
 from dnc.export import runtime
 from dnc.export.head_graph import build_head
-from dnc.export.recompute import class_subcentroids, embed_files
+from dnc.export.recompute import ALL, class_subcentroids, embed_files
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def parse_pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dict[str, str] | None = None,
-             remove: list[str] | None = None, rename: dict[str, str] | None = None, k: int = 4,
+             remove: list[str] | None = None, rename: dict[str, str] | None = None, k: int | str = 4,
              method: str = "sinkhorn", keep_means: bool = False, batch_size: int = 256, threads: int = 0,
              seed: int = 0) -> dict:
     """Write to `out` the set `base` with classes removed, renamed ({old: new}) and added ({name: folder of
@@ -54,8 +54,8 @@ def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dic
     add, remove, rename = dict(add or {}), list(remove or []), dict(rename or {})
     if not (add or remove or rename):
         raise InputError("an edit needs at least one of `add`, `remove` or `rename`")
-    if k < 1 or batch_size < 1:
-        raise InputError(f"`K` and `batch_size` must be >= 1, got {k} and {batch_size}")
+    if (k != ALL and (not isinstance(k, int) or k < 1)) or batch_size < 1:
+        raise InputError(f"`K` must be >= 1 or {ALL!r} and `batch_size` >= 1, got {k!r} and {batch_size}")
     embed_path, out = Path(embed_path), Path(out)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
@@ -98,7 +98,7 @@ def _remove_and_rename(cs: CentroidSet, remove: list[str], rename: dict[str, str
     return [i for i, n in enumerate(names) if n not in remove]
 
 
-def _class_from_folder(sess, prep: dict, folder: Path, name: str, k: int, method: str, keep_means: bool,
+def _class_from_folder(sess, prep: dict, folder: Path, name: str, k: int | str, method: str, keep_means: bool,
                        batch_size: int, threads: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """An added class from a folder of its images: (k', D) sub-centroids, (k',) anchoring image indices,
     the files read (k' = min(k, images))."""
@@ -108,6 +108,8 @@ def _class_from_folder(sess, prep: dict, folder: Path, name: str, k: int, method
     if not files:
         raise DataError(f"{folder} (the added class {name!r}) holds no images")
     x = embed_files(sess, files, prep=prep, batch_size=batch_size, threads=threads or 2, desc=f"embed {name}")
+    if k == ALL:  # each image its own sub-centroid
+        return x / np.linalg.norm(x, axis=1, keepdims=True), np.arange(len(files)), files
     cents, near = class_subcentroids(x, min(k, len(files)), method=method, seed=seed, keep_means=keep_means)
     return cents, near, files
 

@@ -120,7 +120,10 @@ def nearest_distinct(cents: np.ndarray, x: np.ndarray) -> np.ndarray:
     return pick
 
 
-def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int = 4, method: str = "sinkhorn",
+ALL = "all"  # K: every image of a class is a sub-centroid (the head is then 1-nearest-neighbour, cosine)
+
+
+def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int | str = 4, method: str = "sinkhorn",
                 keep_means: bool = False, batch_size: int = 256, threads: int = 0, seed: int = 0,
                 split: str = "train") -> dict:
     """Compute and write a centroid set (and its head.onnx) for the classes of an image folder.
@@ -130,14 +133,16 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
         data: one subfolder per class, or train/ and test/ (or val/) each holding them: then `split` is read
             ("train", or "test" for the held-out split), and the summary's `split_note` says so.
         out: the set folder to write.
-        k: sub-centroids per class (fewer for classes with fewer images). method: sinkhorn or kmeans.
+        k: sub-centroids per class (fewer for classes with fewer images), or "all": every image of a class is
+            one of its sub-centroids, with no clustering (the served head is then 1-nearest-neighbour over
+            the folder; its size grows with the images). method: sinkhorn or kmeans.
         keep_means: keep the cluster means as sub-centroids (exemplars are still recorded).
     Exemplars are recorded as absolute paths, and the folder read as an absolute `source["data"]`, so a
     set names its images wherever it is moved or served from (sets written before name them as given).
     Returns a summary: set id, classes, K per class, the folder read, seconds for embedding and clustering.
     """
-    if k < 1 or batch_size < 1:
-        raise InputError(f"`K` and `batch_size` must be >= 1, got {k} and {batch_size}")
+    if (k != ALL and (not isinstance(k, int) or k < 1)) or batch_size < 1:
+        raise InputError(f"`K` must be >= 1 or {ALL!r} and `batch_size` >= 1, got {k!r} and {batch_size}")
     embed_path, out = Path(embed_path), Path(out)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
@@ -150,19 +155,24 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     t_embed = time.time() - t0
     d = x.shape[1]
     t0 = time.time()
-    ks = [min(k, int((labels == c).sum())) for c in range(len(classes))]
+    counts = [int((labels == c).sum()) for c in range(len(classes))]
+    ks = counts if k == ALL else [min(k, n) for n in counts]
     kmax = max(ks)
     cents = np.zeros((len(classes), kmax, d), np.float32)
     ids = np.full((len(classes), kmax), -1, np.int64)
     names: list[list[str | None]] = []
     for c in bar(range(len(classes)), desc="cluster", unit="class"):
         members = np.flatnonzero(labels == c)
-        cents[c, :ks[c]], near = class_subcentroids(x[members], ks[c], method=method, seed=seed + c,
-                                                    keep_means=keep_means)
+        if k == ALL:  # each image its own sub-centroid: nothing to cluster
+            near = np.arange(len(members))
+            cents[c, :ks[c]] = x[members] / np.linalg.norm(x[members], axis=1, keepdims=True)
+        else:
+            cents[c, :ks[c]], near = class_subcentroids(x[members], ks[c], method=method, seed=seed + c,
+                                                        keep_means=keep_means)
         ids[c, :ks[c]] = members[near]
         names.append([str(files[i]) for i in members[near]])
     t_cluster = time.time() - t0
-    fewer = [(classes[c], ks[c]) for c in range(len(classes)) if ks[c] < k]
+    fewer = [] if k == ALL else [(classes[c], ks[c]) for c in range(len(classes)) if ks[c] < k]
     if fewer:
         log.warning("classes with fewer images than K=%d get fewer sub-centroids: %s", k, fewer)
     cs = CentroidSet(centroids=cents, ks=ks, class_names=classes,

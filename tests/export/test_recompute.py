@@ -1,5 +1,6 @@
 """`dnc centroids`: a new class list from labelled real images, with embed.onnx only."""
 
+import json
 import subprocess
 import sys
 
@@ -138,3 +139,31 @@ def test_runs_without_torch(exported, fm_folder, tmp_path):
                          env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == centroid_set.load(tmp_path / "s").set_id
+
+
+def test_k_all_makes_the_head_one_nearest_neighbour(exported, fm_folder, tmp_path, capsys):
+    """--K all: every training image is a sub-centroid of its class (no clustering), so the served head's
+    answer is the class of the most cosine-similar training image: checked against a float64 1-NN over
+    independently embedded images, on test images the set never saw (issue 25, item 1)."""
+    embed = exported[0] / F.EMBED_FILE
+    assert main(["centroids", "--embed", str(embed), "--data", str(fm_folder / "train"), "--K", "all",
+                 "--out", str(tmp_path / "all"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    classes, files, labels = scan_labelled_folder(fm_folder / "train")
+    assert res["ks"] == [int((labels == c).sum()) for c in range(len(classes))]
+    cs = centroid_set.load(tmp_path / "all")
+    assert cs.anchored and sorted(cs.exemplar_ids[cs.k_mask].tolist()) == list(range(len(files)))
+    sess = runtime.session(embed, 2)
+    prep = runtime.preprocessing_of(sess)
+    train = embed_files(sess, files, prep, threads=2).astype(np.float64)
+    _, test_files, test_labels = scan_labelled_folder(fm_folder / "test")
+    test = embed_files(sess, test_files, prep, threads=2)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    want = labels[np.argmax(unit(test.astype(np.float64)) @ unit(train).T, axis=1)]  # (N,) float64 1-NN
+    head = runtime.session(tmp_path / "all" / F.HEAD_FILE, 2)
+    got = head.run([F.PREDICTED], {F.EMBEDDING: test})[0]
+    assert (got == want).mean() >= 0.99, (got != want).sum()  # float32 vs float64: near-ties may flip
+    with pytest.raises(SystemExit):  # argparse refuses it, naming what --K takes
+        main(["centroids", "--embed", str(embed), "--data", str(fm_folder / "train"), "--K", "some",
+              "--out", str(tmp_path / "x")])
+    assert "a whole number or 'all', not 'some'" in capsys.readouterr().err
