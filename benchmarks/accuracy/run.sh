@@ -109,5 +109,10 @@ seg_drift() { # does the DNC head alone degrade a trained encoder that no longer
     --data runs/bench-seg-gpu/scenes-coarse --steps 150
 }
 
+large_k() { # sets with many sub-centroids on the demo's coarse-trained embedding (issue 25; after make demo)
+  $PY $B/large_k.py --embed runs/demo/export/embed.onnx --train runs/demo/data/fine/train \
+    --test runs/demo/data/fine/test --K 4 16 64 all --out runs/bench-large-k
+}
+
 # ---- the entries listed, checked and run (the same for every group)
 source benchmarks/dispatch.sh
