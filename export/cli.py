@@ -40,7 +40,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="with --from: rename a class")
     p.add_argument("--K", type=_k, default=4,
                    help="sub-centroids per class (fewer for classes with fewer images); `all`: every image of a "
-                   "class is one (class folders: the head is then 1-nearest-neighbour)")
+                   "class is one (class folders: the head is then 1-nearest-neighbour); `auto` (class folders): the "
+                   "one of 1, 4, 16, 64, all answering a held-out fifth of each class best")
     p.add_argument("--method", choices=["sinkhorn", "kmeans"], default="sinkhorn",
                    help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
     p.add_argument("--keep-means", action="store_true",
@@ -60,13 +61,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _k(text: str) -> int | str:
-    """--K: a whole number, or "all" (every image a sub-centroid)."""
-    if text == "all":
+    """--K: a whole number, "all" (every image a sub-centroid) or "auto" (chosen on held-out images)."""
+    if text in ("all", "auto"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number or 'all', not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"a whole number, 'all' or 'auto', not {text!r}") from None
 
 
 def _onnx_input_flags(p: argparse.ArgumentParser, data_required: bool = True) -> None:
@@ -139,8 +140,8 @@ def cmd_centroids(a: argparse.Namespace) -> int:
         raise DataError("--data is needed to compute a set (or --from SET to edit one)")
     split = a.split or "train"
     if is_seg_folder(a.data):
-        if a.K == "all":
-            raise DataError("--K all is for class folders; a segmentation set holds at most 255 sub-centroids per "
+        if a.K in ("all", "auto"):
+            raise DataError(f"--K {a.K} is for class folders; a segmentation set holds at most 255 sub-centroids per "
                             "class (its maps are uint8): give a number")
         note = split_note(Path(a.data), split)
         if not a.json:

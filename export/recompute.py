@@ -121,6 +121,37 @@ def nearest_distinct(cents: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 ALL = "all"  # K: every image of a class is a sub-centroid (the head is then 1-nearest-neighbour, cosine)
+AUTO = "auto"  # K: the candidate with the best top-1 on held-out images of each class (choose_k)
+AUTO_CANDIDATES = (1, 4, 16, 64, ALL)
+HELD_OUT = 0.2  # the share of each class's images `auto` holds out
+
+
+def choose_k(x: np.ndarray, labels: np.ndarray, method: str, seed: int) -> tuple[int | str, dict]:
+    """`--K auto`: hold out HELD_OUT of each class's (N, D) embeddings (seeded), build sets of each
+    candidate K from the rest, and keep the K whose set answers the held-out images best (top-1; a tie
+    goes to the smaller set). Returns (K, {candidate: held-out top-1 %})."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        held[members[:int(len(members) * HELD_OUT)]] = True
+    if not held.any() or held.all():
+        raise InputError("`K` auto needs classes of several images: some to build from, some to hold out")
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    scores = {}
+    for cand in AUTO_CANDIDATES:
+        best = np.full((int(held.sum()), len(np.unique(labels))), -np.inf)  # (held, C) max-over-K cosine
+        for c in np.unique(labels):
+            fit = np.flatnonzero((labels == c) & ~held)
+            if cand == ALL or len(fit) <= cand:
+                cents = unit[fit]
+            else:
+                cents, _ = class_subcentroids(x[fit], cand, method=method, seed=seed + int(c), keep_means=False)
+            best[:, c] = (unit[held] @ cents.T).max(1)
+        scores[str(cand)] = round(float(100 * (best.argmax(1) == labels[held]).mean()), 3)
+    pick = max(AUTO_CANDIDATES, key=lambda cand: (scores[str(cand)], -AUTO_CANDIDATES.index(cand)))
+    log.info("K auto: held-out top-1 per candidate %s; chose %s", scores, pick)
+    return pick, scores
 
 
 def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int | str = 4, method: str = "sinkhorn",
@@ -141,8 +172,8 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     set names its images wherever it is moved or served from (sets written before name them as given).
     Returns a summary: set id, classes, K per class, the folder read, seconds for embedding and clustering.
     """
-    if (k != ALL and (not isinstance(k, int) or k < 1)) or batch_size < 1:
-        raise InputError(f"`K` must be >= 1 or {ALL!r} and `batch_size` >= 1, got {k!r} and {batch_size}")
+    if (k not in (ALL, AUTO) and (not isinstance(k, int) or k < 1)) or batch_size < 1:
+        raise InputError(f"`K` must be >= 1, {ALL!r} or {AUTO!r}, and `batch_size` >= 1, got {k!r} and {batch_size}")
     embed_path, out = Path(embed_path), Path(out)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
@@ -155,6 +186,9 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     t_embed = time.time() - t0
     d = x.shape[1]
     t0 = time.time()
+    asked, held_out = k, None
+    if k == AUTO:
+        k, held_out = choose_k(x, labels, method=method, seed=seed)
     counts = [int((labels == c).sum()) for c in range(len(classes))]
     ks = counts if k == ALL else [min(k, n) for n in counts]
     kmax = max(ks)
@@ -178,10 +212,12 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     cs = CentroidSet(centroids=cents, ks=ks, class_names=classes,
                      embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
                      exemplar_names=names, source={"from": "images", "data": str(folder.resolve()), "method": method,
-                                                   "k": k, "keep_means": keep_means, "images": len(files)})
+                                                   "k": k, "k_asked": asked, "held_out_top1": held_out,
+                                                   "keep_means": keep_means, "images": len(files)})
     with staged(out) as tmp:
         centroid_set.save(cs, tmp)
         onnx.save(build_head(cs), tmp / F.HEAD_FILE)
     log.info("centroid set %s: %d classes, %d images -> %s", cs.set_id, len(classes), len(files), out)
-    return {"set_id": cs.set_id, "classes": classes, "ks": ks, "images": len(files), "data": str(folder),
+    return {"set_id": cs.set_id, "classes": classes, "ks": ks, "k": k, "held_out_top1": held_out,
+            "images": len(files), "data": str(folder),
             "split_note": note, "embed_seconds": t_embed, "cluster_seconds": t_cluster, "out": str(out)}

@@ -166,4 +166,24 @@ def test_k_all_makes_the_head_one_nearest_neighbour(exported, fm_folder, tmp_pat
     with pytest.raises(SystemExit):  # argparse refuses it, naming what --K takes
         main(["centroids", "--embed", str(embed), "--data", str(fm_folder / "train"), "--K", "some",
               "--out", str(tmp_path / "x")])
-    assert "a whole number or 'all', not 'some'" in capsys.readouterr().err
+    assert "a whole number, 'all' or 'auto', not 'some'" in capsys.readouterr().err
+
+
+def test_k_auto_chooses_on_held_out_images(exported, fm_folder, tmp_path):
+    """`auto` on fresh random data with a known answer: classes made of 8 interleaved tight modes need many
+    sub-centroids (K=1 answers near chance), one tight mode per class needs one (the smallest of the tied
+    candidates); on real images the chosen K is the best held-out figure and is recorded in the set."""
+    from dnc.export.recompute import choose_k
+
+    rng = np.random.default_rng(11)
+    modes = rng.standard_normal((2, 8, 32))  # (class, mode, D)
+    labels = np.repeat([0, 1], 8 * 40)
+    x = modes[labels, np.tile(np.repeat(np.arange(8), 40), 2)] + 0.05 * rng.standard_normal((640, 32))
+    k, scores = choose_k(x.astype(np.float32), labels, method="kmeans", seed=0)
+    assert k in (16, 64, "all") and scores[str(k)] == 100.0 and scores["1"] < 90, scores
+    one = rng.standard_normal((2, 32))[labels] + 0.05 * rng.standard_normal((640, 32))
+    k, scores = choose_k(one.astype(np.float32), labels, method="kmeans", seed=0)
+    assert k == 1 and scores["1"] == 100.0, scores
+    res = compute_set(exported[0] / F.EMBED_FILE, fm_folder / "train", tmp_path / "auto", k="auto", threads=2)
+    assert res["held_out_top1"][str(res["k"])] == max(res["held_out_top1"].values())
+    assert centroid_set.load(tmp_path / "auto").source["k_asked"] == "auto"
