@@ -1,8 +1,8 @@
 """Benchmark: what a class list with many sub-centroids buys and costs (issue 25, item 1).
 
-For one exported embedding and a labelled train/test folder, builds a set per K with `dnc centroids --K K`
+For one exported embedding and a labelled train/test folder, builds a set per K as `dnc centroids --K K` does
 (K a number, or `all`: every training image a sub-centroid, the head then 1-nearest-neighbour) and reports
-for each: top-1 on the test split (`dnc eval-onnx`), the set's sub-centroids and head.onnx bytes, the time
+for each: top-1 on the test split (as `dnc eval-onnx`), the set's sub-centroids and head.onnx bytes, the time
 to build it, and onnxruntime latencies at batch B (median of R runs, in-process, `--threads`): the
 embedding graph, the head, and the two together against the K=first set's (the served path adds the same
 prep and transport to both, so the ratio of embed + head is the in-process share of it).
@@ -14,8 +14,6 @@ prep and transport to both, so the ratio of embed + head is the in-process share
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import platform
 import statistics
@@ -24,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dnc.clients.cli import main as dnc
 from dnc.core import formats as F
 from dnc.export import runtime
-from dnc.export.recompute import embed_files, scan_labelled_folder
+from dnc.export.evaluate import evaluate_folder
+from dnc.export.recompute import compute_set, embed_files, scan_labelled_folder
 
 
 def latency(sess, name: str, x: np.ndarray, runs: int) -> float:
@@ -55,14 +53,9 @@ def run(embed: Path, train: Path, test: Path, ks: list[str], out: Path, batch: i
     for k in ks:
         folder = out / f"set-K{k}"
         t0 = time.time()
-        assert dnc(["centroids", "--embed", str(embed), "--data", str(train), "--K", k, "--out", str(folder),
-                    "--threads", str(threads), "--json"]) == 0, k
+        compute_set(embed, train, folder, k=k if k in ("all", "auto") else int(k), threads=threads)
         built = time.time() - t0
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            assert dnc(["eval-onnx", "--embed", str(embed), "--centroids", str(folder), "--data", str(test),
-                        "--threads", str(threads), "--json"]) == 0, k
-        ev = json.loads(buf.getvalue().strip().splitlines()[-1])
+        ev = evaluate_folder(embed, folder, test, threads=threads)
         head = runtime.session(folder / F.HEAD_FILE, threads)
         t_head = latency(head, F.EMBEDDING, embeddings, runs)
         meta = json.loads((folder / F.SET_JSON_FILE).read_text())

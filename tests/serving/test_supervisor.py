@@ -8,12 +8,11 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from benchmarks.serving.crash_recovery import post as _post  # one HTTP helper for both
 from dnc.clients.cli import main
 from dnc.core import formats as F
 from dnc.serving import repository, supervisor
@@ -26,20 +25,6 @@ CRASH = json.dumps({"inputs": [{"name": F.IMAGES, "shape": [2**40, 1, 28, 28], "
                                 "data": [0.0]}]}).encode()  # aborts Triton 2.51 (std::bad_alloc)
 GOOD = json.dumps({"inputs": [{"name": F.IMAGES, "shape": [1, 1, 28, 28], "datatype": "FP32",
                                "data": [0.0] * 784}]}).encode()
-
-
-def _post(address: str, body: bytes, timeout: float = 30) -> int | None:
-    """HTTP status of an inference request to the entry model; None when the connection dropped."""
-    req = urllib.request.Request(f"http://{address}/v2/models/{F.ENTRY_MODEL}/infer", data=body,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (OSError, urllib.error.URLError):
-        return None
 
 
 def _answered(address: str, within: float) -> float:
