@@ -3,12 +3,18 @@
 Readers of OUT (a server, a swap) never see a half-written export or centroid set, and a failure
 leaves the previous OUT as it was. OUT is only ever replaced when it is absent, empty, or an
 artefact of the same kind (it holds `marker`), so a mistyped --out cannot delete unrelated files.
+
+The staging folder and the folder the previous OUT is moved aside into are made with `mkdtemp` (an
+unpredictable name, created exclusively, mode 0700): in a world-writable parent such as /tmp another
+user cannot plant a folder or a link at the name we are about to write into. The published folder is
+given the mode a plain `mkdir` would have (0777 less the umask).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,24 +50,38 @@ def staged(out: Path) -> Iterator[Path]:
 
 
 def staging_folder(out: Path) -> Path:
-    """A fresh empty folder beside `out` to write into."""
-    tmp = out.with_name(f".{out.name}.partial{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
+    """A fresh empty folder beside `out` to write into: created exclusively under an unpredictable name
+    (0700 while it is written)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial", dir=out.parent))
+
+
+def _umask_mode() -> int:
+    """The mode `mkdir` gives a new folder: 0777 less the process's umask (read from /proc, since
+    setting the umask to read it would change it for every thread meanwhile; 0755 where unreadable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o777 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o755
 
 
 def publish(tmp: Path, out: Path) -> Path:
     """Move the finished folder `tmp` to `out`, replacing a previous `out` (restored if the move fails)."""
+    tmp.chmod(_umask_mode())
     if not out.exists():
         os.replace(tmp, out)
         return out
-    old = out.with_name(f".{out.name}.old{os.getpid()}")
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old", dir=out.parent))  # exclusive, unpredictable
+    old = aside / "old"
     os.replace(out, old)
     try:
         os.replace(tmp, out)
     except BaseException:
         os.replace(old, out)
+        aside.rmdir()
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
     return out
