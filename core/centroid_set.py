@@ -6,6 +6,9 @@ metadata) and `centroids.json` (the same description, for people):
     ks: (C,) int32, sub-centroids per class
     exemplar_ids: (C, Kmax) int64, dataset id of the real image a sub-centroid is anchored to, -1 none
     exemplar_yx: (C, Kmax, 2) int32, segmentation sets only: the anchoring pixel (y, x) in that image
+    thresholds: (C,) float32, optional: each class's abstention threshold on its score (a cosine, in
+        [-1, 1]), calibrated on images of the class held out from its sub-centroids (export/abstention.py);
+        UNCALIBRATED (-1, the lowest cosine: accepts everything) for a class too small to hold any out
 and, in the JSON: the task ("classification", or "segmentation" for a set made from masks: a head of
 the one cannot serve the other), class names, exemplar names (file paths or set/split/index), the fingerprint of
 the embedding graph the centroids live in, how the set was made, and `set_id`, a content hash that
@@ -34,6 +37,7 @@ from dnc.core.formats import SET_JSON_FILE, SET_TENSORS_FILE
 FORMAT = "dnc-centroid-set"
 VERSION = 1
 NORM_TOLERANCE = 1e-3
+UNCALIBRATED = -1.0  # the threshold of a class with no held-out image to calibrate on: accepts every score
 
 
 class CentroidSetError(DNCError, ValueError):
@@ -60,6 +64,7 @@ class CentroidSet:
     source: dict = field(default_factory=dict)  # how it was made
     task: str = tasks.CLASSIFICATION.name  # or tasks.SEGMENTATION.name (made from masks)
     exemplar_yx: np.ndarray | None = None  # (C, Kmax, 2) int32 (y, x) of a segmentation exemplar, -1 none
+    thresholds: np.ndarray | None = None  # (C,) float32 abstention thresholds; None: the set never abstains
 
     @property
     def num_classes(self) -> int:
@@ -85,6 +90,8 @@ class CentroidSet:
         h.update(json.dumps([self.ks, self.class_names, self.embed_fingerprint]).encode())
         if tasks.task(self.task).dense:  # (classification sets keep the ids they were written with)
             h.update(self.task.encode())
+        if self.thresholds is not None:  # (sets without thresholds keep the ids they were written with)
+            h.update(b"thresholds" + np.ascontiguousarray(self.thresholds, dtype=np.float32).tobytes())
         return h.hexdigest()[:16]
 
     def describe(self) -> dict:
@@ -92,7 +99,8 @@ class CentroidSet:
                 "dim": self.dim, "kmax": int(self.centroids.shape[1]), "ks": list(self.ks),
                 "class_names": list(self.class_names), "embed_fingerprint": self.embed_fingerprint,
                 "anchored": self.anchored, "exemplar_names": self.exemplar_names, "source": self.source,
-                "task": self.task}
+                "task": self.task,
+                "thresholds": None if self.thresholds is None else [float(t) for t in self.thresholds]}
 
 
 def validate(cs: CentroidSet, where: str = "centroid set") -> None:
@@ -139,6 +147,21 @@ def validate(cs: CentroidSet, where: str = "centroid set") -> None:
         raise CentroidSetError(f"{where}: exemplar pixels need a segmentation set and shape {(c, kmax, 2)}")
     if cs.exemplar_names is not None and [len(r) for r in cs.exemplar_names] != list(cs.ks):
         raise CentroidSetError(f"{where}: exemplar names do not match K per class")
+    if cs.thresholds is not None:
+        _validate_thresholds(cs, where)
+
+
+def _validate_thresholds(cs: CentroidSet, where: str) -> None:
+    """Thresholds a head can compare scores with: one float32 per class, finite, within the cosine's range."""
+    t = cs.thresholds
+    if t.shape != (cs.num_classes,) or t.dtype != np.float32:
+        raise CentroidSetError(f"{where}: thresholds must be float32 of shape ({cs.num_classes},), one per class; got "
+                               f"{t.dtype} {tuple(t.shape)}")
+    bad = ~np.isfinite(t) | (t < -1.0) | (t > 1.0)
+    if bad.any():
+        c_bad = int(np.argmax(bad))
+        raise CentroidSetError(f"{where}: the threshold of class {c_bad} ({cs.class_names[c_bad]}) is {t[c_bad]!r}; "
+                               "a threshold is a cosine, a finite number in [-1, 1]")
 
 
 def check_pairing(cs: CentroidSet, fingerprint: str, dim: int, where: str = "centroid set") -> None:
@@ -162,6 +185,8 @@ def save(cs: CentroidSet, folder: str | Path) -> Path:
                "ks": np.asarray(cs.ks, dtype=np.int32), "exemplar_ids": np.ascontiguousarray(ids, dtype=np.int64)}
     if cs.exemplar_yx is not None:
         tensors["exemplar_yx"] = np.ascontiguousarray(cs.exemplar_yx, dtype=np.int32)
+    if cs.thresholds is not None:
+        tensors["thresholds"] = np.ascontiguousarray(cs.thresholds, dtype=np.float32)
     meta = dict(cs.describe(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     tmp = folder / f".{SET_TENSORS_FILE}.tmp{os.getpid()}"
     save_file(tensors, str(tmp), metadata={"dnc": json.dumps(meta)})
@@ -194,7 +219,7 @@ def load(path: str | Path, expect_fingerprint: str | None = None, expect_dim: in
                      class_names=meta.get("class_names", []), embed_fingerprint=meta.get("embed_fingerprint", ""),
                      exemplar_ids=tensors.get("exemplar_ids"), exemplar_names=meta.get("exemplar_names"),
                      source=meta.get("source", {}), task=tasks.of(meta).name,
-                     exemplar_yx=tensors.get("exemplar_yx"))
+                     exemplar_yx=tensors.get("exemplar_yx"), thresholds=tensors.get("thresholds"))
     validate(cs, str(file))
     if meta.get("set_id") and meta["set_id"] != cs.set_id:
         raise CentroidSetError(f"{file}: content does not match its recorded set id {meta['set_id']} "

@@ -45,6 +45,11 @@ TOPK_SUBCENTROID = "topk_subcentroid"  # (N, k) int32: the winning sub-centroid 
 TOPK_EXEMPLAR_ID = "topk_exemplar_id"  # (N, k) int64: its anchoring image's id, -1 when not anchored
 TOPK_EXEMPLAR = "topk_exemplar"  # (N, k) string: that image's path or name, "" when not anchored
 SET_ID = "set_id"  # (N,) string: the centroid set (class list version) that answered
+KNOWN = "known"  # (N,) bool: the predicted class's score clears its threshold (else the answer is "unknown")
+THRESHOLD = "threshold"  # (N,) float32: that class's threshold (-1 where its set has none: accepts all)
+# A served head's optional input: false turns abstention off for the request (every `known` true, a
+# segmenter labels no pixel UNKNOWN_LABEL); absent or true, the set's thresholds decide.
+ABSTAIN = "abstain"  # (1,) bool
 EVIDENCE_OUTPUTS = (
     TensorSpec(TOPK_CLASS, "int32", ("N", "k")),
     TensorSpec(TOPK_LABEL, "object", ("N", "k")),
@@ -53,13 +58,17 @@ EVIDENCE_OUTPUTS = (
     TensorSpec(TOPK_EXEMPLAR_ID, "int64", ("N", "k")),
     TensorSpec(TOPK_EXEMPLAR, "object", ("N", "k")),
     TensorSpec(SET_ID, "object", ("N",)),
+    TensorSpec(KNOWN, "bool", ("N",)),
+    TensorSpec(THRESHOLD, "float32", ("N",)),
 )
 EMBED_INPUT = TensorSpec(IMAGES, "float32", ("N", "Cin", "H", "W"))
 EMBED_OUTPUT = TensorSpec(EMBEDDING, "float32", ("N", "D"))
 
 # Segmentation (a segmenter's export): the embedding graph takes images of any height and width and
 # gives cell embeddings at its stride; the head upsamples class scores to OUTPUT_SIZE and answers per
-# pixel and, per image, per class. Labels and sub-centroid indices are uint8 (C, Kmax <= 255).
+# pixel and, per image, per class. Labels and sub-centroid indices are uint8 (C <= 254, Kmax <= 255); the
+# served head labels a pixel no class's threshold accepts UNKNOWN_LABEL.
+UNKNOWN_LABEL = 255
 PIXEL_EMBEDDING = "pixel_embedding"  # (N, D, h, w) float32, not normalised (the head normalises each cell)
 OUTPUT_SIZE = "output_size"  # (2,) int64: H, W of the answer (the merged graph reads the images' own)
 LABELS = "labels"  # (N, H, W) uint8: class id per pixel
@@ -73,6 +82,7 @@ CLASS_EXEMPLAR_ID = "class_exemplar_id"  # (N, C) int64: its anchoring image's i
 CLASS_EXEMPLAR_YX = "class_exemplar_yx"  # (N, C, 2) int32: the anchoring pixel (y, x), -1 when none
 CLASS_EXEMPLAR = "class_exemplar"  # (N, C) string: the anchoring image's path or name, "" when none
 CLASS_LABEL = "class_label"  # (N, C) string: class names, index = class id
+UNKNOWN_PIXELS = "unknown_pixels"  # (N,) int32: pixels labelled unknown (255: no threshold accepts them)
 SEG_EMBED_OUTPUT = TensorSpec(PIXEL_EMBEDDING, "float32", ("N", "D", "h", "w"))
 SEG_EMBED_INPUT = TensorSpec(IMAGES, "float32", ("N", "Cin", "H", "W"))
 SEG_HEAD_INPUTS = (SEG_EMBED_OUTPUT, TensorSpec(OUTPUT_SIZE, "int64", ("2",)))
@@ -91,6 +101,7 @@ SEG_EVIDENCE_OUTPUTS = (
     TensorSpec(CLASS_EXEMPLAR, "object", ("N", "C")),
     TensorSpec(CLASS_LABEL, "object", ("N", "C")),
     TensorSpec(SET_ID, "object", ("N",)),
+    TensorSpec(UNKNOWN_PIXELS, "int32", ("N",)),
 )
 
 # Files of an export folder and of a centroid set folder.

@@ -46,6 +46,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
     p.add_argument("--keep-means", action="store_true",
                    help="keep cluster means as sub-centroids instead of replacing them by their nearest image")
+    p.add_argument("--accept", type=float, default=0.95,
+                   help="abstention: each class's threshold accepts this share of its held-out images (a served "
+                   "answer below its class's threshold is \"unknown\")")
+    p.add_argument("--calibration-share", type=float, default=0.2,
+                   help="the share of each class's images (segmentation: of the images) held out of its sub-centroids "
+                   "to calibrate its threshold on; 0: no thresholds (the set never answers unknown)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pixels-per-image", type=int, default=64,
                    help="segmentation folders: at most this many cells of a class sampled from one image")
@@ -148,26 +154,39 @@ def cmd_centroids(a: argparse.Namespace) -> int:
             print(note, flush=True)
         res = compute_seg_set(a.embed, a.data, out=a.out, k=a.K, method=a.method, keep_means=a.keep_means,
                               threads=a.threads, seed=a.seed, split=split, per_image=a.pixels_per_image,
-                              pixels_per_class=a.pixels_per_class)
+                              pixels_per_class=a.pixels_per_class, accept=a.accept,
+                              calibration_share=a.calibration_share)
         if a.json:
             print(json.dumps(res))
         else:
             cells = ", ".join(f"{n} {v}" for n, v in zip(res["classes"], res["cells_per_class"], strict=True))
             print(f"segmentation centroid set {res['set_id']}: {len(res['classes'])} classes from {res['images']} "
-                  f"{res['split']} images (cells sampled: {cells}), K per class {res['ks']} -> {res['out']}")
+                  f"{res['split']} images (cells sampled: {cells}), K per class {res['ks']}; "
+                  f"{_thresholds_said(res, a)} -> {res['out']}")
         return 0
     folder, note = choose_split(a.data, split)  # a train/ and test/ layout: its split, said before the work
     _no_split_ignored(a.split, a.data, note)
     if note and not a.json:
         print(note, flush=True)
     res = compute_set(a.embed, folder, out=a.out, k=a.K, method=a.method, keep_means=a.keep_means,
-                      batch_size=a.batch_size, threads=a.threads, seed=a.seed)
+                      batch_size=a.batch_size, threads=a.threads, seed=a.seed, accept=a.accept,
+                      calibration_share=a.calibration_share)
     if a.json:
         print(json.dumps(dict(res, split_note=note)))
     else:
-        print(f"centroid set {res['set_id']}: {len(res['classes'])} classes, {res['images']} images, K per class "
-              f"{res['ks']} (embed {res['embed_seconds']:.1f}s, cluster {res['cluster_seconds']:.1f}s) -> {res['out']}")
+        print(f"centroid set {res['set_id']}: {len(res['classes'])} classes, {res['images']} images "
+              f"({res['calibration_images']} held out to calibrate), K per class {res['ks']}; "
+              f"{_thresholds_said(res, a)} (embed {res['embed_seconds']:.1f}s, cluster {res['cluster_seconds']:.1f}s) "
+              f"-> {res['out']}")
     return 0
+
+
+def _thresholds_said(res: dict, a: argparse.Namespace) -> str:
+    """What a summary says of the set's abstention thresholds."""
+    t = res.get("thresholds")
+    if t is None:
+        return "no thresholds (never answers unknown)"
+    return f"thresholds accepting {a.accept:.0%} of held-out images, {min(t):.3f} to {max(t):.3f}"
 
 
 def _edit(a: argparse.Namespace) -> int:
@@ -179,14 +198,15 @@ def _edit(a: argparse.Namespace) -> int:
         raise DataError("--from edits a set: give each added class's images with --add NAME=FOLDER, not --data/--split")
     res = edit_set(a.base, a.embed, a.out, add=parse_pairs(a.add, "add"), remove=a.remove,
                    rename=parse_pairs(a.rename, "rename"), k=a.K, method=a.method, keep_means=a.keep_means,
-                   batch_size=a.batch_size, threads=a.threads, seed=a.seed)
+                   batch_size=a.batch_size, threads=a.threads, seed=a.seed, accept=a.accept,
+                   calibration_share=a.calibration_share)
     if a.json:
         print(json.dumps(res))
     else:
         added = ", ".join(f"{n} ({c} images)" for n, c in res["added"].items()) or "none"
         print(f"centroid set {res['set_id']} from {res['base_set_id']}: {len(res['classes'])} classes, K per class "
-              f"{res['ks']}; added {added}; removed {res['removed'] or 'none'}; renamed {res['renamed'] or 'none'} "
-              f"(embed {res['embed_seconds']:.1f}s) -> {res['out']}")
+              f"{res['ks']}; added {added}; removed {res['removed'] or 'none'}; renamed {res['renamed'] or 'none'}; "
+              f"{_thresholds_said(res, a)} (embed {res['embed_seconds']:.1f}s) -> {res['out']}")
     return 0
 
 

@@ -6,7 +6,9 @@ class is embedded and clustered (export/recompute.py's rule: K sub-centroids, ea
 real image of the class); every untouched class keeps its sub-centroids, exemplar ids and names
 bit-identical, so the edit costs the new images alone, not the whole list. The result is a new set (its
 own set id, since the content changed) written with its head.onnx, like any set `dnc swap` serves; its
-`source` records the set it came from and the edits.
+`source` records the set it came from and the edits. Thresholds (export/abstention.py) travel the same
+way: untouched classes keep theirs, an added class is calibrated on a share of its images held out from
+its sub-centroids (as `dnc centroids` does), so adding a class never moves the others' decisions.
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
 
 from dnc.core import centroid_set, tasks
 from dnc.core import formats as F
-from dnc.core.centroid_set import CentroidSet
+from dnc.core.centroid_set import UNCALIBRATED, CentroidSet
 from dnc.core.class_names import check_class_names
 from dnc.core.errors import InputError
 from dnc.core.images import DataError, image_files
 from dnc.core.staging import check_destination, staged
-from dnc.export import runtime
+from dnc.export import abstention, runtime
 from dnc.export.head_graph import build_head
 from dnc.export.recompute import ALL, class_subcentroids, embed_files
 
@@ -48,7 +51,8 @@ def parse_pairs(items: list[str], what: str) -> dict[str, str]:
 def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dict[str, str] | None = None,
              remove: list[str] | None = None, rename: dict[str, str] | None = None, k: int | str = 4,
              method: str = "sinkhorn", keep_means: bool = False, batch_size: int = 256, threads: int = 0,
-             seed: int = 0) -> dict:
+             seed: int = 0, accept: float = abstention.DEFAULT_ACCEPT,
+             calibration_share: float = abstention.DEFAULT_SHARE) -> dict:
     """Write to `out` the set `base` with classes removed, renamed ({old: new}) and added ({name: folder of
     that class's images}); returns a summary (set ids, classes, K per class, images embedded, seconds)."""
     add, remove, rename = dict(add or {}), list(remove or []), dict(rename or {})
@@ -56,6 +60,7 @@ def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dic
         raise InputError("an edit needs at least one of `add`, `remove` or `rename`")
     if (k != ALL and (not isinstance(k, int) or k < 1)) or batch_size < 1:
         raise InputError(f"`K` must be >= 1 or {ALL!r} and `batch_size` >= 1, got {k!r} and {batch_size}")
+    abstention.check_calibration(accept, calibration_share)
     embed_path, out = Path(embed_path), Path(out)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
@@ -69,20 +74,22 @@ def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dic
     kept = _remove_and_rename(cs, remove, rename, base)
     t0 = time.time()
     added = {name: _class_from_folder(sess, prep, Path(folder), name, k=k, method=method, keep_means=keep_means,
-                                      batch_size=batch_size, threads=threads, seed=seed + i)
+                                      batch_size=batch_size, threads=threads, seed=seed + i,
+                                      calibration=(accept, calibration_share))
              for i, (name, folder) in enumerate(add.items())}
     seconds = time.time() - t0
     new = _assemble(cs, kept, rename, added, source={
         "from": "edit", "base_set_id": cs.set_id, "base": str(Path(base).resolve()), "remove": remove,
         "rename": rename, "add": {n: str(Path(f).resolve()) for n, f in add.items()}, "k": k, "method": method,
-        "keep_means": keep_means})
+        "keep_means": keep_means, "calibration": {"accept": accept, "share": calibration_share, "seed": seed}})
     with staged(out) as tmp:
         centroid_set.save(new, tmp)
         onnx.save(build_head(new), tmp / F.HEAD_FILE)
     log.info("centroid set %s (from %s: -%d, renamed %d, +%d) -> %s", new.set_id, cs.set_id, len(remove),
              len(rename), len(added), out)
     return {"set_id": new.set_id, "base_set_id": cs.set_id, "classes": list(new.class_names), "ks": list(new.ks),
-            "added": {n: len(a[2]) for n, a in added.items()}, "removed": remove, "renamed": rename,
+            "added": {n: len(a.files) for n, a in added.items()}, "removed": remove, "renamed": rename,
+            "thresholds": None if new.thresholds is None else [round(float(t), 4) for t in new.thresholds],
             "embed_seconds": seconds, "out": str(out)}
 
 
@@ -98,29 +105,58 @@ def _remove_and_rename(cs: CentroidSet, remove: list[str], rename: dict[str, str
     return [i for i, n in enumerate(names) if n not in remove]
 
 
+class Added(NamedTuple):
+    """An added class: (k', D) sub-centroids, (k',) indices of their anchoring images in `files`, its
+    threshold (None when nothing was held out), the files read."""
+    subcentroids: np.ndarray
+    near: np.ndarray
+    threshold: float | None
+    files: list[Path]
+
+
 def _class_from_folder(sess, prep: dict, folder: Path, name: str, k: int | str, method: str, keep_means: bool,
-                       batch_size: int, threads: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """An added class from a folder of its images: (k', D) sub-centroids, (k',) anchoring image indices,
-    the files read (k' = min(k, images))."""
+                       batch_size: int, threads: int, seed: int, calibration: tuple[float, float]) -> Added:
+    """An added class from a folder of its images: `calibration` = (accept, share) holds out that share of
+    them to calibrate its threshold on, the rest make its sub-centroids (k' = min(k, images left))."""
     if not folder.is_dir():
         raise DataError(f"the images of the added class {name!r} should be a folder; {folder} is not one")
     files = [f.resolve() for f in image_files(folder)]
     if not files:
         raise DataError(f"{folder} (the added class {name!r}) holds no images")
     x = embed_files(sess, files, prep=prep, batch_size=batch_size, threads=threads or 2, desc=f"embed {name}")
+    accept, share = calibration
+    held = abstention.hold_out(np.zeros(len(files), int), share, seed)
+    fit = np.flatnonzero(~held)
     if k == ALL:  # each image its own sub-centroid
-        return x / np.linalg.norm(x, axis=1, keepdims=True), np.arange(len(files)), files
-    cents, near = class_subcentroids(x, min(k, len(files)), method=method, seed=seed, keep_means=keep_means)
-    return cents, near, files
+        cents, near = x[fit] / np.linalg.norm(x[fit], axis=1, keepdims=True), np.arange(len(fit))
+    else:
+        cents, near = class_subcentroids(x[fit], min(k, len(fit)), method=method, seed=seed, keep_means=keep_means)
+    threshold = None
+    if share > 0:
+        threshold = abstention.class_threshold(cents, x[held], accept)
+        if not held.any():
+            log.warning("the added class %r has one image: nothing to calibrate its threshold on, it accepts every "
+                        "image it wins", name)
+    return Added(cents, fit[near], threshold, files)
 
 
-def _assemble(cs: CentroidSet, kept: list[int], rename: dict[str, str],
-              added: dict[str, tuple[np.ndarray, np.ndarray, list[Path]]], source: dict) -> CentroidSet:
+def _thresholds(cs: CentroidSet, kept: list[int], added: dict[str, Added]) -> np.ndarray | None:
+    """The edited set's thresholds: the kept classes' as they were, the added ones' as calibrated; None when
+    neither the base set nor any added class has one."""
+    if cs.thresholds is None and all(a.threshold is None for a in added.values()):
+        return None
+    old = cs.thresholds if cs.thresholds is not None else np.full(cs.num_classes, UNCALIBRATED, np.float32)
+    new = [UNCALIBRATED if a.threshold is None else a.threshold for a in added.values()]
+    return np.concatenate([old[kept], np.asarray(new, np.float32)]).astype(np.float32)
+
+
+def _assemble(cs: CentroidSet, kept: list[int], rename: dict[str, str], added: dict[str, Added],
+              source: dict) -> CentroidSet:
     """The edited set: kept rows copied as they are (zero-padded when the widest class grows), then the
     added classes; exemplar ids of added images continue after the base set's largest."""
     names = [rename.get(cs.class_names[i], cs.class_names[i]) for i in kept] + list(added)
     check_class_names(names, "the edited class list")
-    ks = [cs.ks[i] for i in kept] + [len(a[0]) for a in added.values()]
+    ks = [cs.ks[i] for i in kept] + [len(a.subcentroids) for a in added.values()]
     kmax, d = max(ks), cs.dim
     cents = np.zeros((len(names), kmax, d), np.float32)  # (C', Kmax', D)
     ids = np.full((len(names), kmax), -1, np.int64)
@@ -130,10 +166,11 @@ def _assemble(cs: CentroidSet, kept: list[int], rename: dict[str, str],
     ids[:len(kept), :old_kmax] = base_ids[kept]
     exemplar_names = [list(cs.exemplar_names[i]) if cs.exemplar_names else [None] * cs.ks[i] for i in kept]
     next_id = int(base_ids.max(initial=-1)) + 1
-    for row, (sub, near, files) in enumerate(added.values(), start=len(kept)):
-        cents[row, :len(sub)] = sub
-        ids[row, :len(sub)] = next_id + near
-        next_id += len(files)
-        exemplar_names.append([str(files[i]) for i in near])
+    for row, a in enumerate(added.values(), start=len(kept)):
+        cents[row, :len(a.subcentroids)] = a.subcentroids
+        ids[row, :len(a.subcentroids)] = next_id + a.near
+        next_id += len(a.files)
+        exemplar_names.append([str(a.files[i]) for i in a.near])
     return CentroidSet(centroids=cents, ks=ks, class_names=names, embed_fingerprint=cs.embed_fingerprint,
-                       exemplar_ids=ids, exemplar_names=exemplar_names, source=source, task=cs.task)
+                       exemplar_ids=ids, exemplar_names=exemplar_names, source=source, task=cs.task,
+                       thresholds=_thresholds(cs, kept, added))

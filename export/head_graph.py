@@ -7,6 +7,10 @@ class list with onnxruntime installed only. The graph, for embeddings x (N, D):
     sim = reshape(sim, (N, C, Kmax))
     scores = max_k sim, subcentroid = argmax_k sim  (N, C)
     top-2 over classes -> predicted, top_score, margin
+and, for the served head (top_k), the evidence of the best k classes and the abstention decision:
+    threshold = thresholds[predicted], known = top_score >= threshold or not abstain   (N,)
+where `abstain` is an optional input (a graph input with a default of true) a request sets false to
+turn abstention off, and a set without thresholds has UNCALIBRATED (-1) for every class.
 Padded slots are zero vectors pushed to PAD_SCORE, below any real cosine (>= -1), so they never win.
 Everything stays fp32. The class list version, class names and embedding fingerprint are written
 into the graph's metadata so the served head says which list answered.
@@ -22,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dnc.core import formats as F
 from dnc.core import tasks
-from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
+from dnc.core.centroid_set import UNCALIBRATED, CentroidSet, CentroidSetError, validate
 from dnc.core.errors import InputError
 
 PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 1]
@@ -86,9 +90,10 @@ def build_head(cs: CentroidSet, normalise_input: bool = True, top_k: int | None 
         specs = specs + F.EVIDENCE_OUTPUTS
     sizes = {"N": "batch", "C": c, "D": d, "k": min(top_k or c, c)}
     outputs = [helper.make_tensor_value_info(s.name, _onnx_type(s.dtype), [sizes[x] for x in s.dims]) for s in specs]
-    graph = helper.make_graph(
-        nodes, "dnc_head", [helper.make_tensor_value_info(F.EMBEDDING, TensorProto.FLOAT, ["batch", d])],
-        outputs, initializer=init)
+    inputs = [helper.make_tensor_value_info(F.EMBEDDING, TensorProto.FLOAT, ["batch", d])]
+    if top_k is not None:  # optional: a graph input with an initializer is one a caller may leave out
+        inputs.append(helper.make_tensor_value_info(F.ABSTAIN, TensorProto.BOOL, [1]))
+    graph = helper.make_graph(nodes, "dnc_head", inputs, outputs, initializer=init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", F.OPSET)], producer_name="dnc-stack")
     model.ir_version = 8  # the IR version of opset 17
     set_metadata(model, {F.META_SET_ID: cs.set_id, F.META_CLASS_NAMES: json.dumps(cs.class_names),
@@ -106,6 +111,7 @@ def _evidence(cs: CentroidSet, k: int) -> tuple[list, list]:
     frozen from the set: names (C,), exemplar ids and names (C*Kmax,), the set id."""
     c, kmax, _ = cs.centroids.shape
     ids = np.full((c, kmax), -1, np.int64) if cs.exemplar_ids is None else cs.exemplar_ids.astype(np.int64)
+    thresholds = np.full(c, UNCALIBRATED, np.float32) if cs.thresholds is None else cs.thresholds.astype(np.float32)
     names = [[""] * kmax for _ in range(c)]
     for ci, row in enumerate(cs.exemplar_names or []):
         for ki, name in enumerate(row):
@@ -122,6 +128,8 @@ def _evidence(cs: CentroidSet, k: int) -> tuple[list, list]:
         numpy_helper.from_array(ids.reshape(-1), "ev.exemplar_ids"),  # (C*Kmax,)
         numpy_helper.from_array(np.array([k], np.int64), "ev.k"),
         numpy_helper.from_array(np.array(kmax, np.int64), "ev.kmax"),
+        numpy_helper.from_array(thresholds, "ev.thresholds"),  # (C,)
+        numpy_helper.from_array(np.array([True]), F.ABSTAIN),  # the default of the optional input
     ]
     nodes = [
         helper.make_node("TopK", [F.SCORES, "ev.k"], [F.TOPK_SCORE, "ev.cls"], axis=1),  # (N, k)
@@ -135,6 +143,10 @@ def _evidence(cs: CentroidSet, k: int) -> tuple[list, list]:
         helper.make_node("Gather", ["ev.exemplar_names", "ev.slot"], [F.TOPK_EXEMPLAR], axis=0),
         helper.make_node("Mul", ["head.pred64", "head.i0"], ["ev.zeros"]),  # (N,) zeros
         helper.make_node("Gather", ["ev.set_id", "ev.zeros"], [F.SET_ID], axis=0),  # (N,)
+        helper.make_node("Gather", ["ev.thresholds", "head.pred64"], [F.THRESHOLD], axis=0),  # (N,)
+        helper.make_node("GreaterOrEqual", [F.TOP_SCORE, F.THRESHOLD], ["ev.clears"]),
+        helper.make_node("Not", [F.ABSTAIN], ["ev.no_abstain"]),  # (1,)
+        helper.make_node("Or", ["ev.clears", "ev.no_abstain"], [F.KNOWN]),  # (N,)
     ]
     return init, nodes
 

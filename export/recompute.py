@@ -30,7 +30,7 @@ from dnc.core.images import SPLIT_NAMES, DataError, class_folders, read_image_ar
 from dnc.core.progress import bar
 from dnc.core.seg_folder import is_seg_folder
 from dnc.core.staging import check_destination, staged
-from dnc.export import runtime
+from dnc.export import abstention, runtime
 from dnc.export.clustering import cluster
 from dnc.export.head_graph import build_head
 
@@ -156,7 +156,8 @@ def choose_k(x: np.ndarray, labels: np.ndarray, method: str, seed: int) -> tuple
 
 def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int | str = 4, method: str = "sinkhorn",
                 keep_means: bool = False, batch_size: int = 256, threads: int = 0, seed: int = 0,
-                split: str = "train") -> dict:
+                split: str = "train", accept: float = abstention.DEFAULT_ACCEPT,
+                calibration_share: float = abstention.DEFAULT_SHARE) -> dict:
     """Compute and write a centroid set (and its head.onnx) for the classes of an image folder.
 
     Args:
@@ -168,12 +169,16 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
             one of its sub-centroids, with no clustering (the served head is then 1-nearest-neighbour over
             the folder; its size grows with the images). method: sinkhorn or kmeans.
         keep_means: keep the cluster means as sub-centroids (exemplars are still recorded).
+        accept, calibration_share: abstention (export/abstention.py): `calibration_share` of each class's
+            images is held out before its sub-centroids are made, and its threshold accepts `accept` of them;
+            0 holds none out and writes no thresholds.
     Exemplars are recorded as absolute paths, and the folder read as an absolute `source["data"]`, so a
     set names its images wherever it is moved or served from (sets written before name them as given).
     Returns a summary: set id, classes, K per class, the folder read, seconds for embedding and clustering.
     """
     if (k not in (ALL, AUTO) and (not isinstance(k, int) or k < 1)) or batch_size < 1:
         raise InputError(f"`K` must be >= 1, {ALL!r} or {AUTO!r}, and `batch_size` >= 1, got {k!r} and {batch_size}")
+    abstention.check_calibration(accept, calibration_share)
     embed_path, out = Path(embed_path), Path(out)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
@@ -184,18 +189,47 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
     t0 = time.time()
     x = embed_files(sess, files, prep=prep, batch_size=batch_size, threads=threads or 2)  # (N, D)
     t_embed = time.time() - t0
-    d = x.shape[1]
     t0 = time.time()
+    held = abstention.hold_out(labels, calibration_share, seed)  # (N,) calibration images, never sub-centroids
+    fit = np.flatnonzero(~held)  # (N',) indices of the images the sub-centroids are made from
     asked, held_out = k, None
     if k == AUTO:
-        k, held_out = choose_k(x, labels, method=method, seed=seed)
-    counts = [int((labels == c).sum()) for c in range(len(classes))]
+        k, held_out = choose_k(x[fit], labels[fit], method=method, seed=seed)
+    cents, ks, ids = build_classes(x[fit], labels[fit], classes, k, method, seed, keep_means)
+    ids = np.where(ids >= 0, fit[np.maximum(ids, 0)], -1)  # dataset ids of the anchoring images
+    names = [[str(files[i]) for i in ids[c, :ks[c]]] for c in range(len(classes))]
+    t_cluster = time.time() - t0
+    cs = CentroidSet(centroids=cents, ks=ks, class_names=classes,
+                     embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
+                     exemplar_names=names, source={"from": "images", "data": str(folder.resolve()), "method": method,
+                                                   "k": k, "k_asked": asked, "held_out_top1": held_out,
+                                                   "keep_means": keep_means, "images": len(files)})
+    if held.any():
+        cs.thresholds = abstention.calibrate(cs, x[held], labels[held], accept)
+        cs.source["calibration"] = {"accept": accept, "share": calibration_share, "seed": seed,
+                                    "images": [int(held[labels == c].sum()) for c in range(len(classes))]}
+    with staged(out) as tmp:
+        centroid_set.save(cs, tmp)
+        onnx.save(build_head(cs), tmp / F.HEAD_FILE)
+    log.info("centroid set %s: %d classes, %d images -> %s", cs.set_id, len(classes), len(files), out)
+    return {"set_id": cs.set_id, "classes": classes, "ks": ks, "k": k, "held_out_top1": held_out,
+            "images": len(files), "calibration_images": int(held.sum()),
+            "thresholds": None if cs.thresholds is None else [round(float(t), 4) for t in cs.thresholds],
+            "data": str(folder), "split_note": note, "embed_seconds": t_embed, "cluster_seconds": t_cluster,
+            "out": str(out)}
+
+
+def build_classes(x: np.ndarray, labels: np.ndarray, classes: list[str], k: int | str, method: str, seed: int,
+                  keep_means: bool) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Every class's sub-centroids from its (N, D) embeddings: (C, Kmax, D) unit rows (zero padded), K per
+    class, (C, Kmax) indices into x of the anchoring images (-1 padded). A class with fewer images than `k`
+    gets one sub-centroid per image (said once); `k` "all": every image is one, with no clustering."""
+    n_classes = len(classes)
+    counts = [int((labels == c).sum()) for c in range(n_classes)]
     ks = counts if k == ALL else [min(k, n) for n in counts]
-    kmax = max(ks)
-    cents = np.zeros((len(classes), kmax, d), np.float32)
-    ids = np.full((len(classes), kmax), -1, np.int64)
-    names: list[list[str | None]] = []
-    for c in bar(range(len(classes)), desc="cluster", unit="class"):
+    cents = np.zeros((n_classes, max(ks), x.shape[1]), np.float32)
+    ids = np.full((n_classes, max(ks)), -1, np.int64)
+    for c in bar(range(n_classes), desc="cluster", unit="class"):
         members = np.flatnonzero(labels == c)
         if k == ALL:  # each image its own sub-centroid: nothing to cluster
             near = np.arange(len(members))
@@ -204,20 +238,7 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
             cents[c, :ks[c]], near = class_subcentroids(x[members], ks[c], method=method, seed=seed + c,
                                                         keep_means=keep_means)
         ids[c, :ks[c]] = members[near]
-        names.append([str(files[i]) for i in members[near]])
-    t_cluster = time.time() - t0
-    fewer = [] if k == ALL else [(classes[c], ks[c]) for c in range(len(classes)) if ks[c] < k]
+    fewer = [] if k == ALL else [(classes[c], ks[c]) for c in range(n_classes) if ks[c] < k]
     if fewer:
         log.warning("classes with fewer images than K=%d get fewer sub-centroids: %s", k, fewer)
-    cs = CentroidSet(centroids=cents, ks=ks, class_names=classes,
-                     embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
-                     exemplar_names=names, source={"from": "images", "data": str(folder.resolve()), "method": method,
-                                                   "k": k, "k_asked": asked, "held_out_top1": held_out,
-                                                   "keep_means": keep_means, "images": len(files)})
-    with staged(out) as tmp:
-        centroid_set.save(cs, tmp)
-        onnx.save(build_head(cs), tmp / F.HEAD_FILE)
-    log.info("centroid set %s: %d classes, %d images -> %s", cs.set_id, len(classes), len(files), out)
-    return {"set_id": cs.set_id, "classes": classes, "ks": ks, "k": k, "held_out_top1": held_out,
-            "images": len(files), "data": str(folder),
-            "split_note": note, "embed_seconds": t_embed, "cluster_seconds": t_cluster, "out": str(out)}
+    return cents, ks, ids

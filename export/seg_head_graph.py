@@ -16,7 +16,10 @@ CLASS_PIXEL_BUDGET class-pixels, so no tensor of C x H x W (or C x Kmax x h x w)
 head's memory is bounded by the budget and the per-pixel answer (10 bytes a pixel), whatever C.
 This is what training/segmenter.py and training/seg_task.py compute in torch. The served variant
 (evidence=True) adds the anchored exemplar of each class's dominant sub-centroid (image id, name, y, x),
-the class names and the set id, from tables frozen into the graph, so a response comes from one list.
+the class names and the set id, from tables frozen into the graph, so a response comes from one list;
+and abstention: a pixel whose score is below its label's threshold (the set's, calibrated on held-out
+images) is labelled UNKNOWN_LABEL, counted in `unknown_pixels` and in no class, unless the request sets
+the optional input `abstain` false. Its score, margin and sub-centroid still say which class was nearest.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dnc.core import formats as F
 from dnc.core import tasks
-from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
+from dnc.core.centroid_set import UNCALIBRATED, CentroidSet, CentroidSetError, validate
 from dnc.core.errors import InputError
 from dnc.export import seg_head_bands as bands
 from dnc.export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, get_metadata, set_metadata
 
 MAX_LABEL = 255  # labels and sub-centroid indices travel as uint8
+UNKNOWN_LABEL = F.UNKNOWN_LABEL  # the label of a pixel no class's threshold accepts (a set has at most 254 classes)
 CLASS_PIXEL_BUDGET = 1 << 23  # class-pixels one band of output rows holds (about 16 bytes each at the peak)
 
 
@@ -48,9 +52,10 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
         raise CentroidSetError(f"centroid set {cs.set_id} is a {cs.task} set; a segmenter needs one made from "
                                "masks (dnc centroids on a segmentation folder)")
     c, kmax, d = cs.centroids.shape
-    if c > MAX_LABEL or kmax > MAX_LABEL:
-        raise CentroidSetError(f"a segmentation head has at most {MAX_LABEL} classes and sub-centroids per class "
-                               f"(uint8 maps); this set has {c} and {kmax}")
+    if c >= UNKNOWN_LABEL or kmax > MAX_LABEL:
+        raise CentroidSetError(f"a segmentation head has at most {UNKNOWN_LABEL - 1} classes ({UNKNOWN_LABEL} labels "
+                               f"unknown) and {MAX_LABEL} sub-centroids per class (uint8 maps); this set has {c} and "
+                               f"{kmax}")
     if budget < 1:
         raise InputError(f"budget must be >= 1 class-pixel, got {budget}")
     init = _constants(cs, budget)
@@ -61,9 +66,16 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
     n += [
         helper.make_node("Identity", ["seg.score"], [F.PIXEL_SCORE]),  # (N, H, W)
         helper.make_node("Identity", ["seg.margin"], [F.PIXEL_MARGIN]),
-        helper.make_node("Identity", ["seg.labels"], [F.LABELS]),
         helper.make_node("Identity", ["seg.sub"], [F.PIXEL_SUBCENTROID]),
+        helper.make_node("Cast", ["seg.labels"], ["seg.labels64"], to=TensorProto.INT64),
     ]
+    if evidence:
+        ab_init, ab_nodes = _abstention(cs)
+        init += ab_init
+        n += ab_nodes
+    else:
+        n += [helper.make_node("Identity", ["seg.labels"], [F.LABELS]),
+              helper.make_node("Identity", ["seg.labels64"], ["seg.count_label"])]
     n += _per_class_nodes()
     specs = F.SEG_HEAD_OUTPUTS
     if evidence:
@@ -75,6 +87,8 @@ def build_seg_head(cs: CentroidSet, evidence: bool = False, normalise_input: boo
     outputs = [helper.make_tensor_value_info(s.name, _onnx_type(s.dtype), [sizes[v] for v in s.dims]) for s in specs]
     inputs = [helper.make_tensor_value_info(F.PIXEL_EMBEDDING, TensorProto.FLOAT, ["batch", d, "cells_h", "cells_w"]),
               helper.make_tensor_value_info(F.OUTPUT_SIZE, TensorProto.INT64, [2])]
+    if evidence:  # optional: a graph input with an initializer is one a caller may leave out
+        inputs.append(helper.make_tensor_value_info(F.ABSTAIN, TensorProto.BOOL, [1]))
     graph = helper.make_graph(n, "dnc_seg_head", inputs, outputs, initializer=init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", F.OPSET)], producer_name="dnc-stack")
     model.ir_version = 8
@@ -100,47 +114,72 @@ def _constants(cs: CentroidSet, budget: int) -> list:
         i64(budget, "seg.budget"), i64([0], "seg.v0"), i64([1], "seg.v1"), i64([2], "seg.two"),
         i64([-1], "seg.minus1"), i64([c, kmax], "seg.ck_shape"), i64([1, -1, 1, 1], "seg.shape_r"),
         i64([1, 1, -1, 1], "seg.shape_c"), i64([c * kmax], "seg.ck"), i64([0, c, kmax], "seg.shape_nck"),
-        i64([c], "seg.c_vec"), numpy_helper.from_array(np.array(-1, np.int32), "seg.none"),
+        i64([c + 1], "seg.c1_vec"), i64([(c + 1) * kmax], "seg.c1k"), i64([c], "seg.c_end"),
+        i64([c * kmax], "seg.ck_end"), i64([c + 1], "seg.c_after"),
+        numpy_helper.from_array(np.array(-1, np.int32), "seg.none"),
     ]
     return init
+
+
+def _abstention(cs: CentroidSet) -> tuple[list, list]:
+    """The served head's labels: UNKNOWN_LABEL where the pixel's score is below its label's threshold (and
+    the request did not turn abstention off); seg.count_label counts such pixels in bin C, after the classes."""
+    c = cs.num_classes
+    thresholds = np.full(c, UNCALIBRATED, np.float32) if cs.thresholds is None else cs.thresholds.astype(np.float32)
+    init = [numpy_helper.from_array(thresholds, "ab.thresholds"),  # (C,)
+            numpy_helper.from_array(np.array([True]), F.ABSTAIN),  # the default of the optional input
+            numpy_helper.from_array(np.array(UNKNOWN_LABEL, np.uint8), "ab.unknown"),
+            numpy_helper.from_array(np.array(c, np.int64), "ab.c")]
+    nodes = [
+        helper.make_node("Gather", ["ab.thresholds", "seg.labels64"], ["ab.thr"], axis=0),  # (N, H, W)
+        helper.make_node("Less", ["seg.score", "ab.thr"], ["ab.below"]),
+        helper.make_node("And", ["ab.below", F.ABSTAIN], ["ab.unknown_px"]),  # (N, H, W) bool
+        helper.make_node("Where", ["ab.unknown_px", "ab.unknown", "seg.labels"], [F.LABELS]),
+        helper.make_node("Where", ["ab.unknown_px", "ab.c", "seg.labels64"], ["seg.count_label"]),
+    ]
+    return init, nodes
 
 
 def _per_class_nodes() -> list:
     """Per image and class, by scatter-adds over the N x H x W answer (nothing of size C x H x W): pixel
     counts and score sums in float64, and votes for bin label * Kmax + sub-centroid whose winner is the
-    class's dominant sub-centroid."""
+    class's dominant sub-centroid. Pixels labelled unknown (seg.count_label C) go to one more bin, which
+    gives seg.unknown_count and counts in no class."""
     return [
         helper.make_node("Concat", ["seg.n1", "seg.minus1"], ["seg.flat_shape"], axis=0),
-        helper.make_node("Cast", ["seg.labels"], ["seg.labels64"], to=TensorProto.INT64),
-        helper.make_node("Reshape", ["seg.labels64", "seg.flat_shape"], ["seg.label_flat"]),  # (N, H*W)
+        helper.make_node("Reshape", ["seg.count_label", "seg.flat_shape"], ["seg.label_flat"]),  # (N, H*W)
         helper.make_node("Cast", ["seg.score"], ["seg.score_d"], to=TensorProto.DOUBLE),
         helper.make_node("Reshape", ["seg.score_d", "seg.flat_shape"], ["seg.score_flat"]),
         helper.make_node("Shape", ["seg.label_flat"], ["seg.np_shape"]),
         helper.make_node("ConstantOfShape", ["seg.np_shape"], ["seg.ones_d"],
                          value=helper.make_tensor("one", TensorProto.DOUBLE, [1], [1.0])),
-        helper.make_node("Concat", ["seg.n1", "seg.c_vec"], ["seg.nc_shape"], axis=0),
+        helper.make_node("Concat", ["seg.n1", "seg.c1_vec"], ["seg.nc_shape"], axis=0),
         helper.make_node("ConstantOfShape", ["seg.nc_shape"], ["seg.zeros_nc"],
                          value=helper.make_tensor("zero", TensorProto.DOUBLE, [1], [0.0])),
-        helper.make_node("ScatterElements", ["seg.zeros_nc", "seg.label_flat", "seg.ones_d"], ["seg.count_d"],
-                         axis=1, reduction="add"),  # (N, C)
-        helper.make_node("ScatterElements", ["seg.zeros_nc", "seg.label_flat", "seg.score_flat"], ["seg.sum_d"],
+        helper.make_node("ScatterElements", ["seg.zeros_nc", "seg.label_flat", "seg.ones_d"], ["seg.count_all"],
+                         axis=1, reduction="add"),  # (N, C + 1)
+        helper.make_node("ScatterElements", ["seg.zeros_nc", "seg.label_flat", "seg.score_flat"], ["seg.sum_all"],
                          axis=1, reduction="add"),
+        helper.make_node("Slice", ["seg.count_all", "seg.v0", "seg.c_end", "seg.v1"], ["seg.count_d"]),  # (N, C)
+        helper.make_node("Slice", ["seg.sum_all", "seg.v0", "seg.c_end", "seg.v1"], ["seg.sum_d"]),
+        helper.make_node("Slice", ["seg.count_all", "seg.c_end", "seg.c_after", "seg.v1"], ["seg.unknown_d"]),
         helper.make_node("Cast", ["seg.count_d"], [F.CLASS_PIXELS], to=TensorProto.INT32),
         helper.make_node("Cast", ["seg.one_f"], ["seg.one_d"], to=TensorProto.DOUBLE),
         helper.make_node("Max", ["seg.count_d", "seg.one_d"], ["seg.count_1"]),
         helper.make_node("Div", ["seg.sum_d", "seg.count_1"], ["seg.mean_d"]),
         helper.make_node("Cast", ["seg.mean_d"], [F.CLASS_SCORE], to=TensorProto.FLOAT),  # (N, C), 0 where absent
         helper.make_node("Cast", ["seg.sub"], ["seg.sub64"], to=TensorProto.INT64),
-        helper.make_node("Mul", ["seg.labels64", "seg.kmax"], ["seg.row"]),
+        helper.make_node("Mul", ["seg.count_label", "seg.kmax"], ["seg.row"]),
         helper.make_node("Add", ["seg.row", "seg.sub64"], ["seg.slot"]),  # (N, H, W)
         helper.make_node("Reshape", ["seg.slot", "seg.flat_shape"], ["seg.slot_flat"]),  # (N, H*W)
         helper.make_node("ConstantOfShape", ["seg.np_shape"], ["seg.ones"],
                          value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
-        helper.make_node("Concat", ["seg.n1", "seg.ck"], ["seg.bins_shape"], axis=0),
+        helper.make_node("Concat", ["seg.n1", "seg.c1k"], ["seg.bins_shape"], axis=0),
         helper.make_node("ConstantOfShape", ["seg.bins_shape"], ["seg.zeros"],
                          value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])),
-        helper.make_node("ScatterElements", ["seg.zeros", "seg.slot_flat", "seg.ones"], ["seg.votes"], axis=1,
-                         reduction="add"),  # (N, C*Kmax)
+        helper.make_node("ScatterElements", ["seg.zeros", "seg.slot_flat", "seg.ones"], ["seg.votes_all"], axis=1,
+                         reduction="add"),  # (N, (C + 1)*Kmax)
+        helper.make_node("Slice", ["seg.votes_all", "seg.v0", "seg.ck_end", "seg.v1"], ["seg.votes"]),  # (N, C*Kmax)
         helper.make_node("Reshape", ["seg.votes", "seg.shape_nck"], ["seg.votes_ck"]),  # (N, C, Kmax)
         helper.make_node("ArgMax", ["seg.votes_ck"], ["seg.dom64"], axis=2, keepdims=0),  # (N, C)
         helper.make_node("Cast", ["seg.dom64"], ["seg.dom32"], to=TensorProto.INT32),
@@ -188,6 +227,8 @@ def _evidence(cs: CentroidSet) -> tuple[list, list]:
         helper.make_node("Gather", ["ev.class_names", "ev.cls"], [F.CLASS_LABEL], axis=0),  # (N, C)
         helper.make_node("Gather", ["ev.zeros_nc", "seg.i0"], ["ev.zeros_n"], axis=1),  # (N,)
         helper.make_node("Gather", ["ev.set_id", "ev.zeros_n"], [F.SET_ID], axis=0),  # (N,)
+        helper.make_node("Squeeze", ["seg.unknown_d", "seg.v1"], ["ev.unknown_n"]),  # (N,)
+        helper.make_node("Cast", ["ev.unknown_n"], [F.UNKNOWN_PIXELS], to=TensorProto.INT32),
     ]
     return init, nodes
 

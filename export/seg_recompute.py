@@ -10,7 +10,10 @@ nearest sampled cell (distinct per class): the exemplar is that cell's pixel, (i
 the sub-centroid becomes that cell's embedding (paper section 4.3), so every class's evidence points at
 a real pixel. The set (task "segmentation") and its head.onnx are written to OUT together. The split
 read (train unless told) is said, since a FashionScenes folder holds both; exemplar images are recorded
-as absolute paths.
+as absolute paths. Abstention thresholds (export/abstention.py) are calibrated on the cells of a share of
+the images (`calibration_share`, seeded) that give no cell to the sub-centroids: each class's threshold
+accepts `accept` of its held-out cells' scores (cell cosines: the served pixel score is their bilinear
+interpolation).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from dnc.core.seg_folder import (
     split_files,
 )
 from dnc.core.staging import check_destination, staged
-from dnc.export import runtime
+from dnc.export import abstention, runtime
 from dnc.export.clustering import cluster
 from dnc.export.recompute import nearest_distinct
 from dnc.export.seg_head_graph import build_seg_head
@@ -103,7 +106,8 @@ class Reservoir:
 
 def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int = 10, method: str = "sinkhorn",
                     keep_means: bool = False, threads: int = 0, seed: int = 0, split: str = "train",
-                    per_image: int = 64, pixels_per_class: int = 4096) -> dict:
+                    per_image: int = 64, pixels_per_class: int = 4096, accept: float = abstention.DEFAULT_ACCEPT,
+                    calibration_share: float = abstention.DEFAULT_SHARE) -> dict:
     """Compute and write a segmentation centroid set (and its head.onnx) from one split of a segmentation
     folder (the training split unless told; the log and the summary's `split_note` say which).
 
@@ -113,6 +117,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     """
     if k < 1 or per_image < 1 or pixels_per_class < 1:
         raise InputError(f"`K`, per-image and per-class samples must be >= 1, got {k}, {per_image}, {pixels_per_class}")
+    abstention.check_calibration(accept, calibration_share)
     embed_path, out, root = Path(embed_path), Path(out), Path(data)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
@@ -123,12 +128,16 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     c = len(classes.names)
     rng = np.random.default_rng(seed)
     pools: list[Reservoir] = []
+    held: list[Reservoir] = []  # cells of the calibration images, per class
+    held_rng = np.random.default_rng([seed, 1])  # which images are held out: independent of the cell sampling
     names: list[str] = []
     t0 = time.time()
     for i, path, emb, mask in embedded_scenes(sess, root, split=split, prep=prep, classes=classes, desc="embed"):
         d, h, w = emb.shape
         if not pools:
             pools = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
+            held = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
+        target = held if held_rng.random() < calibration_share else pools
         names.append(str(path.resolve()))
         rows, cols = cell_pixels(mask.shape, (h, w))
         lab = mask[rows][:, cols]  # (h, w)
@@ -140,13 +149,14 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
             pick = rng.permutation(len(ys))[:per_image]
             x = cells[ys[pick], xs[pick]]
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-            pools[cls].add(x.astype(np.float32), np.stack([np.full(len(pick), i), rows[ys[pick]], cols[xs[pick]]], 1))
+            target[cls].add(x.astype(np.float32), np.stack([np.full(len(pick), i), rows[ys[pick]], cols[xs[pick]]], 1))
     t_embed = time.time() - t0
     counts = [len(p.x) for p in pools]
     missing = [classes.names[i] for i in range(c) if counts[i] == 0]
     if missing:
-        raise DataError(f"classes {missing} of {root}/classes.json appear in no mask of its {split} split; every class "
-                        "of a list needs labelled pixels")
+        raise DataError(f"classes {missing} of {root}/classes.json appear in no mask of its {split} split (outside the "
+                        f"{calibration_share:.0%} of images held out to calibrate thresholds); every class of a list "
+                        "needs labelled pixels")
     t0 = time.time()
     ks = [min(k, n) for n in counts]
     kmax, d = max(ks), pools[0].x.shape[1]
@@ -170,10 +180,19 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
                      source={"from": "masks", "data": str(root.resolve()), "split": split, "method": method, "k": k,
                              "keep_means": keep_means, "images": len(names), "cells_per_class": counts,
                              "per_image": per_image, "seed": seed})
+    if calibration_share > 0:
+        cs.thresholds = np.array([abstention.class_threshold(cents[j, :ks[j]], held[j].x, accept) for j in range(c)],
+                                 np.float32)
+        cs.source["calibration"] = {"accept": accept, "share": calibration_share, "cells": [len(r.x) for r in held]}
+        none = [classes.names[j] for j in range(c) if len(held[j].x) == 0]
+        if none:
+            log.warning("no held-out cell to calibrate the threshold of %s: it accepts every pixel it wins",
+                        ", ".join(map(repr, none)))
     with staged(out) as tmp:
         centroid_set.save(cs, tmp)
         onnx.save(build_seg_head(cs), tmp / F.HEAD_FILE)
     log.info("segmentation centroid set %s: %d classes from %d images -> %s", cs.set_id, c, len(names), out)
     return {"set_id": cs.set_id, "classes": list(classes.names), "ks": ks, "images": len(names), "split": split,
             "split_note": note, "cells_per_class": counts, "embed_seconds": t_embed, "cluster_seconds": t_cluster,
+            "thresholds": None if cs.thresholds is None else [round(float(t), 4) for t in cs.thresholds],
             "out": str(out)}

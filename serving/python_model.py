@@ -19,7 +19,9 @@ server log (no traceback). Config parameters:
   head also has `size_input` (the (N, 2) output sizes: one per request, checked against `max_pixels`),
   and `max_pixels` bounds the pixels of one request (items x H x W, of the images or of the output size)
   and of one run of the graph (a batch of larger total is run in pieces),
-  `maps_input` (optional bool: fill the score maps) and `map_outputs` (sent as 0 x 0 unless asked).
+  `maps_input` (optional bool: fill the score maps) and `map_outputs` (sent as 0 x 0 unless asked). A head
+  has `abstain_input` (optional bool: false turns abstention off for the request; fed to the graph's own
+  optional input of that name only then, so the graph's default, on, holds otherwise).
 An output holding NaN or inf is never sent: that request gets an error instead. The dynamic batcher hands
 several requests at once: those of one input shape are run as one batch and split again.
 Memory is handed back after each request (issue 23, item 5): onnxruntime runs without its CPU arena (which
@@ -227,6 +229,7 @@ class GraphModel(_Model):
         super().__init__(args, params)
         self.size_input = params.get("size_input") or None
         self.maps_input = params.get("maps_input") or None
+        self.abstain_input = params.get("abstain_input") or None
         self.map_outputs = set(filter(None, params.get("map_outputs", "").split(",")))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
@@ -240,13 +243,16 @@ class GraphModel(_Model):
 
     def answer(self, requests):
         responses = [None] * len(requests)
-        groups = {}  # input shapes (and output size) -> [(request index, feeds, maps wanted)]
+        groups = {}  # input shapes (and output size, abstention) -> [(request index, feeds, maps wanted)]
         for i, request in enumerate(requests):
             feeds, maps = {}, False
             for name in self.inputs:
                 t = pb_utils.get_input_tensor_by_name(request, name)
                 if name == self.maps_input:
                     maps = t is not None and bool(t.as_numpy().any())
+                elif name == self.abstain_input:
+                    if t is not None and not t.as_numpy().any():  # turned off for this request
+                        feeds[name] = np.zeros(1, bool)
                 elif t is not None:
                     feeds[name] = t.as_numpy()
             problem = self._problem(feeds)
@@ -256,6 +262,7 @@ class GraphModel(_Model):
             if self.size_input:
                 feeds[self.size_input] = feeds[self.size_input][0]  # (2,): one size per request (checked)
             key = tuple((n, a.shape[1:] if n != self.size_input else tuple(a)) for n, a in sorted(feeds.items()))
+            # (a request without abstention has the feed `abstain` and so a group of its own)
             groups.setdefault(key, []).append((i, feeds, maps))
         for members in groups.values():
             self._run_group(members, responses)
@@ -270,7 +277,8 @@ class GraphModel(_Model):
         return int(x.shape[2] * x.shape[3]) if x.ndim == 4 else None
 
     def _run_group(self, members, responses):
-        batched = {n: (_joined([f[n] for _, f, _ in members]) if n != self.size_input else members[0][1][n])
+        once = (self.size_input, self.abstain_input)  # one per request, the same for the whole group
+        batched = {n: (_joined([f[n] for _, f, _ in members]) if n not in once else members[0][1][n])
                    for n in members[0][1]}
         n_items = len(batched[self.inputs[0]])
         px = self._item_pixels(batched)
@@ -279,7 +287,8 @@ class GraphModel(_Model):
         try:
             runs = []
             for a in range(0, n_items, step):
-                feeds = {n: (batched[n][a:a + step] if n != self.size_input else batched[n]) for n in self.graph_inputs}
+                feeds = {n: (batched[n][a:a + step] if n not in once else batched[n])
+                         for n in self.graph_inputs + [m for m in once if m in batched]}
                 runs.append(self.session.run(self.outputs, feeds))
             outs = [_joined(list(parts)) for parts in zip(*runs, strict=True)]
         except Exception as e:  # one line to each client, not a traceback in the log per request

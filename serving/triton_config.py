@@ -125,6 +125,11 @@ def _maps():
     return _input(F.MAPS, "bool", [1], optional=True)
 
 
+def _abstain():
+    """Whether a request lets the set's thresholds answer "unknown" (optional, on by default)."""
+    return _input(F.ABSTAIN, "bool", [1], optional=True)
+
+
 def _served_outputs(task: tasks.Task) -> tuple[F.TensorSpec, ...]:
     return task.head_outputs + task.evidence_outputs
 
@@ -229,7 +234,8 @@ def _head_config(spec: _Spec):
     """The head: embeddings -> the served answer, a python model checking its input (and, for a segmenter,
     running in pieces of at most `max_pixels`)."""
     cfg = _config(spec, spec.fam.head)
-    params = {"intra_op_threads": "1", "input_check": json.dumps(input_check(spec.prep, "head"))}
+    params = {"intra_op_threads": "1", "input_check": json.dumps(input_check(spec.prep, "head")),
+              "abstain_input": F.ABSTAIN}
     if spec.task.dense:  # max_pixels: per request and per run of the graph
         params.update(size_input=F.OUTPUT_SIZE, maps_input=F.MAPS, map_outputs=",".join(F.MAP_OUTPUTS),
                       max_pixels=str(spec.max_pixels))
@@ -237,6 +243,7 @@ def _head_config(spec: _Spec):
     cfg.input.append(_embedding(spec.task))
     if spec.task.dense:
         cfg.input.extend([_size(), _maps()])
+    cfg.input.append(_abstain())
     cfg.output.extend(_tensor(s) for s in _served_outputs(spec.task))
     return cfg
 
@@ -247,7 +254,7 @@ def _entry_config(spec: _Spec):
     cfg = _config(spec, fam.entry, batching=False)
     cfg.platform = "ensemble"
     raw = _raw_inputs(spec)
-    cfg.input.extend(raw + ([_maps()] if task.dense else []))
+    cfg.input.extend(raw + ([_maps()] if task.dense else []) + [_abstain()])
     cfg.output.extend(_tensor(s, reshape=False) for s in _served_outputs(task))
     _params(cfg, {F.META_PREPROCESSING: json.dumps(spec.prep, sort_keys=True), F.META_TASK: task.name,
                   "max_pixels": str(spec.max_pixels)})
@@ -255,7 +262,8 @@ def _entry_config(spec: _Spec):
     size = {F.OUTPUT_SIZE: F.OUTPUT_SIZE} if task.dense else {}
     steps = ((fam.prep, {t.name: t.name for t in raw}, {F.CHECKED_IMAGES: F.CHECKED_IMAGES, **size}),
              (fam.embed, {F.IMAGES: F.CHECKED_IMAGES}, {embedding: embedding}),
-             (fam.head, {embedding: embedding, **size, **({F.MAPS: F.MAPS} if task.dense else {})},
+             (fam.head, {embedding: embedding, **size, **({F.MAPS: F.MAPS} if task.dense else {}),
+                         F.ABSTAIN: F.ABSTAIN},
               {s.name: s.name for s in _served_outputs(task)}))
     for model, inputs, outputs in steps:
         cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)

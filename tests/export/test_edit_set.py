@@ -65,10 +65,21 @@ def test_an_edit_keeps_untouched_classes_bit_identical(eight, exported, fm_folde
     for j, name in enumerate(cs.exemplar_names[-1]):
         np.testing.assert_allclose(cs.centroids[-1, j], x[files.index(Path(name))], atol=1e-5)
     assert cs.source["from"] == "edit" and cs.source["base_set_id"] == base.set_id
-    # the head written beside it answers the added class for most of its own images
+    # thresholds: the untouched classes' bit-identical, the added class's calibrated on the images held out of
+    # its sub-centroids (the seeded hold-out of abstention.hold_out: 4 of 20), checked in float64
+    from dnc.export.abstention import hold_out
+
+    kept_rows = [base.class_names.index(n) for n in kept]
+    assert cs.thresholds[:-1].tobytes() == base.thresholds[kept_rows].tobytes()
+    held = np.flatnonzero(hold_out(np.zeros(len(files), int), 0.2, seed=0))
+    anchors = [files.index(Path(name)) for name in cs.exemplar_names[-1]]
+    assert len(held) == 4 and not set(held) & set(anchors)
+    best = np.sort((x[held] @ cs.centroids[-1, :4].astype(np.float64).T).max(axis=1))
+    assert abs(cs.thresholds[-1] - best[0]) < 1e-5  # 95% of 4 images: the lowest
+    # the head written beside it answers the added class for its sub-centroids' own images
     head = runtime.session(tmp_path / "edited" / F.HEAD_FILE, 2)
-    pred = head.run([F.PREDICTED], {F.EMBEDDING: x.astype(np.float32)})[0]
-    assert (pred == len(cs.class_names) - 1).mean() >= 0.5
+    pred = head.run([F.PREDICTED], {F.EMBEDDING: x[anchors].astype(np.float32)})[0]
+    assert (pred == len(cs.class_names) - 1).all()
 
 
 def test_an_edit_refuses_a_set_of_another_embedding_and_bad_names(eight, exported, seg_export, tmp_path):

@@ -63,9 +63,13 @@ def test_small_classes_get_fewer_subcentroids_and_bad_folders_are_refused(export
     small = sorted((data / "Bag").iterdir())
     for f in small[2:]:
         f.unlink()
-    compute_set(out / F.EMBED_FILE, data, tmp_path / "s", k=4)
+    compute_set(out / F.EMBED_FILE, data, tmp_path / "s", k=4, calibration_share=0)
     cs = centroid_set.load(tmp_path / "s")
-    assert cs.ks[cs.class_names.index("Bag")] == 2 and max(cs.ks) == 4
+    assert cs.ks[cs.class_names.index("Bag")] == 2 and max(cs.ks) == 4 and cs.thresholds is None
+    compute_set(out / F.EMBED_FILE, data, tmp_path / "s", k=4)  # one of Bag's two images calibrates its threshold
+    cs = centroid_set.load(tmp_path / "s")
+    bag = cs.class_names.index("Bag")
+    assert cs.ks[bag] == 1 and cs.source["calibration"]["images"][bag] == 1
     embed = str(out / F.EMBED_FILE)
     (data / "Bag" / "broken.png").write_bytes(b"not a png")
     assert main(["centroids", "--embed", embed, "--data", str(data), "--out", str(tmp_path / "b")]) == 2
@@ -150,15 +154,24 @@ def test_k_all_makes_the_head_one_nearest_neighbour(exported, fm_folder, tmp_pat
                  "--out", str(tmp_path / "all"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     classes, files, labels = scan_labelled_folder(fm_folder / "train")
-    assert res["ks"] == [int((labels == c).sum()) for c in range(len(classes))]
     cs = centroid_set.load(tmp_path / "all")
-    assert cs.anchored and sorted(cs.exemplar_ids[cs.k_mask].tolist()) == list(range(len(files)))
+    calibration = cs.source["calibration"]["images"]
+    assert res["ks"] == [int((labels == c).sum()) - calibration[c] for c in range(len(classes))]
+    fit = np.array(sorted(cs.exemplar_ids[cs.k_mask].tolist()))  # the images that became sub-centroids
+    held = np.setdiff1d(np.arange(len(files)), fit)  # the others: calibration images
+    assert cs.anchored and len(fit) + len(held) == len(files) and len(held) == sum(calibration) > 0
     sess = runtime.session(embed, 2)
     prep = runtime.preprocessing_of(sess)
     train = embed_files(sess, files, prep, threads=2).astype(np.float64)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    for c in range(len(classes)):  # each threshold: from its class's images that are no sub-centroid (float64)
+        own = unit(train[held[labels[held] == c]]) @ unit(train[fit[labels[fit] == c]]).T  # (held, fit) of class c
+        best = np.sort(own.max(axis=1))
+        assert len(best) == calibration[c]
+        assert abs(cs.thresholds[c] - best[int(np.floor(0.05 * len(best) + 1e-9))]) < 1e-5
     _, test_files, test_labels = scan_labelled_folder(fm_folder / "test")
     test = embed_files(sess, test_files, prep, threads=2)
-    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    train, labels = train[fit], labels[fit]
     want = labels[np.argmax(unit(test.astype(np.float64)) @ unit(train).T, axis=1)]  # (N,) float64 1-NN
     head = runtime.session(tmp_path / "all" / F.HEAD_FILE, 2)
     got = head.run([F.PREDICTED], {F.EMBEDDING: test})[0]
