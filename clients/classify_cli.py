@@ -34,6 +34,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "server)")
     p.add_argument("--downscale", action="store_true", help="images above the served model's per-picture limit are "
                    "sent downscaled (aspect kept); without it they are skipped with a message")
+    p.add_argument("--no-abstain", dest="abstain", action="store_false",
+                   help="answer the best class even when its score is below the class's threshold (by default such an "
+                   "image is answered \"unknown\", with the nearest class as its evidence)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_classify)
 
@@ -43,7 +46,8 @@ def cmd_classify(a: argparse.Namespace) -> int:
         raise InputError(f"`top_k` must be >= 1, got {a.top_k}")
     files = collect_images(a.paths)  # a missing path is named before any server is contacted
     skipped: list[tuple[str, str]] = []
-    with DNCClient(a.url, a.protocol, a.model, task=tasks.CLASSIFICATION, downscale=a.downscale) as client:
+    with DNCClient(a.url, a.protocol, a.model, task=tasks.CLASSIFICATION, downscale=a.downscale,
+                   abstain=a.abstain) as client:
         say_choice(a, client, tasks.CLASSIFICATION)
         preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped, how=a.how)
     if a.json:
@@ -60,17 +64,23 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 
 def table(preds: list[Prediction]) -> str:
-    """A readable table: one row per image (its best class), indented rows for the runners-up."""
+    """A readable table: one row per image (its answer: the best class, or "unknown" when the best class's
+    score is below its threshold), indented rows for the runners-up; every row is evidence (the nearest
+    classes, their scores, sub-centroids and exemplars), unknown answers included."""
     sources = [shown(p.source) for p in preds]  # names from files: control characters escaped
     width = min(48, max([len(s) for s in sources] + [5]))
-    head = f"{'image':<{width}}  {'rank':>4}  {'label':<16} {'score':>6}  {'margin':>6}  {'sub':>3}  exemplar"
+    head = (f"{'image':<{width}}  {'answer':<16} {'rank':>4}  {'label':<16} {'score':>6}  {'thresh':>6}  "
+            f"{'margin':>6}  {'sub':>3}  exemplar")
     rows = [head, "-" * len(head)]
     for p, source in zip(preds, sources, strict=True):
         src = source if len(source) <= width else "..." + source[-width + 3:]
         for r in p.top:
             first = r.rank == 1
-            rows.append(f"{src if first else '':<{width}}  {r.rank:>4}  {shown(r.label):<16} {r.score:6.3f}  "
+            threshold = f"{p.threshold:6.3f}" if first and p.threshold > -1 else ""
+            rows.append(f"{src if first else '':<{width}}  {shown(p.answer) if first else '':<16} {r.rank:>4}  "
+                        f"{shown(r.label):<16} {r.score:6.3f}  {threshold:>6}  "
                         f"{(f'{p.margin:6.3f}' if first else ''):>6}  {r.subcentroid:>3}  {shown(r.exemplar or '-')}")
     sets = sorted({p.set_id for p in preds})
-    rows.append(f"{len(preds)} image(s), class list {', '.join(sets)}")
+    unknown = sum(not p.known for p in preds)
+    rows.append(f"{len(preds)} image(s), {unknown} unknown, class list {', '.join(sets)}")
     return "\n".join(rows)

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dnc.clients import sizing
-from dnc.clients.seg_results import Segmentation, segmentations
+from dnc.clients.seg_results import UNKNOWN, Segmentation, segmentations
 from dnc.core import formats as F
 from dnc.core import preprocess, tasks
 from dnc.core.errors import DNCError
@@ -73,13 +73,20 @@ class Prediction:
     set_id: str  # the class list (centroid set version) that answered
     margin: float  # best minus second-best class score
     top: list[Ranked]
+    known: bool = True  # the best class's score clears its threshold (else the answer is "unknown")
+    threshold: float = -1.0  # that class's threshold (-1: its set has none, every score clears it)
 
     @property
     def label(self) -> str:
         return self.top[0].label
 
+    @property
+    def answer(self) -> str:
+        """The best class's label, or "unknown" when its score is below the class's threshold."""
+        return self.label if self.known else UNKNOWN
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"answer": self.answer, **asdict(self)}
 
 
 def collect_images(paths: list[str | Path]) -> list[Path]:
@@ -102,10 +109,12 @@ class DNCClient:
     """A connection to the entry model of a DNC server; checks on creation that it is up and ready."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", model: str | None = F.ENTRY_MODEL,
-                 timeout: float = 60.0, task: str | tasks.Task | None = None, downscale: bool = False):
+                 timeout: float = 60.0, task: str | tasks.Task | None = None, downscale: bool = False,
+                 abstain: bool = True):
         """`model` None: the one served model of `task` (see choose_model; `chosen` is then True). `task` (a
         core/tasks.py description or its name): a model of another task is refused, naming those of this one.
         `downscale`: files above the model's per-picture limit are sent downscaled (clients/sizing.py).
+        `abstain` False: every request turns abstention off (the best class is the answer, however low).
         `task` (the served model's, read from the server) is then a tasks.Task."""
         if protocol not in PROTOCOLS:
             raise ClientError(f"unknown `protocol` {protocol!r}; choose http or grpc")
@@ -113,7 +122,7 @@ class DNCClient:
             raise ClientError("`url` is empty: give the server's HOST:PORT, or leave `url` out for "
                               f"{DEFAULT_URLS[protocol]}")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
-        self.chosen, self._want, self.downscale = model is None, _wanted(task), downscale
+        self.chosen, self._want, self.downscale, self.abstain = model is None, _wanted(task), downscale, abstain
         self.served: dict[str, str] = {}  # the DNC models served, name -> task name (read when choosing the model)
         if "://" in self.url:
             raise ClientError(f"`url` {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
@@ -243,7 +252,7 @@ class DNCClient:
                  name: str = F.IMAGES) -> list[Prediction]:
         """Predictions with evidence for a batch x sent as input `name` (see infer); top_k is capped by what
         the server ranks (the repository's --top-k, and the number of classes)."""
-        out = self.infer(x, tuple(s.name for s in F.EVIDENCE_OUTPUTS) + (F.MARGIN,), name)
+        out = self.infer(x, tuple(s.name for s in F.EVIDENCE_OUTPUTS) + (F.MARGIN,), name, self._abstain(len(x)))
         k = min(top_k, out[F.TOPK_CLASS].shape[1])
         preds = []
         for i in range(len(x)):
@@ -252,8 +261,13 @@ class DNCClient:
                           exemplar_id=int(out[F.TOPK_EXEMPLAR_ID][i, r]), exemplar=_text(out[F.TOPK_EXEMPLAR][i, r]))
                    for r in range(k)]
             preds.append(Prediction(sources[i] if sources else str(i), _text(out[F.SET_ID].reshape(-1)[i]),
-                                    float(out[F.MARGIN].reshape(-1)[i]), top))
+                                    float(out[F.MARGIN].reshape(-1)[i]), top, known=bool(out[F.KNOWN].reshape(-1)[i]),
+                                    threshold=float(out[F.THRESHOLD].reshape(-1)[i])))
         return preds
+
+    def _abstain(self, n: int) -> dict[str, np.ndarray]:
+        """The optional input that turns abstention off for a request of n pictures (none while it is on)."""
+        return {} if self.abstain else {F.ABSTAIN: np.zeros((n, 1), bool)}
 
     def segment(self, pixels: np.ndarray, sources: list[str] | None = None, maps: bool = False,
                 name: str = F.PIXELS) -> list[Segmentation]:
@@ -264,8 +278,9 @@ class DNCClient:
                               f"{tasks.SEGMENTATION.noun}")
         wanted = (F.LABELS, *(s.name for s in F.SEG_HEAD_OUTPUTS[4:] + F.SEG_EVIDENCE_OUTPUTS),
                   *(F.MAP_OUTPUTS if maps else ()))
-        extra = {F.MAPS: np.ones((len(pixels), 1), bool)} if maps else None
-        return segmentations(self.infer(pixels, wanted, name, extra), sources or [str(i) for i in range(len(pixels))])
+        extra = ({F.MAPS: np.ones((len(pixels), 1), bool)} if maps else {}) | self._abstain(len(pixels))
+        return segmentations(self.infer(pixels, wanted, name, extra), sources or [str(i) for i in range(len(pixels))],
+                             self.abstain)
 
     def read(self, files: list[Path]) -> np.ndarray:
         """Image files of one size after preprocessing -> (N, C, H, W) float32, preprocessed here as the

@@ -50,8 +50,9 @@ class ImageJob:
     """The pictures of one `dnc segment` run: which are done already, writing each answer as it arrives,
     the failures and why, and the summary at the end."""
 
-    def __init__(self, files: list[Path], out: Path, preprocessing: dict, as_json: bool = False):
-        self.files, self.out, self.prep, self.as_json = files, out, preprocessing, as_json
+    def __init__(self, files: list[Path], out: Path, preprocessing: dict, as_json: bool = False,
+                 abstain: bool = True):
+        self.files, self.out, self.prep, self.as_json, self.abstain = files, out, preprocessing, as_json, abstain
         self.names = output_names(files)
         self.failed: list[tuple[str, str]] = []  # (path, reason): unreadable, or refused by the segmenter
         self.rows: list[Segmentation] = []  # what the table shows: the answers without their pixels
@@ -78,12 +79,17 @@ class ImageJob:
             try:
                 ev = json.loads(paths["evidence"].read_text())
                 made = (ev.get("source"), ev.get("set_id"))
+                redo_abstain = ev.get("abstain", True) != self.abstain  # made with abstention on, now off, or back
             except (OSError, ValueError, AttributeError) as e:  # damaged: redone
                 log.info("%s: redone: %s unreadable (%s)", shown(str(f)), paths["evidence"], e)
                 todo.append(f)
                 continue
-            if made == (str(f), self.set_id):
+            if made == (str(f), self.set_id) and not redo_abstain:
                 self.done.append(str(f))
+            elif made == (str(f), self.set_id):
+                log.info("%s: redone: made with abstention %s, now %s", shown(str(f)),
+                         "off" if self.abstain else "on", "on" if self.abstain else "off")
+                todo.append(f)
             else:
                 log.info("%s: redone: %s was made from %s with class list %s (now %s from class list %s)",
                          shown(str(f)), paths["evidence"].name, shown(str(made[0])), shown(str(made[1])),

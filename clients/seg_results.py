@@ -6,7 +6,9 @@ Segmentation objects; `write` saves one as three files beside each other:
     NAME.overlay.png    the picture with each class's colour blended in (background left as it is), and a
                         legend strip below it: the classes present, their colours and pixel shares
     NAME.evidence.json  class list id, and per class present: pixel fraction, mean score, dominant
-                        sub-centroid and its anchored exemplar (image id and name, pixel y and x)
+                        sub-centroid and its anchored exemplar (image id and name, pixel y and x); the
+                        pixels labelled unknown (formats.UNKNOWN_LABEL: no class's threshold accepts them)
+Unknown pixels are drawn in UNKNOWN_COLOUR in both pictures and named in the legend.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dnc.core.errors import InputError
 from dnc.core.safe_files import Temp, remove_stale
 
 BACKGROUND = "background"  # a class of this name is left uncoloured in overlays
+UNKNOWN = "unknown"  # what pixels labelled formats.UNKNOWN_LABEL are called
+UNKNOWN_COLOUR = (255, 255, 255)  # white: no class colour is white
 _BASE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
          (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
          (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
@@ -54,21 +58,30 @@ class Segmentation:
     classes: list[ClassEvidence]  # the classes present, most pixels first
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # pixel_subcentroid/score/margin when asked
     sent_size: tuple[int, int] | None = None  # (H, W) the model saw, when downscaled (clients/sizing.py)
+    unknown_pixels: int = 0  # pixels labelled formats.UNKNOWN_LABEL (no class's threshold accepts them)
+    abstain: bool = True  # whether the request let the set's thresholds answer unknown
+
+    @property
+    def unknown_fraction(self) -> float:
+        return self.unknown_pixels / max(1, self.labels.size)
 
     def evidence(self) -> dict:
         h, w = self.labels.shape
         return {"source": self.source, "set_id": self.set_id, "height": h, "width": w,
                 **({"sent_height": self.sent_size[0], "sent_width": self.sent_size[1]} if self.sent_size else {}),
-                "class_names": self.class_names, "classes": [asdict(c) for c in self.classes]}
+                "class_names": self.class_names, "classes": [asdict(c) for c in self.classes],
+                "abstain": self.abstain, "unknown_pixels": self.unknown_pixels,
+                "unknown_fraction": self.unknown_fraction}
 
 
 def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def segmentations(out: dict[str, np.ndarray], sources: list[str]) -> list[Segmentation]:
+def segmentations(out: dict[str, np.ndarray], sources: list[str], abstain: bool = True) -> list[Segmentation]:
     """The head's outputs for a batch (formats.SEG_HEAD_OUTPUTS, SEG_EVIDENCE_OUTPUTS) -> one Segmentation per
-    picture; the pixel maps are kept when they were asked for (non-empty)."""
+    picture; the pixel maps are kept when they were asked for (non-empty). `abstain`: whether the request
+    left abstention on (recorded in the evidence)."""
     result = []
     set_ids = out[F.SET_ID].reshape(len(sources), -1)[:, 0]
     for i, source in enumerate(sources):
@@ -83,8 +96,9 @@ def segmentations(out: dict[str, np.ndarray], sources: list[str]) -> list[Segmen
                                  exemplar=_text(out[F.CLASS_EXEMPLAR][i, c]),
                                  exemplar_yx=tuple(int(v) for v in out[F.CLASS_EXEMPLAR_YX][i, c])) for c in present]
         maps = {n: out[n][i] for n in F.MAP_OUTPUTS if n in out and out[n][i].size}
+        unknown = int(out[F.UNKNOWN_PIXELS].reshape(-1)[i]) if F.UNKNOWN_PIXELS in out else 0
         result.append(Segmentation(source=source, set_id=_text(set_ids[i]), labels=labels, class_names=names,
-                                   classes=classes, maps=maps))
+                                   classes=classes, maps=maps, unknown_pixels=unknown, abstain=abstain))
     return result
 
 
@@ -102,11 +116,18 @@ def palette(class_names: list[str]) -> list[tuple[int, int, int]]:
     return colours
 
 
+def colour_table(class_names: list[str]) -> np.ndarray:
+    """(256, 3) uint8: the colour of every label value, UNKNOWN_COLOUR at formats.UNKNOWN_LABEL."""
+    table = np.zeros((256, 3), np.uint8)
+    table[:len(class_names)] = palette(class_names)
+    table[F.UNKNOWN_LABEL] = UNKNOWN_COLOUR
+    return table
+
+
 def label_image(seg: Segmentation) -> Image.Image:
-    """The labels as a palette ("P") image: pixel values are class ids."""
+    """The labels as a palette ("P") image: pixel values are class ids (formats.UNKNOWN_LABEL: unknown)."""
     im = Image.fromarray(np.ascontiguousarray(seg.labels), "P")
-    flat = [v for rgb in palette(seg.class_names) for v in rgb]
-    im.putpalette(flat + [0] * (768 - len(flat)))
+    im.putpalette(colour_table(seg.class_names).reshape(-1).tolist())
     return im
 
 
@@ -116,8 +137,10 @@ def blend(picture: np.ndarray, seg: Segmentation, alpha: float = 0.5) -> np.ndar
     if rgb.shape[:2] != seg.labels.shape:
         raise InputError(f"{seg.source}: the picture is {rgb.shape[1]} x {rgb.shape[0]} but its labels are "
                          f"{seg.labels.shape[1]} x {seg.labels.shape[0]}")
-    colours = np.asarray(palette(seg.class_names), np.float32)[seg.labels]  # (H, W, 3)
-    keep = np.array([n != BACKGROUND for n in seg.class_names])[seg.labels][..., None]  # (H, W, 1)
+    colours = colour_table(seg.class_names).astype(np.float32)[seg.labels]  # (H, W, 3)
+    coloured = np.ones(256, bool)
+    coloured[:len(seg.class_names)] = [n != BACKGROUND for n in seg.class_names]
+    keep = coloured[seg.labels][..., None]  # (H, W, 1): every class but background, and unknown
     out = np.where(keep, (1 - alpha) * rgb.astype(np.float32) + alpha * colours, rgb.astype(np.float32))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
@@ -157,6 +180,8 @@ def legend(seg: Segmentation, width: int, rows: int | None = None) -> Image.Imag
     pad, line = max(2, size // 3), size + max(4, size // 2)
     colours = palette(seg.class_names)
     entries = [(colours[c.class_id], f"{c.label} {c.fraction:.0%}") for c in seg.classes if c.label != BACKGROUND]
+    if seg.unknown_pixels:
+        entries.append((UNKNOWN_COLOUR, f"{UNKNOWN} {seg.unknown_fraction:.0%}"))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     spans = [size + pad + int(probe.textlength(text, font=font)) + 2 * pad for _, text in entries]
     placed: list[tuple[int, int, int]] = []  # (entry, row, x)
@@ -225,6 +250,7 @@ def table(segs: list[Segmentation], top: int = 3) -> str:
         h, w = s.labels.shape
         parts = [f"{shown(c.label)} {c.fraction:.0%} {c.mean_score:.2f} #{c.subcentroid}" for c in s.classes[:top]]
         more = f" +{len(s.classes) - top}" if len(s.classes) > top else ""
-        rows.append(f"{src:<{width}}  {f'{w}x{h}':>9}  {', '.join(parts)}{more}")
+        unknown = f"; {UNKNOWN} {s.unknown_fraction:.0%}" if s.unknown_pixels else ""
+        rows.append(f"{src:<{width}}  {f'{w}x{h}':>9}  {', '.join(parts)}{more}{unknown}")
     rows.append(f"{len(segs)} image(s), class list {', '.join(sorted({s.set_id for s in segs}))}")
     return "\n".join(rows)

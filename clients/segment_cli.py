@@ -75,6 +75,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "names the same source and the class list served now)")
     p.add_argument("--maps", action="store_true", help="also ask for the winning sub-centroid and score maps "
                    "(kept in memory by the Python client; the files hold labels and evidence)")
+    p.add_argument("--no-abstain", dest="abstain", action="store_false",
+                   help="label every pixel with its best class, even below the class's threshold (by default such "
+                   "pixels are labelled unknown, 255, and shown white)")
     p.add_argument("--in-process", default=None, metavar="EXPORT",
                    help="no server: run this segmenter export with onnxruntime (the same preprocessing and head)")
     p.add_argument("--centroids", default=None, help="with --in-process: a centroid set instead of the export's")
@@ -133,9 +136,9 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
 
     absolute = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731 (Ray workers may run elsewhere)
     spec = ({"kind": "local", "export": absolute(a.in_process), "centroids": absolute(a.centroids),
-             "threads": a.threads} if a.in_process
+             "threads": a.threads, "abstain": a.abstain} if a.in_process
             else {"kind": "server", "url": a.url, "protocol": a.protocol,
-                  "model": served_model(a, tasks.SEGMENTATION), "downscale": a.downscale})
+                  "model": served_model(a, tasks.SEGMENTATION), "downscale": a.downscale, "abstain": a.abstain})
     truth = Path(a.truth) if a.truth else None
     if truth is not None and not (truth / "classes.json").is_file():
         raise InputError(f"`truth` {truth}: not a clips folder (no classes.json); write one with "
@@ -165,8 +168,9 @@ def _segment_images(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     the class list served now are skipped unless --overwrite; failed requests retried (DNCClient.retried)."""
     if a.in_process:
         return _in_process(a, files, out)
-    with DNCClient(a.url, a.protocol, served_model(a, tasks.SEGMENTATION), downscale=a.downscale) as client:
-        job = ImageJob(files, out, client.preprocessing, a.json)
+    with DNCClient(a.url, a.protocol, served_model(a, tasks.SEGMENTATION), downscale=a.downscale,
+                   abstain=a.abstain) as client:
+        job = ImageJob(files, out, client.preprocessing, a.json, abstain=a.abstain)
         try:
             todo = job.pending(lambda: served_set_id(client), a.overwrite)
             client.segment_files(todo, batch_size=a.batch_size, skipped=job.failed, how=a.how, maps=a.maps,
@@ -181,12 +185,13 @@ def _in_process(a: argparse.Namespace, files: list[Path], out: Path) -> int:
     from dnc.export.seg_infer import InProcessSegmenter  # (imports onnxruntime)
 
     seg = InProcessSegmenter(a.in_process, a.centroids, a.threads)
-    job = ImageJob(files, out, seg.preprocessing, a.json)
+    job = ImageJob(files, out, seg.preprocessing, a.json, abstain=a.abstain)
     prep = seg.preprocessing
     todo = job.pending(lambda: seg.set_id, a.overwrite)
     for f in tqdm(todo, desc="segment", unit="img", disable=len(todo) <= 1 or None):
         try:
-            answers = segmentations(seg.run([read_picture(f, prep["color"], prep)], a.maps), [str(f)])
+            answers = segmentations(seg.run([read_picture(f, prep["color"], prep)], a.maps, a.abstain), [str(f)],
+                                    a.abstain)
         except (DataError, ImageError) as e:  # unreadable, or beyond the segmenter's limits: reported, skipped
             job.fail(str(f), str(e))
             continue

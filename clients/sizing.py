@@ -108,11 +108,12 @@ def restored(seg: Segmentation, height: int, width: int) -> Segmentation:
     labels = _resize(seg.labels, width, height, Image.NEAREST)
     maps = {n: _resize(m, width, height, Image.NEAREST if m.dtype == np.uint8 else Image.BILINEAR)
             for n, m in seg.maps.items()}
-    counts = np.bincount(labels.reshape(-1), minlength=len(seg.class_names))
+    counts = np.bincount(labels.reshape(-1), minlength=256)  # (every uint8 label: classes, then unknown at 255)
     classes = [dataclasses.replace(c, pixels=int(counts[c.class_id]), fraction=float(counts[c.class_id]) / labels.size)
                for c in seg.classes if counts[c.class_id] > 0]
     classes.sort(key=lambda c: -c.pixels)
-    return dataclasses.replace(seg, labels=labels, classes=classes, maps=maps, sent_size=(int(sent[0]), int(sent[1])))
+    return dataclasses.replace(seg, labels=labels, classes=classes, maps=maps, sent_size=(int(sent[0]), int(sent[1])),
+                               unknown_pixels=int(counts[F.UNKNOWN_LABEL]))
 
 
 def _resize(a: np.ndarray, width: int, height: int, how) -> np.ndarray:

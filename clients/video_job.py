@@ -72,15 +72,17 @@ class ServerSegmenter:
     model's pixel budget, read from the server (`plan`); with `downscale`, frames above its per-picture limit
     are sent downscaled and their answers brought back to the frame's size (clients/sizing.py)."""
 
-    def __init__(self, url: str | None, protocol: str, model: str, downscale: bool = False):
+    def __init__(self, url: str | None, protocol: str, model: str, downscale: bool = False, abstain: bool = True):
         self.args, self._local, self._clients = (url, protocol, model), threading.local(), []
+        self.abstain = abstain
         self._generation = 0  # bumped by release(): requests of a released video are not retried
         first = self._client()  # connects now: a wrong address or a classifier is refused before any video
         if not first.task.dense:
             raise JobError(f"model {model!r} is a {first.task.noun}; segmenting videos needs a "
                            f"{tasks.SEGMENTATION.noun}")
         self.describe = f"{model} at {first.url} ({protocol})"
-        self.model = {"served": model, "url": first.url}  # a rerun compares the name (video_outputs)
+        self.model = {"served": model, "url": first.url,  # a rerun compares the name (video_outputs)
+                      **({} if abstain else {"abstain": False})}  # and whether unknown was allowed
         self._prep = first.preprocessing
         self.max_pixels, self.max_batch, self.downscale = first.max_pixels, first.max_batch, downscale
 
@@ -109,7 +111,7 @@ class ServerSegmenter:
     def _client(self):
         c = getattr(self._local, "client", None)
         if c is None:
-            c = self._local.client = DNCClient(*self.args)
+            c = self._local.client = DNCClient(*self.args, abstain=self.abstain)
             self._clients.append(c)
         return c
 
@@ -148,13 +150,15 @@ class ServerSegmenter:
 class LocalSegmenter:
     """An export run in-process (export/seg_infer.py), optionally with another centroid set."""
 
-    def __init__(self, export: str | Path, centroids: str | Path | None = None, threads: int = 0):
+    def __init__(self, export: str | Path, centroids: str | Path | None = None, threads: int = 0,
+                 abstain: bool = True):
         from dnc.export.seg_infer import InProcessSegmenter  # (imports onnxruntime)
 
-        self.seg = InProcessSegmenter(export, centroids, threads)
+        self.seg, self.abstain = InProcessSegmenter(export, centroids, threads), abstain
         self.describe = f"{export} in-process"
         self.model = {"export": str(Path(export).resolve()),  # absolute: the same on this machine and on Ray
-                      "centroids": str(Path(centroids).resolve()) if centroids else None}
+                      "centroids": str(Path(centroids).resolve()) if centroids else None,
+                      **({} if abstain else {"abstain": False})}
 
     def set_id(self) -> str:
         return self.seg.set_id
@@ -165,7 +169,8 @@ class LocalSegmenter:
 
     def segment(self, frames: np.ndarray) -> list[Segmentation]:
         try:
-            return segmentations(self.seg.run(frames), [str(i) for i in range(len(frames))])
+            return segmentations(self.seg.run(frames, abstain=self.abstain), [str(i) for i in range(len(frames))],
+                                 self.abstain)
         except ImageError as e:  # a frame beyond the size limit: this video fails, the job goes on
             raise JobError(str(e)) from None
 
@@ -180,8 +185,9 @@ def make_segmenter(spec: dict):
     """A segmenter from a plain description (what a Ray worker receives): {"kind": "server", "url",
     "protocol", "model"} or {"kind": "local", "export", "centroids", "threads"}."""
     if spec["kind"] == "server":
-        return ServerSegmenter(spec["url"], spec["protocol"], spec["model"], spec.get("downscale", False))
-    return LocalSegmenter(spec["export"], spec.get("centroids"), spec.get("threads", 0))
+        return ServerSegmenter(spec["url"], spec["protocol"], spec["model"], spec.get("downscale", False),
+                               spec.get("abstain", True))
+    return LocalSegmenter(spec["export"], spec.get("centroids"), spec.get("threads", 0), spec.get("abstain", True))
 
 
 # -- one video ----------------------------------------------------------------------------------------
@@ -211,7 +217,8 @@ class Truth:
                            "is read once, in order, so frames must come in increasing order")
         if truth.shape != seg.labels.shape:
             raise JobError(f"truth frame {frame} is {truth.shape}, the labels {seg.labels.shape}")
-        to = np.array([self.index.get(n, len(self.names)) for n in seg.class_names])  # pred id -> truth id
+        to = np.full(256, len(self.names))  # pred id -> truth id; unknown (255) and unmatched names: "other"
+        to[:len(seg.class_names)] = [self.index.get(n, len(self.names)) for n in seg.class_names]
         pred = to[seg.labels]
         np.add.at(self.conf, (truth.reshape(-1), pred.reshape(-1)), 1)
 

@@ -49,10 +49,15 @@ class InProcessSegmenter:
             raise InputError("pictures of one batch must share a size")
         return preprocess.normalise(np.stack(arrays), self.preprocessing)
 
-    def run(self, pixels: list[np.ndarray] | np.ndarray, maps: bool = False) -> dict[str, np.ndarray]:
+    def run(self, pixels: list[np.ndarray] | np.ndarray, maps: bool = False, abstain: bool = True
+            ) -> dict[str, np.ndarray]:
+        """The served head's outputs for pictures of one size; `abstain` False turns abstention off."""
         x = self.prepare(pixels)  # (N, C, H, W)
         emb = self.embed.run([F.PIXEL_EMBEDDING], {F.IMAGES: x})[0]  # (N, D, h, w)
-        outs = self.head.run(self.outputs, {F.PIXEL_EMBEDDING: emb, F.OUTPUT_SIZE: np.asarray(x.shape[2:], np.int64)})
+        feeds = {F.PIXEL_EMBEDDING: emb, F.OUTPUT_SIZE: np.asarray(x.shape[2:], np.int64)}
+        if not abstain:
+            feeds[F.ABSTAIN] = np.zeros(1, bool)
+        outs = self.head.run(self.outputs, feeds)
         res = dict(zip(self.outputs, outs, strict=True))
         if not maps:
             for n in F.MAP_OUTPUTS:
