@@ -47,7 +47,10 @@ REPO := $(DEMO)/repository
 # started from the classifier's backbone, export it and add it to the same repository beside the
 # classifier. Start one real tritonserver (ports 8000-8002) serving both; classify a handful of test
 # images with their nearest-centroid evidence, swap the classifier's list to the 10 fine classes (no
-# retraining, one reload, no failed request) and classify again; segment a few scenes (labels, overlays,
+# retraining, one reload, no failed request) and classify again; classify pictures no model saw (a
+# photograph crop, digits, noise: "unknown" where no class's threshold accepts them, with the nearest
+# class as evidence), swap to the fine list with a digit class added from 20 scans and classify digits
+# again; segment a few scenes (labels, overlays,
 # evidence files); segment a generated clip (mask and overlay videos, evidence per frame, mIoU against its
 # truth), then a second one during which the segmenter's list is swapped to the fine classes (no frame
 # lost); segment the scenes again with the fine list; stop the server (also on failure). Two epochs leave
@@ -89,8 +92,19 @@ $(DONE)/segmenter: $(DONE)/classifier $(DONE)/scenes
 		--out $(DEMO)/seg-fine-set
 	touch $@
 
+# The open world: pictures no model saw (photo crops, digits, noise; dnc write-unknowns, from real data),
+# and the fine list with a class added from 20 digit scans (dnc centroids --from --add: the other classes
+# untouched, thresholds calibrated on held-out images of each class).
+$(DONE)/open-world: $(DONE)/classifier
+	rm -rf $(DEMO)/data/unknowns
+	$(DNC) write-unknowns --out $(DEMO)/data/unknowns/train --kinds digits --count 20 --split train
+	$(DNC) write-unknowns --out $(DEMO)/data/unknowns/test --count 4 --split test
+	$(DNC) centroids --embed $(DEMO)/export/embed.onnx --from $(DEMO)/fine-set \
+		--add digit=$(DEMO)/data/unknowns/train/digits --out $(DEMO)/fine-digit-set
+	touch $@
+
 # Serving runs every time: build the repository afresh (coarse lists), serve, classify, swap, segment.
-demo: $(DONE)/segmenter
+demo: $(DONE)/segmenter $(DONE)/open-world
 	rm -rf $(DEMO)/videos $(DEMO)/segmented
 	$(DNC) repo build $(DEMO)/export --repo $(REPO)
 	$(DNC) repo build $(DEMO)/seg-export --repo $(REPO) --name scenes
@@ -99,6 +113,9 @@ demo: $(DONE)/segmenter
 	$(DNC) classify $(DEMO)/data/handful/test --top-k 2 && \
 	$(DNC) swap --repo $(REPO) --model dnc --centroids $(DEMO)/fine-set && \
 	$(DNC) classify $(DEMO)/data/handful/test --protocol grpc --top-k 2 && \
+	$(DNC) classify $(DEMO)/data/unknowns/test --top-k 2 && \
+	$(DNC) swap --repo $(REPO) --model dnc --centroids $(DEMO)/fine-digit-set && \
+	$(DNC) classify $(DEMO)/data/unknowns/test/digits $(DEMO)/data/handful/test/Bag --top-k 2 && \
 	$(DNC) segment $(DEMO)/data/scenes-fine/images/test --model scenes --out $(DEMO)/segmented/coarse && \
 	$(DNC) segment $(DEMO)/data/clips/videos/clip000.mp4 --model scenes --out $(DEMO)/videos \
 		--truth $(DEMO)/data/clips && \

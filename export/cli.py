@@ -239,6 +239,10 @@ def cmd_eval_onnx(a: argparse.Namespace) -> int:
         print(json.dumps(res))
     else:
         print(f"top-1 {res['top1']:.2f}% on {res['n']} images of {a.data} (centroid set {res['set_id']})")
+        if res["accepted"] is not None:
+            promised = f", calibrated to accept {res['accept']:.0%} of each class" if res.get("accept") else ""
+            among = "-" if res["top1_accepted"] is None else f"{res['top1_accepted']:.2f}%"
+            print(f"accepted (not unknown) {res['accepted']:.2f}%{promised}; top-1 among them {among}")
         for name, acc in res["per_class_top1"].items():
             print(f"  {name:<20} {acc:6.2f}%")
     return 0

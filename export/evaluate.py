@@ -22,7 +22,9 @@ from dnc.export.recompute import embed_files, scan_labelled_folder
 def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Path, batch_size: int = 256,
                     threads: int = 0, split: str | None = None) -> dict:
     """Top-1 (%) and per-class top-1 of embed + set on the images of `data` (one subfolder per class; a
-    folder laid out as train/ and test/ is read at `split`, by default its held-out split)."""
+    folder laid out as train/ and test/ is read at `split`, by default its held-out split). For a set with
+    thresholds, also the share of the images accepted (their best class's score clears its threshold:
+    what a calibrated set promises is about its `accept` share of each class) and top-1 among them."""
     if batch_size < 1:
         raise InputError(f"`batch_size` must be >= 1, got {batch_size}")
     sess = runtime.session(embed_path, threads)
@@ -37,8 +39,15 @@ def evaluate_folder(embed_path: str | Path, set_path: str | Path, data: str | Pa
     x = embed_files(sess, files, prep=runtime.preprocessing_of(sess, embed_path), batch_size=batch_size,
                     threads=threads or 2, desc="eval")
     head = runtime.session(build_head(cs).SerializeToString(), threads)
-    pred = np.concatenate([head.run([F.PREDICTED], {F.EMBEDDING: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    runs = [head.run([F.PREDICTED, F.TOP_SCORE], {F.EMBEDDING: x[i:i + batch_size]})
+            for i in range(0, len(x), batch_size)]
+    pred, top = (np.concatenate(parts) for parts in zip(*runs, strict=True))
     per_class = {cs.class_names[c]: float(100 * (pred[truth == c] == c).mean()) for c in np.unique(truth)}
-    return {"top1": float(100 * (pred == truth).mean()), "n": len(x), "per_class_top1": per_class,
-            "set_id": cs.set_id}
+    res = {"top1": float(100 * (pred == truth).mean()), "n": len(x), "per_class_top1": per_class,
+           "set_id": cs.set_id, "accepted": None}
+    if cs.thresholds is not None:
+        known = top >= cs.thresholds[pred]
+        res.update(accepted=float(100 * known.mean()), top1_accepted=float(100 * (pred == truth)[known].mean())
+                   if known.any() else None,
+                   accept=cs.source.get("calibration", {}).get("accept"))
+    return res

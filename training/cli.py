@@ -106,6 +106,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_eval(sub)
     _add_anchor(sub)
     _add_write_folder(sub)
+    _add_write_unknowns(sub)
     _add_write_scenes(sub)
 
 
@@ -189,6 +190,21 @@ def _add_write_folder(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-per-class", type=int, default=None, help="at most N test images per class "
                    "(default: as --per-class)")
     p.set_defaults(func=cmd_write_folder)
+
+
+def _add_write_unknowns(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("write-unknowns", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="write pictures no Fashion-MNIST model has seen, from real data (scikit-learn's digits, "
+                       "crops of scikit-image's photographs) and noise: open-set unknowns, or a new class to add")
+    p.add_argument("--out", required=True, help="folder to create (one subfolder per kind)")
+    p.add_argument("--kinds", default="digits,photos,noise", help="comma-separated: digits, photos, noise")
+    p.add_argument("--count", type=int, default=100, help="pictures of each kind")
+    p.add_argument("--size", type=int, default=28, help="picture side in pixels")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=1)
+    p.add_argument("--split", choices=["train", "test"], default="test",
+                   help="train and test pictures never share a digit scan or a photograph's half")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_write_unknowns)
 
 
 def _add_write_scenes(sub: argparse._SubParsersAction) -> None:
@@ -376,6 +392,16 @@ def cmd_write_folder(a: argparse.Namespace) -> int:
     for split, counts in res.items():
         print(f"{Path(a.out) / split}: {sum(counts.values())} images in {len(counts)} classes "
               f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+def cmd_write_unknowns(a: argparse.Namespace) -> int:
+    from dnc.training.unknowns import write_unknowns
+
+    made = write_unknowns(a.out, tuple(k.strip() for k in a.kinds.split(",") if k.strip()), count=a.count,
+                          size=a.size, channels=a.channels, split=a.split, seed=a.seed)
+    print(f"{a.out}: {', '.join(f'{k}/ {n}' for k, n in made.items())} pictures of {a.size}x{a.size} "
+          f"({a.split} split, seed {a.seed})")
     return 0
 
 

@@ -157,7 +157,8 @@ def test_segmenter_swap_under_load_while_the_classifier_keeps_its_list(server, r
                     continue
                 ok = all(s.set_id in names and s.class_names == names[s.set_id]
                          and all(e.label == names[s.set_id][e.class_id] for e in s.classes)
-                         and int(s.labels.max()) < len(names[s.set_id]) for s in segs)
+                         and all(v < len(names[s.set_id]) or v == F.UNKNOWN_LABEL for v in np.unique(s.labels))
+                         and s.unknown_pixels == int((s.labels == F.UNKNOWN_LABEL).sum()) for s in segs)
                 with lock:
                     seen.append((segs[0].set_id, ok and segs[0].set_id == segs[1].set_id))
 
@@ -219,7 +220,9 @@ def test_segment_command_writes_labels_overlay_and_evidence(server, repo, seg_ex
         ow, oh = Image.open(tmp_path / "served" / f"p{i}.overlay.png").size  # the picture, a legend strip below
         assert ow == max(pic.shape[1], LEGEND_MIN_WIDTH) and oh > pic.shape[0]
         ev = json.loads((tmp_path / "served" / f"p{i}.evidence.json").read_text())
-        assert ev["height"] == pic.shape[0] and abs(sum(c["fraction"] for c in ev["classes"]) - 1) < 1e-6
+        assert ev["height"] == pic.shape[0]  # every pixel is in one class or unknown (the swapped-in list abstains)
+        assert abs(sum(c["fraction"] for c in ev["classes"]) + ev["unknown_fraction"] - 1) < 1e-6
+        assert ev["unknown_pixels"] == int((served == F.UNKNOWN_LABEL).sum())
     files = [str(folder / f"p{i}.png") for i in range(3)]  # three sizes: one request each, as PNG bytes
     assert main(["segment", *files, "--out", str(tmp_path / "bytes"), "--model", SEG, "--url", server.http_url,
                  "--input", "encoded", "--batch-size", "3"]) == 0
