@@ -13,6 +13,10 @@ that the coarse labels merged: tops and footwear).
 
     .venv/bin/python benchmarks/accuracy/coarse_to_fine.py --epochs 8 --per-class 4000 --seed 0 --out runs/bench-c2f3
     .venv/bin/python benchmarks/accuracy/coarse_to_fine.py --out runs/bench-c2f3 --report
+
+`--sets 4,16,all,auto` also makes one fine set per K with `dnc centroids` (issue 25: sets that keep what
+the embedding knows) for runs already trained or new, and records per set: fine top-1, the share of test
+images accepted by its thresholds, sub-centroids and how many win a test image (live), head bytes.
 """
 
 from __future__ import annotations
@@ -111,6 +115,45 @@ def train_and_induce(args) -> None:
         results_path.write_text(json.dumps(results, indent=1))
         print(f"{key}: coarse top-1 {coarse_eval['top1']:.2f}%, fine top-1 by centroids {product['top1']:.2f}%, "
               f"by 1-NN {paper['top1']:.2f}%", flush=True)
+    if args.sets:
+        for head in args.heads.split(","):
+            add_sets(args, out / f"s{args.seed}" / head, f"s{args.seed}/{head}", fine, results_path)
+
+
+def add_sets(args, run_dir: Path, key: str, fine: Path, results_path: Path) -> None:
+    """Fine sets of each K in --sets from a trained run's export, measured on the fine test images."""
+    from dnc.core import centroid_set
+
+    results = json.loads(results_path.read_text())
+    done = results.get(key, {}).get("sets", {})
+    embed = str(run_dir / "export" / F.EMBED_FILE)
+    todo = [k for k in args.sets.split(",") if k and (k not in done or args.redo)]
+    if not todo:
+        return
+    sess = runtime.session(embed, args.threads)
+    test_classes, test_files, test_labels = scan_labelled_folder(fine / "test")
+    xte = embed_files(sess, test_files, runtime.preprocessing_of(sess, embed), threads=args.threads, desc="test")
+    for k in todo:
+        folder = run_dir / f"fine-set-K{k}"
+        made = run("centroids", "--embed", embed, "--data", str(fine / "train"), "--out", str(folder), "--K", k,
+                   "--threads", str(args.threads), "--json")
+        cs = centroid_set.load(folder)
+        head = runtime.session(folder / F.HEAD_FILE, args.threads)
+        pred, top, sub = (np.concatenate(parts) for parts in zip(*[
+            head.run([F.PREDICTED, F.TOP_SCORE, F.SUBCENTROID], {F.EMBEDDING: xte[i:i + 1024]})
+            for i in range(0, len(xte), 1024)], strict=True))
+        truth = np.array([cs.class_names.index(c) for c in test_classes])[test_labels]
+        won = {(int(c), int(sub[i, c])) for i, c in enumerate(pred)}
+        accepted = None if cs.thresholds is None else float(100 * (top >= cs.thresholds[pred]).mean())
+        done[k] = {"top1": float(100 * (pred == truth).mean()), "accepted": accepted, "k_chosen": made.get("k"),
+                   "subcentroids": int(sum(cs.ks)), "live": len(won),
+                   "head_bytes": (folder / F.HEAD_FILE).stat().st_size, "held_out_top1": made.get("held_out_top1"),
+                   "centroids_wall_seconds": round(made["_wall_seconds"], 1)}
+        print(f"{key} K={k}: fine top-1 {done[k]['top1']:.2f}%, accepted {accepted}, {len(won)} of "
+              f"{done[k]['subcentroids']} sub-centroids live", flush=True)
+        results = json.loads(results_path.read_text())
+        results.setdefault(key, {})["sets"] = done
+        results_path.write_text(json.dumps(results, indent=1))
 
 
 def mean_spread(values: list[float]) -> str:
@@ -142,6 +185,21 @@ def report(out: Path) -> None:
         cells = [f"{np.mean([r['product_per_class'][c] for r in runs[h]]):.1f} / "
                  f"{np.mean([r['paper_per_class'][c] for r in runs[h]]):.1f}" for h in heads]
         print(f"| {c}{' (merged)' if c in MERGED else ''} | " + " | ".join(cells) + " |")
+    with_sets = {h: [r for r in runs[h] if r.get("sets")] for h in heads}
+    for h, rs in with_sets.items():
+        ks = sorted({k for r in rs for k in r["sets"]},
+                    key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+        if not ks:
+            continue
+        print(f"\nFine sets of the {h} runs (issue 25), mean over seeds:\n")
+        print("| K | fine top-1 | accepted | sub-centroids | live | head MB | seeds |")
+        print("|---|---|---|---|---|---|---|")
+        for k in ks:
+            got = [r["sets"][k] for r in rs if k in r["sets"]]
+            acc = [g["accepted"] for g in got if g["accepted"] is not None]
+            print(f"| {k} | {mean_spread([g['top1'] for g in got])} | {mean_spread(acc) if acc else '-'} | "
+                  f"{np.mean([g['subcentroids'] for g in got]):.0f} | {np.mean([g['live'] for g in got]):.0f} | "
+                  f"{np.mean([g['head_bytes'] for g in got]) / 1e6:.2f} | {len(got)} |")
     if "softmax" in runs:
         for h in [h for h in heads if h != "softmax"]:
             seeds = sorted({k.split("/")[0] for k in results if k.endswith(f"/{h}")} &
@@ -164,6 +222,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=0, help="images per class in the folders (0: all)")
     ap.add_argument("--out", default="runs/bench-c2f")
     ap.add_argument("--redo", action="store_true", help="run heads already in OUT/results.json again")
+    ap.add_argument("--sets", default="", help="also fine sets of these K (comma list: numbers, all, auto)")
     ap.add_argument("--report", action="store_true", help="only print the tables of the runs in OUT")
     args = ap.parse_args()
     if args.report:

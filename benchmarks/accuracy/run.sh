@@ -35,6 +35,21 @@ modes() { # live sub-centroids on the generated multi-mode set (issue 9)
   $PY $B/subcentroid_revival.py --data modes --epochs 15 --variants base,init-only,revive,k1
 }
 
+c2f_sets() { # issue 25: coarse-to-fine with sets of many sub-centroids, DNC runs of the issue-9 protocol, 3 seeds
+  for s in 0 1 2; do
+    $PY $B/coarse_to_fine.py --epochs 8 --per-class 4000 --seed $s --heads dnc --sets 4,16,64,all,auto \
+      --out runs/bench-c2f3
+  done
+  $PY $B/coarse_to_fine.py --report --out runs/bench-c2f3
+}
+
+open_set() { # issue 25: few-shot new classes and open-set detection on 8-class models, 3 seeds (after c2f-sets)
+  for s in 0 1 2; do
+    $PY $B/open_set.py --seed $s --epochs 3 --fine runs/bench-c2f3/data/fine --out runs/bench-open3
+  done
+  $PY $B/open_set.py --report --out runs/bench-open3
+}
+
 seeds() { # every 3-seed run of issue 9, in order (training step time first: it needs the machine to itself)
   # Training step time, DNC / softmax, at C = 10 and 1000 (the speed group's step-time-seeds entry).
   [ -s runs/bench-step3/results.json ] || $PY benchmarks/speed/step_time.py --out runs/bench-step3/results.json

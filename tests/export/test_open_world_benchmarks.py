@@ -1,0 +1,46 @@
+"""The issue-25 benchmarks run with tiny settings (their figures: docs/BENCHMARKS.md, issue 25):
+benchmarks/accuracy/open_set.py (few-shot edits and open-set detection) and coarse_to_fine.py --sets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks" / "accuracy"
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return run
+
+
+def test_the_open_set_benchmark_runs(fmnist_ready, tmp_path):
+    out = tmp_path / "open"
+    _run(str(BENCH / "open_set.py"), "--seed", "0", "--epochs", "1", "--width", "8", "--per-class", "30",
+         "--shots", "1,5", "--far-count", "20", "--out", str(out))
+    got = json.loads((out / "results.json").read_text())["s0"]
+    assert set(got["few_shot"]) >= {"shots1", "shots5", "old_top1_before", "reference_new_top1"}
+    scores = got["open_set"]["scores"]
+    assert {"dnc K4", "dnc Kall", "softmax MSP", "softmax energy"} <= set(scores)
+    assert all(0 <= v[g]["auroc"] <= 1 and 0 <= v[g]["fpr95"] <= 1 for v in scores.values() for g in v)
+    assert got["open_set"]["counts"] == {"known": 240, "near": 60, "digits": 20, "photos": 20, "noise": 20}
+    report = _run(str(BENCH / "open_set.py"), "--report", "--out", str(out)).stdout
+    assert "| 5 |" in report and "softmax MSP" in report and "known_accepted" in report
+
+
+def test_the_coarse_to_fine_benchmark_makes_sets_of_many_subcentroids(fmnist_ready, tmp_path):
+    out = tmp_path / "c2f"
+    _run(str(BENCH / "coarse_to_fine.py"), "--epochs", "1", "--width", "8", "--per-class", "30", "--heads", "dnc",
+         "--sets", "2,all", "--out", str(out))
+    sets = json.loads((out / "results.json").read_text())["s0/dnc"]["sets"]
+    assert sets["2"]["subcentroids"] == 20 and sets["all"]["subcentroids"] == 10 * 24
+    assert sets["all"]["head_bytes"] > sets["2"]["head_bytes"]
+    assert 0 < sets["all"]["live"] <= sets["all"]["subcentroids"]
+    assert "Fine sets of the dnc runs" in _run(str(BENCH / "coarse_to_fine.py"), "--report", "--out", str(out)).stdout
