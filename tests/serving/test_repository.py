@@ -16,7 +16,7 @@ from dnc.serving import repository
 
 ROOT = Path(__file__).resolve().parents[2]
 _NP = {"TYPE_FP32": "tensor(float)", "TYPE_INT32": "tensor(int32)", "TYPE_INT64": "tensor(int64)",
-       "TYPE_STRING": "tensor(string)", "TYPE_UINT8": "tensor(uint8)"}
+       "TYPE_STRING": "tensor(string)", "TYPE_UINT8": "tensor(uint8)", "TYPE_BOOL": "tensor(bool)"}
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +48,14 @@ def test_configs_describe_the_graphs(repo):
     for name in (F.EMBED_MODEL, F.HEAD_MODEL):
         cfg = _config(repo / name / "config.pbtxt")
         sess = runtime.session(repo / name / "1" / "model.onnx", 1)
-        graph = {t.name: t for t in sess.get_inputs() + sess.get_outputs()}
+        graph = {t.name: t for t in sess.get_inputs() + sess.get_outputs() + sess.get_overridable_initializers()}
         for t in list(cfg.input) + list(cfg.output):
             assert t.name in graph, f"{name}: {t.name} not in the graph"
             assert graph[t.name].type == _NP[mc.DataType.Name(t.data_type)], t.name
             rank = len(t.reshape.shape) if t.HasField("reshape") else len(t.dims)
+            if t.name == F.ABSTAIN:  # one flag per request: the python step feeds the graph's optional (1,) input
+                assert graph[t.name].shape == [1] and t.optional, t.name
+                continue
             assert rank + 1 == len(graph[t.name].shape), t.name
     head = _config(repo / F.HEAD_MODEL / "config.pbtxt")
     assert all(-1 in t.dims or list(t.dims) == [1] for t in head.output)  # the class count stays free
@@ -187,7 +190,7 @@ def test_segmenter_configs_describe_its_graphs(tmp_path, seg_export):
     repository.build(seg_export[2], r, name="seg")
     fam = F.family("seg")
     entry, head = _config(r / fam.entry / "config.pbtxt"), _config(r / fam.head / "config.pbtxt")
-    assert {t.name for t in entry.input} == {F.IMAGES, F.PIXELS, F.ENCODED, F.MAPS}
+    assert {t.name for t in entry.input} == {F.IMAGES, F.PIXELS, F.ENCODED, F.MAPS, F.ABSTAIN}
     assert all(t.optional for t in entry.input)
     assert {t.name for t in entry.output} == {s.name for s in F.SEG_HEAD_OUTPUTS + F.SEG_EVIDENCE_OUTPUTS}
     sess = runtime.session(r / fam.head / "1" / "model.onnx", 1)
