@@ -21,6 +21,12 @@ seg() { # a segmenter served beside a classifier by one tritonserver, against in
     --other-set runs/demo/seg-fine-set --out runs/bench-seg-serving
 }
 
+large_k() { # served latency at batch 64 of the K=4, K=64 and K=all fine lists of a coarse-trained model (issue 25; after accuracy/run.sh c2f-sets)
+  R=runs/bench-c2f3/s0/dnc
+  $PY $B/large_k_latency.py --export $R/export --set $R/fine-set-K4 --set $R/fine-set-K64 --set $R/fine-set-Kall \
+    --images runs/bench-c2f3/data/fine/test --out runs/bench-large-k-latency
+}
+
 reliability() { # 100 swaps under load, 3 kill -9 recoveries, 1,000 bad requests (issue 10; after make demo)
   # defaults: --export runs/demo/export --centroids runs/demo/fine-set --swaps 100 --steady-seconds 20
   #           --threads-per-protocol 2 --kills 3 --bad 1000

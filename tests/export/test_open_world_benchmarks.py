@@ -44,3 +44,17 @@ def test_the_coarse_to_fine_benchmark_makes_sets_of_many_subcentroids(fmnist_rea
     assert sets["all"]["head_bytes"] > sets["2"]["head_bytes"]
     assert 0 < sets["all"]["live"] <= sets["all"]["subcentroids"]
     assert "Fine sets of the dnc runs" in _run(str(BENCH / "coarse_to_fine.py"), "--report", "--out", str(out)).stdout
+
+
+@pytest.mark.triton
+def test_the_large_k_latency_benchmark_runs(exported, fm_folder, tmp_path):
+    from dnc.export.recompute import compute_set
+
+    for k in (2, "all"):
+        compute_set(exported[0] / "embed.onnx", fm_folder / "train", tmp_path / f"set-{k}", k=k, threads=1)
+    _run(str(ROOT / "benchmarks" / "serving" / "large_k_latency.py"), "--export", str(exported[0]), "--set",
+         str(tmp_path / "set-2"), "--set", str(tmp_path / "set-all"), "--images", str(fm_folder / "test"),
+         "--batch", "8", "--requests", "3", "--rounds", "2", "--warmup", "1", "--out", str(tmp_path / "lat"))
+    got = json.loads((tmp_path / "lat" / "results.json").read_text())["sets"]
+    assert got["set-2"]["median_vs_first"] == 1.0 and got["set-all"]["subcentroids"] > got["set-2"]["subcentroids"]
+    assert all(r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] for r in got.values())
