@@ -21,14 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from dnc.clients import sizing
-from dnc.clients.seg_results import UNKNOWN, Segmentation, segmentations
+from dnc.clients.predictions import Prediction, Ranked
+from dnc.clients.seg_results import Segmentation, segmentations
 from dnc.core import formats as F
 from dnc.core import preprocess, tasks
 from dnc.core.errors import DNCError
@@ -53,40 +53,6 @@ class ClientError(DNCError, ValueError):
 
 
 REFUSED = {"400", "StatusCode.INVALID_ARGUMENT"}  # tritonclient's status() of a request refused for its input
-
-
-@dataclass
-class Ranked:
-    """One of the best classes of an image, with the sub-centroid that gave it its score."""
-    rank: int
-    class_id: int
-    label: str
-    score: float  # cosine similarity to the winning sub-centroid
-    subcentroid: int
-    exemplar_id: int  # id of the real image the sub-centroid is anchored to; -1 when not anchored
-    exemplar: str  # that image's path or name; "" when not anchored
-
-
-@dataclass
-class Prediction:
-    source: str  # file path, or the row index for arrays
-    set_id: str  # the class list (centroid set version) that answered
-    margin: float  # best minus second-best class score
-    top: list[Ranked]
-    known: bool = True  # the best class's score clears its threshold (else the answer is "unknown")
-    threshold: float = -1.0  # that class's threshold (-1: its set has none, every score clears it)
-
-    @property
-    def label(self) -> str:
-        return self.top[0].label
-
-    @property
-    def answer(self) -> str:
-        """The best class's label, or "unknown" when its score is below the class's threshold."""
-        return self.label if self.known else UNKNOWN
-
-    def to_dict(self) -> dict:
-        return {"answer": self.answer, **asdict(self)}
 
 
 def collect_images(paths: list[str | Path]) -> list[Path]:

@@ -104,6 +104,47 @@ class Reservoir:
         self.x, self.meta, self.keys = xs[keep], ms[keep], keys[keep]
 
 
+def sample_cells(scenes, c: int, rng: np.random.Generator, per_image: int, pixels_per_class: int,
+                 held_rng: np.random.Generator, share: float) -> tuple[list[Reservoir], list[Reservoir], list[str]]:
+    """Each class's sampled cells from embedded scenes (i, path, (D, h, w) embedding, mask): at most
+    `per_image` of a class from one image, a uniform reservoir of `pixels_per_class`; an image is held out
+    (its cells go to the calibration reservoirs) with probability `share` (held_rng). Returns (the
+    sub-centroids' reservoirs, the calibration reservoirs, the image paths in order)."""
+    pools: list[Reservoir] = []
+    held: list[Reservoir] = []
+    names: list[str] = []
+    for i, path, emb, mask in scenes:
+        d, h, w = emb.shape
+        if not pools:
+            pools = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
+            held = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
+        target = held if held_rng.random() < share else pools
+        names.append(str(path.resolve()))
+        rows, cols = cell_pixels(mask.shape, (h, w))
+        lab = mask[rows][:, cols]  # (h, w)
+        cells = emb.transpose(1, 2, 0)  # (h, w, D)
+        for cls in np.unique(lab):
+            if cls >= c:  # the ignore index
+                continue
+            ys, xs = np.nonzero(lab == cls)
+            pick = rng.permutation(len(ys))[:per_image]
+            x = cells[ys[pick], xs[pick]]
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            target[cls].add(x.astype(np.float32), np.stack([np.full(len(pick), i), rows[ys[pick]], cols[xs[pick]]], 1))
+    return pools, held, names
+
+
+def calibrate(cs: CentroidSet, held: list[Reservoir], accept: float, share: float) -> None:
+    """Each class's threshold from the cells of the held-out images (export/abstention.py), in place."""
+    cs.thresholds = np.array([abstention.class_threshold(cs.centroids[j, :cs.ks[j]], held[j].x, accept)
+                              for j in range(cs.num_classes)], np.float32)
+    cs.source["calibration"] = {"accept": accept, "share": share, "cells": [len(r.x) for r in held]}
+    none = [cs.class_names[j] for j in range(cs.num_classes) if len(held[j].x) == 0]
+    if none:
+        log.warning("no held-out cell to calibrate the threshold of %s: it accepts every pixel it wins",
+                    ", ".join(map(repr, none)))
+
+
 def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int = 10, method: str = "sinkhorn",
                     keep_means: bool = False, threads: int = 0, seed: int = 0, split: str = "train",
                     per_image: int = 64, pixels_per_class: int = 4096, accept: float = abstention.DEFAULT_ACCEPT,
@@ -127,29 +168,10 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     log.info("%s", note)
     c = len(classes.names)
     rng = np.random.default_rng(seed)
-    pools: list[Reservoir] = []
-    held: list[Reservoir] = []  # cells of the calibration images, per class
-    held_rng = np.random.default_rng([seed, 1])  # which images are held out: independent of the cell sampling
-    names: list[str] = []
     t0 = time.time()
-    for i, path, emb, mask in embedded_scenes(sess, root, split=split, prep=prep, classes=classes, desc="embed"):
-        d, h, w = emb.shape
-        if not pools:
-            pools = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
-            held = [Reservoir(pixels_per_class, d, rng) for _ in range(c)]
-        target = held if held_rng.random() < calibration_share else pools
-        names.append(str(path.resolve()))
-        rows, cols = cell_pixels(mask.shape, (h, w))
-        lab = mask[rows][:, cols]  # (h, w)
-        cells = emb.transpose(1, 2, 0)  # (h, w, D)
-        for cls in np.unique(lab):
-            if cls >= c:  # the ignore index
-                continue
-            ys, xs = np.nonzero(lab == cls)
-            pick = rng.permutation(len(ys))[:per_image]
-            x = cells[ys[pick], xs[pick]]
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-            target[cls].add(x.astype(np.float32), np.stack([np.full(len(pick), i), rows[ys[pick]], cols[xs[pick]]], 1))
+    pools, held, names = sample_cells(embedded_scenes(sess, root, split=split, prep=prep, classes=classes,
+                                                      desc="embed"), c, rng, per_image, pixels_per_class,
+                                      held_rng=np.random.default_rng([seed, 1]), share=calibration_share)
     t_embed = time.time() - t0
     counts = [len(p.x) for p in pools]
     missing = [classes.names[i] for i in range(c) if counts[i] == 0]
@@ -181,13 +203,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
                              "keep_means": keep_means, "images": len(names), "cells_per_class": counts,
                              "per_image": per_image, "seed": seed})
     if calibration_share > 0:
-        cs.thresholds = np.array([abstention.class_threshold(cents[j, :ks[j]], held[j].x, accept) for j in range(c)],
-                                 np.float32)
-        cs.source["calibration"] = {"accept": accept, "share": calibration_share, "cells": [len(r.x) for r in held]}
-        none = [classes.names[j] for j in range(c) if len(held[j].x) == 0]
-        if none:
-            log.warning("no held-out cell to calibrate the threshold of %s: it accepts every pixel it wins",
-                        ", ".join(map(repr, none)))
+        calibrate(cs, held, accept, calibration_share)
     with staged(out) as tmp:
         centroid_set.save(cs, tmp)
         onnx.save(build_seg_head(cs), tmp / F.HEAD_FILE)

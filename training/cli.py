@@ -12,6 +12,7 @@ from dnc.core import tasks
 from dnc.core.errors import InputError
 from dnc.core.seg_folder import MEAN, STD, is_seg_folder, pixel_of, read_classes, split_files
 from dnc.training.config import SEGMENTATION_ANNEAL, SEGMENTATION_K, SEGMENTATION_READY_MARGIN, ModelConfig, TrainConfig
+from dnc.training.unknowns import write_unknowns
 
 # The commands import the modules that need torch (checkpoint, data, loop, anchor, folders, scenes) when they
 # run: `dnc` builds its parser, and runs its client commands, without torch.
@@ -396,8 +397,6 @@ def cmd_write_folder(a: argparse.Namespace) -> int:
 
 
 def cmd_write_unknowns(a: argparse.Namespace) -> int:
-    from dnc.training.unknowns import write_unknowns
-
     made = write_unknowns(a.out, tuple(k.strip() for k in a.kinds.split(",") if k.strip()), count=a.count,
                           size=a.size, channels=a.channels, split=a.split, seed=a.seed)
     print(f"{a.out}: {', '.join(f'{k}/ {n}' for k, n in made.items())} pictures of {a.size}x{a.size} "
