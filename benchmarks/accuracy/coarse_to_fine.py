@@ -16,7 +16,8 @@ that the coarse labels merged: tops and footwear).
 
 `--sets 4,16,all,auto` also makes one fine set per K with `dnc centroids` (issue 25: sets that keep what
 the embedding knows) for runs already trained or new, and records per set: fine top-1, the share of test
-images accepted by its thresholds, sub-centroids and how many win a test image (live), head bytes.
+images accepted by its thresholds, sub-centroids and how many win a test image (live), head bytes. K:SHARE
+sets another calibration share (`all:0`: every training image a sub-centroid, no thresholds: 1-NN).
 """
 
 from __future__ import annotations
@@ -133,10 +134,11 @@ def add_sets(args, run_dir: Path, key: str, fine: Path, results_path: Path) -> N
     sess = runtime.session(embed, args.threads)
     test_classes, test_files, test_labels = scan_labelled_folder(fine / "test")
     xte = embed_files(sess, test_files, runtime.preprocessing_of(sess, embed), threads=args.threads, desc="test")
-    for k in todo:
-        folder = run_dir / f"fine-set-K{k}"
-        made = run("centroids", "--embed", embed, "--data", str(fine / "train"), "--out", str(folder), "--K", k,
-                   "--threads", str(args.threads), "--json")
+    for k in todo:  # K, or K:SHARE for another calibration share (all:0: every image a sub-centroid, no thresholds)
+        folder = run_dir / f"fine-set-K{k.replace(':', '-share')}"
+        kk, _, share = k.partition(":")
+        made = run("centroids", "--embed", embed, "--data", str(fine / "train"), "--out", str(folder), "--K", kk,
+                   "--threads", str(args.threads), "--json", *(["--calibration-share", share] if share else []))
         cs = centroid_set.load(folder)
         head = runtime.session(folder / F.HEAD_FILE, args.threads)
         pred, top, sub = (np.concatenate(parts) for parts in zip(*[

@@ -37,7 +37,7 @@ modes() { # live sub-centroids on the generated multi-mode set (issue 9)
 
 c2f_sets() { # issue 25: coarse-to-fine with sets of many sub-centroids, DNC runs of the issue-9 protocol, 3 seeds
   for s in 0 1 2; do
-    $PY $B/coarse_to_fine.py --epochs 8 --per-class 4000 --seed $s --heads dnc --sets 4,16,64,all,auto \
+    $PY $B/coarse_to_fine.py --epochs 8 --per-class 4000 --seed $s --heads dnc --sets 4,16,64,all,auto,all:0 \
       --out runs/bench-c2f3
   done
   $PY $B/coarse_to_fine.py --report --out runs/bench-c2f3
