@@ -190,3 +190,21 @@ def test_a_swap_between_lists_with_thresholds_under_load_keeps_each_answer_from_
     assert failures == []
     assert len(seen) > 20 and all(ok for _, ok in seen) and {s for s, _ in seen} == set(lists)
     assert [s["to"] for s in swaps] == [centroid_set.load(sets[k]).set_id for k in ("most", "half", "most")]
+
+
+@pytest.mark.parametrize("abstain", [np.zeros((2, 1), bool), np.zeros((1, 3), bool), np.zeros((1, 1), np.float32)])
+def test_a_malformed_abstain_input_is_refused_and_the_server_keeps_serving(server, fm_folder, abstain):
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+    pic = np.asarray(Image.open(collect_images([fm_folder / "test"])[0]))[None, :, :, None]  # (1, 28, 28, 1)
+    c = http.InferenceServerClient(server.http_url)
+    inputs = [http.InferInput(F.PIXELS, list(pic.shape), "UINT8"),
+              http.InferInput(F.ABSTAIN, list(abstain.shape), np_to_triton_dtype(abstain.dtype))]
+    inputs[0].set_data_from_numpy(pic)
+    inputs[1].set_data_from_numpy(abstain)
+    with pytest.raises(InferenceServerException) as e:
+        c.infer("dnc", inputs)
+    assert e.value.status() == "400", e.value
+    with DNCClient(server.http_url) as ok:  # still serving, abstention as set
+        assert ok.classify(pic, name=F.PIXELS)[0].set_id
