@@ -52,6 +52,7 @@ class ClientError(DNCError, ValueError):
         self.refused = refused
 
 
+ABSTENTION_OUTPUTS = (F.KNOWN, F.THRESHOLD, F.UNKNOWN_PIXELS)  # what a repository built before abstention lacks
 REFUSED = {"400", "StatusCode.INVALID_ARGUMENT"}  # tritonclient's status() of a request refused for its input
 
 
@@ -139,6 +140,10 @@ class DNCClient:
             raise ClientError(f"model {model!r} is not ready on {url}: it is missing from the server or still "
                               f"loading (`dnc serve` loads it; check its log); {served}")
         self.max_batch = int(cfg.get("max_batch_size", 0)) or 1
+        # what this model's entry takes and answers: a repository built before abstention has no `abstain`
+        # input nor `known`, `threshold` and `unknown_pixels` outputs, and is still served (asked without them)
+        self.served_inputs = {t.get("name") for t in cfg.get("input", [])}
+        self.served_outputs = {t.get("name") for t in cfg.get("output", [])}
         try:
             self.preprocessing = json.loads(cfg["parameters"][F.META_PREPROCESSING]["string_value"])
             self.task = tasks.of(self.preprocessing)
@@ -189,7 +194,7 @@ class DNCClient:
         for pixels and floats, of at most the model's pixel budget (clients/sizing.py)."""
         if x.ndim < 2 or x.shape[0] == 0:
             raise ClientError(f"expected a non-empty batch, got shape {x.shape}")
-        names = outputs or tuple(s.name for s in self.task.head_outputs + self.task.evidence_outputs)
+        names = outputs or self._answered(self.task.head_outputs + self.task.evidence_outputs)
         dtype = {F.IMAGES: ("FP32", np.float32), F.PIXELS: ("UINT8", np.uint8), F.ENCODED: ("BYTES", object)}[name]
         binary = {"binary_data": True} if self.protocol == "http" else {}
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -218,7 +223,7 @@ class DNCClient:
                  name: str = F.IMAGES) -> list[Prediction]:
         """Predictions with evidence for a batch x sent as input `name` (see infer); top_k is capped by what
         the server ranks (the repository's --top-k, and the number of classes)."""
-        out = self.infer(x, tuple(s.name for s in F.EVIDENCE_OUTPUTS) + (F.MARGIN,), name, self._abstain(len(x)))
+        out = self.infer(x, self._answered(F.EVIDENCE_OUTPUTS) + (F.MARGIN,), name, self._abstain(len(x)))
         k = min(top_k, out[F.TOPK_CLASS].shape[1])
         preds = []
         for i in range(len(x)):
@@ -227,13 +232,24 @@ class DNCClient:
                           exemplar_id=int(out[F.TOPK_EXEMPLAR_ID][i, r]), exemplar=_text(out[F.TOPK_EXEMPLAR][i, r]))
                    for r in range(k)]
             preds.append(Prediction(sources[i] if sources else str(i), _text(out[F.SET_ID].reshape(-1)[i]),
-                                    float(out[F.MARGIN].reshape(-1)[i]), top, known=bool(out[F.KNOWN].reshape(-1)[i]),
-                                    threshold=float(out[F.THRESHOLD].reshape(-1)[i])))
+                                    float(out[F.MARGIN].reshape(-1)[i]), top,
+                                    known=bool(out[F.KNOWN].reshape(-1)[i]) if F.KNOWN in out else True,
+                                    threshold=float(out[F.THRESHOLD].reshape(-1)[i]) if F.THRESHOLD in out else -1.0))
         return preds
 
     def _abstain(self, n: int) -> dict[str, np.ndarray]:
         """The optional input that turns abstention off for a request of n pictures (none while it is on)."""
-        return {} if self.abstain else {F.ABSTAIN: np.zeros((n, 1), bool)}
+        if self.abstain:
+            return {}
+        if F.ABSTAIN not in self.served_inputs:  # a repository built before abstention never abstains anyway
+            log.info("model %s on %s has no %s input (built before abstention): nothing to turn off", self.model,
+                     self.url, F.ABSTAIN)
+            return {}
+        return {F.ABSTAIN: np.zeros((n, 1), bool)}
+
+    def _answered(self, specs) -> tuple[str, ...]:
+        """The names of `specs` this model answers (all but the abstention outputs of an older build)."""
+        return tuple(s.name for s in specs if s.name in self.served_outputs or s.name not in ABSTENTION_OUTPUTS)
 
     def segment(self, pixels: np.ndarray, sources: list[str] | None = None, maps: bool = False,
                 name: str = F.PIXELS) -> list[Segmentation]:
@@ -242,7 +258,7 @@ class DNCClient:
         if not self.task.dense:
             raise ClientError(f"model {self.model!r} is a {self.task.noun}; segmenting needs a "
                               f"{tasks.SEGMENTATION.noun}")
-        wanted = (F.LABELS, *(s.name for s in F.SEG_HEAD_OUTPUTS[4:] + F.SEG_EVIDENCE_OUTPUTS),
+        wanted = (F.LABELS, *self._answered(F.SEG_HEAD_OUTPUTS[4:] + F.SEG_EVIDENCE_OUTPUTS),
                   *(F.MAP_OUTPUTS if maps else ()))
         extra = ({F.MAPS: np.ones((len(pixels), 1), bool)} if maps else {}) | self._abstain(len(pixels))
         return segmentations(self.infer(pixels, wanted, name, extra), sources or [str(i) for i in range(len(pixels))],

@@ -208,3 +208,48 @@ def test_a_malformed_abstain_input_is_refused_and_the_server_keeps_serving(serve
     assert e.value.status() == "400", e.value
     with DNCClient(server.http_url) as ok:  # still serving, abstention as set
         assert ok.classify(pic, name=F.PIXELS)[0].set_id
+
+
+def _strip_abstention(folder: Path) -> None:
+    """What a repository built before abstention looks like: no abstain input, no known / threshold /
+    unknown_pixels outputs, in the entry and head configs (the step graphs are today's; the python step
+    answers only the outputs its config names)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg_path = folder / "config.pbtxt"
+    cfg = text_format.Parse(cfg_path.read_text(), mc.ModelConfig())
+    drop = {F.ABSTAIN, F.KNOWN, F.THRESHOLD, F.UNKNOWN_PIXELS}
+    keep_in = [t for t in cfg.input if t.name not in drop]
+    keep_out = [t for t in cfg.output if t.name not in drop]
+    del cfg.input[:], cfg.output[:]
+    cfg.input.extend(keep_in)
+    cfg.output.extend(keep_out)
+    for step in cfg.ensemble_scheduling.step:
+        for name in drop:
+            step.input_map.pop(name, None)
+            step.output_map.pop(name, None)
+    cfg_path.write_text(text_format.MessageToString(cfg))
+
+
+def test_a_repository_built_before_abstention_is_still_answered(exported, seg_export, tmp_path):
+    from dnc.serving.server import TritonServer
+
+    old = tmp_path / "old-repo"
+    repository.build(exported[0], old, top_k=3, threads=1)
+    repository.build(seg_export[2], old, name=SEG, threads=1)
+    for model in ("dnc", "dnc_head", SEG, f"{SEG}_head"):
+        _strip_abstention(old / model)
+    s = TritonServer(old, 0, 0, 0)
+    s.start(timeout=180)
+    try:
+        pic = _far_pictures()[0]  # (H, W, 1) uint8
+        with DNCClient(s.http_url) as c, DNCClient(s.grpc_url, "grpc", abstain=False) as off:
+            for client in (c, off):
+                p = client.classify(pic[None], name=F.PIXELS)[0]
+                assert p.known and p.threshold == -1.0 and p.answer == p.label
+        with DNCClient(s.http_url, model=SEG) as c:
+            seg = c.segment(np.repeat(pic, 3, axis=2)[None])[0]
+            assert seg.unknown_pixels == 0 and int(seg.labels.max()) < len(seg.class_names)
+    finally:
+        s.stop()
