@@ -80,6 +80,13 @@ class CentroidSet:
         return np.arange(self.centroids.shape[1])[None, :] < np.asarray(self.ks)[:, None]
 
     @property
+    def class_thresholds(self) -> np.ndarray:
+        """(C,) float32: the thresholds, or UNCALIBRATED for every class of a set without them."""
+        if self.thresholds is None:
+            return np.full(self.num_classes, UNCALIBRATED, np.float32)
+        return self.thresholds.astype(np.float32)
+
+    @property
     def anchored(self) -> bool:
         return self.exemplar_ids is not None and bool((self.exemplar_ids[self.k_mask] >= 0).all())
 

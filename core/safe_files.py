@@ -42,7 +42,8 @@ class OutputError(DNCError, OSError):
     """A temporary output was renamed or replaced under us, so it cannot be put in place."""
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask, read from /proc (0o022 where unreadable)."""
     try:  # (os.umask can only be read by setting it: not thread-safe)
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
@@ -60,7 +61,7 @@ class Temp:
         fd, name = tempfile.mkstemp(dir=self.final.parent, prefix=f".{self.final.name}.{os.getpid()}-", suffix=TAG)
         self.fd: int | None = fd
         self.path = Path(name)
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~umask())
 
     @property
     def target(self) -> str:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dnc.core.errors import InputError
+from dnc.core.safe_files import umask
 
 
 def check_destination(out: Path, marker: str, refuse_if: tuple[str, ...] = ()) -> None:
@@ -56,21 +57,9 @@ def staging_folder(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial", dir=out.parent))
 
 
-def _umask_mode() -> int:
-    """The mode `mkdir` gives a new folder: 0777 less the process's umask (read from /proc, since
-    setting the umask to read it would change it for every thread meanwhile; 0755 where unreadable)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o777 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o755
-
-
 def publish(tmp: Path, out: Path) -> Path:
     """Move the finished folder `tmp` to `out`, replacing a previous `out` (restored if the move fails)."""
-    tmp.chmod(_umask_mode())
+    tmp.chmod(0o777 & ~umask())
     if not out.exists():
         os.replace(tmp, out)
         return out

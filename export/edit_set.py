@@ -145,9 +145,8 @@ def _thresholds(cs: CentroidSet, kept: list[int], added: dict[str, Added]) -> np
     neither the base set nor any added class has one."""
     if cs.thresholds is None and all(a.threshold is None for a in added.values()):
         return None
-    old = cs.thresholds if cs.thresholds is not None else np.full(cs.num_classes, UNCALIBRATED, np.float32)
     new = [UNCALIBRATED if a.threshold is None else a.threshold for a in added.values()]
-    return np.concatenate([old[kept], np.asarray(new, np.float32)]).astype(np.float32)
+    return np.concatenate([cs.class_thresholds[kept], np.asarray(new, np.float32)]).astype(np.float32)
 
 
 def _assemble(cs: CentroidSet, kept: list[int], rename: dict[str, str], added: dict[str, Added],

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dnc.core import formats as F
 from dnc.core import tasks
-from dnc.core.centroid_set import UNCALIBRATED, CentroidSet, CentroidSetError, validate
+from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
 from dnc.core.errors import InputError
 
 PAD_SCORE = -3.0  # a padded slot's similarity: below every real cosine in [-1, 1]
@@ -111,7 +111,6 @@ def _evidence(cs: CentroidSet, k: int) -> tuple[list, list]:
     frozen from the set: names (C,), exemplar ids and names (C*Kmax,), the set id."""
     c, kmax, _ = cs.centroids.shape
     ids = np.full((c, kmax), -1, np.int64) if cs.exemplar_ids is None else cs.exemplar_ids.astype(np.int64)
-    thresholds = np.full(c, UNCALIBRATED, np.float32) if cs.thresholds is None else cs.thresholds.astype(np.float32)
     names = [[""] * kmax for _ in range(c)]
     for ci, row in enumerate(cs.exemplar_names or []):
         for ki, name in enumerate(row):
@@ -128,7 +127,7 @@ def _evidence(cs: CentroidSet, k: int) -> tuple[list, list]:
         numpy_helper.from_array(ids.reshape(-1), "ev.exemplar_ids"),  # (C*Kmax,)
         numpy_helper.from_array(np.array([k], np.int64), "ev.k"),
         numpy_helper.from_array(np.array(kmax, np.int64), "ev.kmax"),
-        numpy_helper.from_array(thresholds, "ev.thresholds"),  # (C,)
+        numpy_helper.from_array(cs.class_thresholds, "ev.thresholds"),  # (C,)
         numpy_helper.from_array(np.array([True]), F.ABSTAIN),  # the default of the optional input
     ]
     nodes = [

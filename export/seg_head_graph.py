@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dnc.core import formats as F
 from dnc.core import tasks
-from dnc.core.centroid_set import UNCALIBRATED, CentroidSet, CentroidSetError, validate
+from dnc.core.centroid_set import CentroidSet, CentroidSetError, validate
 from dnc.core.errors import InputError
 from dnc.export import seg_head_bands as bands
 from dnc.export.head_graph import NORM_EPS, PAD_SCORE, _onnx_type, get_metadata, set_metadata
@@ -125,8 +125,7 @@ def _abstention(cs: CentroidSet) -> tuple[list, list]:
     """The served head's labels: UNKNOWN_LABEL where the pixel's score is below its label's threshold (and
     the request did not turn abstention off); seg.count_label counts such pixels in bin C, after the classes."""
     c = cs.num_classes
-    thresholds = np.full(c, UNCALIBRATED, np.float32) if cs.thresholds is None else cs.thresholds.astype(np.float32)
-    init = [numpy_helper.from_array(thresholds, "ab.thresholds"),  # (C,)
+    init = [numpy_helper.from_array(cs.class_thresholds, "ab.thresholds"),  # (C,)
             numpy_helper.from_array(np.array([True]), F.ABSTAIN),  # the default of the optional input
             numpy_helper.from_array(np.array(UNKNOWN_LABEL, np.uint8), "ab.unknown"),
             numpy_helper.from_array(np.array(c, np.int64), "ab.c")]

@@ -22,6 +22,7 @@ from PIL import Image
 
 from dnc.core.errors import InputError
 from dnc.core.progress import bar
+from dnc.core.safe_files import Temp
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,18 @@ def _crop(photos: list[np.ndarray], rng: np.random.Generator, split: str, size: 
     return Image.fromarray(im[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
 
 
+def _save(im: Image.Image, path: Path) -> None:
+    """Write a PNG created exclusively beside `path` and renamed onto it (a link planted there is replaced,
+    its target untouched: core/safe_files.py)."""
+    tmp = Temp(path)
+    try:
+        with tmp.open("wb") as f:
+            im.save(f, "PNG")
+        tmp.commit()
+    finally:
+        tmp.discard()
+
+
 def write_unknowns(out: str | Path, kinds: tuple[str, ...] = KINDS, count: int = 100, size: int = 28,
                    channels: int = 1, split: str = "test", seed: int = 0) -> dict[str, int]:
     """Write `count` pictures of each kind to out/<kind>/ (PNG, SIZE x SIZE, 1 or 3 channels); returns the
@@ -89,7 +102,7 @@ def write_unknowns(out: str | Path, kinds: tuple[str, ...] = KINDS, count: int =
                 im = _crop(pool, rng, split, size)
             else:
                 im = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-            im.convert("L" if channels == 1 else "RGB").save(folder / f"{i:06d}.png")
+            _save(im.convert("L" if channels == 1 else "RGB"), folder / f"{i:06d}.png")
         made[kind] = count
         log.info("wrote %d %s pictures to %s", count, kind, folder)
     return made

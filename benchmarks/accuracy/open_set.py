@@ -37,7 +37,7 @@ from dnc.core import centroid_set
 from dnc.core import formats as F
 from dnc.core.images import image_files, read_image_array
 from dnc.export import runtime
-from dnc.export.abstention import class_scores, unit
+from dnc.export.abstention import class_scores, decide, unit
 from dnc.export.edit_set import edit_set
 from dnc.export.recompute import embed_files, scan_labelled_folder
 from dnc.training import checkpoint as ckpt_io
@@ -181,12 +181,11 @@ def open_set(args, paths: dict, dnc8: Path, soft8: Path, sets: dict[str, Path]) 
         res["scores"][name] = {g: {"auroc": auroc(s["known"], u), "fpr95": fpr95(s["known"], u)}
                                for g, u in [("near", s["near"]), ("far", far), *[(k, s[k]) for k in FAR]]}
     cs = centroid_set.load(sets["K4"])
-    decide = {g: (class_scores(cs, e).max(1) >= cs.thresholds[class_scores(cs, e).argmax(1)])
-              for g, e in onnx_emb.items() if g != "bank"}
-    res["abstention"] = {"known_accepted": float(100 * decide["known"].mean()),
-                         "near_rejected": float(100 * (~decide["near"]).mean()),
-                         "far_rejected": float(100 * np.mean(np.concatenate([~decide[k] for k in FAR]))),
-                         **{f"{k}_rejected": float(100 * (~decide[k]).mean()) for k in FAR}}
+    known = {g: decide(class_scores(cs, e), cs.thresholds)[1] for g, e in onnx_emb.items() if g != "bank"}
+    res["abstention"] = {"known_accepted": float(100 * known["known"].mean()),
+                         "near_rejected": float(100 * (~known["near"]).mean()),
+                         "far_rejected": float(100 * np.mean(np.concatenate([~known[k] for k in FAR]))),
+                         **{f"{k}_rejected": float(100 * (~known[k]).mean()) for k in FAR}}
     for name, r in res["scores"].items():
         print(f"s{args.seed} {name}: AUROC near {r['near']['auroc']:.3f} far {r['far']['auroc']:.3f}; FPR95 near "
               f"{r['near']['fpr95']:.3f} far {r['far']['fpr95']:.3f}", flush=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from dnc.export.seg_recompute import compute_seg_set
 from dnc.serving import repository
 from dnc.serving.swap import swap
 from dnc.training.scenes import write_scenes
+from tests.serving.under_load import while_loaded
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 SEG = "scenes"
@@ -176,17 +176,8 @@ def test_a_swap_between_lists_with_thresholds_under_load_keeps_each_answer_from_
                     with lock:
                         seen.append((p.set_id, ok))
 
-    threads = [threading.Thread(target=load, args=(p,)) for p in ("http", "grpc")]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(0.5)
-        swaps = [swap(repo, s, server.grpc_url, name="dnc") for s in (sets["most"], sets["half"], sets["most"])]
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
+    swaps = while_loaded(load, ("http", "grpc"), lambda: [swap(repo, s, server.grpc_url, name="dnc")
+                                                            for s in (sets["most"], sets["half"], sets["most"])], stop)
     assert failures == []
     assert len(seen) > 20 and all(ok for _, ok in seen) and {s for s, _ in seen} == set(lists)
     assert [s["to"] for s in swaps] == [centroid_set.load(sets[k]).set_id for k in ("most", "half", "most")]

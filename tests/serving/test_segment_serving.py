@@ -24,6 +24,7 @@ from dnc.export.seg_recompute import compute_seg_set
 from dnc.serving import repository
 from dnc.serving.swap import Probe, swap
 from dnc.training.scenes import write_scenes
+from tests.serving.under_load import while_loaded
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 SEG = "scenes"
@@ -162,17 +163,9 @@ def test_segmenter_swap_under_load_while_the_classifier_keeps_its_list(server, r
                 with lock:
                     seen.append((segs[0].set_id, ok and segs[0].set_id == segs[1].set_id))
 
-    threads = [threading.Thread(target=load, args=(p,)) for p in ("http", "grpc", "http")]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(0.5)
-        swaps = [swap(repo, s, server.grpc_url, name=SEG) for s in (coarse_set, seg_export[2], coarse_set)]
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
+    lists = (coarse_set, seg_export[2], coarse_set)
+    swaps = while_loaded(load, ("http", "grpc", "http"), lambda: [swap(repo, s, server.grpc_url, name=SEG)
+                                                                  for s in lists], stop)
     assert failures == []
     assert len(seen) > 20 and all(ok for _, ok in seen) and {s for s, _ in seen} == set(names)
     assert [s["to"] for s in swaps] == [second.set_id, first.set_id, second.set_id]

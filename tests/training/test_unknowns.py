@@ -41,3 +41,14 @@ def test_bad_requests_are_refused_naming_the_flag(tmp_path, capsys):
     assert "cats" in capsys.readouterr().err
     with pytest.raises(ValueError, match="count"):
         write_unknowns(tmp_path / "y", count=0)
+
+
+def test_a_link_planted_at_an_output_name_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"keep")
+    (tmp_path / "out" / "noise").mkdir(parents=True)
+    (tmp_path / "out" / "noise" / "000000.png").symlink_to(victim)
+    write_unknowns(tmp_path / "out", kinds=("noise",), count=1)
+    assert victim.read_bytes() == b"keep"
+    written = tmp_path / "out" / "noise" / "000000.png"
+    assert not written.is_symlink() and Image.open(written).size == (28, 28)
