@@ -32,16 +32,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _onnx_input_flags(p, data_required=False)
     p.add_argument("--out", required=True, help="centroid set folder to write (set + head.onnx)")
     p.add_argument("--from", dest="base", default=None, metavar="SET",
-                   help="edit this classification set instead of computing one from --data: only added classes are "
-                   "embedded, the others keep their sub-centroids bit-identical (a new set id)")
+                   help="edit this set instead of computing one from --data: only added classes are embedded, the "
+                   "others keep their sub-centroids bit-identical (a new set id)")
     p.add_argument("--add", action="append", default=[], metavar="NAME=FOLDER",
-                   help="with --from: add class NAME from a folder of its images (repeatable)")
+                   help="with --from: add class NAME from a folder of its images, or to a segmentation set from a "
+                   "segmentation folder's masks (its class NAME, or its only class besides the background); "
+                   "repeatable")
     p.add_argument("--remove", action="append", default=[], metavar="NAME", help="with --from: drop class NAME")
     p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="with --from: rename a class")
     p.add_argument("--K", type=_k, default=4,
                    help="sub-centroids per class (fewer for classes with fewer images); `all`: every image of a "
-                   "class is one (class folders: the head is then 1-nearest-neighbour); `auto` (class folders): the "
-                   "one of 1, 4, 16, 64, all answering a held-out fifth of each class best")
+                   "class is one (class folders: the head is then 1-nearest-neighbour); `auto`: the one of 1, 4, 16, "
+                   "64, all (segmentation: 255, the most a set holds) answering a held-out fifth of the images best")
     p.add_argument("--method", choices=["sinkhorn", "kmeans"], default="sinkhorn",
                    help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
     p.add_argument("--keep-means", action="store_true",
@@ -146,9 +148,9 @@ def cmd_centroids(a: argparse.Namespace) -> int:
         raise DataError("--data is needed to compute a set (or --from SET to edit one)")
     split = a.split or "train"
     if is_seg_folder(a.data):
-        if a.K in ("all", "auto"):
-            raise DataError(f"--K {a.K} is for class folders; a segmentation set holds at most 255 sub-centroids per "
-                            "class (its maps are uint8): give a number")
+        if a.K == "all":
+            raise DataError("--K all is for class folders; a segmentation set holds at most 255 sub-centroids per "
+                            "class (its maps are uint8): give a number up to 255, or auto")
         note = split_note(Path(a.data), split)
         if not a.json:
             print(note, flush=True)
@@ -199,7 +201,8 @@ def _edit(a: argparse.Namespace) -> int:
     res = edit_set(a.base, a.embed, a.out, add=parse_pairs(a.add, "add"), remove=a.remove,
                    rename=parse_pairs(a.rename, "rename"), k=a.K, method=a.method, keep_means=a.keep_means,
                    batch_size=a.batch_size, threads=a.threads, seed=a.seed, accept=a.accept,
-                   calibration_share=a.calibration_share)
+                   calibration_share=a.calibration_share, per_image=a.pixels_per_image,
+                   pixels_per_class=a.pixels_per_class)
     if a.json:
         print(json.dumps(res))
     else:

@@ -8,7 +8,9 @@ bit-identical, so the edit costs the new images alone, not the whole list. The r
 own set id, since the content changed) written with its head.onnx, like any set `dnc swap` serves; its
 `source` records the set it came from and the edits. Thresholds (export/abstention.py) travel the same
 way: untouched classes keep theirs, an added class is calibrated on a share of its images held out from
-its sub-centroids (as `dnc centroids` does), so adding a class never moves the others' decisions.
+its sub-centroids (as `dnc centroids` does), so adding a class never moves the others' decisions. A
+segmentation set is edited the same way, with the segmenter's embed.onnx: an added class comes from a
+segmentation folder's masks (export/seg_edit.py), and every row keeps its anchoring pixels.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -29,8 +30,11 @@ from dnc.core.errors import InputError
 from dnc.core.images import DataError, image_files
 from dnc.core.staging import check_destination, staged
 from dnc.export import abstention, runtime
+from dnc.export.added_class import Added
 from dnc.export.head_graph import build_head
 from dnc.export.recompute import ALL, class_subcentroids, embed_files
+from dnc.export.seg_edit import class_from_masks
+from dnc.export.seg_head_graph import build_seg_head
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +56,12 @@ def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dic
              remove: list[str] | None = None, rename: dict[str, str] | None = None, k: int | str = 4,
              method: str = "sinkhorn", keep_means: bool = False, batch_size: int = 256, threads: int = 0,
              seed: int = 0, accept: float = abstention.DEFAULT_ACCEPT,
-             calibration_share: float = abstention.DEFAULT_SHARE) -> dict:
+             calibration_share: float = abstention.DEFAULT_SHARE, per_image: int = 64,
+             pixels_per_class: int = 4096) -> dict:
     """Write to `out` the set `base` with classes removed, renamed ({old: new}) and added ({name: folder of
-    that class's images}); returns a summary (set ids, classes, K per class, images embedded, seconds)."""
+    that class's images, or for a segmentation set a segmentation folder whose masks show it; `per_image`
+    and `pixels_per_class` sample its cells as `dnc centroids` does}); returns a summary (set ids, classes,
+    K per class, images embedded, seconds)."""
     add, remove, rename = dict(add or {}), list(remove or []), dict(rename or {})
     if not (add or remove or rename):
         raise InputError("an edit needs at least one of `add`, `remove` or `rename`")
@@ -65,18 +72,19 @@ def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dic
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
     sess = runtime.session(embed_path, threads)
     prep = runtime.preprocessing_of(sess, embed_path)
-    runtime.check_task(prep, tasks.CLASSIFICATION, embed_path, "class folders")
-    cs = centroid_set.load(base, expect_fingerprint=centroid_set.fingerprint_file(embed_path),
-                           expect_dim=runtime.embed_dim_of(sess))
-    if tasks.task(cs.task).dense:
-        raise InputError(f"{base} is a segmentation set: editing one (adding a class from masks) is not "
-                         "supported yet; recompute it with `dnc centroids` on a segmentation folder")
+    cs = centroid_set.load(base)
+    dense = tasks.task(cs.task).dense  # the graph's task first: the clearest word for a graph of another model
+    runtime.check_task(prep, tasks.task(cs.task), embed_path, "segmentation folders" if dense else "class folders")
+    centroid_set.check_pairing(cs, centroid_set.fingerprint_file(embed_path), runtime.embed_dim_of(sess), str(base))
     kept = _remove_and_rename(cs, remove, rename, base)
     t0 = time.time()
-    added = {name: _class_from_folder(sess, prep, Path(folder), name, k=k, method=method, keep_means=keep_means,
-                                      batch_size=batch_size, threads=threads, seed=seed + i,
-                                      calibration=(accept, calibration_share))
-             for i, (name, folder) in enumerate(add.items())}
+    added = {}
+    for i, (name, folder) in enumerate(add.items()):
+        how = dict(k=k, method=method, keep_means=keep_means, seed=seed + i, calibration=(accept, calibration_share))
+        added[name] = (class_from_masks(sess, prep, Path(folder), name, per_image=per_image,
+                                        pixels_per_class=pixels_per_class, **how) if dense else
+                       _class_from_folder(sess, prep, Path(folder), name, batch_size=batch_size, threads=threads,
+                                          **how))
     seconds = time.time() - t0
     new = _assemble(cs, kept, rename, added, source={
         "from": "edit", "base_set_id": cs.set_id, "base": str(Path(base).resolve()), "remove": remove,
@@ -84,7 +92,7 @@ def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dic
         "keep_means": keep_means, "calibration": {"accept": accept, "share": calibration_share, "seed": seed}})
     with staged(out) as tmp:
         centroid_set.save(new, tmp)
-        onnx.save(build_head(new), tmp / F.HEAD_FILE)
+        onnx.save(build_seg_head(new) if dense else build_head(new), tmp / F.HEAD_FILE)
     log.info("centroid set %s (from %s: -%d, renamed %d, +%d) -> %s", new.set_id, cs.set_id, len(remove),
              len(rename), len(added), out)
     return {"set_id": new.set_id, "base_set_id": cs.set_id, "classes": list(new.class_names), "ks": list(new.ks),
@@ -103,15 +111,6 @@ def _remove_and_rename(cs: CentroidSet, remove: list[str], rename: dict[str, str
     if both:
         raise InputError(f"class {sorted(both)[0]!r} is both removed and renamed")
     return [i for i, n in enumerate(names) if n not in remove]
-
-
-class Added(NamedTuple):
-    """An added class: (k', D) sub-centroids, (k',) indices of their anchoring images in `files`, its
-    threshold (None when nothing was held out), the files read."""
-    subcentroids: np.ndarray
-    near: np.ndarray
-    threshold: float | None
-    files: list[Path]
 
 
 def _class_from_folder(sess, prep: dict, folder: Path, name: str, k: int | str, method: str, keep_means: bool,
@@ -164,12 +163,18 @@ def _assemble(cs: CentroidSet, kept: list[int], rename: dict[str, str], added: d
     base_ids = cs.exemplar_ids if cs.exemplar_ids is not None else np.full(cs.centroids.shape[:2], -1, np.int64)
     ids[:len(kept), :old_kmax] = base_ids[kept]
     exemplar_names = [list(cs.exemplar_names[i]) if cs.exemplar_names else [None] * cs.ks[i] for i in kept]
+    yx = None
+    if cs.exemplar_yx is not None:  # a segmentation set: the anchoring pixels travel with their rows
+        yx = np.full((len(names), kmax, 2), -1, np.int32)  # (C', Kmax', 2)
+        yx[:len(kept), :old_kmax] = cs.exemplar_yx[kept]
     next_id = int(base_ids.max(initial=-1)) + 1
     for row, a in enumerate(added.values(), start=len(kept)):
         cents[row, :len(a.subcentroids)] = a.subcentroids
         ids[row, :len(a.subcentroids)] = next_id + a.near
         next_id += len(a.files)
         exemplar_names.append([str(a.files[i]) for i in a.near])
+        if yx is not None:
+            yx[row, :len(a.subcentroids)] = a.yx
     return CentroidSet(centroids=cents, ks=ks, class_names=names, embed_fingerprint=cs.embed_fingerprint,
                        exemplar_ids=ids, exemplar_names=exemplar_names, source=source, task=cs.task,
-                       thresholds=_thresholds(cs, kept, added))
+                       exemplar_yx=yx, thresholds=_thresholds(cs, kept, added))

@@ -55,10 +55,13 @@ def check_task(prep: dict, task: tasks.Task, graph: str | Path, data: str | Path
 
 
 def embed_dim_of(sess: ort.InferenceSession) -> int:
+    """D of an embedding graph: a classifier's `embedding` (N, D) or a segmenter's `pixel_embedding` (N, D, h, w)."""
     out = {o.name: o for o in sess.get_outputs()}
-    if F.EMBEDDING not in out or not isinstance(out[F.EMBEDDING].shape[-1], int):
-        raise InputError(f"the graph has no output {F.EMBEDDING!r} of fixed width")
-    return int(out[F.EMBEDDING].shape[-1])
+    if F.EMBEDDING in out and isinstance(out[F.EMBEDDING].shape[-1], int):
+        return int(out[F.EMBEDDING].shape[-1])
+    if F.PIXEL_EMBEDDING in out and isinstance(out[F.PIXEL_EMBEDDING].shape[1], int):
+        return int(out[F.PIXEL_EMBEDDING].shape[1])
+    raise InputError(f"the graph has no output {F.EMBEDDING!r} or {F.PIXEL_EMBEDDING!r} of fixed width")
 
 
 def embed(sess: ort.InferenceSession, images: np.ndarray, prep: dict, batch_size: int = 256) -> np.ndarray:

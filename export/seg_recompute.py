@@ -13,7 +13,10 @@ read (train unless told) is said, since a FashionScenes folder holds both; exemp
 as absolute paths. Abstention thresholds (export/abstention.py) are calibrated on the cells of a share of
 the images (`calibration_share`, seeded) that give no cell to the sub-centroids: each class's threshold
 accepts `accept` of its held-out cells' scores (cell cosines: the served pixel score is their bilinear
-interpolation).
+interpolation). `k` "auto" builds sets of each of SEG_AUTO_CANDIDATES sub-centroids per class from
+the sampled cells of four fifths of the images and keeps the K whose set labels the cells of the other fifth
+best (mean per-class accuracy; a tie goes to the smaller set). A segmentation set holds at most 255
+sub-centroids per class (its sub-centroid maps are uint8), so there is no "all".
 """
 
 from __future__ import annotations
@@ -45,10 +48,12 @@ from dnc.core.seg_folder import (
 from dnc.core.staging import check_destination, staged
 from dnc.export import abstention, runtime
 from dnc.export.clustering import cluster
-from dnc.export.recompute import nearest_distinct
-from dnc.export.seg_head_graph import build_seg_head
+from dnc.export.recompute import AUTO, HELD_OUT, nearest_distinct
+from dnc.export.seg_head_graph import MAX_LABEL, build_seg_head
 
 log = logging.getLogger(__name__)
+
+SEG_AUTO_CANDIDATES = (1, 4, 16, 64, MAX_LABEL)  # `k` auto's choices: up to the most a uint8 map can name
 
 
 def check_segmentation_graph(sess, path: str | Path) -> dict:
@@ -97,6 +102,13 @@ class Reservoir:
         self.meta = np.zeros((0, 3), np.int64)  # image, y, x
         self.keys = np.zeros(0)
 
+    @classmethod
+    def of(cls, x: np.ndarray, meta: np.ndarray) -> Reservoir:
+        """A full reservoir holding exactly these rows (its keys are never drawn on)."""
+        r = cls(len(x), x.shape[1], np.random.default_rng(0))
+        r.x, r.meta, r.keys = x, meta, np.zeros(len(x))
+        return r
+
     def add(self, x: np.ndarray, meta: np.ndarray) -> None:
         keys = np.concatenate([self.keys, self.rng.random(len(x))])
         xs, ms = np.concatenate([self.x, x]), np.concatenate([self.meta, meta])
@@ -123,13 +135,13 @@ def sample_cells(scenes, c: int, rng: np.random.Generator, per_image: int, pixel
         rows, cols = cell_pixels(mask.shape, (h, w))
         lab = mask[rows][:, cols]  # (h, w)
         cells = emb.transpose(1, 2, 0)  # (h, w, D)
+        norms = np.linalg.norm(cells, axis=2)  # (h, w)
         for cls in np.unique(lab):
             if cls >= c:  # the ignore index
                 continue
-            ys, xs = np.nonzero(lab == cls)
+            ys, xs = np.nonzero((lab == cls) & (norms > 0))  # a zero cell has no direction: no cosine to keep
             pick = rng.permutation(len(ys))[:per_image]
-            x = cells[ys[pick], xs[pick]]
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            x = cells[ys[pick], xs[pick]] / norms[ys[pick], xs[pick], None]
             target[cls].add(x.astype(np.float32), np.stack([np.full(len(pick), i), rows[ys[pick]], cols[xs[pick]]], 1))
     return pools, held, names
 
@@ -145,6 +157,51 @@ def calibrate(cs: CentroidSet, held: list[Reservoir], accept: float, share: floa
                     ", ".join(map(repr, none)))
 
 
+def pool_subcentroids(pool: Reservoir, k: int, method: str, seed: int, keep_means: bool
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One class's sampled cells -> its (k', D) unit sub-centroids (k' = min(k, cells)) and, for each, the
+    (image, y, x) of the distinct cell anchoring it (whose embedding replaces the mean unless `keep_means`)."""
+    x = pool.x
+    cc, _ = cluster(x, k, method, seed=seed)
+    near = nearest_distinct(cc, x)
+    return (cc if keep_means else x[near] / np.linalg.norm(x[near], axis=1, keepdims=True)), pool.meta[near]
+
+
+def choose_seg_k(pools: list[Reservoir], method: str, seed: int) -> tuple[int, dict]:
+    """`k` auto: hold out the cells of HELD_OUT of the images (seeded, whole images, since a picture's cells are
+    alike), build sets of each candidate from the rest, keep the K labelling the held-out cells best (mean
+    per-class accuracy, so that no class's sample size weighs; a tie goes to the smaller set). A class whose
+    cells all fall in held-out images builds from them and is left out of the score. Returns (K, {candidate:
+    held-out mean accuracy %})."""
+    images = np.unique(np.concatenate([p.meta[:, 0] for p in pools]))
+    held_images = np.random.default_rng([seed, 2]).permutation(images)[:int(len(images) * HELD_OUT)]
+    held = [np.isin(p.meta[:, 0], held_images) for p in pools]
+    scored = [j for j, h in enumerate(held) if h.any() and not h.all()]
+    if not scored:
+        raise InputError("`K` auto needs classes seen in several images: some to build from, some to hold out")
+    fit = [Reservoir.of(p.x[~h] if not h.all() else p.x, p.meta[~h] if not h.all() else p.meta)
+           for p, h in zip(pools, held, strict=True)]
+    test = np.concatenate([pools[j].x[held[j]] for j in scored])  # (M, D) unit cells
+    truth = np.concatenate([np.full(int(held[j].sum()), j) for j in scored])
+    scores = {}
+    for cand in SEG_AUTO_CANDIDATES:
+        best = np.stack([(test @ pool_subcentroids(f, cand, method, seed + j, False)[0].T).max(1)
+                         for j, f in enumerate(fit)], 1)  # (M, C) max-over-K cosine
+        hit = best.argmax(1) == truth
+        scores[str(cand)] = round(float(100 * np.mean([hit[truth == j].mean() for j in scored])), 3)
+    pick = max(SEG_AUTO_CANDIDATES, key=lambda cand: (scores[str(cand)], -cand))
+    log.info("K auto: held-out mean per-class cell accuracy per candidate %s; chose %s", scores, pick)
+    return pick, scores
+
+
+def check_seg_k(k: int | str) -> None:
+    """A segmentation set's K: 1 to MAX_LABEL, or auto; InputError naming the cap otherwise."""
+    if k == AUTO or (isinstance(k, int) and 1 <= k <= MAX_LABEL):
+        return
+    raise InputError(f"`K` {k!r}: a segmentation set holds 1 to {MAX_LABEL} sub-centroids per class (its sub-centroid "
+                     f"maps are uint8); give a number in that range or {AUTO!r}")
+
+
 def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int = 10, method: str = "sinkhorn",
                     keep_means: bool = False, threads: int = 0, seed: int = 0, split: str = "train",
                     per_image: int = 64, pixels_per_class: int = 4096, accept: float = abstention.DEFAULT_ACCEPT,
@@ -154,10 +211,11 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
 
     Exemplars are recorded as absolute image paths, the folder as an absolute `source["data"]`, so a set
     names its pixels wherever it is moved or served from. Returns a summary: set id, classes, K per class,
-    sampled cells per class, images, the split read, seconds.
+    sampled cells per class, images, the split read, seconds. `k`: 1 to 255, or "auto" (choose_seg_k).
     """
-    if k < 1 or per_image < 1 or pixels_per_class < 1:
-        raise InputError(f"`K`, per-image and per-class samples must be >= 1, got {k}, {per_image}, {pixels_per_class}")
+    check_seg_k(k)
+    if per_image < 1 or pixels_per_class < 1:
+        raise InputError(f"per-image and per-class samples must be >= 1, got {per_image}, {pixels_per_class}")
     abstention.check_calibration(accept, calibration_share)
     embed_path, out, root = Path(embed_path), Path(out), Path(data)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
@@ -180,6 +238,9 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
                         f"{calibration_share:.0%} of images held out to calibrate thresholds); every class of a list "
                         "needs labelled pixels")
     t0 = time.time()
+    asked, held_out = k, None
+    if k == AUTO:
+        k, held_out = choose_seg_k(pools, method, seed)
     ks = [min(k, n) for n in counts]
     kmax, d = max(ks), pools[0].x.shape[1]
     cents = np.zeros((c, kmax, d), np.float32)
@@ -187,11 +248,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     yx = np.full((c, kmax, 2), -1, np.int32)
     ex_names: list[list[str | None]] = []
     for cls in bar(range(c), desc="cluster", unit="class"):
-        x = pools[cls].x
-        cc, _ = cluster(x, ks[cls], method, seed=seed + cls)
-        near = nearest_distinct(cc, x)
-        cents[cls, :ks[cls]] = cc if keep_means else x[near] / np.linalg.norm(x[near], axis=1, keepdims=True)
-        meta = pools[cls].meta[near]
+        cents[cls, :ks[cls]], meta = pool_subcentroids(pools[cls], ks[cls], method, seed + cls, keep_means)
         ids[cls, :ks[cls]] = meta[:, 0]
         yx[cls, :ks[cls]] = meta[:, 1:]
         ex_names.append([names[j] for j in meta[:, 0]])
@@ -200,15 +257,16 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
                      embed_fingerprint=centroid_set.fingerprint_file(embed_path), exemplar_ids=ids,
                      exemplar_names=ex_names, task=tasks.SEGMENTATION.name, exemplar_yx=yx,
                      source={"from": "masks", "data": str(root.resolve()), "split": split, "method": method, "k": k,
-                             "keep_means": keep_means, "images": len(names), "cells_per_class": counts,
-                             "per_image": per_image, "seed": seed})
+                             "k_asked": asked, "held_out_accuracy": held_out, "keep_means": keep_means,
+                             "images": len(names), "cells_per_class": counts, "per_image": per_image, "seed": seed})
     if calibration_share > 0:
         calibrate(cs, held, accept, calibration_share)
     with staged(out) as tmp:
         centroid_set.save(cs, tmp)
         onnx.save(build_seg_head(cs), tmp / F.HEAD_FILE)
     log.info("segmentation centroid set %s: %d classes from %d images -> %s", cs.set_id, c, len(names), out)
-    return {"set_id": cs.set_id, "classes": list(classes.names), "ks": ks, "images": len(names), "split": split,
+    return {"set_id": cs.set_id, "classes": list(classes.names), "ks": ks, "k": k, "held_out_accuracy": held_out,
+            "images": len(names), "split": split,
             "split_note": note, "cells_per_class": counts, "embed_seconds": t_embed, "cluster_seconds": t_cluster,
             "thresholds": None if cs.thresholds is None else [round(float(t), 4) for t in cs.thresholds],
             "out": str(out)}
