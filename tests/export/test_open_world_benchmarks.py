@@ -58,3 +58,18 @@ def test_the_large_k_latency_benchmark_runs(exported, fm_folder, tmp_path):
     got = json.loads((tmp_path / "lat" / "results.json").read_text())["sets"]
     assert got["set-2"]["median_vs_first"] == 1.0 and got["set-all"]["subcentroids"] > got["set-2"]["subcentroids"]
     assert all(r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] for r in got.values())
+
+
+def test_the_segmentation_open_world_benchmark_runs(fmnist_ready, tmp_path):
+    out = tmp_path / "seg"
+    _run(str(BENCH / "seg_open_world.py"), "--seed", "0", "--epochs", "1", "--train", "60", "--test", "6",
+         "--init", "scratch", "--width", "8", "--out", str(out))
+    got = json.loads((out / "results.json").read_text())["s0"]
+    assert {f"K{k}" for k in ("10", "64", "255", "auto")} <= set(got["induction"])
+    assert all(0 <= got["induction"][f"K{k}"]["miou"] <= 100 for k in ("10", "auto"))
+    scores = got["unknown"]["scores"]
+    assert set(scores) == {"softmax MSP", "dnc K4", "dnc Kauto"}
+    assert all(0 <= v["auroc"] <= 1 and 0 <= v["fpr95"] <= 1 for v in scores.values())
+    assert got["unknown"]["pixels"]["unknown"] > 0 and got["unknown"]["pixels"]["known"] > 0
+    report = _run(str(BENCH / "seg_open_world.py"), "--report", "--out", str(out)).stdout
+    assert "| K auto |" in report and "softmax MSP" in report
