@@ -42,8 +42,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="with --from: rename a class")
     p.add_argument("--K", type=_k, default=4,
                    help="sub-centroids per class (fewer for classes with fewer images); `all`: every image of a "
-                   "class is one (class folders: the head is then 1-nearest-neighbour); `auto`: the one of 1, 4, 16, "
-                   "64, all (segmentation: 255, the most a set holds) answering a held-out fifth of the images best")
+                   "class is one (class folders: the head is then 1-nearest-neighbour); `auto`: each class's K among "
+                   "1, 4, 16, 64, all (segmentation: 255, the most a set holds), chosen on a held-out fifth of the "
+                   "images")
     p.add_argument("--method", choices=["sinkhorn", "kmeans"], default="sinkhorn",
                    help="sinkhorn: the training rule (equipartition, argmax of the plan); kmeans: spherical k-means")
     p.add_argument("--keep-means", action="store_true",

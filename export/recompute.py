@@ -31,6 +31,7 @@ from dnc.core.progress import bar
 from dnc.core.seg_folder import is_seg_folder
 from dnc.core.staging import check_destination, staged
 from dnc.export import abstention, runtime
+from dnc.export.choose_k import choose
 from dnc.export.clustering import cluster
 from dnc.export.head_graph import build_head
 
@@ -121,15 +122,16 @@ def nearest_distinct(cents: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 ALL = "all"  # K: every image of a class is a sub-centroid (the head is then 1-nearest-neighbour, cosine)
-AUTO = "auto"  # K: the candidate with the best top-1 on held-out images of each class (choose_k)
+AUTO = "auto"  # K: each class's candidate, chosen on held-out images (choose_k)
 AUTO_CANDIDATES = (1, 4, 16, 64, ALL)
 HELD_OUT = 0.2  # the share of each class's images `auto` holds out
 
 
-def choose_k(x: np.ndarray, labels: np.ndarray, method: str, seed: int) -> tuple[int | str, dict]:
-    """`--K auto`: hold out HELD_OUT of each class's (N, D) embeddings (seeded), build sets of each
-    candidate K from the rest, and keep the K whose set answers the held-out images best (top-1; a tie
-    goes to the smaller set). Returns (K, {candidate: held-out top-1 %})."""
+def choose_k(x: np.ndarray, labels: np.ndarray, method: str, seed: int) -> tuple[list, dict]:
+    """`--K auto`: hold out HELD_OUT of each class's (N, D) embeddings (seeded), build each class's
+    sub-centroids with every candidate K from the rest, and choose each class's K on the held-out images
+    (export/choose_k.py: top-1). Returns (K per class, {"single": {candidate: held-out top-1 % with it for
+    every class}, "per_class": held-out top-1 % of the choice})."""
     rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), bool)
     for c in np.unique(labels):
@@ -138,7 +140,7 @@ def choose_k(x: np.ndarray, labels: np.ndarray, method: str, seed: int) -> tuple
     if not held.any() or held.all():
         raise InputError("`K` auto needs classes of several images: some to build from, some to hold out")
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    scores = {}
+    tables = {}
     for cand in AUTO_CANDIDATES:
         best = np.full((int(held.sum()), len(np.unique(labels))), -np.inf)  # (held, C) max-over-K cosine
         for c in np.unique(labels):
@@ -148,10 +150,12 @@ def choose_k(x: np.ndarray, labels: np.ndarray, method: str, seed: int) -> tuple
             else:
                 cents, _ = class_subcentroids(x[fit], cand, method=method, seed=seed + int(c), keep_means=False)
             best[:, c] = (unit[held] @ cents.T).max(1)
-        scores[str(cand)] = round(float(100 * (best.argmax(1) == labels[held]).mean()), 3)
-    pick = max(AUTO_CANDIDATES, key=lambda cand: (scores[str(cand)], -AUTO_CANDIDATES.index(cand)))
-    log.info("K auto: held-out top-1 per candidate %s; chose %s", scores, pick)
-    return pick, scores
+        tables[cand] = best
+    truth = labels[held]
+    ks, scores = choose(tables, lambda pred: float((pred == truth).mean()))
+    log.info("K auto: held-out top-1 with one K for all %s; chose %s per class (%.2f%%)", scores["single"], ks,
+             scores["per_class"])
+    return ks, scores
 
 
 def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: int | str = 4, method: str = "sinkhorn",
@@ -219,26 +223,28 @@ def compute_set(embed_path: str | Path, data: str | Path, out: str | Path, k: in
             "out": str(out)}
 
 
-def build_classes(x: np.ndarray, labels: np.ndarray, classes: list[str], k: int | str, method: str, seed: int,
+def build_classes(x: np.ndarray, labels: np.ndarray, classes: list[str], k: int | str | list, method: str, seed: int,
                   keep_means: bool) -> tuple[np.ndarray, list[int], np.ndarray]:
     """Every class's sub-centroids from its (N, D) embeddings: (C, Kmax, D) unit rows (zero padded), K per
-    class, (C, Kmax) indices into x of the anchoring images (-1 padded). A class with fewer images than `k`
-    gets one sub-centroid per image (said once); `k` "all": every image is one, with no clustering."""
+    class, (C, Kmax) indices into x of the anchoring images (-1 padded). `k`: one K for every class, or a list
+    of each class's (`auto`). A class with fewer images than its K gets one sub-centroid per image (said
+    once); K "all": every image is one, with no clustering."""
     n_classes = len(classes)
     counts = [int((labels == c).sum()) for c in range(n_classes)]
-    ks = counts if k == ALL else [min(k, n) for n in counts]
+    asked = list(k) if isinstance(k, list) else [k] * n_classes  # one K, or each class's (`auto`)
+    ks = [n if kc == ALL else min(kc, n) for kc, n in zip(asked, counts, strict=True)]
     cents = np.zeros((n_classes, max(ks), x.shape[1]), np.float32)
     ids = np.full((n_classes, max(ks)), -1, np.int64)
     for c in bar(range(n_classes), desc="cluster", unit="class"):
         members = np.flatnonzero(labels == c)
-        if k == ALL:  # each image its own sub-centroid: nothing to cluster
+        if asked[c] == ALL:  # each image its own sub-centroid: nothing to cluster
             near = np.arange(len(members))
             cents[c, :ks[c]] = x[members] / np.linalg.norm(x[members], axis=1, keepdims=True)
         else:
             cents[c, :ks[c]], near = class_subcentroids(x[members], ks[c], method=method, seed=seed + c,
                                                         keep_means=keep_means)
         ids[c, :ks[c]] = members[near]
-    fewer = [] if k == ALL else [(classes[c], ks[c]) for c in range(n_classes) if ks[c] < k]
+    fewer = [(classes[c], ks[c], asked[c]) for c in range(n_classes) if asked[c] != ALL and ks[c] < asked[c]]
     if fewer:
-        log.warning("classes with fewer images than K=%d get fewer sub-centroids: %s", k, fewer)
+        log.warning("classes with fewer images than their K get fewer sub-centroids (class, K, asked): %s", fewer)
     return cents, ks, ids

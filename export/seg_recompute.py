@@ -13,9 +13,9 @@ read (train unless told) is said, since a FashionScenes folder holds both; exemp
 as absolute paths. Abstention thresholds (export/abstention.py) are calibrated on the cells of a share of
 the images (`calibration_share`, seeded) that give no cell to the sub-centroids: each class's threshold
 accepts `accept` of its held-out cells' scores (cell cosines: the served pixel score is their bilinear
-interpolation). `k` "auto" builds sets of each of SEG_AUTO_CANDIDATES sub-centroids per class from
-the sampled cells of four fifths of the images and keeps the K whose set labels the cells of the other fifth
-best (mean per-class accuracy; a tie goes to the smaller set). A segmentation set holds at most 255
+interpolation). `k` "auto" builds each class's sub-centroids with each of SEG_AUTO_CANDIDATES from the
+sampled cells of four fifths of the images and chooses each class's K on the cells of the other fifth
+(export/choose_k.py; mean per-class accuracy). A segmentation set holds at most 255
 sub-centroids per class (its sub-centroid maps are uint8), so there is no "all".
 """
 
@@ -47,6 +47,7 @@ from dnc.core.seg_folder import (
 )
 from dnc.core.staging import check_destination, staged
 from dnc.export import abstention, runtime
+from dnc.export.choose_k import choose
 from dnc.export.clustering import cluster
 from dnc.export.recompute import AUTO, HELD_OUT, nearest_distinct
 from dnc.export.seg_head_graph import MAX_LABEL, build_seg_head
@@ -167,12 +168,12 @@ def pool_subcentroids(pool: Reservoir, k: int, method: str, seed: int, keep_mean
     return (cc if keep_means else x[near] / np.linalg.norm(x[near], axis=1, keepdims=True)), pool.meta[near]
 
 
-def choose_seg_k(pools: list[Reservoir], method: str, seed: int) -> tuple[int, dict]:
+def choose_seg_k(pools: list[Reservoir], method: str, seed: int) -> tuple[list[int], dict]:
     """`k` auto: hold out the cells of HELD_OUT of the images (seeded, whole images, since a picture's cells are
-    alike), build sets of each candidate from the rest, keep the K labelling the held-out cells best (mean
-    per-class accuracy, so that no class's sample size weighs; a tie goes to the smaller set). A class whose
-    cells all fall in held-out images builds from them and is left out of the score. Returns (K, {candidate:
-    held-out mean accuracy %})."""
+    alike), build each class's sub-centroids with every candidate from the rest, and choose each class's K on
+    the held-out cells (export/choose_k.py: mean per-class accuracy, so that no class's sample size weighs).
+    A class whose cells all fall in held-out images builds from them and is left out of the score. Returns
+    (K per class, {"single": {candidate: held-out % with it for every class}, "per_class": % of the choice})."""
     images = np.unique(np.concatenate([p.meta[:, 0] for p in pools]))
     held_images = np.random.default_rng([seed, 2]).permutation(images)[:int(len(images) * HELD_OUT)]
     held = [np.isin(p.meta[:, 0], held_images) for p in pools]
@@ -183,15 +184,13 @@ def choose_seg_k(pools: list[Reservoir], method: str, seed: int) -> tuple[int, d
            for p, h in zip(pools, held, strict=True)]
     test = np.concatenate([pools[j].x[held[j]] for j in scored])  # (M, D) unit cells
     truth = np.concatenate([np.full(int(held[j].sum()), j) for j in scored])
-    scores = {}
-    for cand in SEG_AUTO_CANDIDATES:
-        best = np.stack([(test @ pool_subcentroids(f, cand, method, seed + j, False)[0].T).max(1)
-                         for j, f in enumerate(fit)], 1)  # (M, C) max-over-K cosine
-        hit = best.argmax(1) == truth
-        scores[str(cand)] = round(float(100 * np.mean([hit[truth == j].mean() for j in scored])), 3)
-    pick = max(SEG_AUTO_CANDIDATES, key=lambda cand: (scores[str(cand)], -cand))
-    log.info("K auto: held-out mean per-class cell accuracy per candidate %s; chose %s", scores, pick)
-    return pick, scores
+    tables = {cand: np.stack([(test @ pool_subcentroids(f, cand, method, seed + j, False)[0].T).max(1)
+                              for j, f in enumerate(fit)], 1)  # (M, C) max-over-K cosine
+              for cand in SEG_AUTO_CANDIDATES}
+    ks, scores = choose(tables, lambda pred: float(np.mean([(pred[truth == j] == j).mean() for j in scored])))
+    log.info("K auto: held-out mean per-class cell accuracy with one K for all %s; chose %s per class (%.2f%%)",
+             scores["single"], ks, scores["per_class"])
+    return ks, scores
 
 
 def check_seg_k(k: int | str) -> None:
@@ -241,7 +240,7 @@ def compute_seg_set(embed_path: str | Path, data: str | Path, out: str | Path, k
     asked, held_out = k, None
     if k == AUTO:
         k, held_out = choose_seg_k(pools, method, seed)
-    ks = [min(k, n) for n in counts]
+    ks = [min(kc, n) for kc, n in zip(k if isinstance(k, list) else [k] * c, counts, strict=True)]
     kmax, d = max(ks), pools[0].x.shape[1]
     cents = np.zeros((c, kmax, d), np.float32)
     ids = np.full((c, kmax), -1, np.int64)

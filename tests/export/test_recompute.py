@@ -182,21 +182,28 @@ def test_k_all_makes_the_head_one_nearest_neighbour(exported, fm_folder, tmp_pat
     assert "a whole number, 'all' or 'auto', not 'some'" in capsys.readouterr().err
 
 
-def test_k_auto_chooses_on_held_out_images(exported, fm_folder, tmp_path):
-    """`auto` on fresh random data with a known answer: classes made of 8 interleaved tight modes need many
-    sub-centroids (K=1 answers near chance), one tight mode per class needs one (the smallest of the tied
-    candidates); on real images the chosen K is the best held-out figure and is recorded in the set."""
+def test_k_auto_chooses_each_classs_k_on_held_out_images(exported, fm_folder, tmp_path):
+    """`auto` on fresh random data with a known answer: a class made of 8 interleaved tight modes needs many
+    sub-centroids, a class of one tight mode needs one (the smallest of the tied candidates), and each class
+    gets its own; on real images the choice answers the held-out images at least as well as the best single
+    K, and is recorded in the set."""
     from dnc.export.recompute import choose_k
 
     rng = np.random.default_rng(11)
-    modes = rng.standard_normal((2, 8, 32))  # (class, mode, D)
-    labels = np.repeat([0, 1], 8 * 40)
-    x = modes[labels, np.tile(np.repeat(np.arange(8), 40), 2)] + 0.05 * rng.standard_normal((640, 32))
-    k, scores = choose_k(x.astype(np.float32), labels, method="kmeans", seed=0)
-    assert k in (16, 64, "all") and scores[str(k)] == 100.0 and scores["1"] < 90, scores
-    one = rng.standard_normal((2, 32))[labels] + 0.05 * rng.standard_normal((640, 32))
-    k, scores = choose_k(one.astype(np.float32), labels, method="kmeans", seed=0)
-    assert k == 1 and scores["1"] == 100.0, scores
+    modes = rng.standard_normal((3, 8, 32))  # (class, mode, D)
+    labels = np.repeat([0, 1, 2], 8 * 40)
+    mode = np.tile(np.repeat(np.arange(8), 40), 3)
+    mode[labels == 2] = 0  # class 2: one mode
+    x = modes[labels, mode] + 0.05 * rng.standard_normal((960, 32))
+    ks, scores = choose_k(x.astype(np.float32), labels, method="kmeans", seed=0)
+    assert ks[0] in (16, 64, "all") and ks[1] in (16, 64, "all") and ks[2] == 1, (ks, scores)
+    assert scores["per_class"] == 100.0 and scores["single"]["1"] < 90, scores
     res = compute_set(exported[0] / F.EMBED_FILE, fm_folder / "train", tmp_path / "auto", k="auto", threads=2)
-    assert res["held_out_top1"][str(res["k"])] == max(res["held_out_top1"].values())
-    assert centroid_set.load(tmp_path / "auto").source["k_asked"] == "auto"
+    assert len(res["k"]) == len(res["classes"]) and res["held_out_top1"]["per_class"] >= max(
+        res["held_out_top1"]["single"].values())
+    cs = centroid_set.load(tmp_path / "auto")
+    assert cs.source["k_asked"] == "auto" and cs.source["k"] == res["k"]
+    counts = [len(list((fm_folder / "train" / c).iterdir())) for c in res["classes"]]
+    held = cs.source["calibration"]["images"]  # per class, held out for its threshold: never a sub-centroid
+    for kc, got, n, h in zip(res["k"], cs.ks, counts, held, strict=True):  # each class built with its own K
+        assert got == (n - h if kc == "all" else min(kc, n - h))
