@@ -73,3 +73,12 @@ def test_the_segmentation_open_world_benchmark_runs(fmnist_ready, tmp_path):
     assert got["unknown"]["pixels"]["unknown"] > 0 and got["unknown"]["pixels"]["known"] > 0
     report = _run(str(BENCH / "seg_open_world.py"), "--report", "--out", str(out)).stdout
     assert "| K auto |" in report and "softmax MSP" in report
+
+
+def test_the_condensed_nearest_neighbour_benchmark_runs(exported, fm_folder, tmp_path):
+    out = tmp_path / "condensed.json"
+    _run(str(BENCH / "condensed_nn.py"), "--embed", str(exported[0] / "embed.onnx"), "--data", str(fm_folder),
+         "--out", str(out))
+    got = json.loads(out.read_text())
+    assert 0 < got["kept"] <= got["train_images"] and got["passes_added"][-1] == 0
+    assert 0 <= got["condensed_top1"] <= 100 and 0 <= got["one_nn_top1"] <= 100
