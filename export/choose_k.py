@@ -7,7 +7,7 @@ every class that answers the held-out rows best (a tie: the smaller), then, clas
 raises the held-out score with the other classes held where they are (sweeps until no class moves, at most
 MAX_SWEEPS). A move needs a gain, or an equal score with fewer sub-centroids, so the choice ends and ties
 go to smaller sets. A class's K thus answers to its own held-out rows (what it recalls) and to the others'
-(what its sub-centroids take from them).
+(what its sub-centroids take from them); a class with no held-out rows of its own stays at the best single K.
 """
 
 from __future__ import annotations
@@ -19,12 +19,16 @@ import numpy as np
 MAX_SWEEPS = 5
 
 
-def choose(tables: dict, score: Callable[[np.ndarray], float]) -> tuple[list, dict]:
+def choose(tables: dict, score: Callable[[np.ndarray], float], scored: list[int] | None = None) -> tuple[list, dict]:
     """tables: {candidate: (M, C) held-out best cosine per class}, candidates in increasing size; score: (M,)
-    predicted classes -> a figure to maximise (a share in [0, 1]). Returns (the K of each class, {"single":
-    {candidate: held-out % with it for every class}, "per_class": held-out % of the returned choice})."""
+    predicted classes -> a figure to maximise (a share in [0, 1]); scored: the classes with held-out rows of
+    their own (default all). A class without any keeps the best single K: with no rows of its own, more
+    sub-centroids could only take rows from the others, and its K would be set by ties alone. Returns (the K
+    of each class, {"single": {candidate: held-out % with it for every class}, "per_class": held-out % of
+    the returned choice})."""
     cands = list(tables)
     c = next(iter(tables.values())).shape[1]
+    movable = range(c) if scored is None else sorted(set(scored))
 
     def value(assign: list) -> float:
         return score(np.stack([tables[assign[j]][:, j] for j in range(c)], 1).argmax(1))
@@ -34,7 +38,7 @@ def choose(tables: dict, score: Callable[[np.ndarray], float]) -> tuple[list, di
     current = value(assign)
     for _ in range(MAX_SWEEPS):
         moved = False
-        for j in range(c):
+        for j in movable:
             for k in cands:
                 if k == assign[j]:
                     continue

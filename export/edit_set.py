@@ -66,7 +66,8 @@ def edit_set(base: str | Path, embed_path: str | Path, out: str | Path, add: dic
     if not (add or remove or rename):
         raise InputError("an edit needs at least one of `add`, `remove` or `rename`")
     if (k != ALL and (not isinstance(k, int) or k < 1)) or batch_size < 1:
-        raise InputError(f"`K` must be >= 1 or {ALL!r} and `batch_size` >= 1, got {k!r} and {batch_size}")
+        raise InputError(f"an edit's `K` must be >= 1 or {ALL!r} (auto chooses over a whole list's held-out images: "
+                         f"recompute the list for it), and `batch_size` >= 1; got {k!r} and {batch_size}")
     abstention.check_calibration(accept, calibration_share)
     embed_path, out = Path(embed_path), Path(out)
     check_destination(out, F.SET_TENSORS_FILE, refuse_if=(F.MANIFEST_FILE, F.EMBED_FILE))
@@ -158,15 +159,15 @@ def _assemble(cs: CentroidSet, kept: list[int], rename: dict[str, str], added: d
     kmax, d = max(ks), cs.dim
     cents = np.zeros((len(names), kmax, d), np.float32)  # (C', Kmax', D)
     ids = np.full((len(names), kmax), -1, np.int64)
-    old_kmax = cs.centroids.shape[1]
-    cents[:len(kept), :old_kmax] = cs.centroids[kept]
+    old_kmax = min(cs.centroids.shape[1], kmax)  # (a removed class may have been the widest: only padding is cut)
+    cents[:len(kept), :old_kmax] = cs.centroids[kept, :old_kmax]
     base_ids = cs.exemplar_ids if cs.exemplar_ids is not None else np.full(cs.centroids.shape[:2], -1, np.int64)
-    ids[:len(kept), :old_kmax] = base_ids[kept]
+    ids[:len(kept), :old_kmax] = base_ids[kept, :old_kmax]
     exemplar_names = [list(cs.exemplar_names[i]) if cs.exemplar_names else [None] * cs.ks[i] for i in kept]
     yx = None
     if cs.exemplar_yx is not None:  # a segmentation set: the anchoring pixels travel with their rows
         yx = np.full((len(names), kmax, 2), -1, np.int32)  # (C', Kmax', 2)
-        yx[:len(kept), :old_kmax] = cs.exemplar_yx[kept]
+        yx[:len(kept), :old_kmax] = cs.exemplar_yx[kept, :old_kmax]
     next_id = int(base_ids.max(initial=-1)) + 1
     for row, a in enumerate(added.values(), start=len(kept)):
         cents[row, :len(a.subcentroids)] = a.subcentroids

@@ -152,7 +152,7 @@ def choose_k(x: np.ndarray, labels: np.ndarray, method: str, seed: int) -> tuple
             best[:, c] = (unit[held] @ cents.T).max(1)
         tables[cand] = best
     truth = labels[held]
-    ks, scores = choose(tables, lambda pred: float((pred == truth).mean()))
+    ks, scores = choose(tables, lambda pred: float((pred == truth).mean()), scored=np.unique(truth).tolist())
     log.info("K auto: held-out top-1 with one K for all %s; chose %s per class (%.2f%%)", scores["single"], ks,
              scores["per_class"])
     return ks, scores

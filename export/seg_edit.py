@@ -59,7 +59,7 @@ def class_from_masks(sess, prep: dict, root: Path, name: str, k: int, method: st
     if not pools or len(pools[cls].x) == 0:
         raise DataError(f"the class {classes.names[cls]!r} of {root} (the added class {name!r}) labels no pixel of its "
                         f"train split outside the {share:.0%} of images held out to calibrate")
-    cents, meta = pool_subcentroids(pools[cls], k, method, seed, keep_means)
+    cents, meta = pool_subcentroids(pools[cls], k, method, seed + 1000, keep_means)  # (not the sampling's stream)
     threshold = None
     if share > 0:
         threshold = abstention.class_threshold(cents, held[cls].x, accept)

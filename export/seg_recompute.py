@@ -172,14 +172,17 @@ def choose_seg_k(pools: list[Reservoir], method: str, seed: int) -> tuple[list[i
     """`k` auto: hold out the cells of HELD_OUT of the images (seeded, whole images, since a picture's cells are
     alike), build each class's sub-centroids with every candidate from the rest, and choose each class's K on
     the held-out cells (export/choose_k.py: mean per-class accuracy, so that no class's sample size weighs).
-    A class whose cells all fall in held-out images builds from them and is left out of the score. Returns
+    A class whose cells all fall in held-out images builds from them, and a class with no held-out cell keeps
+    the best single K; neither is scored. Returns
     (K per class, {"single": {candidate: held-out % with it for every class}, "per_class": % of the choice})."""
     images = np.unique(np.concatenate([p.meta[:, 0] for p in pools]))
     held_images = np.random.default_rng([seed, 2]).permutation(images)[:int(len(images) * HELD_OUT)]
     held = [np.isin(p.meta[:, 0], held_images) for p in pools]
     scored = [j for j, h in enumerate(held) if h.any() and not h.all()]
     if not scored:
-        raise InputError("`K` auto needs classes seen in several images: some to build from, some to hold out")
+        raise InputError(f"`K` auto holds out the cells of {HELD_OUT:.0%} of the images, and no class is seen both in "
+                         f"those and in the others ({len(images)} images sampled; it needs at least "
+                         f"{int(np.ceil(1 / HELD_OUT))}, with each class in several): give a number instead")
     fit = [Reservoir.of(p.x[~h] if not h.all() else p.x, p.meta[~h] if not h.all() else p.meta)
            for p, h in zip(pools, held, strict=True)]
     test = np.concatenate([pools[j].x[held[j]] for j in scored])  # (M, D) unit cells
@@ -187,7 +190,8 @@ def choose_seg_k(pools: list[Reservoir], method: str, seed: int) -> tuple[list[i
     tables = {cand: np.stack([(test @ pool_subcentroids(f, cand, method, seed + j, False)[0].T).max(1)
                               for j, f in enumerate(fit)], 1)  # (M, C) max-over-K cosine
               for cand in SEG_AUTO_CANDIDATES}
-    ks, scores = choose(tables, lambda pred: float(np.mean([(pred[truth == j] == j).mean() for j in scored])))
+    ks, scores = choose(tables, lambda pred: float(np.mean([(pred[truth == j] == j).mean() for j in scored])),
+                        scored=scored)
     log.info("K auto: held-out mean per-class cell accuracy with one K for all %s; chose %s per class (%.2f%%)",
              scores["single"], ks, scores["per_class"])
     return ks, scores

@@ -225,8 +225,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=0, help="images per class in the folders (0: all)")
     ap.add_argument("--out", default="runs/bench-c2f")
     ap.add_argument("--redo", action="store_true", help="run heads already in OUT/results.json again")
-    ap.add_argument("--redo-sets", default="", help="make and measure the sets of these K again (comma list), "
-                    "keeping the trained runs")
+    ap.add_argument("--redo-sets", default="", help="make and measure the sets of these K again (comma list, each "
+                    "also in --sets), keeping the trained runs")
     ap.add_argument("--sets", default="", help="also fine sets of these K (comma list: numbers, all, auto)")
     ap.add_argument("--report", action="store_true", help="only print the tables of the runs in OUT")
     args = ap.parse_args()

@@ -89,7 +89,7 @@ def test_an_edit_of_a_segmentation_set_keeps_untouched_rows_and_adds_from_masks(
 def test_an_added_class_is_named_in_its_folder_or_its_only_one(seg_export, base, tmp_path):
     scenes, _, out, _ = seg_export
     embed = out / F.EMBED_FILE
-    with pytest.raises(DataError, match="no class 'Hat' and more than one.*--add Ankle boot=|--add T-shirt"):
+    with pytest.raises(DataError, match="has no class 'Hat' and more than one besides its background .*--rename it"):
         edit_set(base, embed, tmp_path / "x", add={"Hat": str(scenes)})
     with pytest.raises(DataError, match="is not one"):
         edit_set(base, embed, tmp_path / "x", add={"Hat": str(tmp_path)})
@@ -116,12 +116,19 @@ def test_large_k_and_auto_for_segmentation_sets(seg_export, tmp_path, capsys):
     scenes, _, out, _ = seg_export
     embed = str(out / F.EMBED_FILE)
     res = compute_seg_set(embed, scenes, tmp_path / "auto", k="auto", threads=2, seed=3)
-    scores = res["held_out_accuracy"]
-    assert set(scores["single"]) == {str(c) for c in SEG_AUTO_CANDIDATES}
-    assert scores["per_class"] >= max(scores["single"].values())  # each class's K: never worse than one for all
+    assert set(res["held_out_accuracy"]["single"]) == {str(c) for c in SEG_AUTO_CANDIDATES}
     cs = centroid_set.load(tmp_path / "auto")
-    assert cs.source["k_asked"] == "auto" and len(res["k"]) == cs.num_classes
-    assert all(got <= kc for got, kc in zip(cs.ks, res["k"], strict=True))
+    assert cs.source["k_asked"] == "auto" and cs.source["k"] == res["k"] and len(res["k"]) == cs.num_classes
+    assert cs.ks == [min(kc, n) for kc, n in zip(res["k"], res["cells_per_class"], strict=True)]
+    # an edit that removes the class with the most sub-centroids: the others' rows keep every byte
+    widest = cs.class_names[int(np.argmax(cs.ks))]
+    edited = edit_set(tmp_path / "auto", embed, tmp_path / "narrower", remove=[widest], threads=2)
+    cut = centroid_set.load(tmp_path / "narrower")
+    assert widest not in edited["classes"] and cut.centroids.shape[1] == max(cut.ks) < max(cs.ks)
+    for i, name in enumerate(cut.class_names):
+        j = cs.class_names.index(name)
+        assert cut.centroids[i, :cut.ks[i]].tobytes() == cs.centroids[j, :cs.ks[j]].tobytes()
+        assert (cut.exemplar_yx[i, :cut.ks[i]] == cs.exemplar_yx[j, :cs.ks[j]]).all()
     big = compute_seg_set(embed, scenes, tmp_path / "big", k=255, threads=2, seed=3)
     assert max(big["ks"]) > 4 and all(k <= 255 for k in big["ks"])  # every sampled cell, up to the cap
     with pytest.raises(ValueError, match="1 to 255"):
