@@ -19,6 +19,7 @@ from dnc.clients.seg_results import UNKNOWN_COLOUR, segmentations
 from dnc.core import centroid_set
 from dnc.core import formats as F
 from dnc.export import runtime
+from dnc.export.edit_set import edit_set
 from dnc.export.recompute import compute_set
 from dnc.export.seg_infer import InProcessSegmenter
 from dnc.export.seg_recompute import compute_seg_set
@@ -35,13 +36,17 @@ TIE = 1e-4  # served (server-side preprocessing) and in-process scores agree to 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory, exported, seg_export, fm_folder):
     """Class lists with thresholds, made by `dnc centroids` from real images: the classifier's at accept 0.5
-    (so that many known test images fall below: both decisions are common) and 0.95, the segmenter's at 0.5."""
+    (so that many known test images fall below: both decisions are common) and 0.95, the segmenter's at 0.5,
+    served as an edit (`dnc centroids --from --remove Bag --add Bag=SCENES`: a segmentation set edited from
+    masks is served like any)."""
     root = tmp_path_factory.mktemp("abstain-sets")
     embed = exported[0] / F.EMBED_FILE
     compute_set(embed, fm_folder / "train", root / "half", k=4, threads=1, accept=0.5)
     compute_set(embed, fm_folder / "train", root / "most", k=2, threads=1, accept=0.95)
     write_scenes(root / "scenes", "fine", size=32, train=30, test=4, seed=6)
-    compute_seg_set(seg_export[2] / F.EMBED_FILE, root / "scenes", root / "seg", k=3, threads=1, accept=0.5)
+    compute_seg_set(seg_export[2] / F.EMBED_FILE, root / "scenes", root / "seg-base", k=3, threads=1, accept=0.5)
+    edit_set(root / "seg-base", seg_export[2] / F.EMBED_FILE, root / "seg", remove=["Bag"],
+             add={"Bag": str(root / "scenes")}, k=2, threads=1, accept=0.5)
     return {"half": root / "half", "most": root / "most", "seg": root / "seg", "scenes": root / "scenes"}
 
 
