@@ -82,3 +82,18 @@ def test_the_condensed_nearest_neighbour_benchmark_runs(exported, fm_folder, tmp
     got = json.loads(out.read_text())
     assert 0 < got["kept"] <= got["train_images"] and got["passes_added"][-1] == 0
     assert 0 <= got["condensed_top1"] <= 100 and 0 <= got["one_nn_top1"] <= 100
+
+
+def test_the_segmentation_large_k_timing_runs(seg_export, tmp_path):
+    from dnc.export.seg_recompute import compute_seg_set
+
+    scenes, _, export, _ = seg_export
+    for k in (3, 255):
+        compute_seg_set(export / "embed.onnx", scenes, tmp_path / f"K{k}", k=k, threads=1)
+    out = tmp_path / "seg-large-k.json"
+    _run(str(ROOT / "benchmarks" / "speed" / "seg_large_k.py"), "--export", str(export), "--set", str(tmp_path / "K3"),
+         "--set", str(tmp_path / "K255"), "--images", str(scenes / "images" / "test"), "--sizes", "32,48",
+         "--pictures", "2", "--repeat", "1", "--rounds", "1", "--out", str(out))
+    got = json.loads(out.read_text())["sets"]
+    small, big = got[str(tmp_path / "K3")], got[str(tmp_path / "K255")]
+    assert big["subcentroids"] > small["subcentroids"] and small["48"]["ratio"] == 1.0 and big["48"]["head_ms"] > 0
