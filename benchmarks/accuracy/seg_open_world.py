@@ -105,18 +105,37 @@ def fine_set(embed: Path, data: Path, k: str, out: Path) -> dict:
     return json.loads((out / F.SET_JSON_FILE).read_text())
 
 
+def live_subcentroids(export: Path, set_dir: Path, images: np.ndarray) -> int:
+    """Sub-centroids that win at least one pixel of the pictures (N, 3, H, W) uint8 under the served head
+    (abstention off: every pixel is answered by a class)."""
+    seg = InProcessSegmenter(export, set_dir)
+    won: set[tuple[int, int]] = set()
+    for i in range(0, len(images), 50):
+        out = seg.run(images[i:i + 50].transpose(0, 2, 3, 1), maps=True, abstain=False)
+        pairs = np.stack([out[F.LABELS].ravel(), out[F.PIXEL_SUBCENTROID].ravel()], 1)
+        won |= {tuple(p) for p in np.unique(pairs, axis=0).tolist()}
+    return len(won)
+
+
+def test_images(fine: Path) -> np.ndarray:
+    return np.stack([read_pair(ip, mp)[0] for ip, mp in split_files(fine, "test")])  # (N, 3, H, W): one size
+
+
 def induction(args) -> dict:
     coarse, fine = scenes(args, "coarse"), scenes(args, "fine")
     run_dir = trained(args, "induction-dnc", coarse, "dnc", init_of(args, args.coarse_classifier))
     embed = run_dir / "export" / F.EMBED_FILE
     res = {"coarse_miou": json.loads((run_dir / "log.json").read_text())[-1]["test_miou"]}
+    images = test_images(fine)
     for k in INDUCTION_KS:
         meta = fine_set(embed, fine, k, run_dir / f"fine-K{k}")
         got = run("eval-onnx", "--embed", str(embed), "--centroids", str(run_dir / f"fine-K{k}"), "--data", str(fine),
                   "--json")
         res[f"K{k}"] = {"miou": got["miou"], "pixel_acc": got["pixel_acc"], "ks": meta["ks"],
+                        "live": live_subcentroids(run_dir / "export", run_dir / f"fine-K{k}", images),
                         "k_chosen": meta["source"].get("k"), "held_out": meta["source"].get("held_out_accuracy")}
-        print(f"s{args.seed} induction K{k}: fine mIoU {got['miou']:.2f} (K per class {meta['ks']})", flush=True)
+        print(f"s{args.seed} induction K{k}: fine mIoU {got['miou']:.2f} (K per class {meta['ks']}, "
+              f"{res[f'K{k}']['live']} live)", flush=True)
     return res
 
 
@@ -181,7 +200,7 @@ def report(out: Path) -> None:
           "\n|---|---|---|")
     for k in INDUCTION_KS:
         rows = [results[s]["induction"][f"K{k}"] for s in seeds]
-        sizes = ", ".join(f"{sum(r['ks'])} ({max(r['ks'])})" for r in rows)
+        sizes = ", ".join(f"{sum(r['ks'])} ({max(r['ks'])}; {r.get('live', '?')} live)" for r in rows)
         print(f"| K {k} | {ms([r['miou'] for r in rows])} | {sizes} |")
     print(f"\ncoarse test mIoU {ms([results[s]['induction']['coarse_miou'] for s in seeds])}")
     print("\n| pixel score (Shirt, Sneaker items unknown) | AUROC, all known pixels | FPR95 | AUROC, known items "
