@@ -196,8 +196,8 @@ def report(out: Path) -> None:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.2f} ± {sd:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
-    print(f"seeds: {', '.join(seeds)}\n\n| fine list from masks | fine test mIoU | sub-centroids per seed (largest K) |"
-          "\n|---|---|---|")
+    print(f"seeds: {', '.join(seeds)}\n\n| fine list from masks | fine test mIoU | sub-centroids per seed "
+          "(largest K; live) |\n|---|---|---|")
     for k in INDUCTION_KS:
         rows = [results[s]["induction"][f"K{k}"] for s in seeds]
         sizes = ", ".join(f"{sum(r['ks'])} ({max(r['ks'])}; {r.get('live', '?')} live)" for r in rows)
