@@ -26,5 +26,11 @@ seg_timing() { # what a DNC head costs a segmenter: training step and onnxruntim
   $PY $B/seg_timing.py --rounds 13 --latency-rounds 15 --out runs/bench-seg-timing/results-2.json
 }
 
+seg_large_k() { # the served segmentation head with fine lists of many sub-centroids (issue 25; after accuracy's seg-open-world)
+  local R=runs/bench-seg-open3/s0/induction-dnc
+  $PY $B/seg_large_k.py --export $R/export --set $R/fine-K10 --set $R/fine-K64 --set $R/fine-K255 --set $R/fine-Kauto \
+    --images runs/bench-seg-open3/data/scenes-fine/images/test --out runs/bench-seg-large-k.json
+}
+
 # ---- the entries listed, checked and run (the same for every group)
 source benchmarks/dispatch.sh
