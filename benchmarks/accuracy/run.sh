@@ -50,6 +50,26 @@ open_set() { # issue 25: few-shot new classes and open-set detection on 8-class 
   $PY $B/open_set.py --report --out runs/bench-open3
 }
 
+c2f_auto() { # issue 25: the --K auto lists remade with each class's K chosen on held-out images (after c2f-sets)
+  for s in 0 1 2; do
+    $PY $B/coarse_to_fine.py --epochs 8 --per-class 4000 --seed $s --heads dnc --sets auto --redo-sets auto \
+      --out runs/bench-c2f3
+  done
+  $PY $B/coarse_to_fine.py --report --out runs/bench-c2f3
+}
+
+condensed() { # issue 25: Hart's condensed nearest neighbour on the seed-0 coarse-to-fine embedding (after c2f-sets)
+  $PY $B/condensed_nn.py --embed runs/bench-c2f3/s0/dnc/export/embed.onnx --data runs/bench-c2f3/data/fine --seed 0 \
+    --out runs/bench-condensed/s0.json
+}
+
+seg_open_world() { # issue 25: segmentation fine lists with many sub-centroids, and unknown items (after c2f-sets, open-set)
+  for s in 0 1 2; do
+    $PY $B/seg_open_world.py --seed $s
+  done
+  $PY $B/seg_open_world.py --report
+}
+
 seeds() { # every 3-seed run of issue 9, in order (training step time first: it needs the machine to itself)
   # Training step time, DNC / softmax, at C = 10 and 1000 (the speed group's step-time-seeds entry).
   [ -s runs/bench-step3/results.json ] || $PY benchmarks/speed/step_time.py --out runs/bench-step3/results.json
