@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dnc.core.images import DataError
-from dnc.core.seg_folder import is_seg_folder, read_classes
+from dnc.core.seg_folder import SegClasses, is_seg_folder, read_classes
 from dnc.export import abstention
 from dnc.export.added_class import Added
 from dnc.export.seg_recompute import check_seg_k, embedded_scenes, pool_subcentroids, sample_cells
@@ -24,10 +24,9 @@ from dnc.export.seg_recompute import check_seg_k, embedded_scenes, pool_subcentr
 log = logging.getLogger(__name__)
 
 
-def folder_class(root: Path, name: str) -> int:
-    """The class id of `root` whose cells become the added class `name`: its class of that name, else its
-    only class besides the background; DataError naming the folder's classes otherwise."""
-    classes = read_classes(root)
+def folder_class(root: Path, classes: SegClasses, name: str) -> int:
+    """The class id of `root` (whose class list is `classes`) whose cells become the added class `name`: its
+    class of that name, else its only class besides the background; DataError naming its classes otherwise."""
     if name in classes.names:
         return classes.names.index(name)
     others = [i for i in range(len(classes.names)) if i != classes.background]
@@ -49,8 +48,8 @@ def class_from_masks(sess, prep: dict, root: Path, name: str, k: int, method: st
     if k == "all" or k == "auto":
         raise DataError(f"--K {k} is not for an added class of a segmentation set: give a number (1-255)")
     check_seg_k(k)
-    cls = folder_class(root, name)
     classes = read_classes(root)
+    cls = folder_class(root, classes, name)
     accept, share = calibration
     rng = np.random.default_rng(seed)
     pools, held, names = sample_cells(embedded_scenes(sess, root, "train", prep, classes, desc=f"embed {name}"),

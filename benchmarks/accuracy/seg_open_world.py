@@ -160,10 +160,10 @@ def unknown(args) -> dict:
     pairs = [read_pair(ip, mp) for ip, mp in split_files(fine, "test")]
     images = np.stack([p[0] for p in pairs])  # (N, 3, H, W) uint8: one size
     truth = np.stack([p[1] for p in pairs])  # (N, H, W) fine ids
-    names = read_classes(fine).names
-    new = np.isin(truth, [names.index(n) for n in NEW])
+    classes = read_classes(fine)
+    new = np.isin(truth, [classes.names.index(n) for n in NEW])
     known = (truth != 255) & ~new  # every pixel of a known class, the background's included
-    items = known & (truth != read_classes(fine).background)  # the known classes' items alone: the harder half
+    items = known & (truth != classes.background)  # the known classes' items alone: the harder half
     scores = {"softmax MSP": softmax_msp(soft, images)}
     res: dict = {"pixels": {"known": int(known.sum()), "unknown": int(new.sum())}, "abstention": {}}
     for k in UNKNOWN_KS:
