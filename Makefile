@@ -7,6 +7,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 OPENCV  := /usr/share/doc/opencv-doc/examples/data/tree.avi
+HAPROXY := /usr/sbin/haproxy
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup data test demo lint clean
@@ -30,10 +31,15 @@ $(OPENCV):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq opencv-doc
 
+# the load balancer of a fleet (`dnc serve --replicas N`): Debian's HAProxy
+$(HAPROXY):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq haproxy
+
 lint: setup
 	$(PY) -m ruff check .
 
-test: setup data $(OPENCV) lint
+test: setup data $(OPENCV) $(HAPROXY) lint
 	$(PY) -m pytest -q
 
 DNC  := $(VENV)/bin/dnc

@@ -77,11 +77,12 @@ class DNCClient:
 
     def __init__(self, url: str | None = None, protocol: str = "http", model: str | None = F.ENTRY_MODEL,
                  timeout: float = 60.0, task: str | tasks.Task | None = None, downscale: bool = False,
-                 abstain: bool = True):
+                 abstain: bool = True, expect_set_id: str | None = None):
         """`model` None: the one served model of `task` (see choose_model; `chosen` is then True). `task` (a
         core/tasks.py description or its name): a model of another task is refused, naming those of this one.
         `downscale`: files above the model's per-picture limit are sent downscaled (clients/sizing.py).
         `abstain` False: every request turns abstention off (the best class is the answer, however low).
+        `expect_set_id`: every request must be answered by this class list (a server on another refuses it).
         `task` (the served model's, read from the server) is then a tasks.Task."""
         if protocol not in PROTOCOLS:
             raise ClientError(f"unknown `protocol` {protocol!r}; choose http or grpc")
@@ -90,6 +91,7 @@ class DNCClient:
                               f"{DEFAULT_URLS[protocol]}")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
         self.chosen, self._want, self.downscale, self.abstain = model is None, _wanted(task), downscale, abstain
+        self.expect_set_id = expect_set_id
         self.served: dict[str, str] = {}  # the DNC models served, name -> task name (read when choosing the model)
         if "://" in self.url:
             raise ClientError(f"`url` {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
@@ -204,8 +206,8 @@ class DNCClient:
             inputs = []
             for n, arr in {name: x, **(extra or {})}.items():
                 chunk = arr[i:i + step]
-                kind = dtype[0] if n == name else "BOOL"
-                chunk = np.ascontiguousarray(chunk, dtype=dtype[1] if n == name else bool)
+                kind, cast = dtype if n == name else ("BYTES", object) if arr.dtype == object else ("BOOL", bool)
+                chunk = np.ascontiguousarray(chunk, dtype=cast)
                 inp = self._tc.InferInput(n, list(chunk.shape), kind)
                 inp.set_data_from_numpy(chunk, **binary)
                 inputs.append(inp)
@@ -238,7 +240,17 @@ class DNCClient:
         return preds
 
     def _abstain(self, n: int) -> dict[str, np.ndarray]:
-        """The optional input that turns abstention off for a request of n pictures (none while it is on)."""
+        """The optional inputs of a request of n pictures: the class list it must be answered by (when pinned),
+        abstention turned off (none while it is on)."""
+        if self.expect_set_id is not None:
+            if F.EXPECT_SET_ID not in self.served_inputs:
+                raise ClientError(f"model {self.model} on {self.url} cannot be asked for a given class list (built "
+                                  "before pinning): rebuild its repository with `dnc repo build`")
+            return {F.EXPECT_SET_ID: np.full((n, 1), self.expect_set_id.encode(), object)} | \
+                self._abstain_off(n)
+        return self._abstain_off(n)
+
+    def _abstain_off(self, n: int) -> dict[str, np.ndarray]:
         if self.abstain:
             return {}
         if F.ABSTAIN not in self.served_inputs:  # a repository built before abstention never abstains anyway

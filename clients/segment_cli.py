@@ -78,6 +78,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-abstain", dest="abstain", action="store_false",
                    help="label every pixel with its best class, even below the class's threshold (by default such "
                    "pixels are labelled unknown, 255, and shown white)")
+    p.add_argument("--pin-list", action="store_true", help="videos: every frame must be answered by the class list "
+                   "served when the job starts; a server (or fleet replica) on another list refuses the frame and "
+                   "the video fails, naming both lists (a rerun redoes it with the list served then)")
     p.add_argument("--in-process", default=None, metavar="EXPORT",
                    help="no server: run this segmenter export with onnxruntime (the same preprocessing and head)")
     p.add_argument("--centroids", default=None, help="with --in-process: a centroid set instead of the export's")
@@ -96,9 +99,11 @@ def cmd_segment(a: argparse.Namespace) -> int:
                          "export's own limit)")
     if a.centroids and not a.in_process:
         raise InputError("`centroids` goes with `in_process` (a server's class list changes with `dnc swap`)")
+    if a.pin_list and a.in_process:
+        raise InputError("`pin_list` goes with a served segmenter (an export in-process has one class list)")
     images, videos = split_media(a.paths)  # a missing path is named before any server is contacted
     video_only = {"truth": a.truth, "ray": a.ray, "every": a.every != 1, "sample_fps": a.sample_fps,
-                  "accept_short": a.accept_short}
+                  "accept_short": a.accept_short, "pin_list": a.pin_list}
     if any(video_only.values()) and not videos:
         raise InputError(f"{', '.join(f'`{k}`' for k, v in video_only.items() if v)}: for videos, and no video "
                          "was given")
@@ -139,6 +144,12 @@ def _segment_videos(a: argparse.Namespace, videos: list[Path], out: Path) -> int
              "threads": a.threads, "abstain": a.abstain} if a.in_process
             else {"kind": "server", "url": a.url, "protocol": a.protocol,
                   "model": served_model(a, tasks.SEGMENTATION), "downscale": a.downscale, "abstain": a.abstain})
+    if a.pin_list:  # the list served now: every worker's requests ask for it
+        seg = make_segmenter(spec)
+        try:
+            spec["expect_set_id"] = seg.set_id()
+        finally:
+            seg.close()
     truth = Path(a.truth) if a.truth else None
     if truth is not None and not (truth / "classes.json").is_file():
         raise InputError(f"`truth` {truth}: not a clips folder (no classes.json); write one with "

@@ -72,9 +72,10 @@ class ServerSegmenter:
     model's pixel budget, read from the server (`plan`); with `downscale`, frames above its per-picture limit
     are sent downscaled and their answers brought back to the frame's size (clients/sizing.py)."""
 
-    def __init__(self, url: str | None, protocol: str, model: str, downscale: bool = False, abstain: bool = True):
+    def __init__(self, url: str | None, protocol: str, model: str, downscale: bool = False, abstain: bool = True,
+                 expect_set_id: str | None = None):
         self.args, self._local, self._clients = (url, protocol, model), threading.local(), []
-        self.abstain = abstain
+        self.abstain, self.expect_set_id = abstain, expect_set_id  # (pinned: every frame answered by that list)
         self._generation = 0  # bumped by release(): requests of a released video are not retried
         first = self._client()  # connects now: a wrong address or a classifier is refused before any video
         if not first.task.dense:
@@ -111,7 +112,7 @@ class ServerSegmenter:
     def _client(self):
         c = getattr(self._local, "client", None)
         if c is None:
-            c = self._local.client = DNCClient(*self.args, abstain=self.abstain)
+            c = self._local.client = DNCClient(*self.args, abstain=self.abstain, expect_set_id=self.expect_set_id)
             self._clients.append(c)
         return c
 
@@ -186,7 +187,7 @@ def make_segmenter(spec: dict):
     "protocol", "model"} or {"kind": "local", "export", "centroids", "threads"}."""
     if spec["kind"] == "server":
         return ServerSegmenter(spec["url"], spec["protocol"], spec["model"], spec.get("downscale", False),
-                               spec.get("abstain", True))
+                               spec.get("abstain", True), spec.get("expect_set_id"))
     return LocalSegmenter(spec["export"], spec.get("centroids"), spec.get("threads", 0), spec.get("abstain", True))
 
 

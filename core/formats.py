@@ -50,6 +50,10 @@ THRESHOLD = "threshold"  # (N,) float32: that class's threshold (-1 where its se
 # A served head's optional input: false turns abstention off for the request (every `known` true, a
 # segmenter labels no pixel UNKNOWN_LABEL); absent or true, the set's thresholds decide.
 ABSTAIN = "abstain"  # (1,) bool
+# A served head's optional input: the class list (set id) a request must be answered by. A server on another
+# list refuses the request (UNAVAILABLE, HTTP 503), naming both: a fleet mid-swap, or a video job pinned to
+# the list its first frame was answered by.
+EXPECT_SET_ID = "expect_set_id"  # (1,) bytes
 EVIDENCE_OUTPUTS = (
     TensorSpec(TOPK_CLASS, "int32", ("N", "k")),
     TensorSpec(TOPK_LABEL, "object", ("N", "k")),

@@ -14,16 +14,18 @@ import fcntl
 import ipaddress
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from dnc.core.errors import InputError
+from dnc.serving.fleet import MAX_REPLICAS, Fleet
 from dnc.serving.own_folder import open_log, own_tree, run_folder
 from dnc.serving.repository import RUNTIMES, build
 from dnc.serving.server import ServerError, TritonServer, find_tritonserver
-from dnc.serving.state import is_running, read_state, stop_detached
+from dnc.serving.state import FLEET, is_running, read_state, servers_of, stop_detached
 from dnc.serving.status import render, status
 from dnc.serving.supervisor import Supervisor
 from dnc.serving.swap import swap
@@ -32,6 +34,11 @@ _D = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_repo_build(sub)
+    _add_serving(sub)
+
+
+def _add_repo_build(sub: argparse._SubParsersAction) -> None:
     repo = sub.add_parser("repo", help="Triton model repositories").add_subparsers(dest="repo_command", required=True,
                                                                                    metavar="ACTION")
     p = repo.add_parser("build", formatter_class=_D, help="generate a Triton model repository from an export")
@@ -56,6 +63,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the repository description as JSON")
     p.set_defaults(func=cmd_repo_build, command="repo build")
 
+
+def _add_serving(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", formatter_class=_D,
                        help="start tritonserver on a model repository, supervised (restarted after a crash)")
     p.add_argument("--repo", required=True, help="repository built by `dnc repo build`")
@@ -76,6 +85,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "kernel allows no namespace")
     p.add_argument("--detach", action="store_true", help="return once ready, leaving the server and its "
                    "supervisor running (stop them with `dnc stop`)")
+    p.add_argument("--replicas", type=int, default=1, help="tritonservers on the repository: above 1, a fleet "
+                   "behind a load balancer (HAProxy) on the HTTP and gRPC ports, each replica on free ports of its "
+                   "own and restarted after a crash; `dnc swap` reaches every one")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the models to load")
     p.set_defaults(func=cmd_serve)
 
@@ -90,8 +102,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="the model whose class list changes (default: the repository's "
                    "only model)")
     p.add_argument("--url", default=None, help="gRPC address of the server of --repo, asked which list it "
-                   "answers with (default: from `dnc serve`'s state file, else localhost:8001)")
-    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the server to answer with "
+                   "answers with (default: from `dnc serve`'s state file, every replica of a fleet; else "
+                   "localhost:8001)")
+    p.add_argument("--replicas", default=None, metavar="HOST:PORT", help="a fleet's replicas: every address HOST "
+                   "resolves to, at gRPC port PORT (on Kubernetes, the headless Service of deploy/kubernetes/); the "
+                   "swap returns once every one answers with the new list")
+    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the server(s) to answer with "
                    "the new list before putting the old one back")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_swap)
@@ -126,6 +142,8 @@ def cmd_repo_build(a: argparse.Namespace) -> int:
 def cmd_serve(a: argparse.Namespace) -> int:
     repo = Path(a.repo)
     _check_host(a.host, a.allow_remote, bundled=find_tritonserver()[1] is not None)
+    if not 1 <= a.replicas <= MAX_REPLICAS:
+        raise InputError(f"`replicas` must be 1 to {MAX_REPLICAS}, got {a.replicas}")
     state = read_state(repo)
     if state is not None and is_running(state):
         raise InputError(f"a server started by `dnc serve` is already running on {repo} (pid {state['pid']}, "
@@ -137,14 +155,19 @@ def cmd_serve(a: argparse.Namespace) -> int:
     if a.detach:
         return _detach(a, run_dir)
     lock = _hold_serve_lock(repo, run_dir)  # held until this process exits  # noqa: F841
-    server = TritonServer(repo, http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, host=a.host,
-                          run_dir=run_dir, private_shm=not a.shared_shm)
     # Explicit handlers, set before the (long) start so an interrupt then still stops the server: a
     # process started in the background of a non-interactive shell inherits SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal of a foreground serve closed
         signal.signal(sig, _interrupt)
+    if a.replicas != 1:
+        runner = Fleet(repo, a.replicas, run_dir, host=a.host, http_port=a.http_port, grpc_port=a.grpc_port,
+                       private_shm=not a.shared_shm, timeout=a.timeout)
+    else:
+        server = TritonServer(repo, http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
+                              host=a.host, run_dir=run_dir, private_shm=not a.shared_shm)
+        runner = Supervisor(server, a.timeout)
     try:
-        return Supervisor(server, a.timeout).run(on_ready=_announce)
+        return runner.run(on_ready=_announce)
     except KeyboardInterrupt:
         print("stopping", flush=True)
         return 0
@@ -177,6 +200,10 @@ def _check_host(host: str, allow_remote: bool, bundled: bool) -> None:
 
 
 def _announce(server) -> None:
+    if isinstance(server, Fleet):
+        print(f"serving {server.repo} with {len(server.servers)} replicas behind a load balancer - HTTP "
+              f"{server.http_url}, gRPC {server.grpc_url}; replicas' logs in {server.run_dir}", flush=True)
+        return
     print(f"serving {server.repo} - HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
           f"log {server.log_file}", flush=True)
 
@@ -188,7 +215,7 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
     out = run_dir / "supervisor.log"
     cmd = [sys.executable, "-m", "dnc.clients.cli", "serve", "--repo", str(a.repo), "--http-port", str(a.http_port),
            "--grpc-port", str(a.grpc_port), "--metrics-port", str(a.metrics_port), "--host", a.host,
-           "--timeout", str(a.timeout), *(["--allow-remote"] if a.allow_remote else []),
+           "--timeout", str(a.timeout), "--replicas", str(a.replicas), *(["--allow-remote"] if a.allow_remote else []),
            *(["--shared-shm"] if a.shared_shm else [])]
     with open_log(out) as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -197,7 +224,9 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
     while time.monotonic() < deadline:
         state = read_state(a.repo)
         if state is not None and state.get("supervisor") == proc.pid:
-            print(f"serving {a.repo} - HTTP {state['http']}, gRPC {state['grpc']}, metrics {state['metrics']}; "
+            fleet = f" with {len(state.get('replicas', []))} replicas behind a load balancer" \
+                if state.get("kind") == FLEET else ""
+            print(f"serving {a.repo}{fleet} - HTTP {state['http']}, gRPC {state['grpc']}, metrics {state['metrics']}; "
                   f"supervisor pid {proc.pid} (log {out}); server log {state['log']}", flush=True)
             return 0
         if proc.poll() is not None:
@@ -219,14 +248,36 @@ def cmd_swap(a: argparse.Namespace) -> int:
     if a.url == "":
         raise InputError("`url` is empty: give the server's gRPC HOST:PORT, or leave `url` out to use the "
                          "state file of `dnc serve`")
-    url = a.url or state.get("grpc") or "localhost:8001"
-    res = swap(a.repo, a.centroids, url=url, timeout=a.timeout, log_file=state.get("log"), name=a.model)
+    if a.url and a.replicas:
+        raise InputError("give `url` (one server) or `replicas` (every address of a fleet), not both")
+    if a.replicas:
+        url, logs = resolve_replicas(a.replicas), None
+    elif a.url or state.get("kind") != FLEET:
+        url, logs = a.url or state.get("grpc") or "localhost:8001", state.get("log") if not a.url else None
+    else:  # the fleet `dnc serve --replicas` recorded: each replica, and its log
+        url, logs = [r["grpc"] for r in servers_of(state)], [r.get("log") for r in servers_of(state)]
+    res = swap(a.repo, a.centroids, url=url, timeout=a.timeout, log_file=logs, name=a.model)
     if a.json:
         print(json.dumps(res))
-    else:
-        print(f"{res['model']}: class list {res['from']} -> {res['to']} ({len(res['classes'])} classes: "
-              f"{', '.join(res['classes'])}); answering {res['total_seconds']:.2f} s after `dnc swap` started")
+        return 0
+    fleet = (f" on {res['replicas']} replicas (mixed-list window {res['mixed_window_seconds']:.2f} s)"
+             if res.get("replicas", 1) > 1 else "")
+    print(f"{res['model']}: class list {res['from']} -> {res['to']} ({len(res['classes'])} classes: "
+          f"{', '.join(res['classes'])}); answering{fleet} {res['total_seconds']:.2f} s after `dnc swap` started")
     return 0
+
+
+def resolve_replicas(target: str) -> list[str]:
+    """HOST:PORT -> one gRPC address per address HOST resolves to (a headless Service names every ready pod)."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"`replicas` {target!r} is not HOST:PORT (e.g. dnc-triton-replicas:8001)")
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InputError(f"`replicas` {target}: {host} does not resolve ({e.strerror})") from None
+    addrs = sorted({f"[{ai[4][0]}]:{port}" if ai[0] == socket.AF_INET6 else f"{ai[4][0]}:{port}" for ai in found})
+    return addrs
 
 
 def cmd_status(a: argparse.Namespace) -> int:

@@ -21,7 +21,10 @@ server log (no traceback). Config parameters:
   and of one run of the graph (a batch of larger total is run in pieces),
   `maps_input` (optional bool: fill the score maps) and `map_outputs` (sent as 0 x 0 unless asked). A head
   has `abstain_input` (optional bool: false turns abstention off for the request; fed to the graph's own
-  optional input of that name only then, so the graph's default, on, holds otherwise).
+  optional input of that name only then, so the graph's default, on, holds otherwise), and `expect_input`
+  (optional bytes: the set id the request must be answered by; the head's own is its graph's metadata under
+  `set_id_key`): a request asking for another list gets an UNAVAILABLE error (HTTP 503) naming both, so a
+  load balancer may try another replica and a pinned client learns the list changed.
 An output holding NaN or inf is never sent: that request gets an error instead. The dynamic batcher hands
 several requests at once: those of one input shape are run as one batch and split again.
 Memory is handed back after each request (issue 23, item 5): onnxruntime runs without its CPU arena (which
@@ -230,6 +233,7 @@ class GraphModel(_Model):
         self.size_input = params.get("size_input") or None
         self.maps_input = params.get("maps_input") or None
         self.abstain_input = params.get("abstain_input") or None
+        self.expect_input = params.get("expect_input") or None
         self.map_outputs = set(filter(None, params.get("map_outputs", "").split(",")))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
@@ -240,6 +244,8 @@ class GraphModel(_Model):
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.graph_inputs = [i.name for i in self.session.get_inputs()]
         self.graph_shapes = {i.name: i.shape for i in self.session.get_inputs()}  # ints fixed, strings free
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.set_id = meta.get(params.get("set_id_key", ""), "")  # the class list a head answers with
 
     def answer(self, requests):
         responses = [None] * len(requests)
@@ -253,8 +259,13 @@ class GraphModel(_Model):
                 elif name == self.abstain_input:
                     if t is not None and not t.as_numpy().any():  # turned off for this request
                         feeds[name] = np.zeros(1, bool)
+                elif name == self.expect_input:
+                    if t is not None:
+                        responses[i] = self._other_list(t.as_numpy())
                 elif t is not None:
                     feeds[name] = t.as_numpy()
+            if responses[i] is not None:  # asked for another class list
+                continue
             problem = self._problem(feeds)
             if problem:
                 responses[i] = _error(problem)
@@ -267,6 +278,16 @@ class GraphModel(_Model):
         for members in groups.values():
             self._run_group(members, responses)
         return responses
+
+    def _other_list(self, wanted):
+        """None when every item asks for this head's class list, else the refusal naming both lists."""
+        asked = {v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in wanted.reshape(-1)}
+        if asked <= {self.set_id}:
+            return None
+        other = sorted(asked - {self.set_id})[0][:64]
+        return _error(f"{self.expect_input}: this server answers with class list {self.set_id}, not {other!r} (the "
+                      "list the request asks for): the list was swapped; retry (a replica may still have it) or ask "
+                      f"without {self.expect_input}", "UNAVAILABLE")
 
     def _item_pixels(self, feeds):
         """Pixels one item of a request costs this graph (its output size, or its image input's H x W), or

@@ -1,11 +1,13 @@
-"""The record of a served repository, REPO/.dnc-server.json: who supervises it, its server, its addresses.
+"""The record of a served repository, REPO/.dnc-server.json: who supervises it, its server(s), its addresses.
 
 `dnc serve` writes it once the server is ready and after every restart (`started`: when that server
 became ready); `dnc swap` reads the addresses and the server log from it; `dnc status` reports it;
-`dnc stop` stops what it names. It holds no secret. Anyone who may write the
-repository may also edit it, so nothing in it is acted on unchecked: a pid is signalled only with the
-start time recorded for it and a command line of the kind expected, a shared-memory prefix only when it
-has the form the server gives it.
+`dnc stop` stops what it names. A fleet (`dnc serve --replicas N`) has one record too: `kind` "fleet",
+`http`/`grpc` the load balancer's addresses (what clients use), `balancer` its process, and `replicas` one
+entry per tritonserver of the form a single server's record has (pid, addresses, log, shared memory).
+It holds no secret. Anyone who may write the repository may also edit it, so nothing in it is acted on
+unchecked: a pid is signalled only with the start time recorded for it and a command line of the kind
+expected, a shared-memory prefix only when it has the form the server gives it.
 """
 
 from __future__ import annotations
@@ -16,24 +18,48 @@ import signal
 import time
 from pathlib import Path
 
+from dnc.serving.balancer import balancer_alive, stop_recorded
 from dnc.serving.processes import cleanup_shm, command_line, start_ticks, stop_group, triton_group
 from dnc.serving.server import ServerError, TritonServer
 
 STATE_FILE = ".dnc-server.json"
+FLEET = "fleet"
+
+
+def server_record(server: TritonServer, restarts: int = 0) -> dict:
+    """What the state file says of one running tritonserver."""
+    return {"pid": server.proc.pid, "server_started": start_ticks(server.proc.pid), "http": server.http_url,
+            "grpc": server.grpc_url, "metrics": server.metrics_url, "log": str(server.log_file),
+            "shm_prefix": server.shm_prefix, "private_shm": server.private_shm, "restarts": restarts,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def supervisor_record() -> dict:
+    return {"supervisor": os.getpid(), "supervisor_started": start_ticks(os.getpid())}
 
 
 def write_state(server: TritonServer, restarts: int = 0) -> Path:
     """Record the running server and the process supervising it (this one) in its repository."""
-    path = server.repo / STATE_FILE
+    return write_record(server.repo, {**supervisor_record(), **server_record(server, restarts)})
+
+
+def write_record(repo: Path, record: dict) -> Path:
+    """Write a state record atomically (a reader sees the old one or the new one)."""
+    path = Path(repo) / STATE_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"supervisor": os.getpid(), "supervisor_started": start_ticks(os.getpid()),
-                               "pid": server.proc.pid, "server_started": start_ticks(server.proc.pid),
-                               "http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url,
-                               "log": str(server.log_file), "shm_prefix": server.shm_prefix,
-                               "private_shm": server.private_shm, "restarts": restarts,
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    tmp.write_text(json.dumps(record))
     tmp.replace(path)
     return path
+
+
+def servers_of(state: dict) -> list[dict]:
+    """The tritonserver records of a state: a fleet's replicas, or the single server's record itself."""
+    if state.get("kind") == FLEET:
+        replicas = state.get("replicas")
+        if not isinstance(replicas, list) or not all(isinstance(r, dict) for r in replicas):
+            raise ServerError("the fleet record has no list of replicas: remove it if no server runs")
+        return replicas
+    return [state]
 
 
 def read_state(repo: str | Path) -> dict | None:
@@ -63,8 +89,12 @@ def supervisor_alive(state: dict) -> bool:
 
 
 def server_alive(state: dict) -> bool:
-    """Whether the state's tritonserver, or the stubs it left, still run."""
-    return triton_group(int(state["pid"]), state.get("server_started"))
+    """Whether one of the state's tritonservers (or the stubs it left), or a fleet's balancer, still runs."""
+    return any(_one_alive(r) for r in servers_of(state)) or balancer_alive(state.get("balancer"))
+
+
+def _one_alive(record: dict) -> bool:
+    return bool(record.get("pid")) and triton_group(int(record["pid"]), record.get("server_started"))
 
 
 def is_running(state: dict) -> bool:
@@ -95,9 +125,12 @@ def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
             raise ServerError(f"the supervisor of {repo} (pid {pid}) did not stop within {timeout + 15:.0f} s; "
                               f"nothing else was touched")
         stopped = pid
-    if server_alive(state):
-        stop_group(int(state["pid"]), timeout)
-        stopped = stopped or int(state["pid"])
-    cleanup_shm(state.get("shm_prefix", ""))
+    if stop_recorded(state.get("balancer")):
+        stopped = stopped or int(state["balancer"]["pid"])
+    for record in servers_of(state):
+        if _one_alive(record):
+            stop_group(int(record["pid"]), timeout)
+            stopped = stopped or int(record["pid"])
+        cleanup_shm(record.get("shm_prefix", ""))
     remove_state(repo)
     return stopped

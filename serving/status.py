@@ -18,7 +18,7 @@ from pathlib import Path
 from dnc.core import tasks
 from dnc.core.errors import InputError
 from dnc.serving import repository
-from dnc.serving.state import STATE_FILE, read_state, server_alive, supervisor_alive
+from dnc.serving.state import FLEET, STATE_FILE, read_state, server_alive, servers_of, supervisor_alive
 from dnc.serving.swap import Probe, SwapError
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ def status(repo: str | Path, url: str | None = None, timeout: float = 5.0) -> di
     if target:
         report["health"] = _health(target, info["models"], timeout)
         problems += _problems(repo, report, server if url is None else None)
+        if url is None and server.get("replicas"):
+            report["health"]["replicas"] = [_replica(r, info["models"], timeout) for r in server["replicas"]]
+            problems += _replica_problems(report)
     report["healthy"] = not problems
     return report
 
@@ -70,10 +73,35 @@ def _server(repo: Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as e:  # (damaged JSON is a ValueError)
         raise InputError(f"{path} is not a readable record of `dnc serve` ({type(e).__name__}: {e}); if no server "
                          f"runs on {repo}, remove it") from None
-    return {"pid": state.get("pid"), "supervisor": state.get("supervisor"), "http": state.get("http"),
-            "grpc": state.get("grpc"), "metrics": state.get("metrics"), "log": state.get("log"),
-            "restarts": state.get("restarts", 0), "started": started, "supervisor_running": sup,
-            "server_running": srv, "running": sup or srv}
+    out = {"pid": state.get("pid"), "supervisor": state.get("supervisor"), "http": state.get("http"),
+           "grpc": state.get("grpc"), "metrics": state.get("metrics"), "log": state.get("log"),
+           "restarts": state.get("restarts", 0), "started": started, "supervisor_running": sup,
+           "server_running": srv, "running": sup or srv}
+    if state.get("kind") == FLEET:  # one line per replica: its addresses and log
+        out["replicas"] = [{k: r.get(k) for k in ("name", "pid", "http", "grpc", "metrics", "log", "restarts")}
+                           for r in servers_of(state)]
+    return out
+
+
+def _replica(rec: dict, models: dict, timeout: float) -> dict:
+    """One replica of a fleet, asked directly: whether it answers, and the class list each model answers with."""
+    got = _health(rec["grpc"], models, timeout)
+    ids = {name: m["set_id"] for name, m in got["models"].items()}
+    return {"name": rec.get("name"), "grpc": rec["grpc"], "answering": got["answering"], "set_ids": ids,
+            "set_id": next(iter(ids.values()), None), "error": got["error"]}
+
+
+def _replica_problems(report: dict) -> list[str]:
+    out = []
+    for r in report["health"]["replicas"]:
+        if not r["answering"]:
+            out.append(f"replica {r['name']} does not answer at {r['grpc']} ({r['error']}): down or restarting")
+            continue
+        for name, m in report["models"].items():
+            if r["set_ids"].get(name) != m["set_id"]:
+                out.append(f"replica {r['name']} answers {name} with class list {r['set_ids'].get(name)}, not "
+                           f"{m['set_id']}: a swap is settling or was interrupted (`dnc swap` settles it)")
+    return out
 
 
 def _health(url: str, models: dict, timeout: float) -> dict:
@@ -162,6 +190,11 @@ def render(report: dict) -> str:
         lines.append(f"server: {run}, pid {s['pid']} (supervisor {s['supervisor']}), started {s['started']}, "
                      f"{s['restarts']} restart(s)")
         lines.append(f"  HTTP {s['http']}, gRPC {s['grpc']}, metrics {s['metrics']}; log {s['log']}")
+        answers = {r["name"]: r for r in (health or {}).get("replicas", [])}
+        for r in s.get("replicas", []):
+            now = answers.get(r["name"], {})
+            said = (f"answering with {now['set_id']}" if now.get("answering") else "not answering") if now else ""
+            lines.append(f"  {r['name']}: pid {r['pid']}, gRPC {r['grpc']}, {r['restarts']} restart(s); {said}")
     if health is None:
         lines.append("health: not served" if s is None or s["running"] else "health: down (the recorded server is "
                      "not running)")

@@ -22,6 +22,7 @@ import logging
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,25 +64,34 @@ def error_lines(tail: str, keep: int = 6) -> str:
 
 class Supervisor:
     """Runs `server` until interrupted (SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt in the caller's
-    handler), restarting it after each crash; the repository's state file names the server started last
-    (between a crash and the restart, the dead one)."""
+    handler) or until `stopping` is set (a fleet runs one Supervisor per replica in threads), restarting it
+    after each crash. `record(server, restarts)` is called after every start (default: the repository's
+    state file names the server started last; between a crash and the restart, the dead one), `forget(server)`
+    at the end (default: the state file is removed)."""
 
-    def __init__(self, server: TritonServer, timeout: float = 180.0):
+    def __init__(self, server: TritonServer, timeout: float = 180.0,
+                 record: Callable[[TritonServer, int], object] | None = None,
+                 forget: Callable[[TritonServer], object] | None = None, stopping: threading.Event | None = None):
         self.server = server
         self.timeout = timeout
+        self.record = record or write_state
+        self.forget = forget or (lambda s: remove_state(s.repo))
+        self.stopping = stopping or threading.Event()
         self.restarts = 0  # servers started again after a crash
         self.crashes = 0  # crashes in all
         self._in_row = 0  # restarts since the server last stayed up HEALTHY_RESET seconds
 
     def run(self, on_ready: Callable[[TritonServer], None] = lambda s: None) -> int:
-        """Serve until interrupted (returns 0) or until the server cannot be started again (returns 1)."""
+        """Serve until interrupted or stopped (returns 0) or until the server cannot be started again (returns 1)."""
         try:
             self.server.start(self.timeout)
-            write_state(self.server)
+            self.record(self.server, 0)
             on_ready(self.server)
-            while True:
+            while not self.stopping.is_set():
                 up_since = time.monotonic()
                 code = self._watch()
+                if code is None:  # asked to stop
+                    break
                 up = time.monotonic() - up_since
                 self.crashes += 1
                 self._in_row = 1 if up >= HEALTHY_RESET else self._in_row + 1
@@ -92,21 +102,24 @@ class Supervisor:
                 self.server.stop(timeout=5)  # its stubs and shared memory, before a new server starts
                 if not self._restart(wait):
                     return 1
+            return 0
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the cleanup
-                signal.signal(sig, signal.SIG_IGN)
+            if threading.current_thread() is threading.main_thread():  # a second Ctrl-C must not cut the cleanup
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)
             self.server.stop()
-            remove_state(self.server.repo)
+            self.forget(self.server)
 
-    def _watch(self) -> int:
-        """Wait for the server to exit, meanwhile closing its new shared-memory regions to other users
-        (a reload creates new ones, world-readable, every second at most)."""
-        while True:
+    def _watch(self) -> int | None:
+        """Wait for the server to exit (its status; None once `stopping` is set), meanwhile closing its new
+        shared-memory regions to other users (a reload creates new ones, world-readable, every second at most)."""
+        while not self.stopping.is_set():
             try:
-                return self.server.proc.wait(timeout=1.0)
+                return self.server.proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 if not self.server.private_shm:  # (a private /dev/shm is closed to others from the start)
                     restrict_shm(self.server.shm_prefix)
+        return None
 
     def _restart(self, wait: float) -> bool:
         """Start the server again after `wait` seconds, backing off further after each start that fails to
@@ -114,7 +127,8 @@ class Supervisor:
         failed = 0
         crashed_at = time.monotonic()
         while True:
-            time.sleep(wait)
+            if self.stopping.wait(wait):
+                return True  # asked to stop: run() ends
             t0 = time.monotonic()
             try:
                 self.server.start(self.timeout)
@@ -132,7 +146,7 @@ class Supervisor:
                           failed, MAX_FAILED_STARTS, first, wait)
                 continue
             self.restarts += 1
-            write_state(self.server, self.restarts)
+            self.record(self.server, self.restarts)
             now = time.monotonic()
             log.warning("tritonserver restarted (pid %d) on %s: ready %.1f s after the crash (start %.1f s; "
                         "restart %d)", self.server.proc.pid, Path(self.server.repo), now - crashed_at, now - t0,

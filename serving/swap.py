@@ -15,12 +15,21 @@ write the repository, and nothing else can make one. Order of a swap, and why:
 3. The swap waits until the entry model answers with the new set id. If the server log reports that the
    head failed to load, or no answer comes within the timeout, the old files are written back (the old
    head is still serving) and the error says why. repository.json records the new list once it answers.
+A fleet (several servers on one repository: `dnc serve --replicas`, or the pods of deploy/kubernetes/) is
+swapped the same way, with every replica's gRPC address: step 0 asks each one, the set is written once
+(every replica polls the same files), and step 3 waits until every replica answers with the new list,
+each watched in a thread of its own. One that reports a failed load, or does not answer in time, puts
+the old files back for all: those that had loaded the new head load the old one again, and the swap
+waits for every replica to answer with the old list before it reports the failure. The result gives each
+replica's time to the new list and the mixed window: from the first replica answering with the new list
+to the last (while it lasts, two requests may be answered by different lists, each response naming its own).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -42,19 +51,24 @@ class SwapError(DNCError, ValueError):
     """A swap that did not happen (the message says which list serves), or whose end was not seen."""
 
 
-def swap(repo: str | Path, centroids: str | Path, url: str, timeout: float = 120.0,
-         log_file: str | Path | None = None, name: str | None = None) -> dict:
+def swap(repo: str | Path, centroids: str | Path, url: str | list[str], timeout: float = 120.0,
+         log_file: str | Path | list | None = None, name: str | None = None) -> dict:
     """Swap the class list of model `name` (None: the repository's only model) to the set at `centroids` on
-    the server of `repo` whose gRPC address is `url`; returns timings and the old/new set ids. `log_file`
-    (the server's log) lets a failed load be reported at once, with Triton's reason. Concurrent swaps and
+    the server of `repo` whose gRPC address is `url` (a list: every replica of a fleet); returns timings and
+    the old/new set ids. `log_file` (the server's log; a list: one per replica, or None for those whose log
+    is not at hand) lets a failed load be reported at once, with Triton's reason. Concurrent swaps and
     builds of one repository run one after the other; other models of the repository are not touched."""
     repo = Path(repo)
     t0 = time.perf_counter()
+    urls = [url] if isinstance(url, str) else list(url)
+    logs = log_file if isinstance(log_file, list | tuple) else [log_file] * len(urls)
+    if not urls or len(logs) != len(urls):
+        raise SwapError(f"{len(urls)} server address(es) and {len(logs)} log(s): give one address per replica")
     repository.model_info(repo, name)  # refuse a folder that is not a repository before creating the lock there
     try:
         with repository.locked(repo):
-            res = _swap_locked(repo, centroids, url=url, timeout=timeout,
-                               log_file=Path(log_file) if log_file else None, name=name)
+            res = _swap_locked(repo, centroids, urls=urls, timeout=timeout,
+                               logs=[Path(f) if f else None for f in logs], name=name)
     except DNCError as e:  # (anything else is a bug: it keeps its traceback)
         if isinstance(e, SwapError | centroid_set.CentroidSetError):
             raise
@@ -63,7 +77,7 @@ def swap(repo: str | Path, centroids: str | Path, url: str, timeout: float = 120
     return res
 
 
-def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, log_file: Path | None,
+def _swap_locked(repo: Path, centroids: str | Path, urls: list[str], timeout: float, logs: list[Path | None],
                  name: str | None) -> dict:
     t0 = time.perf_counter()
     info = repository.model_info(repo, name)
@@ -71,28 +85,33 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
     cs = centroid_set.load(centroids)
     check_task(cs, task, name, centroids)  # before the pairing: a set of the other task has another embedding too
     centroid_set.check_pairing(cs, info["embed_fingerprint"], info["dim"], str(centroids))
-    probe = Probe(url, name, info["preprocessing"])
-    info = _reconcile(repo, info, probe.set_id(), url)
+    probes = [Probe(u, name, info["preprocessing"]) for u in urls]
+    served = {u: p.set_id() for u, p in zip(urls, probes, strict=True)}
+    if len(set(served.values())) > 1:
+        raise SwapError(f"the replicas answer {name} with different class lists ({_listing(served)}): a swap is "
+                        "settling or a replica serves another repository; nothing changed")
+    info = _reconcile(repo, info, next(iter(served.values())), " and ".join(urls))
     old_id = info["set"]["set_id"]
     if cs.set_id == old_id and _set_on_disk(repo, name) == old_id:
         log.info("class list %s is already served by %s", old_id, name)
-        return {"model": name, "from": old_id, "to": old_id, "classes": list(cs.class_names), "answering_seconds": 0.0}
+        return {"model": name, "from": old_id, "to": old_id, "classes": list(cs.class_names), "answering_seconds": 0.0,
+                "replicas": len(urls), "mixed_window_seconds": 0.0}
     backup = repository.head_files(repo, name)
-    watch = _LogWatch(log_file, F.family(name).head)
+    watches = [_LogWatch(f, F.family(name).head) for f in logs]
     try:
         repository.write_head(repo, cs, info["top_k"], name)  # built and checked to run before anything is written
     except BaseException:
         _restore(repo, backup, name)
         raise
     try:
-        answering = probe.wait_for(cs.set_id, timeout, failed=watch.head_failed)
+        times = wait_all(probes, cs.set_id, timeout, watches)
     except SwapError as e:
         _restore(repo, backup, name)
-        try:  # the server may have loaded the new head just after the deadline: say what answers now
-            probe.wait_for(old_id, min(timeout, 30.0))
-            now = f"class list {old_id} is serving"
+        try:  # a server may have loaded the new head just after the deadline: say what answers now
+            wait_all(probes, old_id, min(timeout, 30.0))
+            now = f"class list {old_id} is serving" + (" on every replica" if len(urls) > 1 else "")
         except SwapError:
-            now = f"the server does not answer with {old_id} yet (see its log); `dnc swap` again to settle it"
+            now = f"not every server answers with {old_id} yet (see the logs); `dnc swap` again to settle it"
         raise SwapError(f"{e}; the old head is back in {repo} and {now}") from e
     except KeyboardInterrupt:
         log.warning("interrupted: the repository holds the head of %s, which the server loads; `dnc swap` "
@@ -102,7 +121,43 @@ def _swap_locked(repo: Path, centroids: str | Path, url: str, timeout: float, lo
     total = time.perf_counter() - t0
     log.info("%s: swapped %s -> %s (%d classes) in %.2f s", name, old_id, cs.set_id, cs.num_classes, total)
     return {"model": name, "from": old_id, "to": cs.set_id, "classes": list(cs.class_names),
-            "answering_seconds": answering}
+            "answering_seconds": max(times), "replicas": len(urls), "replica_seconds": times,
+            "mixed_window_seconds": max(times) - min(times)}
+
+
+def wait_all(probes: list[Probe], set_id: str, timeout: float, watches: list[_LogWatch] | None = None) -> list[float]:
+    """Seconds (from now) until each probe's server answers with `set_id`, all watched at once; SwapError
+    naming every server that reported a failed load or did not answer in time."""
+    t0 = time.perf_counter()
+    times: list[float | None] = [None] * len(probes)
+    errors: list[str | None] = [None] * len(probes)
+
+    def one(i: int) -> None:
+        watch = watches[i] if watches else None
+        try:
+            times[i] = probes[i].wait_for(set_id, timeout, failed=watch.head_failed if watch else lambda: None, t0=t0)
+        except SwapError as e:
+            errors[i] = str(e)
+
+    if len(probes) == 1:
+        one(0)
+    else:
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(probes))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout + 60)
+    failed = [(p.url, err or "no answer") for p, err, t in zip(probes, errors, times, strict=True) if t is None]
+    if failed:
+        if len(probes) == 1:
+            raise SwapError(failed[0][1])
+        raise SwapError(f"{len(failed)} of {len(probes)} replicas did not take class list {set_id}: "
+                        + "; ".join(f"{url}: {err}" for url, err in failed))
+    return times
+
+
+def _listing(served: dict[str, str]) -> str:
+    return ", ".join(f"{url}: {sid}" for url, sid in served.items())
 
 
 def check_task(cs: centroid_set.CentroidSet, task: tasks.Task, name: str, where: str | Path) -> None:
@@ -203,10 +258,10 @@ class Probe:
         finally:
             client.close()
 
-    def wait_for(self, set_id: str, timeout: float, failed=lambda: None) -> float:
-        """Seconds until the entry model answers with `set_id` (the ensemble reloads after the head);
-        SwapError when `failed()` gives a reason or after `timeout`."""
-        t0 = time.perf_counter()
+    def wait_for(self, set_id: str, timeout: float, failed=lambda: None, t0: float | None = None) -> float:
+        """Seconds (since `t0`, a perf_counter time; default now) until the entry model answers with `set_id`
+        (the ensemble reloads after the head); SwapError when `failed()` gives a reason or after `timeout`."""
+        t0 = time.perf_counter() if t0 is None else t0
         client = _client(self.url)
         try:
             while True:

@@ -130,6 +130,11 @@ def _abstain():
     return _input(F.ABSTAIN, "bool", [1], optional=True)
 
 
+def _expect():
+    """The class list a request must be answered by (optional: absent, any list answers)."""
+    return _input(F.EXPECT_SET_ID, "object", [1], optional=True)
+
+
 def _served_outputs(task: tasks.Task) -> tuple[F.TensorSpec, ...]:
     return task.head_outputs + task.evidence_outputs
 
@@ -235,7 +240,7 @@ def _head_config(spec: _Spec):
     running in pieces of at most `max_pixels`)."""
     cfg = _config(spec, spec.fam.head)
     params = {"intra_op_threads": "1", "input_check": json.dumps(input_check(spec.prep, "head")),
-              "abstain_input": F.ABSTAIN}
+              "abstain_input": F.ABSTAIN, "expect_input": F.EXPECT_SET_ID, "set_id_key": F.META_SET_ID}
     if spec.task.dense:  # max_pixels: per request and per run of the graph
         params.update(size_input=F.OUTPUT_SIZE, maps_input=F.MAPS, map_outputs=",".join(F.MAP_OUTPUTS),
                       max_pixels=str(spec.max_pixels))
@@ -243,7 +248,7 @@ def _head_config(spec: _Spec):
     cfg.input.append(_embedding(spec.task))
     if spec.task.dense:
         cfg.input.extend([_size(), _maps()])
-    cfg.input.append(_abstain())
+    cfg.input.extend([_abstain(), _expect()])
     cfg.output.extend(_tensor(s) for s in _served_outputs(spec.task))
     return cfg
 
@@ -254,7 +259,7 @@ def _entry_config(spec: _Spec):
     cfg = _config(spec, fam.entry, batching=False)
     cfg.platform = "ensemble"
     raw = _raw_inputs(spec)
-    cfg.input.extend(raw + ([_maps()] if task.dense else []) + [_abstain()])
+    cfg.input.extend(raw + ([_maps()] if task.dense else []) + [_abstain(), _expect()])
     cfg.output.extend(_tensor(s, reshape=False) for s in _served_outputs(task))
     _params(cfg, {F.META_PREPROCESSING: json.dumps(spec.prep, sort_keys=True), F.META_TASK: task.name,
                   "max_pixels": str(spec.max_pixels)})
@@ -263,7 +268,7 @@ def _entry_config(spec: _Spec):
     steps = ((fam.prep, {t.name: t.name for t in raw}, {F.CHECKED_IMAGES: F.CHECKED_IMAGES, **size}),
              (fam.embed, {F.IMAGES: F.CHECKED_IMAGES}, {embedding: embedding}),
              (fam.head, {embedding: embedding, **size, **({F.MAPS: F.MAPS} if task.dense else {}),
-                         F.ABSTAIN: F.ABSTAIN},
+                         F.ABSTAIN: F.ABSTAIN, F.EXPECT_SET_ID: F.EXPECT_SET_ID},
               {s.name: s.name for s in _served_outputs(task)}))
     for model, inputs, outputs in steps:
         cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1, input_map=inputs, output_map=outputs)

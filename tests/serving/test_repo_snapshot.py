@@ -181,8 +181,9 @@ def test_every_config_parses_and_the_ensembles_fit_their_steps(built, runtime):
         assert [t.name for t in embed.output] == [task.embed_output.name]
         assert list(embed.output[0].dims) == ([-1, -1, -1] if task.dense else [-1])
         assert [t.name for t in head.input] == ([task.embed_output.name, F.OUTPUT_SIZE, F.MAPS] if task.dense
-                                                else [task.embed_output.name]) + [F.ABSTAIN]
-        assert head.input[-1].optional and entry.input[-1].name == F.ABSTAIN and entry.input[-1].optional
+                                                else [task.embed_output.name]) + [F.ABSTAIN, F.EXPECT_SET_ID]
+        assert all(t.optional for t in head.input[-2:]) and all(t.optional for t in entry.input[-2:])
+        assert [t.name for t in entry.input[-2:]] == [F.ABSTAIN, F.EXPECT_SET_ID]
         assert [t.name for t in head.output] == served
         assert all(-1 in t.dims or list(t.dims) == [1] for t in head.output)  # the class count stays free
         # backends and the python models' parameters

@@ -18,7 +18,6 @@ from dnc.clients.client import ClientError, DNCClient, collect_images
 from dnc.core import centroid_set
 from dnc.core import formats as F
 from dnc.export import runtime
-from dnc.export.recompute import compute_set
 from dnc.serving import repository
 from dnc.serving.processes import group_processes
 from dnc.serving.server import GRPC_LOCK_HEADER, LOCK_HEADER, TritonServer
@@ -32,16 +31,6 @@ def repo(tmp_path_factory, exported):
     out = tmp_path_factory.mktemp("served") / "repo"
     repository.build(exported[0], out, top_k=3, threads=1)
     return out
-
-
-@pytest.fixture(scope="module")
-def other_set(tmp_path_factory, exported, fm_folder):
-    """A 4-class list recomputed from real images with the served embedding (no retraining)."""
-    root = tmp_path_factory.mktemp("four")
-    for name in ("Bag", "Sandal", "Trouser", "Dress"):
-        (root / name).symlink_to(fm_folder / "train" / name)
-    compute_set(exported[0] / F.EMBED_FILE, root, root.with_name("four-set"), k=2, threads=1)
-    return root.with_name("four-set")
 
 
 def _images(fm_folder, client, n=20):
