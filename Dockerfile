@@ -23,10 +23,15 @@
 # can change what is served, and no key exists to leak. The server runs as an unprivileged user that can
 # read the repository and write nothing in it; `--restart=on-failure` restarts it after a crash, as
 # `dnc serve` does locally.
+# On Kubernetes, deploy/kubernetes/ runs N replicas of this image on one shared repository (a ReadWriteMany
+# volume mounted read-only at /models, which hides the repository COPYed here) and swaps with a Job; see
+# deploy/kubernetes/README.md. The user's ids are fixed (10001) so that the manifests can name them
+# (runAsUser, runAsGroup, fsGroup) and files written on the shared volume keep one owner.
 FROM nvcr.io/nvidia/tritonserver:25.11-py3
 
 RUN pip install --no-cache-dir onnxruntime==1.32.0 pillow \
-    && groupadd --system dnc && useradd --system --gid dnc --no-create-home --shell /usr/sbin/nologin dnc
+    && groupadd --system --gid 10001 dnc \
+    && useradd --system --uid 10001 --gid dnc --no-create-home --shell /usr/sbin/nologin dnc
 
 # the folder `dnc repo build --repo` wrote (model_repository/ of the checkout is documentation only)
 ARG REPO=served
