@@ -17,7 +17,8 @@ What the config says, and why:
   safe. The price: a request that crashes a replica (Triton 2.51 aborts on some, see the README's
   Security section) is tried on one more. Only requests that fit one buffer (TUNE_BUFSIZE) can be
   replayed once sent; larger ones are retried only when no connection was made.
-- The stats socket (for `dnc status` and the tests) is a unix socket 0600 in the fleet's run folder.
+- The stats socket (for the tests and benchmarks: each replica's state) is a unix socket 0600 in the
+  fleet's run folder.
 """
 
 from __future__ import annotations
@@ -175,16 +176,21 @@ class Balancer:
                 "log": str(self.log_file), "stats_socket": str(self.stats_socket)}
 
 
-def server_states(stats_socket: str | Path, timeout: float = 2.0) -> dict[str, dict[str, str]]:
-    """{backend: {replica name: status}} from HAProxy's stats socket (UP, DOWN, "UP 1/2", MAINT...)."""
+def command(stats_socket: str | Path, line: str, timeout: float = 2.0) -> str:
+    """One command on HAProxy's runtime API (its stats socket); its answer."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(timeout)
         s.connect(str(stats_socket))
-        s.sendall(b"show stat\n")
+        s.sendall(line.encode() + b"\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    lines = data.decode().splitlines()
+    return data.decode()
+
+
+def server_states(stats_socket: str | Path, timeout: float = 2.0) -> dict[str, dict[str, str]]:
+    """{backend: {replica name: status}} from HAProxy's stats socket (UP, DOWN, "UP 1/2", MAINT, DRAIN...)."""
+    lines = command(stats_socket, "show stat", timeout).splitlines()
     header = lines[0].lstrip("# ").split(",")
     out: dict[str, dict[str, str]] = {}
     for line in lines[1:]:

@@ -42,6 +42,8 @@ from dnc.serving import repository
 
 log = logging.getLogger(__name__)
 
+PROBE_S = 0.05  # between two questions to a server while waiting for a list
+
 
 def _head_failed(head: str) -> re.Pattern:
     return re.compile(rf"failed to load (?:model )?'{re.escape(head)}'.*")  # Triton's log line for a failed load
@@ -85,7 +87,7 @@ def _swap_locked(repo: Path, centroids: str | Path, urls: list[str], timeout: fl
     cs = centroid_set.load(centroids)
     check_task(cs, task, name, centroids)  # before the pairing: a set of the other task has another embedding too
     centroid_set.check_pairing(cs, info["embed_fingerprint"], info["dim"], str(centroids))
-    probes = [Probe(u, name, info["preprocessing"]) for u in urls]
+    probes = [Probe(u, name, info["preprocessing"], info["dim"]) for u in urls]
     served = {u: p.set_id() for u, p in zip(urls, probes, strict=True)}
     if len(set(served.values())) > 1:
         raise SwapError(f"the replicas answer {name} with different class lists ({_listing(served)}): a swap is "
@@ -243,12 +245,20 @@ class _LogWatch:
 
 class Probe:
     """Asks the entry model of one served model, over gRPC, which class list answers: one blank picture
-    (uint8 pixels at the trained size), output set_id only."""
+    (uint8 pixels at the trained size), output set_id only. Given the embedding's D, waiting for a list first
+    asks the head model alone (one constant embedding: no picture preprocessed or embedded, so probing every
+    PROBE_S costs the server next to nothing), and asks the entry only once the head has the list (Triton
+    reloads the ensemble just after it)."""
 
-    def __init__(self, url: str, name: str, prep: dict):
-        self.url, self.entry = url, F.family(name).entry
+    def __init__(self, url: str, name: str, prep: dict, dim: int | None = None):
+        fam = F.family(name)
+        self.url, self.entry, self.head = url, fam.entry, fam.head
         size, chans = int(prep["image_size"]), int(prep["channels"])
         self.pixels = np.zeros((1, size, size, chans), np.uint8)  # (1, H, W, C)
+        task = tasks.of(prep)
+        self.head_inputs = {} if not dim else (  # a unit embedding; a segmenter's of one cell, answered at 1 x 1
+            {task.embed_output.name: np.ones((1, dim, 1, 1), np.float32), F.OUTPUT_SIZE: np.ones((1, 2), np.int64)}
+            if task.dense else {task.embed_output.name: np.full((1, dim), dim ** -0.5, np.float32)})
 
     def set_id(self, timeout: float = 30.0) -> str:
         """The set id the entry model answers with now."""
@@ -263,35 +273,41 @@ class Probe:
         (the ensemble reloads after the head); SwapError when `failed()` gives a reason or after `timeout`."""
         t0 = time.perf_counter() if t0 is None else t0
         client = _client(self.url)
+        head_has_it = not self.head_inputs
         try:
             while True:
                 reason = failed()
                 if reason:
                     raise SwapError(f"the server did not load the new head: {reason}")
+                left = max(1.0, timeout - (time.perf_counter() - t0))
                 try:
-                    if self._ask(client, max(1.0, timeout - (time.perf_counter() - t0))) == set_id:
+                    head_has_it = head_has_it or self._ask(client, left, self.head, self.head_inputs) == set_id
+                    if head_has_it and self._ask(client, left) == set_id:
                         return time.perf_counter() - t0
                 except SwapError:
                     pass  # keep probing until the deadline
                 if time.perf_counter() - t0 > timeout:
                     raise SwapError(f"the server has not answered with the new list {set_id} within {timeout:.0f} s "
                                     "(see the server log)")
-                time.sleep(0.05)
+                time.sleep(PROBE_S)
         finally:
             client.close()
 
-    def _ask(self, client, timeout: float) -> str:
+    def _ask(self, client, timeout: float, model: str | None = None, inputs: dict | None = None) -> str:
+        """The set id `model` (default: the entry, asked with the blank picture) answers `inputs` with."""
         import tritonclient.grpc as grpc
-        from tritonclient.utils import InferenceServerException
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-        inp = grpc.InferInput(F.PIXELS, list(self.pixels.shape), "UINT8")
-        inp.set_data_from_numpy(self.pixels)
+        feeds = []
+        for name, value in (inputs or {F.PIXELS: self.pixels}).items():
+            feeds.append(grpc.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype)))
+            feeds[-1].set_data_from_numpy(value)
         try:
-            got = client.infer(self.entry, [inp], outputs=[grpc.InferRequestedOutput(F.SET_ID)],
+            got = client.infer(model or self.entry, feeds, outputs=[grpc.InferRequestedOutput(F.SET_ID)],
                                client_timeout=timeout)
         except InferenceServerException as e:
-            raise SwapError(f"no DNC model {self.entry!r} answers over gRPC at {self.url} ({_reason(e)}); `url` "
-                            "is the gRPC address (default port 8001)") from e
+            raise SwapError(f"no DNC model {model or self.entry!r} answers over gRPC at {self.url} ({_reason(e)}); "
+                            "`url` is the gRPC address (default port 8001)") from e
         return got.as_numpy(F.SET_ID).reshape(-1)[0].decode()
 
 

@@ -37,5 +37,10 @@ crash_recovery() { # 100 crash requests in a row against `dnc serve` (issue 23);
   $PY $B/crash_recovery.py --export "${EXPORT:-runs/demo/export}" --crashes 100 --out runs/bench-crash-recovery
 }
 
+fleet() { # 3 replicas behind the load balancer: its cost, 20 fleet swaps under load, kill -9 every 30 s for 5 min (issue 26; after make demo)
+  $PY $B/fleet.py --export runs/demo/export --centroids runs/demo/fine-set --images runs/demo/data/fine/test \
+    --replicas 3 --swaps 10 --kill-every 30 --kill-minutes 5 --out runs/bench-fleet/results.json
+}
+
 # ---- the entries listed, checked and run (the same for every group)
 source benchmarks/dispatch.sh

@@ -57,6 +57,7 @@ class Load:
     def __init__(self, url: str, protocol: str, x: np.ndarray, threads: int):
         self.url, self.protocol, self.x = url, protocol, x
         self.lat: list[tuple[float, float]] = []  # (end time, seconds)
+        self.answers: list[tuple[float, float, str]] = []  # (start, end time, set id that answered)
         self.errors: list[str] = []
         self.sets: set[str] = set()
         self.stop = threading.Event()
@@ -66,7 +67,8 @@ class Load:
     def _run(self):
         tc = importlib.import_module(f"tritonclient.{self.protocol}")
         client = tc.InferenceServerClient(self.url)
-        inp = tc.InferInput(F.IMAGES, list(self.x.shape), "FP32")
+        name, dtype = (F.PIXELS, "UINT8") if self.x.dtype == np.uint8 else (F.IMAGES, "FP32")  # pixels or floats
+        inp = tc.InferInput(name, list(self.x.shape), dtype)
         names = [s.name for s in F.EVIDENCE_OUTPUTS] + [F.MARGIN]
         if self.protocol == "http":
             inp.set_data_from_numpy(self.x, binary_data=True)
@@ -86,6 +88,7 @@ class Load:
             end = time.perf_counter()
             with self.lock:
                 self.lat.append((end, end - t))
+                self.answers.append((t, end, set_id))
                 self.sets.add(set_id)
         client.close()
 

@@ -199,3 +199,18 @@ def test_kill_9_of_a_replica_under_load_fails_no_request_and_it_rejoins(fleet, r
             t.join(30)
     assert failures == [] and len(seen) > 20 and all(ok for _, ok in seen)
     assert servers_of(read_state(repo))[1]["restarts"] == 1
+
+
+def test_the_fleet_benchmark_runs(tmp_path, exported, other_set, fm_folder):
+    """benchmarks/serving/fleet.py with tiny settings (its full run: docs/BENCHMARKS.md, issue 26)."""
+    out = tmp_path / "fleet.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving" / "fleet.py"), "--export", exported[0],
+                          "--centroids", other_set, "--images", fm_folder / "test", "--concurrency", "1", "--seconds",
+                          "1", "--swaps", "2", "--steady-seconds", "1", "--kill-every", "5", "--kill-minutes", "0.05",
+                          "--out", out], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["overhead"]["http"]["points"][0]["direct"]["images_per_s"] > 0
+    for phase in ("swaps", "swaps_after_restarts"):
+        assert res[phase]["failed_requests"] == 0 and len(res[phase]["mixed_window_ms"]) == 2, res[phase]
+    assert res["kills"]["kills"] == 1 and res["kills"]["failed_requests"] == 0 and res["kills"]["restarts"] == 1
