@@ -2,11 +2,13 @@
 
 On a repository built from an export, served by `dnc serve --replicas N --detach` (N supervised
 tritonservers behind HAProxy), with real pictures (uint8 pixels of image files) in every request:
-1. the balancer's cost: closed-loop client threads at each --concurrency, to one replica directly and
-   through the balancer (interleaved, the same seconds each), over HTTP and gRPC: images/s, p50 and p99;
+1. the balancer's cost: closed-loop client threads at each --concurrency, to one replica directly, through
+   a balancer (the fleet's config) in front of that replica alone, and through the fleet's balancer to all
+   replicas (interleaved, the same seconds each), over HTTP and gRPC: images/s, p50 and p99;
 2. swaps under load (HTTP and gRPC threads through the balancer): a steady phase, then --swaps fleet swaps
-   alternating two class lists: failed requests, p99 during swaps / steady, seconds from each swap call
-   until every replica answers with the new list, and two mixed-list windows: the replicas' (first replica
+   alternating two class lists (`dnc swap --json`, in a process of its own as users run it): failed
+   requests, p99 during swaps / steady, seconds from each swap call until every replica answers with the
+   new list, and two mixed-list windows: the replicas' (first replica
    on the new list to the last, as the swap's per-replica probes see it) and the clients' (the first
    response received with the new list to the last request sent that the old one answered, through the
    balancer; a request in flight when its replica takes the new list is answered by it);
@@ -26,6 +28,8 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,9 +41,9 @@ from triton_serving import Load, pct  # this folder's serving benchmark
 from dnc.clients.cli import main as dnc
 from dnc.core.images import image_files
 from dnc.serving import repository
-from dnc.serving.balancer import server_states
+from dnc.serving.balancer import Backend, Balancer, server_states
+from dnc.serving.server import free_port
 from dnc.serving.state import read_state, servers_of, stop_detached
-from dnc.serving.swap import swap
 
 
 def pixels(folder: Path, n: int) -> np.ndarray:
@@ -60,30 +64,41 @@ def measure(url: str, protocol: str, x: np.ndarray, threads: int, seconds: float
             "p99_ms": round(pct(lat, 99), 2), "failed": len(load.errors)}
 
 
-def overhead(state: dict, x: np.ndarray, concurrency: list[int], seconds: float) -> dict:
-    """Direct to replica-0 against through the balancer, interleaved per point."""
+def overhead(state: dict, x: np.ndarray, concurrency: list[int], seconds: float, run_dir: Path) -> dict:
+    """The balancer's own cost: replica-0 directly against a balancer (the fleet's config) in front of
+    replica-0 alone, interleaved per point; and the whole fleet through its balancer (3 replicas sharing this
+    machine's cores) for comparison."""
     direct = servers_of(state)[0]
+    entries = [m["models"]["entry"] for m in repository.read_info(Path(state["repo"]))["models"].values()]
+    one = Balancer(run_dir, "127.0.0.1", free_port(), free_port(),
+                   [Backend("replica-0", int(direct["http"].rsplit(":", 1)[1]), int(direct["grpc"].rsplit(":", 1)[1]))],
+                   entries).start()
     out: dict = {}
-    for protocol in ("http", "grpc"):
-        rows = []
-        for c in concurrency:
-            d = measure(direct[protocol], protocol, x, c, seconds)
-            b = measure(state[protocol], protocol, x, c, seconds)
-            rows.append({"concurrency": c, "direct": d, "balancer": b,
-                         "p50_ratio": round(b["p50_ms"] / d["p50_ms"], 3),
-                         "throughput_ratio": round(b["images_per_s"] / d["images_per_s"], 3)})
-            print(f"{protocol} c={c}: direct {d} / balancer {b}", flush=True)
-        best = max(rows, key=lambda r: r["direct"]["images_per_s"])
-        out[protocol] = {"points": rows, "best_concurrency": best["concurrency"],
-                         "p50_ratio_at_best": best["p50_ratio"],
-                         "throughput_ratio_at_best": best["throughput_ratio"]}
+    try:
+        time.sleep(1.5)  # its first health checks
+        for protocol in ("http", "grpc"):
+            rows = []
+            for c in concurrency:
+                d = measure(direct[protocol], protocol, x, c, seconds)
+                b = measure(f"127.0.0.1:{one.http_port if protocol == 'http' else one.grpc_port}", protocol, x, c,
+                            seconds)
+                f = measure(state[protocol], protocol, x, c, seconds)
+                rows.append({"concurrency": c, "direct": d, "balancer_one": b, "fleet": f,
+                             "p50_ratio": round(b["p50_ms"] / d["p50_ms"], 3),
+                             "throughput_ratio": round(b["images_per_s"] / d["images_per_s"], 3),
+                             "fleet_throughput_ratio": round(f["images_per_s"] / d["images_per_s"], 3)})
+                print(f"{protocol} c={c}: direct {d} / balancer, one replica {b} / fleet {f}", flush=True)
+            best = max(rows, key=lambda r: r["direct"]["images_per_s"])
+            out[protocol] = {"points": rows, "best_concurrency": best["concurrency"],
+                             "p50_ratio_at_best": best["p50_ratio"],
+                             "throughput_ratio_at_best": best["throughput_ratio"]}
+    finally:
+        one.stop()
     return out
 
 
 def swaps_under_load(repo: Path, state: dict, x: np.ndarray, sets: list[str], n: int, steady: float,
                      threads: int) -> dict:
-    urls = [r["grpc"] for r in servers_of(state)]
-    logs = [r["log"] for r in servers_of(state)]
     with Load(state["http"], "http", x, threads) as h, Load(state["grpc"], "grpc", x, threads) as g:
         t0 = time.perf_counter()
         time.sleep(steady)
@@ -91,7 +106,7 @@ def swaps_under_load(repo: Path, state: dict, x: np.ndarray, sets: list[str], n:
         done, seen = [], []
         for i in range(n):
             start = time.perf_counter()
-            done.append(swap(repo, sets[i % 2], urls, log_file=logs))
+            done.append(swap_command(repo, sets[i % 2]))
             time.sleep(0.5)  # answers in flight when the swap returned
             seen.append(client_window(h.answers + g.answers, start, done[-1]["from"], done[-1]["to"]))
             print(f"swap {i + 1}/{n}: every replica on the new list {done[-1]['answering_seconds']:.2f} s after "
@@ -111,6 +126,15 @@ def swaps_under_load(repo: Path, state: dict, x: np.ndarray, sets: list[str], n:
             "mixed_window_ms": [round(w * 1e3) for w in windows], "mixed_window_ms_max": round(max(windows) * 1e3),
             "mixed_window_ms_p50": round(float(np.median(windows)) * 1e3),
             "set_ids_seen": sorted(h.sets | g.sets)}
+
+
+def swap_command(repo: Path, centroids: str) -> dict:
+    """`dnc swap --json` as users run it (a process of its own, on the fleet record); its result."""
+    run = subprocess.run([sys.executable, "-m", "dnc.clients.cli", "swap", "--repo", str(repo), "--centroids",
+                          str(centroids), "--json"], capture_output=True, text=True, timeout=300)
+    if run.returncode != 0:
+        raise RuntimeError(f"dnc swap failed: {run.stderr[-2000:]}")
+    return json.loads(run.stdout)
 
 
 def client_window(answers: list[tuple[float, float, str]], since: float, old: str, new: str) -> float:
@@ -175,7 +199,7 @@ def main() -> None:
     try:
         state = read_state(repo)
         concurrency = [int(c) for c in a.concurrency.split(",")]
-        res["overhead"] = overhead(state, x, concurrency, a.seconds)
+        res["overhead"] = overhead(dict(state, repo=str(repo)), x, concurrency, a.seconds, base / "one-balancer")
         sets = [a.centroids, a.export]
         res["swaps"] = swaps_under_load(repo, state, x, sets, a.swaps, a.steady_seconds, a.threads_per_protocol)
         print("swaps", json.dumps(res["swaps"]), flush=True)

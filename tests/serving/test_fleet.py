@@ -210,7 +210,50 @@ def test_the_fleet_benchmark_runs(tmp_path, exported, other_set, fm_folder):
                           "--out", out], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert res["overhead"]["http"]["points"][0]["direct"]["images_per_s"] > 0
+    point = res["overhead"]["http"]["points"][0]
+    assert min(point[k]["images_per_s"] for k in ("direct", "balancer_one", "fleet")) > 0
     for phase in ("swaps", "swaps_after_restarts"):
         assert res[phase]["failed_requests"] == 0 and len(res[phase]["mixed_window_ms"]) == 2, res[phase]
     assert res["kills"]["kills"] == 1 and res["kills"]["failed_requests"] == 0 and res["kills"]["restarts"] == 1
+
+
+def test_hostile_requests_through_the_balancer_are_refused_and_the_fleet_stays_up(fleet, repo, fm_folder):
+    import socket
+
+    host, port = fleet["http"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:  # not HTTP at all
+        s.sendall(b"\x16\x03\x01garbage that is no request\r\n\r\n")
+        assert s.recv(200).startswith(b"HTTP/1.1 400"), "the balancer answers garbage with 400"
+    host, port = fleet["grpc"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:  # not HTTP/2 on the gRPC port
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        assert not s.recv(200).startswith(b"HTTP/1.1 200")
+    huge = "x" * 100_000
+    with DNCClient(fleet["http"], expect_set_id=huge) as c:  # a 100 KB set id: refused, named short
+        with pytest.raises(ClientError, match="expect_set_id: this server answers with class list") as e:
+            c.classify(c.read(_images(fm_folder, 1)))
+    assert len(str(e.value)) < 1000
+    states = server_states(fleet["balancer"]["stats_socket"])
+    assert all(s == "UP" for backend in states.values() for s in backend.values()), states
+
+
+def test_stop_of_a_doctored_fleet_record_signals_no_other_process(tmp_path):
+    """The fleet record names processes by pid and start time: one edited to name other processes (a
+    `sleep` as the balancer and as a replica) gets nothing signalled."""
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        fake = {"pid": sleeper.pid, "server_started": start_ticks(sleeper.pid), "shm_prefix": "dnc_1_2_",
+                "grpc": "127.0.0.1:1", "http": "127.0.0.1:2", "log": str(tmp_path / "log")}
+        (repo / ".dnc-server.json").write_text(json.dumps({
+            "kind": "fleet", "supervisor": sleeper.pid, "supervisor_started": start_ticks(sleeper.pid),
+            "pid": sleeper.pid, "http": "127.0.0.1:2", "grpc": "127.0.0.1:1",
+            "balancer": {"pid": sleeper.pid, "started": start_ticks(sleeper.pid)}, "replicas": [fake]}))
+        r = _dnc("stop", "--repo", repo, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert sleeper.poll() is None, "a process the record named was signalled"
+        assert read_state(repo) is None
+    finally:
+        sleeper.kill()
