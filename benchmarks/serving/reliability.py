@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from triton_serving import Load, pct  # this folder's serving benchmark
+from triton_serving import Load, pct, real_images  # this folder's serving benchmark
 
 from dnc.clients.cli import main as dnc
 from dnc.core import formats as F
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--threads-per-protocol", type=int, default=2)
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--bad", type=int, default=1000)
+    ap.add_argument("--images", default="runs/demo/data/fine/test", help="a folder of image files: the requests")
     ap.add_argument("--out", default="runs/bench-reliability/results.json")
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="dnc-reliability-"))
@@ -131,7 +132,7 @@ def main() -> None:
     try:
         state = read_state(repo)
         size = int(prep["image_size"])
-        x = np.random.default_rng(0).uniform(-1, 1, (8, int(prep["channels"]), size, size)).astype(np.float32)
+        x = real_images(a.images, 8, prep)  # (random values would be refused: outside the preprocessing's range)
         sets = [a.centroids, a.export]
         ids = {Probe(state["grpc"], F.DEFAULT_MODEL, prep).set_id()}
         res["before"] = footprint(state)

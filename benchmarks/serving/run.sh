@@ -13,7 +13,8 @@ triton() { # classifier throughput, latency and swaps under load, python runtime
   .venv/bin/dnc write-folder --out runs/bench-serving/coarse --labels coarse --per-class 200 --test-per-class 0
   .venv/bin/dnc centroids --embed runs/bench-export/embed.onnx --data runs/bench-serving/coarse/train --K 4 \
     --out runs/bench-serving/set-coarse
-  $PY $B/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse
+  $PY $B/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse \
+    --images runs/bench-serving/coarse/train
 }
 
 seg() { # a segmenter served beside a classifier by one tritonserver, against in-process (issue 12; after make demo)

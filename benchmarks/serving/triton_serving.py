@@ -1,6 +1,7 @@
 """Serving benchmark: Triton (python runtime) vs in-process onnxruntime, latency, and swaps under load.
 
-    python benchmarks/serving/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse
+    python benchmarks/serving/triton_serving.py --export runs/bench-export --centroids runs/bench-serving/set-coarse \
+        --images runs/bench-serving/coarse/train
 
 1. In-process onnxruntime on the same graphs (embed.onnx then the served head), same thread budget
    (--threads for the embedding), images/s at the request batch and at the server's max batch,
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from dnc.core import formats as F
+from dnc.core import preprocess
+from dnc.core.images import image_files, read_picture
 from dnc.export import runtime
 from dnc.serving import repository
 from dnc.serving.server import TritonServer
@@ -107,6 +110,18 @@ class Load:
             return np.array([s for end, s in self.lat if t0 <= end <= t1])
 
 
+def real_images(folder: str | Path, n: int, prep: dict) -> np.ndarray:
+    """(n, C, H, W) float32: n image files from `folder` (spread over its classes), preprocessed as the
+    served model's manifest says (what the client's float32 input sends). Random values would be refused:
+    the server checks every image lies in the range its preprocessing produces."""
+    files = image_files(Path(folder))
+    if not files:
+        raise SystemExit(f"no image files under {folder}")
+    files = [files[i * len(files) // n] for i in range(n)]
+    return np.stack([preprocess.normalise(preprocess.prepare(preprocess.from_pixels(
+        read_picture(f, prep["color"], prep)), prep)[None], prep)[0] for f in files])
+
+
 def pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q) * 1e3) if len(a) else float("nan")
 
@@ -115,6 +130,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--export", required=True)
     ap.add_argument("--centroids", required=True, help="a second class list (centroid set) for the swaps")
+    ap.add_argument("--images", default="runs/bench-serving/coarse/train", help="a folder of image files: the "
+                    "requests' pictures")
     ap.add_argument("--out", default="runs/bench-serving/results.json")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads of the embedding, both sides")
     ap.add_argument("--request-batch", type=int, default=16, help="images per request")
@@ -129,8 +146,7 @@ def main() -> None:
     repo = out.parent / "repo"
     info = repository.build(export, repo, threads=a.threads, max_batch=64)
     prep = info["preprocessing"]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(a.request_batch, prep["channels"], prep["image_size"], prep["image_size"])).astype(np.float32)
+    x = real_images(a.images, a.request_batch, prep)
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.processor() or platform.machine()}, "
            f"{len(__import__('os').sched_getaffinity(0))} cores", "args": vars(a), "export": str(export)}
     res["inprocess"] = {f"batch{b}": inprocess(export, repo, x, a.threads, a.seconds, b)
