@@ -39,3 +39,17 @@ def test_reliability_benchmark_runs(tmp_path, exported, other_set, fm_folder):
     res = json.loads(out.read_text())
     assert res["swaps"]["failed_requests"] == 0 and res["swaps"]["requests_steady"] > 0, res["swaps"]
     assert res["kill9"]["restarts"] == 1 and res["bad_requests"]["still_same_list"], res
+
+
+def test_seg_serving_benchmark_runs(tmp_path, exported, seg_export, fm_folder):
+    """seg_serving.py: the segmenter beside the classifier, in-process against served, swaps under load."""
+    from dnc.core import formats as F
+    from dnc.export.seg_recompute import compute_seg_set
+
+    other = tmp_path / "other-set"
+    compute_seg_set(seg_export[2] / F.EMBED_FILE, seg_export[0], other, k=2, threads=1, seed=0)
+    out = tmp_path / "bench"
+    _run(BENCH / "seg_serving.py", "--classifier", exported[0], "--segmenter", seg_export[2], "--other-set", other,
+         "--out", out, "--threads", "1", "--seconds", "0.5", "--swaps", "1", timeout=600)
+    res = json.loads((out / "results.json").read_text())
+    assert res["swaps"]["failures"] == 0 and res["swaps"]["classifier_kept_its_list"], res["swaps"]
