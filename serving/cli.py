@@ -224,9 +224,12 @@ def _detach(a: argparse.Namespace, run_dir: Path) -> int:
     while time.monotonic() < deadline:
         state = read_state(a.repo)
         if state is not None and state.get("supervisor") == proc.pid:
-            fleet = f" with {len(state.get('replicas', []))} replicas behind a load balancer" \
-                if state.get("kind") == FLEET else ""
-            print(f"serving {a.repo}{fleet} - HTTP {state['http']}, gRPC {state['grpc']}, metrics {state['metrics']}; "
+            if state.get("kind") == FLEET:
+                print(f"serving {a.repo} with {len(state.get('replicas', []))} replicas behind a load balancer - HTTP "
+                      f"{state['http']}, gRPC {state['grpc']}; supervisor pid {proc.pid} (log {out}); balancer log "
+                      f"{state['log']}, replicas' logs beside it (`dnc status`)", flush=True)
+                return 0
+            print(f"serving {a.repo} - HTTP {state['http']}, gRPC {state['grpc']}, metrics {state['metrics']}; "
                   f"supervisor pid {proc.pid} (log {out}); server log {state['log']}", flush=True)
             return 0
         if proc.poll() is not None:

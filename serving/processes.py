@@ -95,7 +95,7 @@ def region_dir(pid: int, private: bool) -> Path:
 def restrict_shm(prefix: str) -> int:
     """Make a server's shared-memory regions readable by its user only; returns how many were changed.
     The python backend creates them world-readable (0644, whatever the umask), and they hold requests
-    and responses; a supervisor calls this every second (see supervisor.py)."""
+    and responses; a supervisor calls this twice a second (see supervisor.py)."""
     if not prefix or not SHM_PREFIX.fullmatch(prefix):
         return 0
     changed = 0

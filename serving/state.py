@@ -103,9 +103,10 @@ def is_running(state: dict) -> bool:
 
 
 def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
-    """Stop what `dnc serve` left running on `repo`: its supervisor (which stops its server), then whatever
-    a supervisor killed without notice leaves (server, stubs, shared memory). Returns the pid stopped
-    (None if nothing ran). A supervisor that does not stop is reported and left recorded."""
+    """Stop what `dnc serve` left running on `repo`: its supervisor (which stops its server, or a fleet's
+    balancer and replicas), then whatever a supervisor killed without notice leaves (balancer, servers,
+    stubs, shared memory). Returns the pid stopped (None if nothing ran). A supervisor that does not stop
+    is reported and left recorded."""
     state = read_state(repo)
     if state is None:
         return None
@@ -118,11 +119,12 @@ def stop_detached(repo: str | Path, timeout: float = 30.0) -> int | None:
             raise ServerError(f"cannot stop the supervisor of {repo} (pid {pid}): {e}") from e
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + timeout + 15
+        grace = timeout + (60 if state.get("kind") == FLEET else 15)  # (a fleet waits on replicas still starting)
+        deadline = time.monotonic() + grace
         while start_ticks(pid) == state["supervisor_started"] and time.monotonic() < deadline:
             time.sleep(0.1)
         if start_ticks(pid) == state["supervisor_started"]:
-            raise ServerError(f"the supervisor of {repo} (pid {pid}) did not stop within {timeout + 15:.0f} s; "
+            raise ServerError(f"the supervisor of {repo} (pid {pid}) did not stop within {grace:.0f} s; "
                               f"nothing else was touched")
         stopped = pid
     if stop_recorded(state.get("balancer")):

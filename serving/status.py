@@ -95,12 +95,15 @@ def _replica_problems(report: dict) -> list[str]:
     out = []
     for r in report["health"]["replicas"]:
         if not r["answering"]:
-            out.append(f"replica {r['name']} does not answer at {r['grpc']} ({r['error']}): down or restarting")
+            out.append(f"replica {r['name']} does not answer at {r['grpc']} ({r['error']}): down or restarting "
+                       "(its supervisor restarts it; see its log in the fleet's run folder)")
             continue
         for name, m in report["models"].items():
             if r["set_ids"].get(name) != m["set_id"]:
                 out.append(f"replica {r['name']} answers {name} with class list {r['set_ids'].get(name)}, not "
-                           f"{m['set_id']}: a swap is settling or was interrupted (`dnc swap` settles it)")
+                           f"{m['set_id']}: a swap is settling (replicas poll the repository every second; ask "
+                           "again in a few seconds); if it lasts, that replica cannot load the repository's head "
+                           "(see its log)")
     return out
 
 

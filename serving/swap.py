@@ -91,8 +91,9 @@ def _swap_locked(repo: Path, centroids: str | Path, urls: list[str], timeout: fl
     served = {u: p.set_id() for u, p in zip(urls, probes, strict=True)}
     if len(set(served.values())) > 1:
         raise SwapError(f"the replicas answer {name} with different class lists ({_listing(served)}): a swap is "
-                        "settling or a replica serves another repository; nothing changed")
-    info = _reconcile(repo, info, next(iter(served.values())), " and ".join(urls))
+                        "settling (they poll the repository every second: try again in a few seconds), or a replica "
+                        "cannot load the repository's head (see its log); nothing changed")
+    info = _reconcile(repo, info, next(iter(served.values())), urls[0] if len(urls) == 1 else f"{len(urls)} replicas")
     old_id = info["set"]["set_id"]
     if cs.set_id == old_id and _set_on_disk(repo, name) == old_id:
         log.info("class list %s is already served by %s", old_id, name)
@@ -193,8 +194,10 @@ def _reconcile(repo: Path, info: dict, served: str, url: str) -> dict:
                     served, repository.INFO_FILE, info["set"]["set_id"])
         _record(repo, info, disk, old_id=info["set"]["set_id"], source=str(on_disk))
         return info
-    raise SwapError(f"the server at {url} answers {info['name']} with class list {served}, but {repo} serves "
-                    f"{info['set']['set_id']}: is `url` the server of `repo`? (nothing changed)")
+    who = f"the server at {url}" if "replicas" not in url else f"the {url}"
+    raise SwapError(f"{who} answer{'s' if who.startswith('the server') else ''} {info['name']} with class list "
+                    f"{served}, but {repo} serves {info['set']['set_id']}: are they the server(s) of `repo`? (nothing "
+                    "changed)")
 
 
 def _reason(e: Exception) -> str:
@@ -280,8 +283,12 @@ class Probe:
                 if reason:
                     raise SwapError(f"the server did not load the new head: {reason}")
                 left = max(1.0, timeout - (time.perf_counter() - t0))
+                if not head_has_it:  # the head alone first (cheap); a head not reachable here: the entry only
+                    try:
+                        head_has_it = self._ask(client, left, self.head, self.head_inputs) == set_id
+                    except SwapError:
+                        head_has_it = True
                 try:
-                    head_has_it = head_has_it or self._ask(client, left, self.head, self.head_inputs) == set_id
                     if head_has_it and self._ask(client, left) == set_id:
                         return time.perf_counter() - t0
                 except SwapError:

@@ -257,3 +257,21 @@ def test_stop_of_a_doctored_fleet_record_signals_no_other_process(tmp_path):
         assert read_state(repo) is None
     finally:
         sleeper.kill()
+
+
+def test_a_fleet_refuses_a_taken_port_before_loading_anything(tmp_path, exported):
+    """Something already listens on the fleet's HTTP port (with SO_REUSEPORT, as a gRPC server's socket does):
+    `dnc serve --replicas` says so at once, starts no replica, and leaves no record."""
+    import socket
+
+    repo = tmp_path / "repo"  # (not the module's: its fleet runs)
+    repository.build(exported[0], repo, threads=1)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        r = _dnc("serve", "--repo", repo, "--replicas", 2, "--http-port", port, "--grpc-port", 0, timeout=60)
+    assert r.returncode != 0 and f"port 127.0.0.1:{port} is taken" in r.stderr, r.stderr[-2000:]
+    assert time.monotonic() - t0 < 30 and read_state(repo) is None
