@@ -300,6 +300,11 @@ def test_bad_request_costs_one_log_line(served, reference):
     lines, refused = len(text.splitlines()), text.count("refused a request")
     for _ in range(20):
         _post(_state(served), f"/v2/models/{F.ENTRY_MODEL}/infer", _json_infer(F.IMAGES, IMG, [9.0] * 784))
+    deadline = time.monotonic() + 10  # (the stubs' log lines reach the server's log a moment after the answer)
+    while (text := log.read_text(errors="replace")).count("refused a request") - refused < 20 and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # nothing more follows
     text = log.read_text(errors="replace")
     assert text.count("refused a request") - refused == 20
     assert len(text.splitlines()) - lines == 20
