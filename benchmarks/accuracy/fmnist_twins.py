@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--heads", default="dnc,softmax,k1", help=f"comma list of twins: {', '.join(TWINS)}")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--train-limit", type=int, default=0, help="only the first N training images (0: all)")
+    ap.add_argument("--test-limit", type=int, default=0, help="only the first N test images (0: all)")
     ap.add_argument("--out", default="runs/bench-fmnist")
     ap.add_argument("--redo", action="store_true", help="train twins already in OUT/results.json again")
     ap.add_argument("--report", action="store_true", help="only print the table of the runs at --epochs in OUT")
@@ -128,7 +130,8 @@ def main() -> None:
             continue
         tcfg = TrainConfig(data="fashion-mnist", out=str(out / key), epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                           warmup_epochs=0.5, workers=0)
+                           warmup_epochs=0.5, workers=0, train_limit=args.train_limit,
+                           test_limit=args.test_limit)
         t0 = time.time()
         partial = out / key / "checkpoint.safetensors"
         resumed = partial.exists() and not args.redo  # a run stopped with its session: go on exactly

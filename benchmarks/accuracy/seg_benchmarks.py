@@ -41,8 +41,10 @@ LOCK = threading.Lock()  # results and results.json are shared by concurrent run
 
 
 class Bench:
-    def __init__(self, out: Path, epochs: int, train_n: int, test_n: int, classifiers: Path, train_only: bool = False):
+    def __init__(self, out: Path, epochs: int, train_n: int, test_n: int, classifiers: Path, train_only: bool = False,
+                 size: int = 64):
         self.out, self.epochs, self.train_n, self.test_n, self.classifiers = out, epochs, train_n, test_n, classifiers
+        self.size = size  # scene side in pixels
         self.train_only = train_only  # induction: train only (the export and evaluation run elsewhere)
         self.path = out / "results.json"
         self.results = json.loads(self.path.read_text()) if self.path.is_file() else {}
@@ -56,7 +58,7 @@ class Bench:
         root = self.out / f"scenes-{labels}"
         if not (root / "classes.json").is_file():
             run(DNC + ["write-scenes", "--out", str(root), "--labels", labels, "--train", str(self.train_n),
-                       "--test", str(self.test_n)])
+                       "--test", str(self.test_n), "--size", str(self.size)])
         return root
 
     def classifier(self, kind: str, seed: int) -> Path:
@@ -163,6 +165,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=5000, help="training scenes")
     ap.add_argument("--test", type=int, default=1000, help="test scenes")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--size", type=int, default=64, help="scene side in pixels")
     ap.add_argument("--classifiers", default="runs/bench-twins3", help="where fmnist_twins.py keeps its runs")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
     ap.add_argument("--train-only", action="store_true", help="induction: train, leave export and evaluation")
@@ -170,7 +173,7 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(out, a.epochs, a.train, a.test, Path(a.classifiers), a.train_only)
+    bench = Bench(out, a.epochs, a.train, a.test, Path(a.classifiers), a.train_only, a.size)
     if a.report or not a.question:
         return report(bench.results)
     jobs = bench.plan(a.question, [int(s) for s in a.seeds.split(",")])

@@ -35,23 +35,23 @@ def slim(src: Path, dst: Path, drop_head: bool) -> None:
     ckpt_io.save(c, dst)
 
 
-def pack(classifiers: Path = Path("runs/bench-twins3")) -> None:
-    (DEV / "fmnist").mkdir(parents=True, exist_ok=True)
-    for f in sorted(FASHION_MNIST_DIR.glob("*.gz")):
-        (DEV / "fmnist" / f.name.replace(".gz", ".xz")).write_bytes(lzma.compress(gzip.decompress(f.read_bytes()),
+def pack(classifiers: Path = Path("runs/bench-twins3"), dev: Path = DEV, fmnist: Path = FASHION_MNIST_DIR) -> None:
+    (dev / "fmnist").mkdir(parents=True, exist_ok=True)
+    for f in sorted(fmnist.glob("*.gz")):
+        (dev / "fmnist" / f.name.replace(".gz", ".xz")).write_bytes(lzma.compress(gzip.decompress(f.read_bytes()),
                                                                                  preset=9))
     for kind in ("dnc", "softmax"):
         for seed in (0, 1, 2):
             rel = Path(kind) / "e8" / f"s{seed}" / "checkpoint.safetensors"
-            slim(classifiers / rel, DEV / "ckpt" / rel, drop_head=True)
-    total = sum(p.stat().st_size for p in DEV.rglob("*") if p.is_file())
-    print(f"{DEV}: {total / 2**20:.1f} MiB")
+            slim(classifiers / rel, dev / "ckpt" / rel, drop_head=True)
+    total = sum(p.stat().st_size for p in dev.rglob("*") if p.is_file())
+    print(f"{dev}: {total / 2**20:.1f} MiB")
 
 
-def unpack() -> None:
-    FASHION_MNIST_DIR.mkdir(parents=True, exist_ok=True)
-    for f in (DEV / "fmnist").glob("*.xz"):
-        dst = FASHION_MNIST_DIR / f.name.replace(".xz", ".gz")
+def unpack(dev: Path = DEV, fmnist: Path = FASHION_MNIST_DIR) -> None:
+    fmnist.mkdir(parents=True, exist_ok=True)
+    for f in (dev / "fmnist").glob("*.xz"):
+        dst = fmnist / f.name.replace(".xz", ".gz")
         if not dst.is_file():
             dst.write_bytes(gzip.compress(lzma.decompress(f.read_bytes()), 1))
 
@@ -67,13 +67,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["pack", "unpack", "bring-back"])
     ap.add_argument("paths", nargs="*", help="bring-back: the benchmark folder and the folder to write to")
+    ap.add_argument("--dev", type=Path, default=DEV, help="the folder carried to the device")
+    ap.add_argument("--classifiers", type=Path, default=Path("runs/bench-twins3"),
+                    help="pack: where fmnist_twins.py keeps its runs")
+    ap.add_argument("--fmnist", type=Path, default=FASHION_MNIST_DIR,
+                    help="Fashion-MNIST's .gz files: read by pack, written by unpack")
     a = ap.parse_args()
     if a.what == "bring-back":
         if len(a.paths) != 2:
             ap.error("bring-back takes the benchmark folder and the folder to write to")
         bring_back(Path(a.paths[0]), Path(a.paths[1]))
     else:
-        pack() if a.what == "pack" else unpack()
+        pack(a.classifiers, a.dev, a.fmnist) if a.what == "pack" else unpack(a.dev, a.fmnist)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ class Load:
     def _run(self):
         tc = importlib.import_module(f"tritonclient.{self.protocol}")
         client = tc.InferenceServerClient(self.url)
-        name, dtype = (F.PIXELS, "UINT8") if self.x.dtype == np.uint8 else (F.IMAGES, "FP32")  # pixels or floats
+        name, dtype = input_kind(self.x)
         inp = tc.InferInput(name, list(self.x.shape), dtype)
         names = [s.name for s in F.EVIDENCE_OUTPUTS] + [F.MARGIN]
         if self.protocol == "http":
@@ -108,6 +108,14 @@ class Load:
     def window(self, t0: float, t1: float) -> np.ndarray:
         with self.lock:
             return np.array([s for end, s in self.lat if t0 <= end <= t1])
+
+
+def input_kind(x: np.ndarray) -> tuple[str, str]:
+    """The entry model's input and Triton dtype a request array travels as: uint8 pixels (N, H, W, C), PNG/JPEG
+    bytes (N, 1 objects) or preprocessed float32 images (N, C, H, W)."""
+    if x.dtype == np.uint8:
+        return F.PIXELS, "UINT8"
+    return (F.ENCODED, "BYTES") if x.dtype == object else (F.IMAGES, "FP32")
 
 
 def real_images(folder: str | Path, n: int, prep: dict) -> np.ndarray:

@@ -35,7 +35,7 @@ from dnc.training.scenes import write_clips
 
 SEG = "scenes"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
-PAIRS = ((4, 1), (4, 2), (8, 2), (8, 4))  # (frames per request, requests in flight)
+PAIRS = "4x1,4x2,8x2,8x4"  # frames per request x requests in flight
 
 
 def cut(src: Path, dest: Path, frames: int) -> Path:
@@ -65,12 +65,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads, in-process and in the server")
     ap.add_argument("--real-frames", type=int, default=64)
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--frames", type=int, default=0, help="frames of each generated clip (0: 96 at 256x256, 48 at "
+                    "640x480 and on Ray)")
+    ap.add_argument("--pairs", default=PAIRS, help="(frames per request)x(requests in flight) through Triton")
     a = ap.parse_args()
+    pairs = [tuple(map(int, p.split("x"))) for p in a.pairs.split(",")]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node(), "args": vars(a), "inputs": {}}
     inputs = {}
-    for name, (w, h, n) in {"256x256": (256, 256, 96), "640x480": (640, 480, 48)}.items():
+    for name, (w, h, n) in {"256x256": (256, 256, a.frames or 96), "640x480": (640, 480, a.frames or 48)}.items():
         folder = out / f"clips-{name}"
         if not (folder / "classes.json").is_file():
             write_clips(folder, 1, "coarse", height=h, width=w, frames=n, fps=24, seed=21)
@@ -94,7 +98,7 @@ def main() -> None:
             row = res["inputs"][name]
             for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
                 seg = ServerSegmenter(url, protocol, SEG)
-                for batch, conc in PAIRS:
+                for batch, conc in pairs:
                     row[f"{protocol} b{batch} c{conc}"] = job(videos, out / "o", seg, batch, conc, truth)
                     print(name, protocol, batch, conc, row[f"{protocol} b{batch} c{conc}"], flush=True)
                 seg.close()
@@ -115,7 +119,7 @@ def main() -> None:
             except FileNotFoundError:  # renamed into place meanwhile: the video is done
                 return 1 << 30
 
-        while t.is_alive() and lines_written() < 16:
+        while t.is_alive() and lines_written() < (a.frames or 48) // 3:
             time.sleep(0.05)
         done = swap(repo, a.other_set, server.grpc_url, name=SEG, log_file=server.log_file)
         t.join()
@@ -134,7 +138,7 @@ def main() -> None:
 
         folder = out / "clips-ray"
         if not (folder / "classes.json").is_file():
-            write_clips(folder, 4, "coarse", height=256, width=256, frames=48, fps=24, seed=31)
+            write_clips(folder, 4, "coarse", height=256, width=256, frames=a.frames or 48, fps=24, seed=31)
         videos = sorted((folder / "videos").iterdir())
         spec = {"kind": "local", "export": a.segmenter, "threads": 1}
         res["ray"] = {}
