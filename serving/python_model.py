@@ -14,7 +14,8 @@ server log (no traceback). Config parameters:
   per request (all its pictures together; for bytes, read from their headers before any is decoded);
   floats must be finite and within the range the preprocessing produces. Out: the checked images and,
   for a segmenter, each picture's own (height, width) for the head.
-- role "graph": `intra_op_threads` (0: one per core), `input_check` (JSON, repository.input_check):
+- role "graph": `intra_op_threads` (0: one per core), `arena` ("1": onnxruntime's CPU arena, for graphs whose
+  inputs have one size), `input_check` (JSON, repository.input_check):
   images finite and in range, or embeddings finite, not all zero, no value beyond max_abs. A segmenter's
   head also has `size_input` (the (N, 2) output sizes: one per request, checked against `max_pixels`),
   and `max_pixels` bounds the pixels of one request (items x H x W, of the images or of the output size)
@@ -27,10 +28,11 @@ server log (no traceback). Config parameters:
   load balancer may try another replica and a pinned client learns the list changed.
 An output holding NaN or inf is never sent: that request gets an error instead. The dynamic batcher hands
 several requests at once: those of one input shape are run as one batch and split again.
-Memory is handed back after each request (issue 23, item 5): onnxruntime runs without its CPU arena (which
-kept the largest request's buffers for good), buffers of 1 MB and more are mapped for themselves (a fixed
-mmap threshold: glibc's own rises to the largest buffer freed and then keeps such buffers in its heap), and
-after a call that handled more than TRIM_PIXELS pixels glibc's free heap pages are returned (malloc_trim). The stub's
+Memory is handed back after each request (issue 23, item 5): onnxruntime runs without its CPU arena where
+pictures come in any size (a segmenter's: the arena kept the largest request's buffers for good), buffers
+of 1 MB and more are mapped for themselves (a fixed mmap threshold: glibc's own rises to the largest buffer
+freed and then keeps such buffers in its heap), and after a call that handled more than TRIM_PIXELS pixels
+glibc's free heap pages are returned (malloc_trim). The stub's
 embedded interpreter ignores PYTHONPATH, so `dnc serve` names the environment holding numpy, PIL and
 onnxruntime in DNC_SITE_PACKAGES (unset in the official container, which has them).
 """
@@ -239,7 +241,10 @@ class GraphModel(_Model):
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        opts.enable_cpu_mem_arena = False  # an arena keeps the largest request's buffers resident for good
+        # An arena keeps the largest run's buffers resident for good: right for a graph whose inputs have one
+        # size (a classifier's: its peak is its ordinary load at max batch, and reusing the buffers saves the page
+        # faults of fresh ones, 15-25% of a run), wrong for a segmenter's pictures of any size (issue 23).
+        opts.enable_cpu_mem_arena = params.get("arena") == "1"
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.graph_inputs = [i.name for i in self.session.get_inputs()]

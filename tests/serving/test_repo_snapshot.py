@@ -191,12 +191,16 @@ def test_every_config_parses_and_the_ensembles_fit_their_steps(built, runtime):
         assert prep.parameters["role"].string_value == "prep" and head.parameters["role"].string_value == "graph"
         assert json.loads(prep.parameters["preprocessing"].string_value) == meta["preprocessing"]
         assert json.loads(head.parameters["input_check"].string_value)["kind"] == "embeddings"
+        # onnxruntime's arena for a classifier's graphs (inputs of one size), never for a segmenter's (issue 23)
+        arena = "0" if task.dense else "1"
+        assert head.parameters["arena"].string_value == ("" if task.dense else "1")
         if runtime == "python":
             assert embed.backend == "python" and embed.parameters["role"].string_value == "graph"
             assert json.loads(embed.parameters["input_check"].string_value)["kind"] == "images"
+            assert embed.parameters["arena"].string_value == ("" if task.dense else "1")
         else:
             assert embed.backend == "onnxruntime" and embed.default_model_filename == "model.onnx"
-            assert embed.parameters["enable_mem_arena"].string_value == "0"
+            assert embed.parameters["enable_mem_arena"].string_value == arena
         assert embed.HasField("dynamic_batching") and head.HasField("dynamic_batching")
 
 
