@@ -22,6 +22,9 @@ load16() { # ordinary load: 16 clients x 4 requests of one 640 x 480 picture, af
   $PY $B/server_memory.py --export "$E" --classes 60 --requests 10 --load-clients 16 --mmap-threshold 1048576 \
     --out runs/bench-memory/load16
 }
+seg_cost() { # issue 27: the demo segmenter's frames/s, latency and peak memory, 256x256 to 1080p x 6, 60, 254 classes (after make demo)
+  $PY $B/seg_cost_curves.py --export runs/demo/seg-export --out runs/bench-cost/seg
+}
 # before: a copy of commit 668590f with the script and serving/resident.py added, run from that copy:
 #   .venv/bin/python benchmarks/memory/server_memory.py --export EXPORT --classes 10,60 --requests 10 --out OUT
 

@@ -43,5 +43,18 @@ fleet() { # 3 replicas behind the load balancer: its cost, 20 fleet swaps under 
     --replicas 3 --swaps 10 --kill-every 30 --kill-minutes 5 --out runs/bench-fleet/results.json
 }
 
+ratio() { # issue 27: served / in-process for float32, uint8 pixels and encoded files, interleaved rounds, requests of 64 and 16 (after make demo)
+  $PY $B/served_ratio.py --request-batch 64 --out runs/bench-served-ratio/b64.json
+  $PY $B/served_ratio.py --request-batch 16 --out runs/bench-served-ratio/b16.json
+}
+
+cost() { # issue 27: a served classifier's images/s and p99 as the class list (10-1,000 x K 4, 64) and the batch grow (after make demo)
+  $PY $B/cls_cost_curves.py --out runs/bench-cost/cls.json --plot runs/bench-cost/cls.png
+}
+
+client_defaults() { # issue 27: `dnc classify` with no flag against every --batch-size (after make demo)
+  $PY $B/client_defaults.py --out runs/bench-client-defaults/results.json
+}
+
 # ---- the entries listed, checked and run (the same for every group)
 source benchmarks/dispatch.sh

@@ -26,18 +26,22 @@ def _run(*args, timeout=300) -> subprocess.CompletedProcess:
 
 @pytest.mark.triton
 def test_video_serving_benchmark_runs(tmp_path, seg_export, other_seg_set, opencv_doc):
-    """4-frame generated clips and 2 frames of vtest.avi, one (batch, concurrency) pair, no Ray: every frame out
+    """4-frame generated clips and 2 frames of vtest.avi, the command's default flags and one (batch, concurrency)
+    pair, no Ray: every frame out
     through both protocols, the served masks as good as in-process, no frame lost to the swap."""
     out = tmp_path / "bench"
     _run(ROOT / "benchmarks" / "video" / "video_serving.py", "--segmenter", seg_export[2], "--other-set", other_seg_set,
-         "--out", out, "--threads", "1", "--frames", "4", "--real-frames", "2", "--pairs", "4x2", "--skip-ray",
+         "--out", out, "--threads", "1", "--frames", "4", "--real-frames", "2", "--pairs", "default,4x2", "--skip-ray",
          timeout=400)
     got = json.loads((out / "results.json").read_text())
     assert set(got["inputs"]) == {"256x256", "640x480", "vtest 768x576"}
     for name, row in got["inputs"].items():
         frames = 2 if name.startswith("vtest") else 4
-        assert set(row) == {"in_process", "http b4 c2", "grpc b4 c2", "best_triton", "ratio"}, row
-        for key in ("in_process", "http b4 c2", "grpc b4 c2"):
+        served = ("http default", "grpc default", "http b4 c2", "grpc b4 c2")
+        assert set(row) == {"in_process", *served, "best_triton", "ratio", "default_over_best_pair"}, row
+        assert row["default_over_best_pair"] == row["http default"]["frames_per_s"] / max(
+            row[k]["frames_per_s"] for k in ("http b4 c2", "grpc b4 c2"))
+        for key in ("in_process", *served):
             assert row[key]["frames"] == frames and row[key]["failed"] == 0 and row[key]["frames_per_s"] > 0, row
             assert row[key]["miou"] == row["in_process"]["miou"]  # the same labels served as in-process
             shares = row[key]["time_share"]  # where the job's time went (the rest: bookkeeping)
