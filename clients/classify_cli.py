@@ -14,6 +14,7 @@ from dnc.core import tasks
 from dnc.core.errors import InputError
 
 _D = argparse.ArgumentDefaultsHelpFormatter
+DEFAULT_CONCURRENCY = 2  # requests in flight of `dnc classify`, chosen by measurement (docs/BENCHMARKS.md, issue 27)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="at most this many images per request; default: as "
                    "many as fit the served model's max batch and the pixels it takes per request (read from the "
                    "server)")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight: the next "
+                   "pictures are read while earlier requests are answered (the default is measured: "
+                   "docs/BENCHMARKS.md, issue 27)")
     p.add_argument("--downscale", action="store_true", help="images above the served model's per-picture limit are "
                    "sent downscaled (aspect kept); without it they are skipped with a message")
     p.add_argument("--no-abstain", dest="abstain", action="store_false",
@@ -42,14 +46,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_classify(a: argparse.Namespace) -> int:
-    if a.top_k < 1:
-        raise InputError(f"`top_k` must be >= 1, got {a.top_k}")
+    if a.top_k < 1 or a.concurrency < 1:
+        raise InputError(f"`top_k` and `concurrency` must be >= 1, got {a.top_k} and {a.concurrency}")
     files = collect_images(a.paths)  # a missing path is named before any server is contacted
     skipped: list[tuple[str, str]] = []
     with DNCClient(a.url, a.protocol, a.model, task=tasks.CLASSIFICATION, downscale=a.downscale,
                    abstain=a.abstain) as client:
         say_choice(a, client, tasks.CLASSIFICATION)
-        preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped, how=a.how)
+        preds = client.classify_files(files, a.top_k, a.batch_size, skipped=skipped, how=a.how,
+                                      concurrency=a.concurrency)
     if a.json:
         for p in preds:
             print(json.dumps(p.to_dict()))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -27,11 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 from dnc.clients import sizing
+from dnc.clients.errors import ClientError
+from dnc.clients.inflight import InFlight
 from dnc.clients.predictions import Prediction, Ranked
 from dnc.clients.seg_results import Segmentation, segmentations
+from dnc.clients.served_models import choose_model, of_task, served_text, wanted_task
 from dnc.core import formats as F
 from dnc.core import preprocess, tasks
-from dnc.core.errors import DNCError
 from dnc.core.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
 
 log = logging.getLogger(__name__)
@@ -41,15 +44,6 @@ INPUTS = ("pixels", "encoded", "float32")  # how pictures travel (formats.PIXELS
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 RETRY_WAITS = (2.0, 6.0, 15.0)  # seconds before each retry of an image request (4 attempts in all): long
 # enough for a supervised server to come back after a crash (README: longest 8.64 s to ready)
-
-
-class ClientError(DNCError, ValueError):
-    """The server is down, not ready, refused the request, or answered something unusable. `refused`: the
-    server answered this request with an error about its input (HTTP 400, gRPC INVALID_ARGUMENT)."""
-
-    def __init__(self, message: str, refused: bool = False):
-        super().__init__(message)
-        self.refused = refused
 
 
 ABSTENTION_OUTPUTS = (F.KNOWN, F.THRESHOLD, F.UNKNOWN_PIXELS)  # what a repository built before abstention lacks
@@ -90,26 +84,38 @@ class DNCClient:
             raise ClientError("`url` is empty: give the server's HOST:PORT, or leave `url` out for "
                               f"{DEFAULT_URLS[protocol]}")
         self.url, self.protocol, self.model = url or DEFAULT_URLS[protocol], protocol, model
-        self.chosen, self._want, self.downscale, self.abstain = model is None, _wanted(task), downscale, abstain
+        self.chosen, self._want, self.downscale, self.abstain = model is None, wanted_task(task), downscale, abstain
         self.expect_set_id = expect_set_id
         self.served: dict[str, str] = {}  # the DNC models served, name -> task name (read when choosing the model)
         if "://" in self.url:
             raise ClientError(f"`url` {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
+        self._local, self._clients, self._timeout = threading.local(), [], timeout
         try:
             if protocol == "http":
                 import tritonclient.http as tc
-                self._client = tc.InferenceServerClient(self.url, connection_timeout=timeout, network_timeout=timeout)
             else:
                 import tritonclient.grpc as tc
-                self._client = tc.InferenceServerClient(self.url)
+            self._tc = tc
+            self._client  # noqa: B018 (this thread's connection, made now: a malformed address is refused here)
         except Exception as e:  # tritonclient refuses malformed addresses with its own exception type
             raise ClientError(f"`url` {self.url}: {_first_line(e)}") from e
-        self._tc, self._timeout = tc, timeout
         try:
             self._connect()
         except BaseException:
-            self._client.close()
+            self.close()
             raise
+
+    @property
+    def _client(self):
+        """This thread's connection: tritonclient's are not thread-safe, so each thread sending requests (see
+        `concurrency`) makes its own; close() closes them all."""
+        c = getattr(self._local, "client", None)
+        if c is None:
+            c = self._local.client = self._tc.InferenceServerClient(
+                self.url, **({"connection_timeout": self._timeout, "network_timeout": self._timeout}
+                             if self.protocol == "http" else {}))
+            self._clients.append(c)
+        return c
 
     def _call(self, fn, *args, **kwargs):
         """A tritonclient call with this client's deadline (gRPC calls take it per call)."""
@@ -282,7 +288,7 @@ class DNCClient:
         return np.stack([self._item(f, "float32") for f in files])
 
     def _send(self, files: list[Path], batch_size: int | None, skipped: list[tuple[str, str]] | None, how: str,
-              call, on_result=None):
+              call, on_result=None, concurrency: int = 1):
         """Read files and send them in requests that travel together (one size for pixels; any for bytes and
         float32 pictures of a classifier), each holding as many pictures as fit the model's pixel budget, at
         most `batch_size` (None: the model's max batch; clients/sizing.py); `call(batch, sources, name)` answers
@@ -290,9 +296,10 @@ class DNCClient:
         sent downscaled and its answer brought back to its size. Unreadable files, and pictures the server
         refuses (a refused request is sent again one picture at a time), go to `skipped`; without it, the
         first one raises. With `on_result`, each answer is handed to it as its request returns and none is
-        kept (the list returned is empty)."""
-        if batch_size is not None and batch_size < 1:
-            raise ClientError(f"`batch_size` must be >= 1, got {batch_size}")
+        kept (the list returned is empty). Up to `concurrency` requests are in flight while the next pictures
+        are read (clients/inflight.py); answers come back in the order of the files."""
+        if (batch_size is not None and batch_size < 1) or concurrency < 1:
+            raise ClientError(f"`batch_size` and `concurrency` must be >= 1, got {batch_size} and {concurrency}")
         if how not in INPUTS:
             raise ClientError(f"unknown input `how` {how!r}; choose one of {', '.join(INPUTS)}")
         name = {"pixels": F.PIXELS, "encoded": F.ENCODED, "float32": F.IMAGES}[how]
@@ -301,33 +308,38 @@ class DNCClient:
         originals: dict[str, tuple[int, int]] = {}  # source -> its (H, W), for pictures sent downscaled
         desc = "segment" if self.task.dense else "classify"
 
-        def send(items: list[tuple[np.ndarray, str]]) -> None:
+        def send(items: list[tuple[np.ndarray, str]]) -> tuple[list, list]:  # (answers, refused): on a request thread
             try:
                 answers = call(np.stack([p for p, _ in items]), [s for _, s in items], name)
-                for a in answers:
-                    if isinstance(a, Segmentation) and a.source in originals:
-                        a = sizing.restored(a, *originals[a.source])
-                    if on_result is None:
-                        results.append(a)
-                    else:
-                        on_result(a)
+                return [sizing.restored(a, *originals[a.source]) if isinstance(a, Segmentation) and a.source in
+                        originals else a for a in answers], []
             except ClientError as e:
                 if not e.refused or skipped is None:
                     raise
                 if len(items) == 1:  # this picture is what the server refuses: report it, go on
-                    skipped.append((items[0][1], str(e)))
-                    return
-                for item in items:  # find which: one request each
-                    send([item])
+                    return [], [(items[0][1], str(e))]
+                parts = [send([item]) for item in items]  # find which: one request each
+                return [a for p in parts for a in p[0]], [r for p in parts for r in p[1]]
+
+        def take(done: tuple[list, list]) -> None:  # on this thread, in the order of the requests
+            answers, refused = done
+            if refused:
+                skipped.extend(refused)
+            for a in answers:
+                if on_result is None:
+                    results.append(a)
+                else:
+                    on_result(a)
 
         def flush():
             nonlocal held
             if pending:
-                send(list(pending))
+                flight.put(send, list(pending))
                 pending.clear()
                 held = 0
 
-        with tqdm(total=len(files), desc=desc, unit="img", disable=len(files) <= cap or None) as bar:
+        flight = InFlight(concurrency, take)
+        with tqdm(total=len(files), desc=desc, unit="img", disable=len(files) <= cap or None) as bar, flight:
             for f in files:
                 try:
                     item, shape, pixels, original = self._fitted(f, self._item(f, how), how)
@@ -345,6 +357,7 @@ class DNCClient:
                 pending.append((item, str(f)))
                 bar.update(1)
             flush()
+            flight.drain()
         return results
 
     def _fitted(self, f: Path, item: np.ndarray, how: str):
@@ -397,12 +410,14 @@ class DNCClient:
         return preprocess.normalise(x[None], self.preprocessing)[0]
 
     def classify_files(self, paths: list[str | Path], top_k: int = 5, batch_size: int | None = None,
-                       skipped: list[tuple[str, str]] | None = None, how: str = "pixels") -> list[Prediction]:
+                       skipped: list[tuple[str, str]] | None = None, how: str = "pixels",
+                       concurrency: int = 1) -> list[Prediction]:
         """Predictions for image files and folders (see collect_images), sent in batches as `how` says
-        (INPUTS). With `skipped` given, a file that cannot be read (or is refused by the reader's size
-        limits) is appended to it as (path, reason) and the others go on; without it, the first one raises."""
+        (INPUTS), up to `concurrency` requests in flight. With `skipped` given, a file that cannot be read (or is
+        refused by the reader's size limits) is appended to it as (path, reason) and the others go on; without
+        it, the first one raises."""
         return self._send(collect_images(paths), batch_size=batch_size, skipped=skipped, how=how,
-                          call=lambda x, src, name: self.classify(x, top_k, src, name))
+                          call=lambda x, src, name: self.classify(x, top_k, src, name), concurrency=concurrency)
 
     def segment_files(self, paths: list[str | Path], batch_size: int | None = None,
                       skipped: list[tuple[str, str]] | None = None, how: str = "pixels", maps: bool = False,
@@ -434,58 +449,14 @@ class DNCClient:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self._client.close()
+        for c in self._clients:
+            c.close()
 
     def __enter__(self) -> DNCClient:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _wanted(task: str | tasks.Task | None) -> tasks.Task | None:
-    """The task a client asks for (None: any)."""
-    return None if task is None else tasks.task(task)
-
-
-def of_task(served: dict[str, str], task: str | tasks.Task | None) -> list[str]:
-    """The served models (name -> task name) of `task` (any when None), sorted."""
-    want = _wanted(task)
-    return sorted(n for n, t in served.items() if want is None or tasks.task(t) is want)
-
-
-def _nouns(task: str | tasks.Task | None) -> tuple[str, str]:
-    want = _wanted(task)
-    return ("DNC model", "DNC models") if want is None else (want.noun, want.plural)
-
-
-def served_text(served: dict[str, str], task: str | tasks.Task | None, url: str) -> str:
-    """What the server offers for `task`: "served segmenters: a, b", or "no segmenter is served at URL;
-    served classifiers: dnc" (served: name -> task, see DNCClient.served_models)."""
-    one, many = _nouns(task)
-    fits = of_task(served, task)
-    if fits:
-        return f"served {many}: {', '.join(fits)}"
-    groups = {}
-    for n in sorted(served):
-        groups.setdefault(_nouns(served[n])[1], []).append(n)
-    if not groups:
-        return f"no {one} is served at {url} (are its models still loading? `dnc status` tells)"
-    return f"no {one} is served at {url}; " + "; ".join(f"served {g}: {', '.join(ns)}" for g, ns in groups.items())
-
-
-def choose_model(served: dict[str, str], task: str | tasks.Task | None, url: str) -> str:
-    """The model a client uses when none is named: the one served model of `task` (any task when None).
-    When several are served, the one named `dnc` (the default of `dnc repo build --name`) if it is among
-    them, so that naming none keeps meaning dnc; otherwise a ClientError naming them (pass `model`)."""
-    fits = of_task(served, task)
-    if len(fits) == 1:
-        return fits[0]
-    if F.DEFAULT_MODEL in fits:
-        return F.DEFAULT_MODEL
-    if not fits:
-        raise ClientError(served_text(served, task, url))
-    raise ClientError(f"several {_nouns(task)[1]} are served at {url}: {', '.join(fits)}; pass `model`")
 
 
 def _text(v) -> str:

@@ -8,8 +8,9 @@ cells' embeddings made as benchmarks/memory/server_memory.py makes its lists (`d
 FashionScenes test scenes, dealt out --k to a class). Each list gets a repository and a fresh tritonserver of
 its own (python runtime, the defaults of `dnc repo build`), so a cell's memory is not a former cell's. For
 each picture size in --sizes, smallest first: --clients threads send requests of one frame (a real scene
-resized to the size, uint8 pixels over HTTP, what `dnc segment` asks for without --maps) back to back for
---seconds after a warm-up; frames/s, per-request p50/p99, and the served tree's peak memory (tritonserver and
+resized to the size, uint8 pixels over HTTP, what `dnc segment` asks for without --maps) back to back, after
+a warm-up (each client answered once), for --seconds and at least MIN_REQUESTS answers; frames/s,
+per-request p50/p99, and the served tree's peak memory (tritonserver and
 its python stubs, PSS: shared pages counted once; sampled every 50 ms). The python backend keeps its
 shared-memory regions at their largest, so each size's peak includes what the sizes before it left.
 Results: --out/results.json, a markdown table on stdout, --out/seg.png.
@@ -37,6 +38,7 @@ from dnc.serving.server import TritonServer
 from dnc.training.scenes import write_scenes
 
 MB = 1e6
+MIN_REQUESTS = 6  # answers counted per cell at least, however long they take
 SIZES = "256x256,640x480,1280x720,1920x1080"
 ASKED = (F.LABELS, *(s.name for s in F.SEG_HEAD_OUTPUTS[4:] + F.SEG_EVIDENCE_OUTPUTS))
 
@@ -66,9 +68,12 @@ def frames_load(url: str, model: str, frame: np.ndarray, clients: int, seconds: 
     threads = [threading.Thread(target=run) for _ in range(clients)]
     for t in threads:
         t.start()
-    time.sleep(warmup)
-    t0 = time.perf_counter()
-    time.sleep(seconds)
+    start = time.perf_counter()
+    while (len(lat) < clients or time.perf_counter() - start < warmup) and not errors:  # each client answered once
+        time.sleep(0.05)
+    t0, n0 = time.perf_counter(), len(lat)
+    while (time.perf_counter() - t0 < seconds or len(lat) - n0 < MIN_REQUESTS) and time.perf_counter() - t0 < 300:
+        time.sleep(0.05)  # at least MIN_REQUESTS answers in the window (a 1080p frame takes seconds)
     t1 = time.perf_counter()
     stop.set()
     for t in threads:

@@ -400,3 +400,25 @@ def test_an_edited_set_is_swapped_in_and_answers_its_new_class(server, repo, exp
         assert sum(p.label == "Sandal2" for p in sandals) >= sum(before[p.source] == "Sandal" for p in sandals) - 2
     finally:
         swap(repo, base, server.grpc_url)
+
+
+def test_requests_in_flight_answer_as_one_at_a_time(server, fm_folder, tmp_path, capsys):
+    """classify_files with several requests in flight (each on its own connection) answers every file, in the
+    order of the files, as one request at a time does; unreadable files are still skipped and named."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i, f in enumerate(sorted((fm_folder / "test").rglob("*.png"))[::4][:22]):
+        (folder / f"{i:02d}.png").write_bytes(f.read_bytes())
+    (folder / "10b.png").write_bytes(b"not a png")
+    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+        with DNCClient(url, protocol) as c:
+            skipped_one, skipped = [], []
+            one = c.classify_files([folder], top_k=2, batch_size=3, skipped=skipped_one)
+            many = c.classify_files([folder], top_k=2, batch_size=3, concurrency=3, skipped=skipped)
+            assert len(c._clients) > 1  # the requests went out on connections of their own
+        assert [p.source for p in many] == [p.source for p in one] == sorted(str(f) for f in folder.iterdir()
+                                                                              if f.name != "10b.png")
+        assert [(p.label, p.top[0].score) for p in many] == [(p.label, p.top[0].score) for p in one]
+        assert [Path(s).name for s, _ in skipped] == [Path(s).name for s, _ in skipped_one] == ["10b.png"]
+    assert main(["classify", str(folder), "--url", server.http_url, "--concurrency", "0"]) == 2
+    assert "--top-k and --concurrency must be >= 1, got 1 and 0" in capsys.readouterr().err
