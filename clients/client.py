@@ -33,6 +33,7 @@ from dnc.clients.inflight import InFlight
 from dnc.clients.predictions import Prediction, Ranked
 from dnc.clients.seg_results import Segmentation, segmentations
 from dnc.clients.served_models import choose_model, of_task, served_text, wanted_task
+from dnc.clients.video_requests import Requests
 from dnc.core import formats as F
 from dnc.core import preprocess, tasks
 from dnc.core.images import IMAGE_EXTENSIONS, DataError, image_files, read_picture
@@ -90,6 +91,7 @@ class DNCClient:
         if "://" in self.url:
             raise ClientError(f"`url` {self.url}: give HOST:PORT without a scheme (e.g. localhost:8000)")
         self._local, self._clients, self._timeout = threading.local(), [], timeout
+        self._pools: dict[int, Requests] = {}  # request threads by concurrency, kept for the client's life
         try:
             if protocol == "http":
                 import tritonclient.http as tc
@@ -338,7 +340,9 @@ class DNCClient:
                 pending.clear()
                 held = 0
 
-        flight = InFlight(concurrency, take)
+        if concurrency > 1 and concurrency not in self._pools:  # (threads reused: one connection each, not one a call)
+            self._pools[concurrency] = Requests(concurrency)
+        flight = InFlight(concurrency, take, self._pools.get(concurrency))
         with tqdm(total=len(files), desc=desc, unit="img", disable=len(files) <= cap or None) as bar, flight:
             for f in files:
                 try:
@@ -449,6 +453,8 @@ class DNCClient:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
         for c in self._clients:
             c.close()
 

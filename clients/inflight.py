@@ -16,11 +16,14 @@ from dnc.clients.video_requests import Requests
 
 
 class InFlight:
-    """Up to n calls at once; each result is handed to `done(result)` on the caller's thread, in call order."""
+    """Up to n calls at once; each result is handed to `done(result)` on the caller's thread, in call order.
+    `pool`: the Requests to run them on (a client's own, kept between calls so that its threads, and the
+    connection each makes, are reused; closed by its owner); None: a pool of this InFlight's own."""
 
-    def __init__(self, n: int, done):
+    def __init__(self, n: int, done, pool: Requests | None = None):
         self.n, self._done = n, done
-        self._pool = Requests(n) if n > 1 else None
+        self._own = pool is None and n > 1
+        self._pool = (Requests(n) if self._own else pool) if n > 1 else None
         self._waiting: deque[Future] = deque()
 
     def put(self, fn, *args) -> None:
@@ -46,6 +49,8 @@ class InFlight:
         self.close()
 
     def close(self) -> None:
-        """Cancel calls not started; never wait for those running."""
-        if self._pool is not None:
+        """Cancel this InFlight's calls not started; never wait for those running."""
+        for f in self._waiting:
+            f.cancel()
+        if self._own:
             self._pool.close()
