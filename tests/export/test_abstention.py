@@ -52,7 +52,10 @@ def test_scores_thresholds_and_decisions_match_a_float64_reference():
             assert (own > thr[c] + 1e-6).mean() < accept  # ... and no larger threshold would keep that share
         best, ok = decide(want.astype(np.float32), thr)
         assert (best == want.argmax(1)).all()
-        assert (ok == (want.max(1) >= thr[want.argmax(1)])).all()
+        # the decision, wherever the best score is not within float32 rounding of its threshold (a threshold is
+        # one of the class's own scores, computed in float32 by BLAS kernels that round differently per CPU)
+        clear = np.abs(want.max(1) - thr[want.argmax(1)]) > 1e-6
+        assert clear.mean() > 0.9 and (ok == (want.max(1) >= thr[want.argmax(1)]))[clear].all()
 
 
 def test_classes_without_held_out_images_accept_everything_and_bad_shares_are_refused():

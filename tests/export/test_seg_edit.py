@@ -120,11 +120,12 @@ def test_large_k_and_auto_for_segmentation_sets(seg_export, tmp_path, capsys):
     cs = centroid_set.load(tmp_path / "auto")
     assert cs.source["k_asked"] == "auto" and cs.source["k"] == res["k"] and len(res["k"]) == cs.num_classes
     assert cs.ks == [min(kc, n) for kc, n in zip(res["k"], res["cells_per_class"], strict=True)]
-    # an edit that removes the class with the most sub-centroids: the others' rows keep every byte
-    widest = cs.class_names[int(np.argmax(cs.ks))]
-    edited = edit_set(tmp_path / "auto", embed, tmp_path / "narrower", remove=[widest], threads=2)
+    # an edit that removes the classes with the most sub-centroids (several may tie; which K a class gets
+    # rests on held-out accuracies, whose float rounding differs between CPUs): the others' rows keep every byte
+    widest = [n for n, k in zip(cs.class_names, cs.ks, strict=True) if k == max(cs.ks)]
+    edited = edit_set(tmp_path / "auto", embed, tmp_path / "narrower", remove=widest, threads=2)
     cut = centroid_set.load(tmp_path / "narrower")
-    assert widest not in edited["classes"] and cut.centroids.shape[1] == max(cut.ks) < max(cs.ks)
+    assert not set(widest) & set(edited["classes"]) and cut.centroids.shape[1] == max(cut.ks) < max(cs.ks)
     for i, name in enumerate(cut.class_names):
         j = cs.class_names.index(name)
         assert cut.centroids[i, :cut.ks[i]].tobytes() == cs.centroids[j, :cs.ks[j]].tobytes()
